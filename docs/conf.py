@@ -1,0 +1,30 @@
+"""Sphinx configuration for sslosses."""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+project = "sslosses"
+author = "the sslosses developers"
+copyright = "2026, the sslosses developers"
+release = _version("sslosses")
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.doctest",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.viewcode",
+]
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": False}
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+intersphinx_mapping: dict[str, tuple[str, None]] = {}
+html_theme = "furo"
+html_title = f"sslosses {release}"
+exclude_patterns = ["_build"]
+nitpicky = False

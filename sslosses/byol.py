@@ -1,0 +1,104 @@
+"""BYOL: normalized mean squared error between a prediction and a stop-gradient target."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sslosses._validation import (
+    Reduction,
+    check_reduction,
+    check_same_device,
+    check_same_shape,
+    check_tensor,
+    compute_dtype,
+    no_autocast,
+    reduce,
+    upcast,
+)
+
+__all__ = ["BYOLLoss", "byol_loss"]
+
+
+def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
+    r"""BYOL regression loss: ``2 - 2 cos(p, sg(z))``, the MSE of L2-normalized vectors.
+
+    .. math::
+        \ell_n = \left\| \frac{p_n}{\|p_n\|_2} - \frac{z_n}{\|z_n\|_2} \right\|_2^2
+               = 2 - 2\,\frac{\langle p_n, z_n \rangle}{\|p_n\|_2 \, \|z_n\|_2}
+
+    The target is detached (stop-gradient), as BYOL's target network carries no gradient; each
+    per-sample loss lies in :math:`[0, 4]`. Symmetrize by calling it twice with the views
+    swapped, as the paper does. Inputs in half precision (or under autocast) are computed in
+    float32; float64 stays float64.
+
+    Args:
+        prediction: the online network's prediction :math:`p`.
+        target: the target network's projection :math:`z` (gradient is not propagated).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+
+    Shape:
+        - prediction: :math:`(N, D)`
+        - target: :math:`(N, D)`
+        - output: :math:`()` for ``"mean"``/``"sum"``, :math:`(N,)` for ``"none"``.
+
+    Returns:
+        The loss in float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: if an input is not a floating-point tensor.
+        ValueError: if an input is not 2-D, the shapes or devices differ, or ``reduction`` is
+            unknown.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.functional import byol_loss
+        >>> p, z = torch.randn(8, 32, requires_grad=True), torch.randn(8, 32)
+        >>> loss = byol_loss(p, z)
+        >>> loss.shape, bool(0 <= loss <= 4)
+        (torch.Size([]), True)
+        >>> loss.backward()
+
+    References:
+        Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020, arXiv:2006.07733.
+        Official code: google-deepmind/deepmind-research, ``byol/byol_experiment.py``
+        (``regression_loss``).
+    """
+    check_tensor("prediction", prediction, ndim=2)
+    check_tensor("target", target, ndim=2)
+    check_same_shape("prediction", prediction, "target", target)
+    check_same_device("prediction", prediction, "target", target)
+    reduction = check_reduction(reduction)
+    dtype = compute_dtype(prediction, target)
+    with no_autocast(prediction):
+        p = F.normalize(upcast(prediction, dtype), dim=1)  # (N, D)
+        z = F.normalize(upcast(target.detach(), dtype), dim=1)  # (N, D)
+        loss = 2 - 2 * (p * z).sum(dim=1)  # (N,)
+    return reduce(loss, reduction)
+
+
+class BYOLLoss(nn.Module):
+    r"""Module form of :func:`sslosses.functional.byol_loss`.
+
+    Args:
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses import BYOLLoss
+        >>> criterion = BYOLLoss()
+        >>> criterion
+        BYOLLoss(reduction='mean')
+        >>> criterion(torch.randn(4, 16), torch.randn(4, 16)).shape
+        torch.Size([])
+    """
+
+    def __init__(self, *, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        self.reduction: Reduction = check_reduction(reduction)
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        return byol_loss(prediction, target, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"

@@ -1,0 +1,171 @@
+"""The original formulations, written out plainly, as oracles for the tests.
+
+Each function restates what the paper's official repository computes (named in its docstring),
+in straightforward PyTorch, single process, with no attempt at speed or stability: the tests
+compare sslosses against these in float64, values and gradients. Nothing here is imported by
+the package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+# --------------------------------------------------------------------------------------------
+# MoCo v1/v2: He et al. 2020 (arXiv:1911.05722), Chen et al. 2020 (arXiv:2003.04297);
+# facebookresearch/moco, moco/builder.py, MoCo.forward. MoCo v3: Chen et al. 2021
+# (arXiv:2104.02057); facebookresearch/moco-v3, moco/builder.py, MoCo.contrastive_loss.
+# --------------------------------------------------------------------------------------------
+def moco_v2(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
+    """MoCo v2: ``l_pos``/``l_neg`` logits + cross-entropy with label 0. ``queue`` is ``(K, D)``.
+
+    The official code keeps the queue as ``(D, K)``; we pass its transpose.
+    """
+    q = F.normalize(query, dim=1)
+    k = F.normalize(key, dim=1).detach()
+    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # (N, 1)
+    l_neg = torch.einsum("nc,ck->nk", q, queue.t())  # (N, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1 + K)
+    labels = torch.zeros(logits.shape[0], dtype=torch.long)
+    return F.cross_entropy(logits, labels)
+
+
+def moco_v3(query: Tensor, key: Tensor, temperature: float) -> Tensor:
+    """MoCo v3 ``contrastive_loss`` without its final ``* 2 * T`` scale (single process).
+
+    Keys are not detached here: in MoCo v3 they come from the momentum encoder and carry no
+    gradient anyway; the tests pass leaf tensors and compare gradients w.r.t. both inputs.
+    """
+    q = F.normalize(query, dim=1)
+    k = F.normalize(key, dim=1)
+    logits = torch.einsum("nc,mc->nm", q, k) / temperature  # (N, N)
+    labels = torch.arange(logits.shape[0])
+    return F.cross_entropy(logits, labels)
+
+
+# --------------------------------------------------------------------------------------------
+# SimCLR: Chen et al. 2020 (arXiv:2002.05709); google-research/simclr, objective.py,
+# add_contrastive_loss (TensorFlow), restated in PyTorch. LARGE_NUM masks self-similarity.
+# --------------------------------------------------------------------------------------------
+LARGE_NUM = 1e9
+
+
+def simclr_nt_xent(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
+    """SimCLR's ``loss_a + loss_b`` divided by 2: the mean NT-Xent over the 2N anchors.
+
+    The official code returns ``loss_a + loss_b`` (each a mean over N anchors); the paper's
+    Algorithm 1 averages over all 2N anchors, which is half of that sum. sslosses follows the
+    paper (as do lightly and solo-learn).
+    """
+    a = F.normalize(z_a, dim=1)
+    b = F.normalize(z_b, dim=1)
+    n = a.shape[0]
+    labels = torch.arange(n)
+    masks = torch.eye(n, dtype=a.dtype)
+    logits_aa = a @ a.t() / temperature - masks * LARGE_NUM
+    logits_bb = b @ b.t() / temperature - masks * LARGE_NUM
+    logits_ab = a @ b.t() / temperature
+    logits_ba = b @ a.t() / temperature
+    loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], dim=1), labels)
+    loss_b = F.cross_entropy(torch.cat([logits_ba, logits_bb], dim=1), labels)
+    return (loss_a + loss_b) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# BYOL: Grill et al. 2020 (arXiv:2006.07733); google-deepmind/deepmind-research,
+# byol/byol_experiment.py, regression_loss: 2 - 2 <p/|p|, z/|z|>, target under stop-gradient.
+# --------------------------------------------------------------------------------------------
+def byol(prediction: Tensor, target: Tensor) -> Tensor:
+    """Per-sample BYOL regression loss, shape ``(N,)``."""
+    p = F.normalize(prediction, dim=-1)
+    z = F.normalize(target.detach(), dim=-1)
+    return 2 - 2 * (p * z).sum(dim=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# SimSiam: Chen & He 2021 (arXiv:2011.10566); facebookresearch/simsiam, main_simsiam.py:
+# criterion = nn.CosineSimilarity(dim=1); loss = -(criterion(p1, z2).mean() + ...) * 0.5,
+# with z detached in simsiam/builder.py.
+# --------------------------------------------------------------------------------------------
+def simsiam(prediction: Tensor, target: Tensor) -> Tensor:
+    """Per-sample SimSiam loss ``-cos(p, stopgrad(z))``, shape ``(N,)``."""
+    return -F.cosine_similarity(prediction, target.detach(), dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# SwAV: Caron et al. 2020 (arXiv:2006.09882); facebookresearch/swav, main_swav.py,
+# distributed_sinkhorn and the swapped-prediction loop in train().
+# --------------------------------------------------------------------------------------------
+def swav_sinkhorn(scores: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """``distributed_sinkhorn`` for one process: plain exp, no stabilization. ``(B, K)`` in/out."""
+    Q = torch.exp(scores / epsilon).t()  # (K, B)
+    B = Q.shape[1]
+    K = Q.shape[0]
+    Q = Q / torch.sum(Q)
+    for _ in range(iterations):
+        Q = Q / torch.sum(Q, dim=1, keepdim=True)
+        Q = Q / K
+        Q = Q / torch.sum(Q, dim=0, keepdim=True)
+        Q = Q / B
+    Q = Q * B
+    return Q.t()
+
+
+def swav(
+    scores: Sequence[Tensor],
+    temperature: float,
+    epsilon: float,
+    iterations: int,
+    assign_crops: Sequence[int] = (0, 1),
+    queue_scores: Sequence[Tensor] | None = None,
+) -> Tensor:
+    """The swapped-prediction loss of ``train()`` in ``main_swav.py``.
+
+    ``scores[v]`` is ``(B, K)``, the prototype scores of crop ``v`` (the official ``output``
+    sliced per crop). ``queue_scores[i]``, when given, is ``(Q, K)``, the scores of the queued
+    embeddings for assignment crop ``assign_crops[i]`` (``queue[i] @ prototypes.T``), prepended
+    before Sinkhorn, after which only the last B rows (the batch) are kept.
+    """
+    n_crops = len(scores)
+    bs = scores[0].shape[0]
+    loss = torch.zeros((), dtype=scores[0].dtype)
+    for i, crop_id in enumerate(assign_crops):
+        with torch.no_grad():
+            out = scores[crop_id].detach()
+            if queue_scores is not None:
+                out = torch.cat([queue_scores[i].detach(), out])
+            q = swav_sinkhorn(out, epsilon, iterations)[-bs:]
+        subloss = torch.zeros((), dtype=scores[0].dtype)
+        for v in range(n_crops):
+            if v == crop_id:
+                continue
+            x = scores[v] / temperature
+            subloss = subloss - torch.mean(torch.sum(q * F.log_softmax(x, dim=1), dim=1))
+        loss = loss + subloss / (n_crops - 1)
+    return loss / len(assign_crops)
+
+
+# --------------------------------------------------------------------------------------------
+# Barlow Twins: Zbontar et al. 2021 (arXiv:2103.03230); facebookresearch/barlowtwins, main.py,
+# BarlowTwins.forward with self.bn = nn.BatchNorm1d(affine=False) in training mode.
+# --------------------------------------------------------------------------------------------
+def off_diagonal(x: Tensor) -> Tensor:
+    """The official ``off_diagonal``: a flattened view of the off-diagonal elements."""
+    n, m = x.shape
+    assert n == m
+    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def barlow_twins(z_a: Tensor, z_b: Tensor, lambd: float = 0.0051, eps: float = 1e-5) -> Tensor:
+    """``on_diag + lambd * off_diag`` of the cross-correlation of batch-normalized views."""
+    bn = torch.nn.BatchNorm1d(z_a.shape[1], affine=False, eps=eps).to(z_a.dtype)
+    bn.train()
+    c = bn(z_a).T @ bn(z_b)  # (D, D)
+    c = c / z_a.shape[0]
+    on_diag = torch.diagonal(c).add(-1).pow(2).sum()
+    off_diag = off_diagonal(c).pow(2).sum()
+    return on_diag + lambd * off_diag
