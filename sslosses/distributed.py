@@ -120,7 +120,7 @@ def gather(tensor: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return tensor
-    out: Tensor = _Gather.apply(tensor)
+    out: Tensor = _Gather.apply(tensor)  # type: ignore[no-untyped-call]
     return out
 
 
@@ -133,5 +133,5 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return tensor
-    out: Tensor = _AllReduceSum.apply(tensor)
+    out: Tensor = _AllReduceSum.apply(tensor)  # type: ignore[no-untyped-call]
     return out

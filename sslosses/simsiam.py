@@ -33,7 +33,8 @@ def negative_cosine_similarity(
     r"""SimSiam loss: the negative cosine similarity ``-cos(p, sg(z))``.
 
     .. math::
-        \ell_n = -\frac{\langle p_n, z_n \rangle}{\max(\|p_n\|_2, \epsilon)\,\max(\|z_n\|_2, \epsilon)},
+        \ell_n = -\frac{\langle p_n, z_n \rangle}
+                       {\max(\|p_n\|_2, \epsilon)\,\max(\|z_n\|_2, \epsilon)},
         \qquad \epsilon = 10^{-8}
 
     With ``stop_gradient=True`` (SimSiam's key ingredient) no gradient flows into ``target``.

@@ -1,0 +1,160 @@
+"""BYOL loss: reference (deepmind-research byol regression_loss), properties, numerics, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given
+from references import byol as byol_reference
+from strategies import embeddings, positive_scales
+
+from sslosses.byol import BYOLLoss, byol_loss
+
+
+def _pair(n: int = 6, d: int = 5, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(n, d, generator=gen, dtype=dtype) for _ in range(2))
+
+
+def test_matches_reference_value_and_gradient() -> None:
+    p, z = _pair()
+    p.requires_grad_(True)
+    z.requires_grad_(True)
+    ours = byol_loss(p, z, reduction="none")
+    ref = byol_reference(p.detach().requires_grad_(True), z.detach())
+    torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+    (g_ours,) = torch.autograd.grad(ours.sum(), p)
+    p_ref = p.detach().requires_grad_(True)
+    (g_ref,) = torch.autograd.grad(byol_reference(p_ref, z.detach()).sum(), p_ref)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_target_gets_no_gradient() -> None:
+    p, z = _pair()
+    p.requires_grad_(True)
+    z.requires_grad_(True)
+    byol_loss(p, z).backward()
+    assert z.grad is None
+    assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_equals_mse_of_normalized_vectors() -> None:
+    p, z = _pair()
+    pn = p / p.norm(dim=1, keepdim=True)
+    zn = z / z.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(byol_loss(p, z, reduction="none"), ((pn - zn) ** 2).sum(1))
+
+
+@given(embeddings(), positive_scales(), positive_scales())
+def test_per_sample_loss_in_0_4_and_scale_invariant(
+    pair: tuple[torch.Tensor, ...], a: float, b: float
+) -> None:
+    p, z = pair
+    loss = byol_loss(p, z, reduction="none")
+    assert bool(((loss >= -1e-12) & (loss <= 4 + 1e-12)).all())
+    torch.testing.assert_close(byol_loss(a * p, b * z, reduction="none"), loss)
+
+
+def test_extremes() -> None:
+    p, _ = _pair()
+    torch.testing.assert_close(byol_loss(p, 3 * p), torch.zeros((), dtype=torch.float64))
+    torch.testing.assert_close(byol_loss(p, -p), torch.full((), 4.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(("reduction", "shape"), [("none", (6,)), ("mean", ()), ("sum", ())])
+def test_reductions(reduction: str, shape: tuple[int, ...]) -> None:
+    p, z = _pair()
+    out = byol_loss(p, z, reduction=reduction)  # type: ignore[arg-type]
+    assert out.shape == shape
+    full = byol_loss(p, z, reduction="none")
+    expected = {"none": full, "mean": full.mean(), "sum": full.sum()}[reduction]
+    torch.testing.assert_close(out, expected)
+
+
+def test_module_equals_functional() -> None:
+    p, z = _pair()
+    for reduction in ("none", "mean", "sum"):
+        module = BYOLLoss(reduction=reduction)  # type: ignore[arg-type]
+        torch.testing.assert_close(module(p, z), byol_loss(p, z, reduction=reduction))  # type: ignore[arg-type]
+    assert repr(BYOLLoss()) == "BYOLLoss(reduction='mean')"
+
+
+def test_gradcheck() -> None:
+    p, z = _pair(4, 3)
+    p.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: byol_loss(x, z, reduction="none"), (p,))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_compute_in_float32(dtype: torch.dtype) -> None:
+    p, z = _pair(dtype=torch.float32)
+    ph, zh = p.to(dtype), z.to(dtype)
+    out = byol_loss(ph, zh)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, byol_loss(ph.float(), zh.float()))
+
+
+def test_autocast_returns_float32() -> None:
+    p, z = _pair(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = byol_loss(p, z)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, byol_loss(p, z))
+
+
+def test_float64_stays_float64() -> None:
+    p, z = _pair()
+    assert byol_loss(p, z).dtype == torch.float64
+
+
+def test_compile_fullgraph_matches_eager() -> None:
+    p, z = _pair(dtype=torch.float32)
+    compiled = torch.compile(byol_loss, fullgraph=True)
+    torch.testing.assert_close(compiled(p, z), byol_loss(p, z))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (
+            (torch.randn(4), torch.randn(4)),
+            {},
+            ValueError,
+            r"prediction must be a 2-D tensor, got 1-D",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 2)),
+            {},
+            ValueError,
+            r"must have the same shape, got \(4, 3\) and \(4, 2\)",
+        ),
+        (
+            (torch.ones(4, 3, dtype=torch.long), torch.randn(4, 3)),
+            {},
+            TypeError,
+            r"prediction must have a floating-point dtype, got torch.int64",
+        ),
+        (
+            ([[1.0]], torch.randn(1, 1)),
+            {},
+            TypeError,
+            r"prediction must be a torch.Tensor, got list",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"reduction": "avg"},
+            ValueError,
+            r"reduction must be one of 'none', 'mean', 'sum', got 'avg'",
+        ),
+    ],
+)
+def test_bad_input(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        byol_loss(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_module_validates_reduction() -> None:
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        BYOLLoss(reduction="max")  # type: ignore[arg-type]
