@@ -11,7 +11,6 @@ export OMP_NUM_THREADS ?= 1
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
