@@ -6,7 +6,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from sslosses import distributed, functional
 from sslosses.byol import BYOLLoss
+from sslosses.ema import EMA, cosine_schedule
+from sslosses.prototypes import SwAVPrototypes
+from sslosses.queue import MoCoQueue
 from sslosses.simsiam import NegativeCosineSimilarity
+from sslosses.swav import SwAVLoss
 
 try:
     __version__ = version("sslosses")
@@ -14,9 +18,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "EMA",
     "BYOLLoss",
+    "MoCoQueue",
     "NegativeCosineSimilarity",
+    "SwAVLoss",
+    "SwAVPrototypes",
     "__version__",
+    "cosine_schedule",
     "distributed",
     "functional",
 ]

@@ -1,0 +1,155 @@
+"""Sinkhorn-Knopp equipartition of samples over prototypes (SwAV's ``distributed_sinkhorn``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from sslosses import distributed
+from sslosses._validation import (
+    check_min_batch,
+    check_positive,
+    check_positive_int,
+    check_tensor,
+    compute_dtype,
+    no_autocast,
+    upcast,
+)
+
+__all__ = ["sinkhorn"]
+
+
+def sinkhorn(
+    scores: Tensor,
+    *,
+    epsilon: float = 0.05,
+    iterations: int = 3,
+    gather_distributed: bool = False,
+) -> Tensor:
+    r"""Soft assignments of samples to prototypes by the Sinkhorn-Knopp algorithm (SwAV).
+
+    Starting from :math:`P = \exp(S / \varepsilon)`, SwAV alternately rescales the prototypes
+    (each prototype gets total mass :math:`1/K`) and the samples (each sample gets mass
+    :math:`1/B`), ``iterations`` times, then multiplies by :math:`B` so that every sample's
+    assignment sums to 1. Written with the dual potentials :math:`a \in \mathbb{R}^K`,
+    :math:`b \in \mathbb{R}^B`, starting from :math:`b^{(0)} = 0`:
+
+    .. math::
+        a_k^{(t)} = \log \sum_{n} \exp\!\left(\frac{s_{nk}}{\varepsilon} - b_n^{(t-1)}\right),
+        \qquad
+        b_n^{(t)} = \log \sum_{k} \exp\!\left(\frac{s_{nk}}{\varepsilon} - a_k^{(t)}\right),
+
+    .. math::
+        Q_{nk} = \exp\!\left(\frac{s_{nk}}{\varepsilon} - a_k^{(T)} - b_n^{(T)}\right),
+        \qquad t = 1, \dots, T.
+
+    The last step applied is the per-sample normalization, so each row of :math:`Q` sums to 1
+    exactly; the per-prototype totals :math:`\sum_n Q_{nk}` approach :math:`B/K` as
+    ``iterations`` grows (after SwAV's default of 3 they are only approximately equal). The
+    constant factors of the original (``/ K``, ``/ B``, ``* B`` and the initial division by the
+    total) cancel and are left out. The result is invariant to adding a constant per prototype
+    (a column of ``scores``); a constant per sample changes it, less so as ``iterations``
+    grows.
+
+    This reproduces ``distributed_sinkhorn`` of the official SwAV code with one deliberate
+    difference: the original exponentiates ``scores / epsilon`` directly, which overflows to
+    ``inf`` (and then ``nan``) once ``scores / epsilon`` exceeds about 88 in float32 or 709 in
+    float64, e.g. cosine scores near 1 with ``epsilon=0.01`` in float32. Here every
+    normalization is a log-sum-exp with the maximum subtracted, so the result is finite for
+    ``epsilon`` down to 0.01 and ``|scores|`` up to ``1 / epsilon`` and beyond; wherever the
+    original is finite, both agree to rounding (tested in float64).
+
+    The computation runs under :func:`torch.no_grad` and the result carries no gradient, as the
+    codes are targets. Half-precision inputs (or autocast) are computed and returned in float32;
+    float64 stays float64.
+
+    With ``gather_distributed=True`` and a process group of size :math:`W > 1`, the
+    per-prototype sums run over the samples of all ranks (``torch.distributed.all_reduce`` of
+    a maximum and a sum of exponentials, an exact log-sum-exp across ranks), so :math:`B` is
+    the global batch size as in ``distributed_sinkhorn``; each rank gets back the rows of its
+    own samples, identical to its slice of :func:`sinkhorn` on the concatenated global batch.
+    Ranks may hold different numbers of rows (at least one each). Without a process group it
+    acts locally.
+
+    Args:
+        scores: prototype scores :math:`s_{nk}`, e.g. ``normalize(z) @ prototypes.T``.
+        epsilon: entropic regularization :math:`\varepsilon` (SwAV's ``--epsilon``).
+            Default: ``0.05``.
+        iterations: number of Sinkhorn iterations :math:`T` (SwAV's
+            ``--sinkhorn_iterations``). Default: ``3``.
+        gather_distributed: normalize the prototype marginals over the samples of all ranks.
+            Default: ``False``.
+
+    Shape:
+        - scores: :math:`(N, K)`, :math:`N` samples and :math:`K` prototypes.
+        - output: :math:`(N, K)`, non-negative, each row summing to 1.
+
+    Returns:
+        The assignments :math:`Q` in float32 (float64 for float64 input), without gradient.
+
+    Raises:
+        TypeError: if ``scores`` is not a floating-point tensor, ``iterations`` not an int or
+            ``gather_distributed`` not a bool.
+        ValueError: if ``scores`` is not 2-D or has no rows or columns, ``epsilon <= 0`` or
+            ``iterations <= 0``.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.functional import sinkhorn
+        >>> scores = torch.nn.functional.normalize(torch.randn(64, 10), dim=1)
+        >>> q = sinkhorn(scores, epsilon=0.05, iterations=3)
+        >>> q.shape, q.requires_grad
+        (torch.Size([64, 10]), False)
+        >>> bool(torch.allclose(q.sum(dim=1), torch.ones(64)))
+        True
+        >>> bool(torch.isfinite(sinkhorn(100 * scores, epsilon=0.01)).all())  # exp(1e4) inside
+        True
+
+    References:
+        Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster
+        Assignments", NeurIPS 2020, arXiv:2006.09882. Official code: facebookresearch/swav,
+        ``main_swav.py`` (``distributed_sinkhorn``). Cuturi, "Sinkhorn Distances", NeurIPS
+        2013, arXiv:1306.0895.
+    """
+    _check_scores("scores", scores)
+    epsilon = check_positive("epsilon", epsilon)
+    iterations = check_positive_int("iterations", iterations)
+    gather_distributed = distributed.check_gather_distributed(gather_distributed)
+    return _sinkhorn(scores, epsilon, iterations, gather_distributed)
+
+
+def _check_scores(name: str, scores: object) -> Tensor:
+    scores = check_tensor(name, scores, ndim=2)
+    check_min_batch(name, scores, 1)
+    if scores.shape[1] < 1:
+        raise ValueError(
+            f"{name} must have at least 1 prototype (column), got shape {tuple(scores.shape)}"
+        )
+    return scores
+
+
+def _logsumexp_over_samples(x: Tensor, across_ranks: bool) -> Tensor:
+    """``log(sum_n exp(x[n, k]))`` of an ``(N, K)`` tensor, summed over all ranks if asked."""
+    if not across_ranks:
+        return torch.logsumexp(x, dim=0)  # (K,)
+    peak = x.amax(dim=0)  # (K,)
+    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+    total = torch.exp(x - peak).sum(dim=0)  # (K,)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return peak + torch.log(total)
+
+
+def _sinkhorn(scores: Tensor, epsilon: float, iterations: int, gather_distributed: bool) -> Tensor:
+    """:func:`sinkhorn` on validated arguments (shared with the SwAV loss)."""
+    across_ranks = gather_distributed and distributed.world_size() > 1
+    dtype = compute_dtype(scores)
+    with torch.no_grad(), no_autocast(scores):
+        logits = upcast(scores.detach(), dtype) / epsilon  # (N, K)
+        row = torch.zeros_like(logits[:, :1])  # (N, 1): b, the per-sample potential
+        for _ in range(iterations - 1):
+            col = _logsumexp_over_samples(logits - row, across_ranks)  # (K,): a
+            row = torch.logsumexp(logits - col, dim=1, keepdim=True)  # (N, 1): b
+        col = _logsumexp_over_samples(logits - row, across_ranks)  # (K,)
+        # the final per-sample normalization: exp(logits - a - b) with b = logsumexp_k
+        return torch.softmax(logits - col, dim=1)  # (N, K)

@@ -1,0 +1,390 @@
+"""``EMA``, ``ema_update_`` and ``cosine_schedule``: formula, schedule, buffers, state, errors."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch import nn
+
+from sslosses.ema import EMA, cosine_schedule, ema_update_
+
+
+def _net(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(5, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 3, bias=False)
+    ).to(dtype)
+
+
+def _train_step(model: nn.Module, seed: int) -> None:
+    """Change the weights and the BatchNorm statistics of ``model`` (a fake optimizer step)."""
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 5, generator=gen, dtype=torch.float64))  # updates running stats
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def _byol_tau(k: int, K: int, base: float) -> float:
+    # BYOL, byol/utils/schedules.py target_ema: 1 - (1 - base) * (cos(pi * k / K) + 1) / 2
+    return 1 - (1 - base) * (math.cos(math.pi * k / K) + 1) / 2
+
+
+def _state_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    if sa.keys() != sb.keys():
+        return False
+    return all(
+        torch.equal(sa[k], sb[k]) if isinstance(sa[k], torch.Tensor) else sa[k] == sb[k] for k in sa
+    )
+
+
+# ------------------------------------------------------------------------------ cosine_schedule
+@pytest.mark.parametrize("base", [0.99, 0.996, 0.9])
+def test_cosine_schedule_matches_byol_formula(base: float) -> None:
+    K = 1000
+    for k in (0, 1, 250, 500, 999, 1000):
+        assert cosine_schedule(k, K, base, 1.0) == _byol_tau(k, K, base)
+    assert cosine_schedule(0, K, base, 1.0) == base
+    assert cosine_schedule(K, K, base, 1.0) == 1.0
+    assert math.isclose(cosine_schedule(K // 2, K, base, 1.0), (1 + base) / 2, rel_tol=1e-15)
+
+
+@given(
+    k=st.integers(0, 10_000),
+    K=st.integers(1, 10_000),
+    start=st.floats(-10, 10),
+    end=st.floats(-10, 10),
+)
+def test_cosine_schedule_properties(k: int, K: int, start: float, end: float) -> None:
+    v = cosine_schedule(k, K, start, end)
+    assert type(v) is float
+    lo, hi = min(start, end), max(start, end)
+    assert lo - 1e-12 <= v <= hi + 1e-12
+    if k >= K:
+        assert v == end  # clamped after the ramp
+    else:
+        expected = end - (end - start) * (math.cos(math.pi * k / K) + 1) / 2
+        assert v == expected
+    # monotone in k, towards end
+    v_next = cosine_schedule(k + 1, K, start, end)
+    direction = math.copysign(1.0, end - start)
+    assert (v_next - v) * direction >= -1e-13
+
+
+@pytest.mark.parametrize(
+    ("args", "exc", "match"),
+    [
+        ((-1, 10, 0.9, 1.0), ValueError, r"step must be an int >= 0, got -1"),
+        ((1.5, 10, 0.9, 1.0), TypeError, r"step must be an int, got float"),
+        ((True, 10, 0.9, 1.0), TypeError, r"step must be an int, got bool"),
+        ((0, 0, 0.9, 1.0), ValueError, r"total_steps must be an int > 0, got 0"),
+        ((0, -5, 0.9, 1.0), ValueError, r"total_steps must be an int > 0, got -5"),
+        ((0, 10.0, 0.9, 1.0), TypeError, r"total_steps must be an int, got float"),
+        ((0, 10, math.nan, 1.0), ValueError, r"start must be a finite number, got nan"),
+        ((0, 10, 0.9, math.inf), ValueError, r"end must be a finite number, got inf"),
+        ((0, 10, "0.9", 1.0), TypeError, r"start must be a float, got str"),
+    ],
+)
+def test_cosine_schedule_errors(args: tuple[object, ...], exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        cosine_schedule(*args)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ ema_update_
+def _loop_ema(target: list[torch.Tensor], online: list[torch.Tensor], m: float) -> None:
+    """The textbook per-parameter loop (MoCo ``_momentum_update_key_encoder``)."""
+    for t, o in zip(target, online, strict=True):
+        t.copy_(t * m + o * (1.0 - m))
+
+
+@given(seed=st.integers(0, 2**31 - 1), m=st.floats(0.0, 1.0))
+def test_ema_update_matches_loop_formula_float64(seed: int, m: float) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(3, 4), (4,), (), (2, 2, 2)]
+    target = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    online = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    expected = [t.clone() for t in target]
+    _loop_ema(expected, online, m)
+    online_before = [o.clone() for o in online]
+    ema_update_(target, online, momentum=m)
+    for t, e in zip(target, expected, strict=True):
+        torch.testing.assert_close(t, e, rtol=0, atol=1e-14)
+    for o, b in zip(online, online_before, strict=True):
+        assert torch.equal(o, b)  # online untouched
+
+
+def test_ema_update_uses_one_foreach_lerp_and_equals_per_tensor_lerp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    target, online = _net(0), _net(1)
+    expected = [p.detach().clone() for p in target.parameters()]
+    for e, o in zip(expected, online.parameters(), strict=True):
+        e.lerp_(o.detach(), 1 - 0.9)
+    calls: list[int] = []
+    real = torch._foreach_lerp_
+
+    def spy(a: list[torch.Tensor], b: list[torch.Tensor], w: float) -> None:
+        calls.append(len(a))
+        real(a, b, w)
+
+    monkeypatch.setattr(torch, "_foreach_lerp_", spy)
+    ema_update_(target, online, momentum=0.9, buffers="copy")
+    assert calls == [len(list(target.parameters()))]  # one fused call over all parameters
+    for p, e in zip(target.parameters(), expected, strict=True):
+        assert torch.equal(p, e)  # bit-identical to the per-tensor lerp
+
+
+def test_ema_update_extreme_momenta() -> None:
+    target, online = _net(0), _net(1)
+    before = copy.deepcopy(target)
+    ema_update_(target, online, momentum=1.0, buffers="keep")
+    assert _state_equal(target, before)  # momentum 1: unchanged
+    ema_update_(target, online, momentum=0.0, buffers="copy")
+    assert _state_equal(target, online)  # momentum 0: an exact copy
+
+
+def test_ema_update_does_not_track_gradient() -> None:
+    online = nn.Linear(3, 2)
+    target = nn.Linear(3, 2)  # requires_grad=True parameters
+    ema_update_(target, online, momentum=0.5)
+    assert target.weight.grad_fn is None
+    assert target.weight.is_leaf
+
+
+def test_ema_update_errors() -> None:
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
+        ema_update_(a, b, momentum=1.5)
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got -0.1"):
+        ema_update_(a, b, momentum=-0.1)
+    with pytest.raises(ValueError, match=r"momentum must be a finite number, got nan"):
+        ema_update_(a, b, momentum=math.nan)
+    with pytest.raises(TypeError, match=r"momentum must be a float, got Tensor"):
+        ema_update_(a, b, momentum=torch.tensor(0.5))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"buffers must be one of 'copy', 'average', 'keep'"):
+        ema_update_(a, b, momentum=0.5, buffers="mean")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"same number of parameters, got 2 and 1"):
+        ema_update_(a, nn.Linear(3, 2, bias=False), momentum=0.5)
+    with pytest.raises(ValueError, match=r"parameter weight must have the same shape .* \(2, 3\)"):
+        ema_update_(a, nn.Linear(4, 2), momentum=0.5)
+    with pytest.raises(
+        TypeError,
+        match=r"parameter weight must have the same dtype .* got torch.float32 and torch.float64",
+    ):
+        ema_update_(a, nn.Linear(3, 2).double(), momentum=0.5)
+    with pytest.raises(ValueError, match=r"parameter weight must be on the same device .* meta"):
+        ema_update_(a, nn.Linear(3, 2, device="meta"), momentum=0.5)
+    with pytest.raises(ValueError, match=r"same number of buffers, got 3 and 0"):
+        ema_update_(nn.BatchNorm1d(3, affine=False), nn.Identity(), momentum=0.5)
+    with pytest.raises(ValueError, match=r"buffer running_mean must have the same shape"):
+        ema_update_(nn.BatchNorm1d(3, affine=False), nn.BatchNorm1d(4, affine=False), momentum=0.5)
+    # with buffers="keep" the buffers are neither checked nor touched
+    ema_update_(nn.BatchNorm1d(3, affine=False), nn.Identity(), momentum=0.5, buffers="keep")
+    with pytest.raises(
+        TypeError, match=r"both be nn.Module or both sequences of tensors, got Linear"
+    ):
+        ema_update_(a, [torch.zeros(2, 3)], momentum=0.5)
+    with pytest.raises(TypeError, match=r"both be nn.Module or both sequences .* got Tensor"):
+        ema_update_(torch.zeros(3), torch.zeros(3), momentum=0.5)
+    with pytest.raises(TypeError, match=r"both be nn.Module or both sequences .* got int"):
+        ema_update_(3, 4, momentum=0.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"online\[1\] must be a torch.Tensor, got float"):
+        ema_update_([torch.zeros(1), torch.zeros(1)], [torch.ones(1), 1.0], momentum=0.5)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"target\[0\] must have a floating-point dtype"):
+        ema_update_([torch.zeros(2, dtype=torch.long)], [torch.ones(2)], momentum=0.5)
+    with pytest.raises(ValueError, match=r"same number of tensors, got 1 and 2"):
+        ema_update_([torch.zeros(2)], [torch.ones(2), torch.ones(2)], momentum=0.5)
+    with pytest.raises(ValueError, match=r"tensor 0 must have the same shape .* \(2,\) and \(3,\)"):
+        ema_update_([torch.zeros(2)], [torch.ones(3)], momentum=0.5)
+
+
+# ------------------------------------------------------------------------------ EMA
+def test_ema_copy_is_frozen_and_independent() -> None:
+    online = _net(0)
+    online(torch.randn(4, 5, dtype=torch.float64)).sum().backward()
+    ema = EMA(online)
+    assert ema.module is not online
+    assert _state_equal(ema.module, online)
+    assert all(not p.requires_grad and p.grad is None for p in ema.parameters())
+    assert all(p.requires_grad for p in online.parameters())  # the online model is untouched
+    assert all(
+        p.data_ptr() != q.data_ptr()
+        for p, q in zip(ema.parameters(), online.parameters(), strict=True)
+    )
+    # a backward pass through the online network leaves the copy without gradient
+    x = torch.randn(4, 5, dtype=torch.float64)
+    (online(x) - ema(x)).pow(2).sum().backward()
+    assert all(p.grad is None for p in ema.parameters())
+    # forward delegates to the copy
+    ema.eval()
+    assert torch.equal(ema(x), ema.module(x))
+    assert not ema.module.training
+
+
+def test_ema_update_matches_loop_with_schedule() -> None:
+    online = _net(0)
+    K = 5
+    ema = EMA(online, momentum=0.9, final_momentum=0.99, total_steps=K, buffers="keep")
+    expected = [p.detach().clone() for p in online.parameters()]
+    for k in range(K + 2):
+        m = ema.momentum
+        assert m == cosine_schedule(k, K, 0.9, 0.99)
+        assert ema.step == k
+        _train_step(online, seed=k)
+        ema.update(online)
+        _loop_ema(expected, [p.detach() for p in online.parameters()], m)
+        for p, e in zip(ema.parameters(), expected, strict=True):
+            torch.testing.assert_close(p, e, rtol=0, atol=1e-14)
+    assert ema.momentum == 0.99  # clamped at the end of the schedule
+    assert ema.step == K + 2
+
+
+def test_ema_constant_momentum_and_functional_equality() -> None:
+    online = _net(0)
+    ema = EMA(online, momentum=0.8)
+    twin = copy.deepcopy(online)
+    for k in range(3):
+        assert ema.momentum == 0.8
+        _train_step(online, seed=k)
+        ema.update(online)
+        ema_update_(twin, online, momentum=0.8)
+    assert _state_equal(ema.module, twin)
+
+
+def test_ema_buffers_copy() -> None:
+    online = _net(0)
+    ema = EMA(online, momentum=0.5, buffers="copy")
+    _train_step(online, seed=1)
+    ema.update(online)
+    bn_e, bn_o = ema.module[1], online[1]
+    assert torch.equal(bn_e.running_mean, bn_o.running_mean)
+    assert torch.equal(bn_e.running_var, bn_o.running_var)
+    assert bn_e.num_batches_tracked.dtype == torch.long
+    assert int(bn_e.num_batches_tracked) == int(bn_o.num_batches_tracked) == 1
+    # parameters are averaged, not copied
+    assert not torch.equal(ema.module[0].weight, online[0].weight)
+
+
+def test_ema_buffers_average() -> None:
+    online = _net(0)
+    ema = EMA(online, momentum=0.75, buffers="average")
+    mean0 = ema.module[1].running_mean.clone()
+    var0 = ema.module[1].running_var.clone()
+    _train_step(online, seed=1)
+    _train_step(online, seed=2)
+    ema.update(online)
+    bn_e, bn_o = ema.module[1], online[1]
+    torch.testing.assert_close(
+        bn_e.running_mean, 0.75 * mean0 + 0.25 * bn_o.running_mean, rtol=0, atol=1e-15
+    )
+    torch.testing.assert_close(
+        bn_e.running_var, 0.75 * var0 + 0.25 * bn_o.running_var, rtol=0, atol=1e-15
+    )
+    # the integer counter is copied, never averaged (0.75 * 0 + 0.25 * 2 would be 0.5)
+    assert bn_e.num_batches_tracked.dtype == torch.long
+    assert int(bn_e.num_batches_tracked) == 2
+
+
+def test_ema_buffers_keep() -> None:
+    online = _net(0)
+    ema = EMA(online, momentum=0.5, buffers="keep")
+    before = {k: v.clone() for k, v in ema.module.named_buffers()}
+    _train_step(online, seed=1)
+    ema.update(online)
+    for name, buf in ema.module.named_buffers():
+        assert torch.equal(buf, before[name])  # untouched, integer counter included
+    # ... while the copy's own forward in training mode still updates them (MoCo / BYOL)
+    ema.module.train()
+    with torch.no_grad():
+        ema(torch.randn(8, 5, dtype=torch.float64))
+    assert int(ema.module[1].num_batches_tracked) == 1
+
+
+def test_ema_state_dict_round_trip_is_bit_identical() -> None:
+    K, k, more = 10, 4, 5
+
+    def run(ema: EMA, online: nn.Module, steps: range) -> None:
+        for s in steps:
+            _train_step(online, seed=100 + s)
+            ema.update(online)
+
+    # uninterrupted
+    online_a = _net(0)
+    ema_a = EMA(online_a, momentum=0.9, total_steps=K, buffers="average")
+    run(ema_a, online_a, range(k + more))
+
+    # interrupted after k updates, resumed from a serialized checkpoint into fresh objects
+    online_b = _net(0)
+    ema_b = EMA(online_b, momentum=0.9, total_steps=K, buffers="average")
+    run(ema_b, online_b, range(k))
+    buf = io.BytesIO()
+    torch.save({"ema": ema_b.state_dict(), "online": online_b.state_dict()}, buf)
+    buf.seek(0)
+    ckpt = torch.load(buf, weights_only=True)
+    assert "_extra_state" in ckpt["ema"] and ckpt["ema"]["_extra_state"] == {"step": k}
+    assert any(key.startswith("module.") for key in ckpt["ema"])
+    online_c = _net(7)  # different initial weights, overwritten by the checkpoint
+    online_c.load_state_dict(ckpt["online"])
+    ema_c = EMA(online_c, momentum=0.9, total_steps=K, buffers="average")
+    assert ema_c.step == 0
+    ema_c.load_state_dict(ckpt["ema"])
+    assert ema_c.step == k
+    assert ema_c.momentum == ema_b.momentum
+    run(ema_c, online_c, range(k, k + more))
+
+    assert ema_c.step == ema_a.step == k + more
+    assert _state_equal(ema_c, ema_a)
+    assert _state_equal(online_c, online_a)
+
+
+def test_ema_half_precision_model() -> None:
+    online = nn.Linear(4, 3).to(torch.bfloat16)
+    ema = EMA(online, momentum=0.5)
+    before = ema.module.weight.double()
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    ema.update(online)
+    assert ema.module.weight.dtype == torch.bfloat16
+    # the lerp is computed in bfloat16: one rounding away from the exact midpoint
+    exact = 0.5 * before + 0.5 * online.weight.double()
+    err = (ema.module.weight.double() - exact).abs() / exact.abs().clamp_min(1e-3)
+    assert err.max() <= 2**-8
+
+
+def test_ema_repr() -> None:
+    ema = EMA(nn.Linear(2, 2), momentum=0.99, total_steps=100)
+    assert "momentum=0.99, final_momentum=1.0, total_steps=100, buffers='copy', step=0" in repr(ema)
+
+
+def test_ema_errors() -> None:
+    model = nn.Linear(3, 2)
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module, got Tensor"):
+        EMA(torch.zeros(3))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.1"):
+        EMA(model, momentum=1.1)
+    with pytest.raises(ValueError, match=r"final_momentum must be in \[0, 1\], got -1.0"):
+        EMA(model, final_momentum=-1.0)
+    with pytest.raises(ValueError, match=r"total_steps must be an int > 0, got 0"):
+        EMA(model, total_steps=0)
+    with pytest.raises(TypeError, match=r"total_steps must be an int, got float"):
+        EMA(model, total_steps=10.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"buffers must be one of 'copy', 'average', 'keep'"):
+        EMA(model, buffers="none")  # type: ignore[arg-type]
+    ema = EMA(model)
+    with pytest.raises(TypeError, match=r"model must be a torch.nn.Module, got list"):
+        ema.update([torch.zeros(2, 3)])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"parameter weight must have the same shape"):
+        ema.update(nn.Linear(4, 2))
+    assert ema.step == 0  # a failed update does not advance the schedule
+    state = ema.state_dict()
+    state["_extra_state"] = {"step": -1}
+    with pytest.raises(ValueError, match=r"EMA extra state must be a dict with an int 'step'"):
+        ema.load_state_dict(state)
