@@ -43,8 +43,12 @@ class MoCoQueue(nn.Module):
         loss = info_nce(q, k, negatives=queue.features(), in_batch_negatives=False)
         queue.push(k)  # after computing the loss
 
-        queue_scores = [prototypes(qu.features()) for qu in queues]  # (Q_i, K) each
-        loss = swav_loss(scores, queue_scores=queue_scores)
+        # SwAV: one local queue per assignment crop (gather_distributed=False: each rank keeps
+        # its own, as the official code does); used once full, as main_swav.py does.
+        with torch.no_grad():
+            queue_scores = [prototypes(qu.features()) for qu in queues]  # (Q_i, K) each
+        use_queue = all(qu.is_full for qu in queues)
+        loss = swav_loss(scores, queue_scores=queue_scores if use_queue else None)
         for qu, z in zip(queues, assignment_embeddings):
             qu.push(z)
 
