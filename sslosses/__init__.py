@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sslosses import distributed, functional
+from sslosses import distributed, functional, transforms
 from sslosses.byol import BYOLLoss
 from sslosses.ema import EMA, cosine_schedule
 from sslosses.prototypes import SwAVPrototypes
@@ -28,4 +28,5 @@ __all__ = [
     "cosine_schedule",
     "distributed",
     "functional",
+    "transforms",
 ]

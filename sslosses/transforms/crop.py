@@ -1,0 +1,152 @@
+"""Random resized crop with horizontal flip, one batched resample for all crops of a batch."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from sslosses._validation import check_positive_int
+from sslosses.transforms import functional as TF
+from sslosses.transforms._checks import (
+    Size,
+    as_batch,
+    check_generator,
+    check_interval,
+    check_probability,
+    check_size,
+    check_unit_interval,
+)
+
+__all__ = ["CropParams", "RandomResizedCrop"]
+
+
+class CropParams(NamedTuple):
+    """The random draws of :class:`RandomResizedCrop` for ``V`` crops of ``N`` images."""
+
+    boxes: Tensor
+    """``(V, N, 4)`` int64 ``(top, left, height, width)`` in pixels of the input."""
+    flip: Tensor
+    """``(V, N)`` bool: whether the crop is flipped horizontally."""
+
+
+class RandomResizedCrop(nn.Module):
+    r"""Batched random resized crop and horizontal flip, per image and per crop.
+
+    Boxes follow torchvision's ``RandomResizedCrop`` (area fraction uniform in ``scale``,
+    log-uniform aspect ratio in ``ratio``, 10 candidates and a centered fallback; see
+    :func:`~sslosses.transforms.functional.sample_crop_boxes`); all crops are then resampled by
+    one bilinear :func:`torch.nn.functional.grid_sample`, flips included
+    (:func:`~sslosses.transforms.functional.resized_crop`). Output is float32 in ``[0, 1]``
+    for ``uint8`` input (float64 stays float64).
+
+    Args:
+        size: output size ``s`` or ``(h, w)``.
+        scale: area fraction range ``(min, max)``, ``0 < min <= max <= 1``.
+            Default: ``(0.08, 1.0)`` (Inception / torchvision).
+        ratio: aspect ratio (width / height) range. Default: ``(3/4, 4/3)``.
+        flip_prob: probability of a horizontal flip. Default: ``0.5``.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: :math:`(N, C, h, w)` or
+          :math:`(C, h, w)`.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if ``size`` is not positive, a range is invalid or ``flip_prob`` is
+            outside ``[0, 1]``.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms import RandomResizedCrop
+        >>> crop = RandomResizedCrop(16, scale=(0.2, 1.0))
+        >>> crop
+        RandomResizedCrop(size=(16, 16), scale=(0.2, 1.0), ratio=(0.75, 1.33...), flip_prob=0.5)
+        >>> crop(torch.rand(8, 3, 32, 32), generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([8, 3, 16, 16])
+
+    References:
+        torchvision ``transforms/transforms.py`` (``RandomResizedCrop``,
+        ``RandomHorizontalFlip``).
+    """
+
+    def __init__(
+        self,
+        size: Size,
+        *,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+        flip_prob: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.size: tuple[int, int] = check_size("size", size)
+        self.scale: tuple[float, float] = check_unit_interval("scale", scale)
+        self.ratio: tuple[float, float] = check_interval("ratio", ratio)
+        self.flip_prob = check_probability("flip_prob", flip_prob)
+
+    def sample_params(
+        self,
+        n: int,
+        height: int,
+        width: int,
+        *,
+        count: int = 1,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> CropParams:
+        """Draw ``count`` crops for each of ``n`` images of size ``height x width``.
+
+        Args:
+            n: number of images.
+            height: image height.
+            width: image width.
+            count: crops per image, :math:`V`. Default: ``1``.
+            generator: source of randomness (numbers are drawn on its device). Default:
+                ``None`` (the global generator of ``device``).
+            device: device of the returned tensors. Default: ``None`` (the generator's, else
+                CPU).
+
+        Returns:
+            :class:`CropParams` with ``boxes`` ``(V, N, 4)`` and ``flip`` ``(V, N)``, crop-major.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        v = check_positive_int("count", count)
+        gen = check_generator(generator)
+        out = torch.device(device) if device is not None else None
+        if out is None:
+            out = gen.device if gen is not None else torch.device("cpu")
+        boxes = TF.sample_crop_boxes(
+            v * n, height, width, scale=self.scale, ratio=self.ratio, generator=gen, device=out
+        )
+        draw = gen.device if gen is not None else out
+        flip = torch.rand(v * n, generator=gen, device=draw).to(out) < self.flip_prob
+        return CropParams(boxes=boxes.view(v, n, 4), flip=flip.view(v, n))
+
+    def apply_params(self, images: Tensor, params: CropParams) -> Tensor:
+        """Resample the crops described by ``params``: ``(V, N, C, h, w)`` (or ``(V, C, h, w)``)."""
+        if not isinstance(params, CropParams):
+            raise TypeError(f"params must be a CropParams, got {type(params).__name__}")
+        return TF.resized_crop(images, params.boxes, self.size, flip=params.flip)
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Crop, resize and flip every image once.
+
+        Args:
+            images: ``(N, C, H, W)`` or ``(C, H, W)``, ``uint8`` or float.
+            generator: source of randomness. Default: ``None`` (the global generator).
+
+        Returns:
+            The crops, ``(N, C, h, w)`` or ``(C, h, w)``.
+        """
+        x, unbatched = as_batch("images", images)
+        n, _, h, w = x.shape
+        params = self.sample_params(n, h, w, generator=generator, device=x.device)
+        out = TF.resized_crop(x, params.boxes[0], self.size, flip=params.flip[0])
+        return out.squeeze(0) if unbatched else out
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, scale={self.scale}, ratio={self.ratio}, flip_prob={self.flip_prob}"
+        )

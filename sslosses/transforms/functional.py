@@ -1,0 +1,702 @@
+r"""Deterministic, batched image operations with per-sample parameters.
+
+Every function takes images as ``(N, C, H, W)`` or ``(C, H, W)``, ``uint8`` (read as
+``value / 255``) or floating point, on any device, and returns floating-point images: float32
+for ``uint8``/float16/bfloat16/float32 input, float64 for float64 input. Colour operations
+expect RGB values in ``[0, 1]`` and keep them there. A per-sample parameter is a Python number
+(the same for every image) or a tensor of shape ``(N,)``.
+
+The random parts (which crop, which factor, whether to apply) live in
+:class:`~sslosses.transforms.RandomResizedCrop` and :class:`~sslosses.transforms.Augmentation`;
+these functions only compute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sslosses._validation import check_positive_int
+from sslosses.transforms._checks import (
+    Size,
+    as_batch,
+    check_generator,
+    check_interval,
+    check_size,
+    check_stats,
+    check_unit_interval,
+)
+
+__all__ = [
+    "GRAYSCALE_WEIGHTS",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_hue",
+    "adjust_saturation",
+    "blur_kernel_size",
+    "gaussian_blur",
+    "gaussian_kernels",
+    "normalize",
+    "resized_crop",
+    "rgb_to_grayscale",
+    "sample_crop_boxes",
+    "solarize",
+    "to_float",
+]
+
+GRAYSCALE_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights for R, G, B (PIL's ``convert("L")``; torchvision uses 0.2989)."""
+
+_CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params tries 10 times before falling back
+
+
+def _unbatch(images: Tensor, unbatched: bool) -> Tensor:
+    return images.squeeze(0) if unbatched else images
+
+
+def _per_sample(name: str, value: float | Tensor, images: Tensor) -> Tensor:
+    """A scalar or ``(N,)`` parameter as an ``(N, 1, 1, 1)`` tensor in ``images``' dtype/device."""
+    n = images.shape[0]
+    if isinstance(value, Tensor):
+        if value.dim() != 1 or value.shape[0] != n:
+            raise ValueError(
+                f"{name} must be a number or a tensor of shape ({n},), got shape "
+                f"{tuple(value.shape)}"
+            )
+        return value.to(device=images.device, dtype=images.dtype).view(n, 1, 1, 1)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float or a Tensor, got {type(value).__name__}")
+    return torch.full((n, 1, 1, 1), float(value), dtype=images.dtype, device=images.device)
+
+
+def _check_rgb(name: str, images: Tensor) -> None:
+    if images.shape[1] != 3:
+        raise ValueError(
+            f"{name} must have 3 (RGB) channels, got {images.shape[1]} in shape "
+            f"{tuple(images.shape)}"
+        )
+
+
+def to_float(images: Tensor) -> Tensor:
+    r"""Convert images to floating point: ``uint8`` to float32 in ``[0, 1]``, halves to float32.
+
+    Args:
+        images: ``uint8`` or floating-point images.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: the same.
+
+    Returns:
+        float32 images (float64 stays float64).
+
+    Raises:
+        TypeError: if ``images`` is not a ``uint8`` or floating-point tensor.
+        ValueError: if ``images`` is not 3-D or 4-D.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import to_float
+        >>> to_float(torch.tensor([[[0, 51, 255]]], dtype=torch.uint8))
+        tensor([[[0.0000, 0.2000, 1.0000]]])
+    """
+    x, unbatched = as_batch("images", images)
+    return _unbatch(x, unbatched)
+
+
+def rgb_to_grayscale(images: Tensor) -> Tensor:
+    r"""Luma of RGB images, :math:`0.299 R + 0.587 G + 0.114 B`, with one channel.
+
+    Args:
+        images: RGB images.
+
+    Shape:
+        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; output: :math:`(N, 1, H, W)` or
+          :math:`(1, H, W)`.
+
+    Returns:
+        The grayscale images (expand to 3 channels with ``.expand(-1, 3, -1, -1)``).
+
+    Raises:
+        TypeError: if ``images`` is not a ``uint8`` or floating-point tensor.
+        ValueError: if ``images`` is not 3-D or 4-D or does not have 3 channels.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import rgb_to_grayscale
+        >>> rgb_to_grayscale(torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1))
+        tensor([[[0.2990]]])
+    """
+    x, unbatched = as_batch("images", images)
+    _check_rgb("images", x)
+    return _unbatch(_gray(x), unbatched)
+
+
+def _gray(x: Tensor) -> Tensor:
+    wr, wg, wb = GRAYSCALE_WEIGHTS
+    return (wr * x[:, 0:1] + wg * x[:, 1:2] + wb * x[:, 2:3]).clamp(0.0, 1.0)  # (N, 1, H, W)
+
+
+def _blend(x: Tensor, factor: Tensor, reference: Tensor | float) -> Tensor:
+    """``clamp(f x + (1 - f) ref, 0, 1)``, torchvision's ``_blend``."""
+    return (factor * x + (1.0 - factor) * reference).clamp(0.0, 1.0)
+
+
+def adjust_brightness(images: Tensor, factor: float | Tensor) -> Tensor:
+    r"""Scale brightness: :math:`\operatorname{clamp}(f\,x, 0, 1)` (torchvision semantics).
+
+    Args:
+        images: images with values in ``[0, 1]`` (any number of channels).
+        factor: :math:`f \ge 0`, per image or shared; ``1`` leaves the image unchanged.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; factor: scalar or :math:`(N,)`.
+        - output: like ``images``.
+
+    Returns:
+        The adjusted images.
+
+    Raises:
+        TypeError: if ``images`` or ``factor`` has the wrong type.
+        ValueError: if ``images`` is not 3-D or 4-D or ``factor`` has the wrong shape.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import adjust_brightness
+        >>> adjust_brightness(torch.full((3, 1, 2), 0.4), torch.tensor([2.0])).flatten()
+        tensor([0.8000, 0.8000, 0.8000, 0.8000, 0.8000, 0.8000])
+    """
+    x, unbatched = as_batch("images", images)
+    f = _per_sample("factor", factor, x)
+    return _unbatch(_blend(x, f, 0.0), unbatched)
+
+
+def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
+    r"""Scale contrast around the mean luma :math:`m` of each image (torchvision semantics).
+
+    .. math::
+        x' = \operatorname{clamp}\big(f\,x + (1 - f)\,m, 0, 1\big), \qquad
+        m = \operatorname{mean}_{h,w}\big(0.299 R + 0.587 G + 0.114 B\big)
+
+    Args:
+        images: RGB images with values in ``[0, 1]``.
+        factor: :math:`f \ge 0`; ``0`` gives a uniform gray image, ``1`` the identity.
+
+    Shape:
+        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; factor: scalar or :math:`(N,)`.
+        - output: like ``images``.
+
+    Returns:
+        The adjusted images.
+
+    Raises:
+        TypeError: if ``images`` or ``factor`` has the wrong type.
+        ValueError: if ``images`` is not RGB or ``factor`` has the wrong shape.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import adjust_contrast
+        >>> x = torch.rand(2, 3, 4, 4)
+        >>> bool(torch.equal(adjust_contrast(x, 1.0), x))
+        True
+    """
+    x, unbatched = as_batch("images", images)
+    _check_rgb("images", x)
+    f = _per_sample("factor", factor, x)
+    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
+    return _unbatch(_blend(x, f, mean), unbatched)
+
+
+def adjust_saturation(images: Tensor, factor: float | Tensor) -> Tensor:
+    r"""Scale saturation by blending with the luma image (torchvision semantics).
+
+    .. math::
+        x' = \operatorname{clamp}\big(f\,x + (1 - f)\,(0.299 R + 0.587 G + 0.114 B), 0, 1\big)
+
+    Args:
+        images: RGB images with values in ``[0, 1]``.
+        factor: :math:`f \ge 0`; ``0`` gives the grayscale image, ``1`` the identity.
+
+    Shape:
+        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; factor: scalar or :math:`(N,)`.
+        - output: like ``images``.
+
+    Returns:
+        The adjusted images.
+
+    Raises:
+        TypeError: if ``images`` or ``factor`` has the wrong type.
+        ValueError: if ``images`` is not RGB or ``factor`` has the wrong shape.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import adjust_saturation, rgb_to_grayscale
+        >>> x = torch.rand(2, 3, 4, 4)
+        >>> gray = adjust_saturation(x, 0.0)
+        >>> bool(torch.allclose(gray, rgb_to_grayscale(x).expand(-1, 3, -1, -1)))
+        True
+    """
+    x, unbatched = as_batch("images", images)
+    _check_rgb("images", x)
+    f = _per_sample("factor", factor, x)
+    return _unbatch(_blend(x, f, _gray(x)), unbatched)
+
+
+def _hue(x: Tensor, shift: Tensor) -> Tensor:
+    """Rotate hue by ``shift`` turns on ``(N, 3, H, W)`` RGB; ``shift`` is ``(N, 1, 1, 1)``."""
+    r, g, b = x.unbind(dim=1)  # (N, H, W) each
+    v = torch.maximum(torch.maximum(r, g), b)  # value = max
+    chroma = v - torch.minimum(torch.minimum(r, g), b)  # max - min
+    safe = torch.where(chroma > 0, chroma, torch.ones_like(chroma))
+    # hue in sextants [0, 6): the colorsys / torchvision case split, red first, then green
+    h6 = torch.where(
+        v == r,
+        torch.remainder((g - b) / safe, 6.0),
+        torch.where(v == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
+    )
+    h6 = torch.remainder(h6 + 6.0 * shift.view(-1, 1, 1), 6.0)
+    # HSV -> RGB: channel_n = V - C * clamp(min(k, 4 - k), 0, 1), k = (n + H6) mod 6, n = 5, 3, 1
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    k = torch.remainder(n + h6.unsqueeze(1), 6.0)  # (N, 3, H, W)
+    return v.unsqueeze(1) - chroma.unsqueeze(1) * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+
+
+def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
+    r"""Rotate the hue in HSV space by ``shift`` turns, keeping saturation and value.
+
+    .. math::
+        (H, S, V) = \operatorname{hsv}(x), \qquad
+        x' = \operatorname{rgb}\big((H + \text{shift}) \bmod 1,\; S,\; V\big)
+
+    with the hexcone HSV model of Python's :mod:`colorsys` and torchvision.
+
+    Args:
+        images: RGB images with values in ``[0, 1]``.
+        shift: hue shift in turns, in ``[-0.5, 0.5]``; ``0`` is the identity (up to rounding).
+
+    Shape:
+        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; shift: scalar or :math:`(N,)`.
+        - output: like ``images``.
+
+    Returns:
+        The adjusted images.
+
+    Raises:
+        TypeError: if ``images`` or ``shift`` has the wrong type.
+        ValueError: if ``images`` is not RGB or ``shift`` has the wrong shape.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import adjust_hue
+        >>> red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
+        >>> adjust_hue(red, 1 / 3).flatten()  # red -> green
+        tensor([0., 1., 0.])
+    """
+    x, unbatched = as_batch("images", images)
+    _check_rgb("images", x)
+    s = _per_sample("shift", shift, x)
+    return _unbatch(_hue(x, s), unbatched)
+
+
+def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:
+    r"""Invert every value at or above ``threshold``: :math:`x' = 1 - x` if :math:`x \ge t`.
+
+    As ``PIL.ImageOps.solarize`` (``threshold=128`` on 8-bit data) and BYOL's ``solarize``.
+
+    Args:
+        images: images with values in ``[0, 1]``.
+        threshold: :math:`t`. Default: ``0.5``.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: the same.
+
+    Returns:
+        The solarized images.
+
+    Raises:
+        TypeError: if ``images`` is not a ``uint8`` or floating-point tensor.
+        ValueError: if ``images`` is not 3-D or 4-D.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import solarize
+        >>> solarize(torch.tensor([[[0.2, 0.5, 0.9]]]))
+        tensor([[[0.2000, 0.5000, 0.1000]]])
+    """
+    x, unbatched = as_batch("images", images)
+    return _unbatch(torch.where(x >= threshold, 1.0 - x, x), unbatched)
+
+
+def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    r"""Per-channel standardization :math:`(x_c - \mu_c) / \sigma_c`.
+
+    Args:
+        images: images.
+        mean: :math:`\mu`, one value per channel.
+        std: :math:`\sigma > 0`, one value per channel.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: the same.
+
+    Returns:
+        The normalized images.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if ``std`` has a non-positive entry or the lengths do not match ``C``.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import normalize
+        >>> normalize(torch.ones(2, 1, 1), mean=[0.5, 0.0], std=[0.25, 2.0]).flatten()
+        tensor([2.0000, 0.5000])
+    """
+    x, unbatched = as_batch("images", images)
+    m = check_stats("mean", mean, positive=False)
+    s = check_stats("std", std, positive=True)
+    if not len(m) == len(s) == x.shape[1]:
+        raise ValueError(
+            f"mean and std must have one entry per channel ({x.shape[1]}), "
+            f"got {len(m)} and {len(s)}"
+        )
+    mt = torch.tensor(m, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    st = torch.tensor(s, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return _unbatch((x - mt) / st, unbatched)
+
+
+def blur_kernel_size(size: int) -> int:
+    r"""SimCLR's and BYOL's blur kernel size for side :math:`s`: :math:`2\lfloor s/20 \rfloor + 1`.
+
+    Both use a kernel of 10% of the image side, made odd: ``radius = int(size / 10 / 2)``
+    (23 for 224, 9 for 96, 3 for 32, 1 -- no blur -- below 20).
+
+    Examples:
+        >>> from sslosses.transforms.functional import blur_kernel_size
+        >>> blur_kernel_size(224), blur_kernel_size(96), blur_kernel_size(16)
+        (23, 9, 1)
+    """
+    check_positive_int("size", size)
+    return 2 * (size // 20) + 1
+
+
+def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
+    r"""Normalized 1-D Gaussian kernels, one per entry of ``sigma``.
+
+    .. math::
+        k_i \propto \exp\!\left(-\frac{i^2}{2\sigma^2}\right), \quad i = -r, \dots, r, \qquad
+        \textstyle\sum_i k_i = 1
+
+    A ``sigma`` of 0 (or below ``1e-3``) gives the identity kernel (a single 1 in the middle).
+
+    Args:
+        sigma: standard deviations in pixels.
+        kernel_size: odd kernel length :math:`2r + 1`.
+
+    Shape:
+        - sigma: :math:`(N,)`; output: :math:`(N, 2r + 1)`.
+
+    Returns:
+        The kernels, in ``sigma``'s dtype (float32 for non-float ``sigma``).
+
+    Raises:
+        TypeError: if ``sigma`` is not a tensor or ``kernel_size`` not an int.
+        ValueError: if ``sigma`` is not 1-D or ``kernel_size`` is not a positive odd int.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import gaussian_kernels
+        >>> k = gaussian_kernels(torch.tensor([0.0, 1.0]), 5)
+        >>> k[0]
+        tensor([0., 0., 1., 0., 0.])
+        >>> bool(torch.allclose(k.sum(dim=1), torch.ones(2)))
+        True
+    """
+    if not isinstance(sigma, Tensor):
+        raise TypeError(f"sigma must be a torch.Tensor, got {type(sigma).__name__}")
+    if sigma.dim() != 1:
+        raise ValueError(f"sigma must be a 1-D tensor, got shape {tuple(sigma.shape)}")
+    check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    dtype = sigma.dtype if sigma.is_floating_point() else torch.float32
+    radius = kernel_size // 2
+    i = torch.arange(-radius, radius + 1, dtype=dtype, device=sigma.device)  # (k,)
+    s = sigma.to(dtype).clamp_min(1e-3).unsqueeze(1)  # (N, 1)
+    k = torch.exp(-(i * i) / (2.0 * s * s))  # (N, k)
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def _conv_1d(x: Tensor, kernels: Tensor, dim: int) -> Tensor:
+    """One separable pass of ``(N, C, H, W)`` along W (``dim=3``) or H (``dim=2``), reflected."""
+    n, c, h, w = x.shape
+    k = kernels.shape[1]
+    r = k // 2
+    weight = kernels.to(x.dtype).repeat_interleave(c, dim=0)  # (N*C, k)
+    flat = x.reshape(1, n * c, h, w)
+    if dim == 3:  # along W
+        flat = F.pad(flat, (r, r, 0, 0), mode="reflect")
+        out = F.conv2d(flat, weight.view(n * c, 1, 1, k), groups=n * c)
+    else:  # along H
+        flat = F.pad(flat, (0, 0, r, r), mode="reflect")
+        out = F.conv2d(flat, weight.view(n * c, 1, k, 1), groups=n * c)
+    return out.view(n, c, h, w)
+
+
+def gaussian_blur(images: Tensor, sigma: float | Tensor, kernel_size: int) -> Tensor:
+    r"""Gaussian blur with a per-image ``sigma``, as two separable grouped convolutions.
+
+    Each image is convolved with its own normalized 1-D kernel
+    (:func:`gaussian_kernels`) along the width, then along the height, with reflection padding
+    (so constant images stay constant). A kernel longer than the image along a direction is
+    shortened to ``2 * (side - 1) + 1`` there (and renormalized). ``sigma = 0`` is the identity.
+
+    Args:
+        images: images (any number of channels).
+        sigma: standard deviation in pixels, per image or shared.
+        kernel_size: odd kernel length; see :func:`blur_kernel_size` for SimCLR's rule.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; sigma: scalar or :math:`(N,)`.
+        - output: like ``images``.
+
+    Returns:
+        The blurred images.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if ``images`` is not 3-D or 4-D, ``sigma`` has the wrong shape or
+            ``kernel_size`` is not a positive odd int.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import gaussian_blur
+        >>> x = torch.full((2, 3, 8, 8), 0.25)
+        >>> bool(torch.allclose(gaussian_blur(x, torch.tensor([0.5, 2.0]), 5), x))
+        True
+    """
+    x, unbatched = as_batch("images", images)
+    check_positive_int("kernel_size", kernel_size)
+    if kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    s = _per_sample("sigma", sigma, x).view(-1)  # (N,)
+    h, w = x.shape[-2:]
+    radius = kernel_size // 2
+    rw, rh = min(radius, w - 1), min(radius, h - 1)
+    if rw > 0:
+        x = _conv_1d(x, gaussian_kernels(s, 2 * rw + 1), dim=3)
+    if rh > 0:
+        x = _conv_1d(x, gaussian_kernels(s, 2 * rh + 1), dim=2)
+    return _unbatch(x, unbatched)
+
+
+# --------------------------------------------------------------------------------------------
+# Random resized crop
+# --------------------------------------------------------------------------------------------
+def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else device
+
+
+def _geometry_dtype(device: torch.device) -> torch.dtype:
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def sample_crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    *,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""Draw ``n`` crop boxes as torchvision's ``RandomResizedCrop.get_params`` does, vectorized.
+
+    For each box, 10 candidates are drawn at once: an area fraction :math:`s \sim U(s_{min},
+    s_{max})` and an aspect ratio :math:`a = e^{u}`, :math:`u \sim U(\log a_{min}, \log a_{max})`,
+    giving :math:`w = \operatorname{round}\sqrt{s H W a}` and
+    :math:`h = \operatorname{round}\sqrt{s H W / a}`. The first candidate with
+    :math:`0 < w \le W` and :math:`0 < h \le H` is kept, at a uniform integer position; when
+    none fits, the fallback is torchvision's: the largest centered box whose aspect ratio is
+    clamped into ``ratio`` (at least one pixel wide, where torchvision can round to zero).
+
+    Random numbers are drawn on ``generator.device`` (on ``device`` with the default generator
+    when ``generator`` is ``None``) and the boxes moved to ``device``: a CPU generator with the
+    same seed gives the same boxes on every device.
+
+    Args:
+        n: number of boxes.
+        height: image height :math:`H`.
+        width: image width :math:`W`.
+        scale: area fraction range :math:`(s_{min}, s_{max})`, ``0 < min <= max <= 1``.
+            Default: ``(0.08, 1.0)``.
+        ratio: aspect ratio (width / height) range. Default: ``(3/4, 4/3)``.
+        generator: source of randomness. Default: ``None`` (the global generator).
+        device: device of the returned boxes. Default: ``None`` (the generator's, else CPU).
+
+    Shape:
+        - output: :math:`(n, 4)` int64 columns ``(top, left, height, width)``.
+
+    Returns:
+        The boxes; each lies inside the image.
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if a size is not positive or a range is invalid.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import sample_crop_boxes
+        >>> g = torch.Generator().manual_seed(0)
+        >>> boxes = sample_crop_boxes(5, 32, 48, scale=(0.2, 0.5), generator=g)
+        >>> boxes.shape, boxes.dtype
+        (torch.Size([5, 4]), torch.int64)
+        >>> top, left, h, w = boxes.unbind(1)
+        >>> bool(((top + h <= 32) & (left + w <= 48)).all())
+        True
+
+    References:
+        Szegedy et al., "Going deeper with convolutions", CVPR 2015 (the crop). torchvision
+        ``transforms/transforms.py``, ``RandomResizedCrop.get_params``.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    H = check_positive_int("height", height)
+    W = check_positive_int("width", width)
+    s_lo, s_hi = check_unit_interval("scale", scale)
+    r_lo, r_hi = check_interval("ratio", ratio)
+    gen = check_generator(generator)
+    out_device = torch.device(device) if device is not None else None
+    if out_device is None:
+        out_device = gen.device if gen is not None else torch.device("cpu")
+    draw_device = _draw_device(gen, out_device)
+    dtype = _geometry_dtype(draw_device)
+    u = torch.rand(n, 2 * _CROP_ATTEMPTS + 2, generator=gen, device=draw_device).to(dtype)
+    area = float(H * W)
+    target = area * (s_lo + (s_hi - s_lo) * u[:, :_CROP_ATTEMPTS])  # (n, 10)
+    log_lo, log_hi = math.log(r_lo), math.log(r_hi)
+    aspect = torch.exp(log_lo + (log_hi - log_lo) * u[:, _CROP_ATTEMPTS : 2 * _CROP_ATTEMPTS])
+    cw = torch.round(torch.sqrt(target * aspect))  # (n, 10)
+    ch = torch.round(torch.sqrt(target / aspect))  # (n, 10)
+    valid = (cw > 0) & (cw <= W) & (ch > 0) & (ch <= H)  # (n, 10)
+    first = valid.to(torch.int8).argmax(dim=1, keepdim=True)  # first valid (0 when none)
+    found = valid.any(dim=1)  # (n,)
+    # torchvision's fallback: center crop with the aspect ratio clamped into ratio
+    in_ratio = W / H
+    if in_ratio < r_lo:
+        fw, fh = W, max(1, round(W / r_lo))
+    elif in_ratio > r_hi:
+        fw, fh = max(1, round(H * r_hi)), H
+    else:
+        fw, fh = W, H
+    cw = torch.where(found, cw.gather(1, first).squeeze(1), float(fw))  # (n,)
+    ch = torch.where(found, ch.gather(1, first).squeeze(1), float(fh))  # (n,)
+    top = torch.minimum(torch.floor(u[:, -2] * (H - ch + 1)), H - ch)
+    left = torch.minimum(torch.floor(u[:, -1] * (W - cw + 1)), W - cw)
+    top = torch.where(found, top, float((H - fh) // 2))
+    left = torch.where(found, left, float((W - fw) // 2))
+    boxes = torch.stack([top, left, ch, cw], dim=1).to(torch.int64)  # (n, 4)
+    return boxes.to(out_device)
+
+
+def resized_crop(
+    images: Tensor,
+    boxes: Tensor,
+    size: Size,
+    *,
+    flip: Tensor | None = None,
+) -> Tensor:
+    r"""Crop each image to its box, resize bilinearly to ``size`` and optionally flip it.
+
+    All crops are produced by a single :func:`torch.nn.functional.grid_sample` call (bilinear,
+    ``align_corners=False``): the sampling grid of every crop is built from its box, and the
+    ``V`` crops of an image are laid side by side along the grid's width so the images are
+    never copied. The result equals, for each crop,
+    ``F.interpolate(image[:, top:top+h, left:left+w][None], size, mode="bilinear",
+    align_corners=False, antialias=False)`` followed by a horizontal flip where ``flip`` is
+    true: sampling positions are clamped to the box, as interpolation clamps them to the
+    cropped image. There is no antialiasing; strong downscaling aliases (PIL's resize, used by
+    the original pipelines, filters first).
+
+    Args:
+        images: images.
+        boxes: integer boxes ``(top, left, height, width)`` inside the image (as from
+            :func:`sample_crop_boxes`; not checked, to avoid a device synchronization), one
+            per image or ``V`` per image.
+        size: output size ``s`` or ``(h, w)``.
+        flip: whether to flip each crop horizontally. Default: ``None`` (no flips).
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)` (then :math:`N = 1`).
+        - boxes: :math:`(N, 4)` or :math:`(V, N, 4)`; flip: :math:`(N,)` or :math:`(V, N)`.
+        - output: :math:`(N, C, h, w)`, or :math:`(V, N, C, h, w)` for 3-D ``boxes``
+          (the leading :math:`N` dropped for 3-D ``images``).
+
+    Returns:
+        The crops (float32; float64 for float64 images).
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if a shape does not match or ``size`` is not positive.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms.functional import resized_crop
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> resized_crop(x, torch.tensor([[1, 1, 2, 2]]), 2, flip=torch.tensor([True]))
+        tensor([[[[ 6.,  5.],
+                  [10.,  9.]]]])
+    """
+    x, unbatched = as_batch("images", images)
+    n, c, H, W = x.shape
+    h_out, w_out = check_size("size", size)
+    if not isinstance(boxes, Tensor):
+        raise TypeError(f"boxes must be a torch.Tensor, got {type(boxes).__name__}")
+    if boxes.dim() not in (2, 3) or tuple(boxes.shape[-2:]) != (n, 4):
+        raise ValueError(f"boxes must have shape ({n}, 4) or (V, {n}, 4), got {tuple(boxes.shape)}")
+    single = boxes.dim() == 2
+    b = boxes.reshape(-1, n, 4).to(device=x.device, dtype=x.dtype)  # (V, N, 4)
+    v = b.shape[0]
+    if flip is not None:
+        if not isinstance(flip, Tensor):
+            raise TypeError(f"flip must be a torch.Tensor or None, got {type(flip).__name__}")
+        if flip.shape != boxes.shape[:-1]:
+            raise ValueError(
+                f"flip must have shape {tuple(boxes.shape[:-1])} to match boxes, "
+                f"got {tuple(flip.shape)}"
+            )
+    top, left, ch, cw = b.unbind(dim=-1)  # (V, N) each
+    gx = _sample_positions(left, cw, w_out, W)  # (V, N, w)
+    gy = _sample_positions(top, ch, h_out, H)  # (V, N, h)
+    if flip is not None:
+        f = flip.reshape(v, n, 1).to(x.device)
+        gx = torch.where(f, gx.flip(-1), gx)
+    # grid[n, i, v * w + j] = (gx[v, n, j], gy[v, n, i]): the V crops side by side
+    grid = torch.stack(
+        [
+            gx.permute(1, 0, 2).unsqueeze(1).expand(n, h_out, v, w_out),
+            gy.permute(1, 2, 0).unsqueeze(3).expand(n, h_out, v, w_out),
+        ],
+        dim=-1,
+    ).reshape(n, h_out, v * w_out, 2)  # (N, h, V*w, 2)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = out.view(n, c, h_out, v, w_out).permute(3, 0, 1, 2, 4).contiguous()  # (V, N, C, h, w)
+    if single:
+        out = out.squeeze(0)
+        return out.squeeze(0) if unbatched else out
+    return out.squeeze(1) if unbatched else out
+
+
+def _sample_positions(start: Tensor, length: Tensor, out: int, full: int) -> Tensor:
+    """Normalized ``grid_sample`` coordinates of ``out`` samples across ``[start, start+length)``.
+
+    Pixel-centre mapping of ``F.interpolate(align_corners=False)`` on the crop, clamped to the
+    crop's first and last pixel, then mapped to ``[-1, 1]`` over the ``full`` image side.
+    """
+    k = torch.arange(out, dtype=start.dtype, device=start.device) + 0.5  # (out,)
+    src = (start.unsqueeze(-1) - 0.5) + k * (length / out).unsqueeze(-1)  # (V, N, out)
+    src = torch.minimum(torch.maximum(src, start.unsqueeze(-1)), (start + length - 1).unsqueeze(-1))
+    return (2.0 * src + 1.0) / full - 1.0

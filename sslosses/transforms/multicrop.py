@@ -1,0 +1,299 @@
+"""Multi-crop: several groups of random resized crops, each with its own augmentation pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sslosses._validation import check_positive_int
+from sslosses.transforms import functional as TF
+from sslosses.transforms._checks import (
+    Size,
+    as_batch,
+    check_generator,
+    check_size,
+    check_unit_interval,
+)
+from sslosses.transforms.augment import Augmentation, AugmentationParams
+from sslosses.transforms.crop import CropParams, RandomResizedCrop
+
+__all__ = ["MultiCrop", "forward_multicrop"]
+
+
+def _sequence(name: str, value: object) -> Sequence[object]:
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a list or tuple, got {type(value).__name__}")
+    if len(value) == 0:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
+class MultiCrop(nn.Module):
+    r"""Groups of random resized crops of a batch, each group with its own augmentation.
+
+    Group :math:`g` makes ``crop_counts[g]`` crops of size ``crop_sizes[g]`` per image, with
+    area fraction in ``crop_scales[g]``, a random horizontal flip, and the pipeline
+    ``augmentations[g]`` (:class:`Augmentation`). Every crop of every image has its own random
+    box, flip and augmentation parameters. Groups with the same output size share one
+    :func:`torch.nn.functional.grid_sample` call; each group's pixel pipeline runs once on all
+    its crops. Called on ``(N, C, H, W)`` images it returns a list of
+    :math:`V = \sum_g` ``crop_counts[g]`` tensors ``(N, C, h_g, w_g)``, in group order (put the
+    global crops first, as the losses expect); on ``(C, H, W)`` it returns ``(C, h_g, w_g)``
+    crops, so it also works as a per-image dataset transform.
+
+    Randomness comes from ``generator`` (drawn on its device, so a seeded CPU generator gives
+    the same crops on every device): the same seed gives identical crops. Output dtype:
+    float32 (float64 for float64 input), in ``[0, 1]`` unless the augmentation normalizes.
+
+    Args:
+        crop_sizes: output size of each group, ``s`` or ``(h, w)``.
+        crop_counts: number of crops of each group.
+        crop_scales: area fraction range ``(min, max)`` of each group.
+        augmentations: one :class:`Augmentation` per group, a single one shared by all groups,
+            or ``None`` (crops only). Default: ``None``.
+        ratio: aspect ratio range of every crop. Default: ``(3/4, 4/3)``.
+        flip_prob: probability of a horizontal flip of every crop. Default: ``0.5``.
+
+    Shape:
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
+        - output: a list of :math:`V` tensors :math:`(N, C, h_g, w_g)` (or :math:`(C, h_g, w_g)`).
+
+    Raises:
+        TypeError: if an argument has the wrong type.
+        ValueError: if the per-group lists are empty or differ in length, or a size, count,
+            scale or probability is invalid.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms import Augmentation, MultiCrop
+        >>> multicrop = MultiCrop(
+        ...     crop_sizes=(32, 16), crop_counts=(2, 4), crop_scales=((0.4, 1.0), (0.05, 0.4)),
+        ...     augmentations=Augmentation(jitter=(0.4, 0.4, 0.2, 0.1), grayscale_prob=0.2),
+        ... )
+        >>> crops = multicrop(torch.rand(8, 3, 48, 48), generator=torch.Generator().manual_seed(0))
+        >>> [tuple(c.shape) for c in crops]  # doctest: +NORMALIZE_WHITESPACE
+        [(8, 3, 32, 32), (8, 3, 32, 32), (8, 3, 16, 16), (8, 3, 16, 16), (8, 3, 16, 16),
+         (8, 3, 16, 16)]
+
+    References:
+        Caron et al., "Unsupervised Learning of Visual Features by Contrasting Cluster
+        Assignments" (SwAV), NeurIPS 2020, arXiv:2006.09882; facebookresearch/swav
+        ``src/multicropdataset.py`` (``MultiCropDataset``).
+    """
+
+    def __init__(
+        self,
+        crop_sizes: Sequence[Size],
+        crop_counts: Sequence[int],
+        crop_scales: Sequence[tuple[float, float]],
+        *,
+        augmentations: Augmentation | Sequence[Augmentation] | None = None,
+        ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
+        flip_prob: float = 0.5,
+    ) -> None:
+        super().__init__()
+        sizes = _sequence("crop_sizes", crop_sizes)
+        counts = _sequence("crop_counts", crop_counts)
+        scales = _sequence("crop_scales", crop_scales)
+        if not len(sizes) == len(counts) == len(scales):
+            raise ValueError(
+                "crop_sizes, crop_counts and crop_scales must have the same length, got "
+                f"{len(sizes)}, {len(counts)} and {len(scales)}"
+            )
+        groups = len(sizes)
+        if augmentations is None:
+            augs: list[Augmentation] = [Augmentation() for _ in range(groups)]
+        elif isinstance(augmentations, Augmentation):
+            augs = [augmentations] * groups
+        else:
+            seq = _sequence("augmentations", augmentations)
+            if len(seq) != groups:
+                raise ValueError(
+                    f"augmentations must have one entry per crop group ({groups}), got {len(seq)}"
+                )
+            for i, a in enumerate(seq):
+                if not isinstance(a, Augmentation):
+                    raise TypeError(
+                        f"augmentations[{i}] must be an Augmentation, got {type(a).__name__}"
+                    )
+            augs = list(seq)  # type: ignore[arg-type]
+        self.crop_counts: tuple[int, ...] = tuple(
+            check_positive_int(f"crop_counts[{i}]", c) for i, c in enumerate(counts)
+        )
+        self.crops = nn.ModuleList(
+            RandomResizedCrop(
+                check_size(f"crop_sizes[{i}]", size),
+                scale=check_unit_interval(f"crop_scales[{i}]", scale),
+                ratio=ratio,
+                flip_prob=flip_prob,
+            )
+            for i, (size, scale) in enumerate(zip(sizes, scales, strict=True))
+        )
+        self.augmentations = nn.ModuleList(augs)
+
+    @property
+    def num_crops(self) -> int:
+        """Total number of crops per image, :math:`V`."""
+        return sum(self.crop_counts)
+
+    def _groups(self) -> list[tuple[RandomResizedCrop, Augmentation, int]]:
+        return [
+            (crop, aug, count)  # type: ignore[misc]
+            for crop, aug, count in zip(
+                self.crops, self.augmentations, self.crop_counts, strict=True
+            )
+        ]
+
+    def sample_params(
+        self,
+        n: int,
+        height: int,
+        width: int,
+        *,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+    ) -> list[tuple[CropParams, AugmentationParams]]:
+        """Draw all random parameters for ``n`` images of size ``height x width``.
+
+        Group by group: the crop boxes and flips (:meth:`RandomResizedCrop.sample_params`),
+        then the pixel parameters of its ``count * n`` crops, crop-major
+        (:meth:`Augmentation.sample_params`).
+
+        Returns:
+            One ``(CropParams, AugmentationParams)`` pair per group.
+        """
+        gen = check_generator(generator)
+        params = []
+        for crop, aug, count in self._groups():
+            cp = crop.sample_params(n, height, width, count=count, generator=gen, device=device)
+            ap = aug.sample_params(count * n, generator=gen, device=device)
+            params.append((cp, ap))
+        return params
+
+    def apply_params(
+        self, images: Tensor, params: Sequence[tuple[CropParams, AugmentationParams]]
+    ) -> list[Tensor]:
+        """Make the crops described by ``params`` (deterministic); see :meth:`forward`."""
+        x, unbatched = as_batch("images", images)
+        n, c = x.shape[:2]
+        groups = self._groups()
+        if not isinstance(params, (list, tuple)) or len(params) != len(groups):
+            raise ValueError(
+                f"params must hold one (CropParams, AugmentationParams) pair per group "
+                f"({len(groups)})"
+            )
+        # one grid_sample per distinct output size
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for g, (crop, _, _) in enumerate(groups):
+            by_size.setdefault(crop.size, []).append(g)
+        resampled: dict[int, Tensor] = {}
+        for size, members in by_size.items():
+            boxes = torch.cat([params[g][0].boxes for g in members])  # (sum V, N, 4)
+            flip = torch.cat([params[g][0].flip for g in members])  # (sum V, N)
+            out = TF.resized_crop(x, boxes, size, flip=flip)  # (sum V, N, C, h, w)
+            parts = torch.split(out, [groups[g][2] for g in members])
+            for g, part in zip(members, parts, strict=True):
+                resampled[g] = part
+        result: list[Tensor] = []
+        for g, (crop, aug, count) in enumerate(groups):
+            h, w = crop.size
+            views = resampled[g].reshape(count * n, c, h, w)
+            views = aug.apply_params(views, params[g][1]).view(count, n, c, h, w)
+            result.extend(v.squeeze(0) if unbatched else v for v in views.unbind(0))
+        return result
+
+    def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
+        """Make all crops of every image.
+
+        Args:
+            images: ``(N, C, H, W)`` or ``(C, H, W)``, ``uint8`` or float in ``[0, 1]``.
+            generator: source of randomness. Default: ``None`` (the global generator).
+
+        Returns:
+            :math:`V` crops, group by group.
+        """
+        x, unbatched = as_batch("images", images)
+        n, _, h, w = x.shape
+        params = self.sample_params(n, h, w, generator=generator, device=x.device)
+        out = self.apply_params(x, params)
+        return [o.squeeze(0) for o in out] if unbatched else out
+
+    def extra_repr(self) -> str:
+        return f"crop_counts={self.crop_counts}"
+
+
+def forward_multicrop(
+    backbone: Callable[[Tensor], Tensor], crops: Sequence[Tensor]
+) -> list[Tensor]:
+    r"""Run ``backbone`` once per run of same-resolution crops; outputs in crop order.
+
+    Consecutive crops with the same shape (apart from the batch size), dtype and device are
+    concatenated along the batch and passed through ``backbone`` together, and the output is
+    split back, as DINO's ``MultiCropWrapper`` does: with 2 global and 8 local crops that is two
+    forward passes instead of ten. Layers that use batch statistics (BatchNorm in training
+    mode) see the whole concatenated run, as in DINO.
+
+    Args:
+        backbone: a callable mapping a batch ``(B, ...)`` to a tensor with ``B`` rows.
+        crops: the crops, e.g. from :class:`MultiCrop`.
+
+    Shape:
+        - crops: :math:`V` tensors :math:`(N_v, C, h_v, w_v)`.
+        - output: :math:`V` tensors :math:`(N_v, \dots)`, ``output[v] == backbone(crops[v])``
+          up to batch-dependent layers and floating-point rounding.
+
+    Returns:
+        The list of outputs, one per crop.
+
+    Raises:
+        TypeError: if ``crops`` is not a sequence of tensors or ``backbone`` does not return a
+            tensor.
+        ValueError: if ``crops`` is empty or the output has the wrong batch size.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.transforms import forward_multicrop
+        >>> backbone = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        >>> crops = [torch.rand(4, 3, 32, 32)] * 2 + [torch.rand(4, 3, 16, 16)] * 6
+        >>> outputs = forward_multicrop(backbone, crops)
+        >>> len(outputs), tuple(outputs[0].shape)
+        (8, (4, 3))
+
+    References:
+        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO), ICCV
+        2021, arXiv:2104.14294; facebookresearch/dino ``utils.py`` (``MultiCropWrapper``).
+    """
+    if not callable(backbone):
+        raise TypeError(f"backbone must be callable, got {type(backbone).__name__}")
+    seq = _sequence("crops", crops)
+    for i, crop in enumerate(seq):
+        if not isinstance(crop, Tensor):
+            raise TypeError(f"crops[{i}] must be a torch.Tensor, got {type(crop).__name__}")
+        if crop.dim() < 1:
+            raise ValueError(f"crops[{i}] must have a batch dimension, got a 0-D tensor")
+    tensors: list[Tensor] = list(seq)  # type: ignore[arg-type]
+
+    def key(t: Tensor) -> tuple[object, ...]:
+        return (tuple(t.shape[1:]), t.dtype, t.device)
+
+    outputs: list[Tensor] = []
+    start = 0
+    while start < len(tensors):
+        end = start + 1
+        while end < len(tensors) and key(tensors[end]) == key(tensors[start]):
+            end += 1
+        run = tensors[start:end]
+        batch = run[0] if len(run) == 1 else torch.cat(run)
+        out = backbone(batch)
+        if not isinstance(out, Tensor):
+            raise TypeError(f"backbone must return a torch.Tensor, got {type(out).__name__}")
+        if out.dim() < 1 or out.shape[0] != batch.shape[0]:
+            raise ValueError(
+                f"backbone must return one row per input ({batch.shape[0]}), "
+                f"got shape {tuple(out.shape)}"
+            )
+        outputs.extend(torch.split(out, [t.shape[0] for t in run]))
+        start = end
+    return outputs
