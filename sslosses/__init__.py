@@ -7,6 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 from sslosses import distributed, functional, transforms
 from sslosses.byol import BYOLLoss
 from sslosses.ema import EMA, cosine_schedule
+from sslosses.info_nce import InfoNCELoss
+from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
 from sslosses.simsiam import NegativeCosineSimilarity
@@ -20,7 +22,9 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "EMA",
     "BYOLLoss",
+    "InfoNCELoss",
     "MoCoQueue",
+    "NTXentLoss",
     "NegativeCosineSimilarity",
     "SwAVLoss",
     "SwAVPrototypes",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sslosses.byol import byol_loss
 from sslosses.ema import ema_update_
+from sslosses.info_nce import info_nce
+from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
 from sslosses.swav import swav_loss
@@ -11,7 +13,9 @@ from sslosses.swav import swav_loss
 __all__ = [
     "byol_loss",
     "ema_update_",
+    "info_nce",
     "negative_cosine_similarity",
+    "nt_xent",
     "sinkhorn",
     "swav_loss",
 ]

@@ -1,0 +1,140 @@
+"""Log-sum-exp over similarity logits, plain or in row blocks (private; InfoNCE and NT-Xent).
+
+Both contrastive losses are cross-entropies over similarity logits
+``scale * <anchor_i, candidate_j>``: the loss of row ``i`` is the log-sum-exp of its logits minus
+its positive logit. :func:`similarity_logsumexp` computes that log-sum-exp either from the full
+``(R, M)`` logit matrix with plain autograd, or in blocks of ``chunk_size`` rows through
+:class:`_BlockwiseLogSumExp`, a custom autograd Function that keeps only the ``(R,)``
+log-sum-exp between forward and backward and recomputes each block's softmax in the backward, so
+the extra memory is ``O(chunk_size * M)`` instead of ``O(R * M)``. Both paths give the same value
+and gradient up to floating-point rounding.
+
+:func:`batch_layout` tells a rank where its rows sit in the gathered global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from sslosses import distributed
+from sslosses._validation import check_positive_int
+
+
+def check_chunk_size(chunk_size: object) -> int | None:
+    """Validate a ``chunk_size`` argument: ``None`` or an ``int`` > 0."""
+    return None if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+
+
+def similarity_logsumexp(
+    anchors: Tensor,
+    candidates: Tensor,
+    *,
+    scale: float,
+    exclude: Tensor | None = None,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Row-wise :math:`\log \sum_{j \ne e_i} \exp(s \langle a_i, c_j \rangle)`.
+
+    Args:
+        anchors: :math:`a`, shape ``(R, D)``.
+        candidates: :math:`c`, shape ``(M, D)``.
+        scale: :math:`s` (the inverse temperature).
+        exclude: ``(R,)`` long tensor, the column :math:`e_i` left out of row ``i`` (its logit
+            is ``-inf``), or ``None`` to keep every column. Each row must keep one column.
+        chunk_size: rows per block for the blockwise path, or ``None`` for the plain path.
+
+    Returns:
+        Shape ``(R,)``.
+    """
+    if chunk_size is not None:
+        out: Tensor = _BlockwiseLogSumExp.apply(  # type: ignore[no-untyped-call]
+            anchors, candidates, scale, exclude, chunk_size
+        )
+        return out
+    logits = (anchors * scale) @ candidates.T  # (R, M)
+    if exclude is not None:
+        rows = torch.arange(anchors.shape[0], device=anchors.device)
+        # in place on the matmul output, whose backward does not need it
+        logits[rows, exclude] = float("-inf")
+    return torch.logsumexp(logits, dim=1)  # (R,)
+
+
+def _block_logits(
+    scaled: Tensor, candidates: Tensor, exclude: Tensor | None, start: int, stop: int
+) -> Tensor:
+    logits = scaled[start:stop] @ candidates.T  # (B, M)
+    if exclude is not None:
+        rows = torch.arange(stop - start, device=logits.device)
+        logits[rows, exclude[start:stop]] = float("-inf")
+    return logits
+
+
+class _BlockwiseLogSumExp(torch.autograd.Function):
+    """:func:`similarity_logsumexp` in row blocks; the backward recomputes each block."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        anchors: Tensor,
+        candidates: Tensor,
+        scale: float,
+        exclude: Tensor | None,
+        chunk_size: int,
+    ) -> Tensor:
+        with torch.autocast(device_type=anchors.device.type, enabled=False):
+            scaled = anchors * scale  # (R, D)
+            lse = anchors.new_empty(anchors.shape[0])  # (R,)
+            for start in range(0, anchors.shape[0], chunk_size):
+                stop = min(start + chunk_size, anchors.shape[0])
+                logits = _block_logits(scaled, candidates, exclude, start, stop)  # (B, M)
+                lse[start:stop] = torch.logsumexp(logits, dim=1)
+        ctx.save_for_backward(anchors, candidates, lse, exclude)
+        ctx.scale = scale
+        ctx.chunk_size = chunk_size
+        return lse
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor | None, ...]:
+        anchors, candidates, lse, exclude = ctx.saved_tensors
+        scale: float = ctx.scale
+        chunk_size: int = ctx.chunk_size
+        need_anchors, need_candidates = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_anchors = torch.empty_like(anchors) if need_anchors else None
+        grad_candidates = torch.zeros_like(candidates) if need_candidates else None
+        with torch.autocast(device_type=anchors.device.type, enabled=False):
+            scaled = anchors * scale  # (R, D)
+            for start in range(0, anchors.shape[0], chunk_size):
+                stop = min(start + chunk_size, anchors.shape[0])
+                logits = _block_logits(scaled, candidates, exclude, start, stop)  # (B, M)
+                # d lse_i / d logit_ij = softmax_ij; excluded columns give exp(-inf) = 0
+                weights = logits.sub_(lse[start:stop, None]).exp_()
+                weights.mul_(grad_lse[start:stop, None])  # d loss / d logits, (B, M)
+                if grad_anchors is not None:
+                    torch.mm(weights, candidates, out=grad_anchors[start:stop])
+                if grad_candidates is not None:
+                    grad_candidates.addmm_(weights.T, anchors[start:stop], alpha=scale)
+        if grad_anchors is not None:
+            grad_anchors.mul_(scale)
+        return grad_anchors, grad_candidates, None, None, None
+
+
+def batch_layout(n_local: int, device: torch.device) -> tuple[int, int]:
+    """``(offset, n_global)``: the rows of the previous ranks and of all ranks.
+
+    One small all-gather of the batch sizes when a process group of size > 1 exists; ``(0,
+    n_local)`` otherwise.
+    """
+    world = distributed.world_size()
+    if world == 1:
+        return 0, n_local
+    size = torch.tensor([n_local], dtype=torch.long, device=device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    counts = [int(s.item()) for s in sizes]
+    return sum(counts[: distributed.rank()]), sum(counts)
