@@ -40,3 +40,45 @@ def test_fallbacks_without_process_group() -> None:
     assert distributed.rank() == 0
     assert distributed.gather(x) is x
     assert distributed.all_reduce_sum(x) is x
+
+
+def _constructors() -> list[tuple[str, object]]:
+    import sslosses
+
+    return [
+        ("NTXentLoss", lambda: sslosses.NTXentLoss(gather_distributed=True)),
+        ("InfoNCELoss", lambda: sslosses.InfoNCELoss(gather_distributed=True)),
+        ("SwAVLoss", lambda: sslosses.SwAVLoss(gather_distributed=True)),
+        ("BarlowTwinsLoss", lambda: sslosses.BarlowTwinsLoss(gather_distributed=True)),
+        ("MoCoQueue", lambda: sslosses.MoCoQueue(8, 4, gather_distributed=True)),
+    ]
+
+
+@pytest.mark.parametrize(("name", "make"), _constructors())
+def test_gather_distributed_without_torch_distributed_fails_at_construction(
+    monkeypatch: pytest.MonkeyPatch, name: str, make: object
+) -> None:
+    monkeypatch.setattr(torch.distributed, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"gather_distributed=True needs torch\.distributed"):
+        make()  # type: ignore[operator]
+
+
+def test_gather_distributed_without_process_group_is_local() -> None:
+    """With torch.distributed available but no process group, the losses act locally."""
+    import sslosses.functional as SF
+
+    gen = torch.Generator().manual_seed(3)
+    a, b = (torch.randn(6, 4, generator=gen, dtype=torch.float64) for _ in range(2))
+    scores = [torch.randn(6, 5, generator=gen, dtype=torch.float64) for _ in range(3)]
+    pairs = [
+        (SF.nt_xent(a, b, gather_distributed=True), SF.nt_xent(a, b)),
+        (SF.info_nce(a, b, gather_distributed=True), SF.info_nce(a, b)),
+        (SF.swav_loss(scores, gather_distributed=True), SF.swav_loss(scores)),
+        (SF.sinkhorn(scores[0], gather_distributed=True), SF.sinkhorn(scores[0])),
+        (
+            SF.barlow_twins_loss(a, b, gather_distributed=True),
+            SF.barlow_twins_loss(a, b),
+        ),
+    ]
+    for distributed_value, local_value in pairs:
+        assert torch.equal(distributed_value, local_value)
