@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from sslosses import distributed, functional, transforms
+from sslosses.barlow_twins import BarlowTwinsLoss
 from sslosses.byol import BYOLLoss
 from sslosses.ema import EMA, cosine_schedule
 from sslosses.info_nce import InfoNCELoss
@@ -22,6 +23,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 __all__ = [
     "EMA",
     "BYOLLoss",
+    "BarlowTwinsLoss",
     "InfoNCELoss",
     "MoCoQueue",
     "NTXentLoss",

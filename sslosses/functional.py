@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sslosses.barlow_twins import barlow_twins_loss
 from sslosses.byol import byol_loss
 from sslosses.ema import ema_update_
 from sslosses.info_nce import info_nce
@@ -11,6 +12,7 @@ from sslosses.sinkhorn import sinkhorn
 from sslosses.swav import swav_loss
 
 __all__ = [
+    "barlow_twins_loss",
     "byol_loss",
     "ema_update_",
     "info_nce",

@@ -1,0 +1,555 @@
+"""Barlow Twins loss: reference (facebookresearch/barlowtwins main.py), every algorithm,
+properties, numerics, the auto rule, distributed, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from references import barlow_twins as barlow_twins_reference
+from strategies import SEEDS, embeddings
+
+from sslosses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, select_algorithm
+from sslosses.kernels import barlow_twins_triton
+
+ALGORITHMS = ("dense", "gram", "fused", "auto")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pair(
+    n: int = 6, d: int = 5, dtype: torch.dtype = torch.float64, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    z_a = 2 * torch.randn(n, d, generator=gen, dtype=torch.float64) + 1
+    z_b = z_a + torch.randn(n, d, generator=gen, dtype=torch.float64)
+    return z_a.to(dtype), z_b.to(dtype)
+
+
+def _value_and_grads(
+    fn: object, z_a: torch.Tensor, z_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    a = z_a.detach().clone().requires_grad_(True)
+    b = z_b.detach().clone().requires_grad_(True)
+    value = fn(a, b)  # type: ignore[operator]
+    grad_a, grad_b = torch.autograd.grad(value, (a, b))
+    return value.detach(), grad_a, grad_b
+
+
+# ------------------------------------------------------------------------------------------
+# reference
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize(("n", "d"), [(6, 5), (3, 17), (17, 3), (9, 9), (2, 1), (2, 40)])
+def test_matches_reference_value_and_gradient(algorithm: str, n: int, d: int) -> None:
+    z_a, z_b = _pair(n, d)
+    ref = _value_and_grads(lambda a, b: barlow_twins_reference(a, b, 0.3, 1e-5), z_a, z_b)
+    ours = _value_and_grads(
+        lambda a, b: barlow_twins_loss(a, b, lambd=0.3, algorithm=algorithm),  # type: ignore[arg-type]
+        z_a,
+        z_b,
+    )
+    for x, y in zip(ours, ref, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+@given(embeddings(min_n=2, max_n=12, max_d=12), st.sampled_from(ALGORITHMS), SEEDS)
+@settings(max_examples=30)
+def test_matches_reference_hypothesis(
+    pair: tuple[torch.Tensor, ...], algorithm: str, seed: int
+) -> None:
+    z_a, z_b = pair
+    lambd = float(torch.rand((), generator=torch.Generator().manual_seed(seed)))
+    ref = _value_and_grads(lambda a, b: barlow_twins_reference(a, b, lambd), z_a, z_b)
+    ours = _value_and_grads(
+        lambda a, b: barlow_twins_loss(a, b, lambd=lambd, algorithm=algorithm),  # type: ignore[arg-type]
+        z_a,
+        z_b,
+    )
+    for x, y in zip(ours, ref, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-9, atol=1e-10)
+
+
+def test_default_hyperparameters_are_the_official_ones() -> None:
+    z_a, z_b = _pair(8, 6)
+    torch.testing.assert_close(
+        barlow_twins_loss(z_a, z_b), barlow_twins_reference(z_a, z_b, 0.0051, 1e-5)
+    )
+
+
+def test_eps_is_inside_the_square_root() -> None:
+    z_a, z_b = _pair(5, 4)
+    z_a = 1e-3 * z_a  # variance ~4e-6, comparable to eps
+    for eps in (1e-5, 1e-3):
+        torch.testing.assert_close(
+            barlow_twins_loss(z_a, z_b, eps=eps), barlow_twins_reference(z_a, z_b, eps=eps)
+        )
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_float32_near_identity_matches_float64_dense(algorithm: str) -> None:
+    # N >> D with strongly correlated views: C is close to the identity, where "sum of all
+    # squares minus the diagonal's" cancels in float32. Every algorithm must stay accurate.
+    z_a, z_b = _pair(4096, 4, seed=0)
+    z_b = z_a + 0.005 * (z_b - z_a)
+    ref = _value_and_grads(lambda a, b: barlow_twins_loss(a, b, algorithm="dense"), z_a, z_b)
+    ours = _value_and_grads(
+        lambda a, b: barlow_twins_loss(a, b, algorithm=algorithm),  # type: ignore[arg-type]
+        z_a.float(),
+        z_b.float(),
+    )
+    assert ours[0].dtype == torch.float32
+    torch.testing.assert_close(ours[0].double(), ref[0], rtol=1e-5, atol=0)
+    for g, g_ref in zip(ours[1:], ref[1:], strict=True):
+        assert float((g.double() - g_ref).abs().max() / g_ref.abs().max()) < 1e-4
+
+
+def test_near_identity_shape_is_one_where_float32_cancellation_bites() -> None:
+    # The shape above is meaningful: the naive float32 Gram formula (full sum minus the
+    # diagonal, what "gram" would do without its float64 switch) misses the 1e-5 tolerance.
+    z_a, z_b = _pair(4096, 4, seed=0)
+    z_b = z_a + 0.005 * (z_b - z_a)
+    ref = float(barlow_twins_loss(z_a, z_b, algorithm="dense"))
+    A = F.batch_norm(z_a.float(), None, None, training=True, eps=1e-5)
+    B = F.batch_norm(z_b.float(), None, None, training=True, eps=1e-5)
+    n = A.shape[0]
+    c = (A * B).sum(0) / n
+    full = ((A @ A.T) * (B @ B.T)).sum() / n**2
+    naive = float((c - 1).square().sum() + 0.0051 * (full - c.square().sum()))
+    assert abs(naive - ref) / ref > 4e-5
+
+
+# ------------------------------------------------------------------------------------------
+# properties
+# ------------------------------------------------------------------------------------------
+@given(embeddings(min_n=4, max_n=12, max_d=10), st.sampled_from(ALGORITHMS), SEEDS)
+@settings(max_examples=25)
+def test_invariant_to_positive_per_feature_affine_maps(
+    pair: tuple[torch.Tensor, ...], algorithm: str, seed: int
+) -> None:
+    z_a, z_b = pair
+    gen = torch.Generator().manual_seed(seed)
+    d = z_a.shape[1]
+    scale_a = torch.exp(3 * torch.rand(d, generator=gen, dtype=torch.float64) - 1.5)
+    scale_b = torch.exp(3 * torch.rand(d, generator=gen, dtype=torch.float64) - 1.5)
+    shift_a, shift_b = 10 * torch.randn(2, d, generator=gen, dtype=torch.float64)
+    eps = 1e-12  # eps breaks exact invariance; make it negligible
+    loss = barlow_twins_loss(z_a, z_b, eps=eps, algorithm=algorithm)  # type: ignore[arg-type]
+    moved = barlow_twins_loss(
+        z_a * scale_a + shift_a,
+        z_b * scale_b + shift_b,
+        eps=eps,
+        algorithm=algorithm,  # type: ignore[arg-type]
+    )
+    torch.testing.assert_close(moved, loss, rtol=1e-8, atol=1e-9)
+
+
+@given(embeddings(min_n=2, max_n=12, max_d=10), st.sampled_from(ALGORITHMS), SEEDS)
+@settings(max_examples=25)
+def test_non_negative_symmetric_and_permutation_invariant(
+    pair: tuple[torch.Tensor, ...], algorithm: str, seed: int
+) -> None:
+    z_a, z_b = pair
+    gen = torch.Generator().manual_seed(seed)
+    n, d = z_a.shape
+    loss = barlow_twins_loss(z_a, z_b, algorithm=algorithm)  # type: ignore[arg-type]
+    assert float(loss) >= 0
+    # swapping the views transposes C; permuting samples, or features of both views, permutes it
+    torch.testing.assert_close(
+        barlow_twins_loss(z_b, z_a, algorithm=algorithm),  # type: ignore[arg-type]
+        loss,
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    rows = torch.randperm(n, generator=gen)
+    cols = torch.randperm(d, generator=gen)
+    permuted = barlow_twins_loss(
+        z_a[rows][:, cols],
+        z_b[rows][:, cols],
+        algorithm=algorithm,  # type: ignore[arg-type]
+    )
+    torch.testing.assert_close(permuted, loss, rtol=1e-10, atol=1e-12)
+
+
+def test_identical_whitened_views_give_zero_loss() -> None:
+    # Zero-mean orthonormal columns scaled to unit variance: C = I / (1 + eps).
+    n, d = 12, 4
+    x = torch.randn(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    z = torch.linalg.qr(x - x.mean(0))[0] * n**0.5  # (N, D)
+    for algorithm in ALGORITHMS:
+        loss = barlow_twins_loss(z, z, eps=1e-12, algorithm=algorithm)  # type: ignore[arg-type]
+        assert abs(float(loss)) < 1e-12  # vs O(1) for unrelated views
+
+
+def test_uncorrelated_views_value() -> None:
+    # Each feature of z_b is orthogonal to every feature of z_a: C = 0 and the loss is D.
+    n, d = 8, 3
+    gen = torch.Generator().manual_seed(0)
+    ones = torch.ones(n, 1, dtype=torch.float64)
+    x = torch.cat([ones, torch.randn(n, 2 * d, dtype=torch.float64, generator=gen)], 1)
+    q = torch.linalg.qr(x)[0][:, 1:]  # orthonormal columns, orthogonal to the constant
+    z_a, z_b = q[:, :d], q[:, d:]
+    for algorithm in ALGORITHMS:
+        loss = barlow_twins_loss(z_a, z_b, algorithm=algorithm)  # type: ignore[arg-type]
+        torch.testing.assert_close(loss, torch.tensor(float(d), dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------------------------
+# module, autograd, numerics
+# ------------------------------------------------------------------------------------------
+def test_module_equals_functional() -> None:
+    z_a, z_b = _pair(7, 5)
+    for algorithm in ALGORITHMS:
+        module = BarlowTwinsLoss(lambd=0.2, eps=1e-4, algorithm=algorithm)  # type: ignore[arg-type]
+        torch.testing.assert_close(
+            module(z_a, z_b),
+            barlow_twins_loss(z_a, z_b, lambd=0.2, eps=1e-4, algorithm=algorithm),  # type: ignore[arg-type]
+            rtol=0,
+            atol=0,
+        )
+    assert repr(BarlowTwinsLoss()) == (
+        "BarlowTwinsLoss(lambd=0.0051, eps=1e-05, gather_distributed=False, algorithm='auto')"
+    )
+
+
+@pytest.mark.parametrize("algorithm", ["dense", "gram", "fused"])
+@pytest.mark.parametrize(("n", "d"), [(4, 6), (6, 3)])
+def test_gradcheck(algorithm: str, n: int, d: int) -> None:
+    z_a, z_b = _pair(n, d)
+    z_a.requires_grad_(True)
+    z_b.requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: barlow_twins_loss(a, b, lambd=0.4, algorithm=algorithm),  # type: ignore[arg-type]
+        (z_a, z_b),
+    )
+
+
+def test_gradient_only_to_inputs_that_require_it() -> None:
+    z_a, z_b = _pair(5, 4)
+    z_a.requires_grad_(True)
+    for algorithm in ALGORITHMS:
+        z_a.grad = None
+        barlow_twins_loss(z_a, z_b, algorithm=algorithm).backward()  # type: ignore[arg-type]
+        assert z_a.grad is not None and z_a.grad.abs().sum() > 0
+        assert z_b.grad is None
+
+
+def test_returns_0d() -> None:
+    z_a, z_b = _pair()
+    for algorithm in ALGORITHMS:
+        assert barlow_twins_loss(z_a, z_b, algorithm=algorithm).shape == ()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_half_inputs_compute_in_float32(dtype: torch.dtype, algorithm: str) -> None:
+    z_a, z_b = _pair(8, 6, dtype=dtype)
+    out = barlow_twins_loss(z_a, z_b, algorithm=algorithm)  # type: ignore[arg-type]
+    assert out.dtype == torch.float32
+    expected = barlow_twins_loss(z_a.float(), z_b.float(), algorithm=algorithm)  # type: ignore[arg-type]
+    torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_autocast_returns_float32(algorithm: str) -> None:
+    z_a, z_b = _pair(8, 6, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = barlow_twins_loss(z_a, z_b, algorithm=algorithm)  # type: ignore[arg-type]
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, barlow_twins_loss(z_a, z_b, algorithm=algorithm))  # type: ignore[arg-type]
+
+
+def test_float64_stays_float64_and_gram_float32_stays_float32() -> None:
+    z_a, z_b = _pair(6, 4)
+    assert barlow_twins_loss(z_a, z_b, algorithm="gram").dtype == torch.float64
+    # "gram" computes in float64 internally when N > D / 2 but returns the compute dtype
+    out = barlow_twins_loss(z_a.float(), z_b.float(), algorithm="gram")
+    assert out.dtype == torch.float32
+
+
+def test_compile_fullgraph_matches_eager() -> None:
+    # One graph with both custom-autograd paths (dense and gram), value and gradient.
+    z_a, z_b = _pair(6, 16, dtype=torch.float32)
+
+    def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        dense = barlow_twins_loss(a, b, algorithm="dense")
+        gram = barlow_twins_loss(a, b, lambd=0.5, algorithm="gram")
+        return dense + 2 * gram
+
+    compiled = torch.compile(fn, fullgraph=True)
+    eager = _value_and_grads(fn, z_a, z_b)
+    for x, y in zip(_value_and_grads(compiled, z_a, z_b), eager, strict=True):
+        torch.testing.assert_close(x, y)
+
+
+# ------------------------------------------------------------------------------------------
+# the auto rule
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("n", "d", "expected"),
+    [
+        (256, 8192, "gram"),
+        (2048, 8192, "gram"),
+        (4096, 8192, "gram"),
+        (4097, 8192, "dense"),
+        (8192, 2048, "dense"),
+        (16384, 16384, "fused"),  # D * D = 2**28 elements > 2**26
+        (8192, 8192, "dense"),
+    ],
+)
+def test_auto_rule_on_cpu(n: int, d: int, expected: str) -> None:
+    assert select_algorithm(n, d, torch.device("cpu")) == expected
+
+
+def test_auto_rule_on_cuda_follows_triton_availability(monkeypatch: pytest.MonkeyPatch) -> None:
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(barlow_twins_triton, "HAS_TRITON", True)
+    assert select_algorithm(8192, 2048, cuda) == "fused"
+    assert select_algorithm(8192, 2048, cuda, torch.float64) == "dense"  # no fp64 kernel
+    assert select_algorithm(256, 8192, cuda) == "gram"
+    monkeypatch.setattr(barlow_twins_triton, "HAS_TRITON", False)
+    assert select_algorithm(8192, 2048, cuda) == "dense"
+
+
+@pytest.mark.parametrize(("n", "d"), [(4, 16), (16, 4)])
+def test_auto_equals_the_selected_algorithm(n: int, d: int) -> None:
+    z_a, z_b = _pair(n, d)
+    chosen = select_algorithm(n, d, z_a.device)
+    assert torch.equal(barlow_twins_loss(z_a, z_b), barlow_twins_loss(z_a, z_b, algorithm=chosen))
+
+
+def test_everything_works_without_triton() -> None:
+    # Simulate an environment without Triton in a fresh interpreter.
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["triton"] = None
+        import torch
+        from sslosses.barlow_twins import barlow_twins_loss, select_algorithm
+        from sslosses.kernels import barlow_twins_triton
+        assert barlow_twins_triton.HAS_TRITON is False
+        assert not barlow_twins_triton.usable(torch.device("cuda"), torch.float32)
+        assert select_algorithm(8192, 2048, torch.device("cuda")) == "dense"
+        z_a, z_b = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
+        fused = barlow_twins_loss(z_a, z_b, algorithm="fused")
+        dense = barlow_twins_loss(z_a, z_b, algorithm="dense")
+        torch.testing.assert_close(fused, dense, rtol=1e-12, atol=0)
+        print("ok", float(fused))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ok ")
+
+
+# ------------------------------------------------------------------------------------------
+# distributed (2 gloo processes, unequal data per rank)
+# ------------------------------------------------------------------------------------------
+def _rank_data(rank: int, sizes: list[int], d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(100 + rank)
+    z_a = (rank + 1) * torch.randn(sizes[rank], d, generator=gen, dtype=torch.float64) + rank
+    z_b = z_a + torch.randn(sizes[rank], d, generator=gen, dtype=torch.float64)
+    return z_a, z_b
+
+
+def _dist_case(
+    rank: int, world: int, sizes: list[int], d: int, algorithm: str, gather: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    z_a, z_b = _rank_data(rank, sizes, d)
+    z_a.requires_grad_(True)
+    z_b.requires_grad_(True)
+    loss = barlow_twins_loss(z_a, z_b, lambd=0.3, gather_distributed=gather, algorithm=algorithm)  # type: ignore[arg-type]
+    loss.backward()
+    assert z_a.grad is not None and z_b.grad is not None
+    return loss.detach(), z_a.grad, z_b.grad
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize(
+    ("sizes", "d"),
+    [
+        ([3, 5], 7),  # N > D / 2 (gram in float64 anyway), odd D: unequal feature shards
+        ([2, 3], 16),  # N <= D / 2: auto picks gram
+        ([1, 1], 1),  # one sample per rank, one feature: rank 0's feature shard is empty
+    ],
+)
+def test_distributed_matches_global_batch(
+    dist_pool: object, algorithm: str, sizes: list[int], d: int
+) -> None:
+    results = dist_pool.run(_dist_case, sizes, d, algorithm, True)  # type: ignore[attr-defined]
+    parts = [_rank_data(r, sizes, d) for r in range(2)]
+    z_a = torch.cat([p[0] for p in parts])
+    z_b = torch.cat([p[1] for p in parts])
+    ref, grad_a, grad_b = _value_and_grads(lambda a, b: barlow_twins_reference(a, b, 0.3), z_a, z_b)
+    world = 2
+    mean = sum(r[0] for r in results) / world
+    torch.testing.assert_close(mean, ref, rtol=1e-8, atol=1e-8)
+    for r, (loss, g_a, g_b) in enumerate(results):
+        torch.testing.assert_close(loss, ref, rtol=1e-8, atol=1e-8)  # every rank: global loss
+        rows = slice(sum(sizes[:r]), sum(sizes[: r + 1]))
+        torch.testing.assert_close(g_a / world, grad_a[rows], rtol=1e-8, atol=1e-8)
+        torch.testing.assert_close(g_b / world, grad_b[rows], rtol=1e-8, atol=1e-8)
+
+
+def test_distributed_off_is_local(dist_pool: object) -> None:
+    sizes, d = [3, 5], 4
+    results = dist_pool.run(_dist_case, sizes, d, "auto", False)  # type: ignore[attr-defined]
+    for r, (loss, g_a, g_b) in enumerate(results):
+        ref, grad_a, grad_b = _value_and_grads(
+            lambda a, b: barlow_twins_reference(a, b, 0.3), *_rank_data(r, sizes, d)
+        )
+        torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g_a, grad_a, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(g_b, grad_b, rtol=1e-10, atol=1e-12)
+
+
+def _dist_too_small_case(rank: int, world: int) -> str:
+    z = torch.randn(1 - rank, 3, dtype=torch.float64)  # global batch of 1
+    try:
+        barlow_twins_loss(z, z, gather_distributed=True)
+    except ValueError as error:
+        return str(error)
+    return "no error"
+
+
+def test_distributed_global_batch_of_one_raises_on_every_rank(dist_pool: object) -> None:
+    messages = dist_pool.run(_dist_too_small_case)  # type: ignore[attr-defined]
+    for message in messages:
+        assert "global batch of at least 2 samples" in message
+        assert "got 1" in message
+
+
+def test_gather_distributed_without_process_group_is_local() -> None:
+    z_a, z_b = _pair(5, 4)
+    torch.testing.assert_close(
+        barlow_twins_loss(z_a, z_b, gather_distributed=True), barlow_twins_loss(z_a, z_b)
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# errors
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        (
+            (torch.randn(4), torch.randn(4)),
+            {},
+            ValueError,
+            r"z_a must be a 2-D tensor, got 1-D with shape \(4,\)",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 2)),
+            {},
+            ValueError,
+            r"z_a and z_b must have the same shape, got \(4, 3\) and \(4, 2\)",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(5, 3)),
+            {},
+            ValueError,
+            r"z_a and z_b must have the same shape, got \(4, 3\) and \(5, 3\)",
+        ),
+        (
+            (torch.ones(4, 3, dtype=torch.long), torch.randn(4, 3)),
+            {},
+            TypeError,
+            r"z_a must have a floating-point dtype, got torch.int64",
+        ),
+        (
+            (torch.randn(4, 3), torch.ones(4, 3, dtype=torch.bool)),
+            {},
+            TypeError,
+            r"z_b must have a floating-point dtype, got torch.bool",
+        ),
+        (
+            ([[1.0, 2.0]], torch.randn(1, 2)),
+            {},
+            TypeError,
+            r"z_a must be a torch.Tensor, got list",
+        ),
+        (
+            (torch.randn(1, 3), torch.randn(1, 3)),
+            {},
+            ValueError,
+            r"batch of at least 2 samples \(the batch variance is undefined for fewer\), got 1",
+        ),
+        (
+            (torch.randn(4, 0), torch.randn(4, 0)),
+            {},
+            ValueError,
+            r"at least one feature \(dim 1\), got shape \(4, 0\)",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3, device="meta")),
+            {},
+            ValueError,
+            r"z_a and z_b must be on the same device, got cpu and meta",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"lambd": -0.1},
+            ValueError,
+            r"lambd must be a finite number >= 0, got -0.1",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"lambd": "0.1"},
+            TypeError,
+            r"lambd must be a float, got str",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"eps": 0.0},
+            ValueError,
+            r"eps must be a finite number > 0, got 0.0",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"eps": -1e-5},
+            ValueError,
+            r"eps must be a finite number > 0, got -1e-05",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"algorithm": "sparse"},
+            ValueError,
+            r"algorithm must be one of 'auto', 'dense', 'gram', 'fused', got 'sparse'",
+        ),
+        (
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"gather_distributed": 1},
+            TypeError,
+            r"gather_distributed must be a bool, got int",
+        ),
+    ],
+)
+def test_bad_inputs(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        barlow_twins_loss(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"lambd": -1.0}, ValueError, r"lambd must be a finite number >= 0, got -1.0"),
+        ({"eps": 0}, ValueError, r"eps must be a finite number > 0, got 0"),
+        ({"algorithm": "Dense"}, ValueError, r"algorithm must be one of .* got 'Dense'"),
+        ({"gather_distributed": "yes"}, TypeError, r"gather_distributed must be a bool, got str"),
+    ],
+)
+def test_module_validates_at_construction(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        BarlowTwinsLoss(**kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,195 @@
+"""Barlow Twins kernels: the PyTorch cores (strips, tiles, Gram rows) and the Triton kernels
+under ``TRITON_INTERPRET=1`` (in a subprocess, as the variable must precede importing Triton)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from sslosses.kernels import barlow_twins_triton
+from sslosses.kernels.barlow_twins_torch import (
+    dense_loss,
+    gram_frobenius,
+    strip_height,
+    tiled_loss,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+LAMBD = 0.3
+
+
+def _normalized(n: int, d: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    z_a = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    z_b = z_a + torch.randn(n, d, generator=gen, dtype=torch.float64)
+    bn = torch.nn.functional.batch_norm
+    A = bn(z_a, None, None, training=True)
+    B = bn(z_b, None, None, training=True)
+    return A, B
+
+
+def _explicit(A: torch.Tensor, B: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of the loss, written out with a (D, D) weight matrix."""
+    n, d = A.shape
+    c = A.T @ B / n
+    eye = torch.eye(d, dtype=A.dtype)
+    weight = torch.full((d, d), LAMBD, dtype=A.dtype).fill_diagonal_(1.0)
+    return (weight * (c - eye) ** 2)[start:stop].sum()
+
+
+def _value_and_grads(fn: object, A: torch.Tensor, B: torch.Tensor) -> list[torch.Tensor]:
+    a = A.detach().clone().requires_grad_(True)
+    b = B.detach().clone().requires_grad_(True)
+    value = fn(a, b)  # type: ignore[operator]
+    return [value.detach(), *torch.autograd.grad(value, (a, b))]
+
+
+def _close(xs: list[torch.Tensor], ys: list[torch.Tensor], tol: float = 1e-12) -> None:
+    for x, y in zip(xs, ys, strict=True):
+        torch.testing.assert_close(x, y, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("budget", [1, 7 * 3, 10_000])  # one row, three rows, one strip
+@pytest.mark.parametrize(("start", "stop"), [(0, 7), (2, 5), (0, 3), (4, 7), (3, 3)])
+def test_strip_functions_match_explicit_formula(budget: int, start: int, stop: int) -> None:
+    A, B = _normalized(9, 7)
+    expected = _value_and_grads(lambda a, b: _explicit(a, b, start, stop), A, B)
+    dense = _value_and_grads(lambda a, b: dense_loss(a, b, LAMBD, start, stop), A, B)
+    tiled = _value_and_grads(lambda a, b: tiled_loss(a, b, LAMBD, start, stop, budget), A, B)
+    _close(dense, expected)
+    _close(tiled, expected)
+
+
+def test_strips_partition_the_loss() -> None:
+    # Distributed ranks each take a range of rows of C: the pieces add up to the whole.
+    A, B = _normalized(6, 11)
+    whole = _value_and_grads(lambda a, b: dense_loss(a, b, LAMBD, 0, 11), A, B)
+    pieces = [
+        _value_and_grads(lambda a, b, s=s, t=t: tiled_loss(a, b, LAMBD, s, t, 12), A, B)
+        for s, t in itertools.pairwise([0, 4, 5, 11])
+    ]
+    _close([sum(p[i] for p in pieces) for i in range(3)], whole)  # type: ignore[misc]
+
+
+def test_empty_strip_is_zero_with_zero_gradient() -> None:
+    A, B = _normalized(4, 3)
+    for fn in (
+        lambda a, b: dense_loss(a, b, LAMBD, 2, 2),
+        lambda a, b: tiled_loss(a, b, LAMBD, 2, 2, 100),
+        lambda a, b: gram_frobenius(a, b, 1, 1),
+    ):
+        value, grad_a, grad_b = _value_and_grads(fn, A, B)
+        assert float(value) == 0.0
+        assert not grad_a.any() and not grad_b.any()
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, 8), (0, 3), (3, 8), (2, 6)])
+def test_gram_rows_match_frobenius_of_cross_correlation(start: int, stop: int) -> None:
+    A, B = _normalized(8, 5)
+
+    def explicit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((a[start:stop] @ a.T) * (b[start:stop] @ b.T)).sum() / a.shape[0] ** 2
+
+    ours = _value_and_grads(lambda a, b: gram_frobenius(a, b, start, stop), A, B)
+    _close(ours, _value_and_grads(explicit, A, B))
+    if (start, stop) == (0, 8):  # all rows: the squared Frobenius norm of C
+        c = A.T @ B / 8
+        torch.testing.assert_close(ours[0], (c**2).sum(), rtol=1e-12, atol=0)
+
+
+def test_gradcheck_partial_ranges() -> None:
+    A, B = _normalized(5, 6)
+    a = A.detach().requires_grad_(True)
+    b = B.detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x, y: dense_loss(x, y, LAMBD, 1, 4), (a, b))
+    assert torch.autograd.gradcheck(lambda x, y: tiled_loss(x, y, LAMBD, 1, 6, 12), (a, b))
+    assert torch.autograd.gradcheck(lambda x, y: gram_frobenius(x, y, 1, 4), (a, b))
+
+
+def test_strip_height() -> None:
+    assert strip_height(8192) == 512  # 2**22 elements of C per strip
+    assert strip_height(10, budget=35) == 3
+    assert strip_height(10, budget=5) == 1  # at least one row
+    assert strip_height(0) >= 1
+
+
+def test_triton_usable_only_on_cuda_float32_or_float16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(barlow_twins_triton, "HAS_TRITON", True)
+    cuda = torch.device("cuda")
+    assert barlow_twins_triton.usable(cuda, torch.float32)
+    assert barlow_twins_triton.usable(cuda, torch.float16)
+    assert not barlow_twins_triton.usable(cuda, torch.float64)
+    assert not barlow_twins_triton.usable(torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(barlow_twins_triton, "HAS_TRITON", False)
+    assert not barlow_twins_triton.usable(cuda, torch.float32)
+
+
+_TRITON_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    assert os.environ["TRITON_INTERPRET"] == "1"
+    import torch
+    from sslosses.kernels import barlow_twins_triton as T
+    from sslosses.kernels.barlow_twins_torch import dense_loss
+
+    assert T.HAS_TRITON
+    bn = torch.nn.functional.batch_norm
+    results = {}
+    configs = {
+        # name: n, d, dtype, start, stop, strip budget (elements), upstream gradient
+        "fp32_whole": (10, 40, torch.float32, 0, 40, 10**6, 1.0),
+        "fp32_rows_strips": (37, 21, torch.float32, 5, 19, 3 * 21, 2.5),
+        "fp16_whole": (10, 40, torch.float16, 0, 40, 10**6, 1.0),
+    }
+    for name, (n, d, dtype, start, stop, budget, upstream) in configs.items():
+        gen = torch.Generator().manual_seed(0)
+        z_a = torch.randn(n, d, generator=gen)
+        z_b = z_a + torch.randn(n, d, generator=gen)
+        A = bn(z_a, None, None, training=True).to(dtype)
+        B = bn(z_b, None, None, training=True).to(dtype)
+        a, b = A.clone().requires_grad_(), B.clone().requires_grad_()
+        out = T.triton_loss(a, b, 0.3, start, stop, budget, (16, 16, 16))
+        (out * upstream).backward()
+        a64, b64 = A.double().requires_grad_(), B.double().requires_grad_()
+        ref = dense_loss(a64, b64, 0.3, start, stop)
+        (ref * upstream).backward()
+        rel = lambda x, y: float((x.double() - y).abs().max() / y.abs().max())
+        results[name] = {
+            "dtype": str(out.dtype),
+            "value": rel(out.detach(), ref.detach()),
+            "grad_a": rel(a.grad, a64.grad),
+            "grad_b": rel(b.grad, b64.grad),
+            "grad_dtype": str(a.grad.dtype),
+        }
+    print(json.dumps(results))
+    """
+)
+
+
+def test_triton_kernels_under_interpreter_match_dense() -> None:
+    env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", _TRITON_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    for name, tol in (("fp32_whole", 1e-5), ("fp32_rows_strips", 1e-5), ("fp16_whole", 2e-3)):
+        r = results[name]
+        assert r["dtype"] == "torch.float32", name  # partial sums accumulate in float32
+        assert r["value"] < tol, (name, r)
+        assert r["grad_a"] < tol, (name, r)
+        assert r["grad_b"] < tol, (name, r)
+    assert results["fp16_whole"]["grad_dtype"] == "torch.float16"
