@@ -7,6 +7,7 @@ paths cannot drift apart and every error names the argument, what was expected a
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Literal, TypeAlias
 
@@ -55,22 +56,33 @@ def check_min_batch(name: str, tensor: Tensor, minimum: int) -> None:
         )
 
 
+def check_min_features(name: str, tensor: Tensor, minimum: int = 1) -> None:
+    """Check that ``tensor`` has at least ``minimum`` columns (features)."""
+    if tensor.shape[1] < minimum:
+        raise ValueError(
+            f"{name} must have at least {minimum} feature(s) (dim 1), got shape "
+            f"{tuple(tensor.shape)}"
+        )
+
+
 def check_positive(name: str, value: object) -> float:
     """Check that ``value`` is a finite real number > 0 and return it as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value > 0):
+    number = float(value)
+    if not (math.isfinite(number) and number > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
+    return number
 
 
 def check_non_negative(name: str, value: object) -> float:
     """Check that ``value`` is a finite real number >= 0 and return it as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (math.isfinite(value) and value >= 0):
+    number = float(value)
+    if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    return float(value)
+    return number
 
 
 def check_positive_int(name: str, value: object) -> int:

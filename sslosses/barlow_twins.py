@@ -48,13 +48,16 @@ def select_algorithm(
 ) -> Literal["dense", "gram", "fused"]:
     """The algorithm ``algorithm="auto"`` runs for a (global) batch of ``n`` rows of ``d`` features.
 
-    ``"gram"`` when ``n <= GRAM_MAX_RATIO * d``; otherwise ``"fused"`` with the Triton kernels
-    on CUDA, or when the ``(d, d)`` cross-correlation would exceed ``DENSE_MAX_ELEMENTS``; else
-    ``"dense"``. See :func:`barlow_twins_loss` for the measurements behind the rule.
+    ``"gram"`` when ``n <= GRAM_MAX_RATIO * d``; otherwise ``"fused"`` when the ``(d, d)``
+    cross-correlation would exceed ``DENSE_MAX_ELEMENTS``; else ``"dense"``. The rule is the
+    same on every device: it was measured on CPU, and the Triton kernels (which ``"fused"``
+    uses on CUDA) have not been timed on a GPU yet, so ``"auto"`` does not prefer them there.
+    See :func:`barlow_twins_loss` for the measurements behind the rule.
     """
+    del device, dtype  # the measured rule does not depend on them (see above)
     if n <= GRAM_MAX_RATIO * d:
         return "gram"
-    if _triton_usable(device, dtype) or d * d > DENSE_MAX_ELEMENTS:
+    if d * d > DENSE_MAX_ELEMENTS:
         return "fused"
     return "dense"
 
@@ -131,10 +134,11 @@ def barlow_twins_loss(
     - ``"fused"`` streams tiles of :math:`C`, squaring, weighting and summing each without
       storing :math:`C`; the backward recomputes the tiles. Triton kernels on CUDA (when Triton
       is installed), strips of at most :math:`2^{22}` elements of :math:`C` in PyTorch elsewhere.
-    - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`; else ``"fused"`` on CUDA with
-      Triton, or when :math:`D^2 > 2^{26}` (the ``(D, D)`` buffers would pass 256 MiB each in
-      float32); else ``"dense"``. Forward + backward, one CPU thread, float32, vs the official
-      formulation (``benchmarks/barlow_auto_rule.py``; the docs page has the full table):
+    - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`; else ``"fused"`` when
+      :math:`D^2 > 2^{26}` (the ``(D, D)`` buffers would pass 256 MiB each in float32); else
+      ``"dense"``, on every device (the Triton kernels are not yet timed on a GPU).
+      Forward + backward, one CPU thread, float32, vs the official formulation
+      (``benchmarks/barlow_auto_rule.py``; the docs page has the full table):
       at :math:`N{=}256, D{=}8192` ``"gram"`` is 41x faster with 20x less extra peak memory;
       at :math:`N{=}2048, D{=}8192` ``"gram"`` is 3.5x faster with 3.3x less; at
       :math:`N{=}8192, D{=}2048` ``"dense"`` is on par (1.02x, 1.2x less memory). ``N`` is
@@ -202,7 +206,7 @@ def barlow_twins_loss(
         )
     lambd = check_non_negative("lambd", lambd)
     eps = check_positive("eps", eps)
-    sharded = distributed.check_gather_distributed(gather_distributed)
+    sharded = distributed._check_gather_distributed(gather_distributed)
     sharded = sharded and distributed.world_size() > 1
     algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)  # type: ignore[assignment]
     dtype = compute_dtype(z_a, z_b)
@@ -262,7 +266,7 @@ class BarlowTwinsLoss(nn.Module):
         super().__init__()
         self.lambd = check_non_negative("lambd", lambd)
         self.eps = check_positive("eps", eps)
-        self.gather_distributed = distributed.check_gather_distributed(gather_distributed)
+        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
         self.algorithm: Algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)  # type: ignore[assignment]
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:

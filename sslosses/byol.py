@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 from sslosses._validation import (
     Reduction,
+    check_min_batch,
+    check_min_features,
     check_reduction,
     check_same_device,
     check_same_shape,
@@ -19,16 +21,21 @@ from sslosses._validation import (
 
 __all__ = ["BYOLLoss", "byol_loss"]
 
+_EPS = 1e-12  # the epsilon of the official l2_normalize (on the squared norm)
+
 
 def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mean") -> Tensor:
     r"""BYOL regression loss: ``2 - 2 cos(p, sg(z))``, the MSE of L2-normalized vectors.
 
     .. math::
-        \ell_n = \left\| \frac{p_n}{\|p_n\|_2} - \frac{z_n}{\|z_n\|_2} \right\|_2^2
-               = 2 - 2\,\frac{\langle p_n, z_n \rangle}{\|p_n\|_2 \, \|z_n\|_2}
+        \ell_n = \left\| \hat p_n - \hat z_n \right\|_2^2
+               = 2 - 2\,\frac{\langle p_n, z_n \rangle}{\|p_n\|_2 \, \|z_n\|_2},
+        \qquad \hat x = \frac{x}{\sqrt{\max(\|x\|_2^2, \epsilon)}},\ \epsilon = 10^{-12}
 
-    The target is detached (stop-gradient), as BYOL's target network carries no gradient; each
-    per-sample loss lies in :math:`[0, 4]`. Symmetrize by calling it twice with the views
+    computed as the squared distance of the normalized vectors, exactly as the official
+    ``regression_loss`` (with its ``l2_normalize``), so each per-sample loss lies in
+    :math:`[0, 4]` without rounding below 0. The target is detached (stop-gradient), as BYOL's
+    target network carries no gradient. Symmetrize by calling it twice with the views
     swapped, as the paper does. Inputs in half precision (or under autocast) are computed in
     float32; float64 stays float64.
 
@@ -47,8 +54,8 @@ def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mea
 
     Raises:
         TypeError: if an input is not a floating-point tensor.
-        ValueError: if an input is not 2-D, the shapes or devices differ, or ``reduction`` is
-            unknown.
+        ValueError: if an input is not 2-D, has no rows or no features, the shapes or devices
+            differ, or ``reduction`` is unknown.
 
     Examples:
         >>> import torch
@@ -68,13 +75,20 @@ def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mea
     check_tensor("target", target, ndim=2)
     check_same_shape("prediction", prediction, "target", target)
     check_same_device("prediction", prediction, "target", target)
+    check_min_batch("prediction", prediction, 1)
+    check_min_features("prediction", prediction, 1)
     reduction = check_reduction(reduction)
     dtype = compute_dtype(prediction, target)
     with no_autocast(prediction):
-        p = F.normalize(upcast(prediction, dtype), dim=1)  # (N, D)
-        z = F.normalize(upcast(target.detach(), dtype), dim=1)  # (N, D)
-        loss = 2 - 2 * (p * z).sum(dim=1)  # (N,)
+        p = _l2_normalize(upcast(prediction, dtype))  # (N, D)
+        z = _l2_normalize(upcast(target.detach(), dtype))  # (N, D)
+        loss = (p - z).square().sum(dim=1)  # (N,)
     return reduce(loss, reduction)
+
+
+def _l2_normalize(x: Tensor) -> Tensor:
+    """BYOL's ``l2_normalize``: ``x * rsqrt(max(sum(x^2), 1e-12))`` along the last dim."""
+    return x * torch.rsqrt(x.square().sum(dim=-1, keepdim=True).clamp_min(_EPS))
 
 
 class BYOLLoss(nn.Module):

@@ -42,7 +42,7 @@ def rank() -> int:
     return dist.get_rank() if is_initialized() else 0
 
 
-def check_gather_distributed(gather_distributed: object) -> bool:
+def _check_gather_distributed(gather_distributed: object) -> bool:
     """Validate a ``gather_distributed`` argument (private helper for losses and modules)."""
     if not isinstance(gather_distributed, bool):
         raise TypeError(

@@ -12,6 +12,7 @@ from sslosses._validation import (
     Reduction,
     check_bool,
     check_min_batch,
+    check_min_features,
     check_positive,
     check_reduction,
     check_same_device,
@@ -22,7 +23,7 @@ from sslosses._validation import (
     reduce,
     upcast,
 )
-from sslosses.distributed import check_gather_distributed
+from sslosses.distributed import _check_gather_distributed
 
 __all__ = ["InfoNCELoss", "info_nce"]
 
@@ -164,7 +165,7 @@ def info_nce(
     scale = 1.0 / check_positive("temperature", temperature)
     check_bool("in_batch_negatives", in_batch_negatives)
     check_bool("normalize", normalize)
-    check_gather_distributed(gather_distributed)
+    _check_gather_distributed(gather_distributed)
     reduction = check_reduction(reduction)
     chunk_size = check_chunk_size(chunk_size)
     if not in_batch_negatives and negatives is None:
@@ -174,6 +175,7 @@ def info_nce(
         )
     world = distributed.world_size() if gather_distributed else 1
     check_min_batch("query", query, 1)
+    check_min_features("query", query, 1)
     no_queue = negatives is None or negatives.shape[0] == 0
     if world == 1 and in_batch_negatives and no_queue and query.shape[0] < 2:
         raise ValueError(
@@ -244,7 +246,7 @@ class InfoNCELoss(nn.Module):
         self.temperature = check_positive("temperature", temperature)
         self.in_batch_negatives = check_bool("in_batch_negatives", in_batch_negatives)
         self.normalize = check_bool("normalize", normalize)
-        self.gather_distributed = check_gather_distributed(gather_distributed)
+        self.gather_distributed = _check_gather_distributed(gather_distributed)
         self.reduction: Reduction = check_reduction(reduction)
         self.chunk_size = check_chunk_size(chunk_size)
 

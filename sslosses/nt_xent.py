@@ -12,6 +12,7 @@ from sslosses._validation import (
     Reduction,
     check_bool,
     check_min_batch,
+    check_min_features,
     check_positive,
     check_reduction,
     check_same_device,
@@ -22,7 +23,7 @@ from sslosses._validation import (
     reduce,
     upcast,
 )
-from sslosses.distributed import check_gather_distributed
+from sslosses.distributed import _check_gather_distributed
 
 __all__ = ["NTXentLoss", "nt_xent"]
 
@@ -128,11 +129,12 @@ def nt_xent(
     check_same_device("z_a", z_a, "z_b", z_b)
     scale = 1.0 / check_positive("temperature", temperature)
     check_bool("normalize", normalize)
-    check_gather_distributed(gather_distributed)
+    _check_gather_distributed(gather_distributed)
     reduction = check_reduction(reduction)
     chunk_size = check_chunk_size(chunk_size)
     world = distributed.world_size() if gather_distributed else 1
     check_min_batch("z_a", z_a, 2 if world == 1 else 1)
+    check_min_features("z_a", z_a, 1)
     dtype = compute_dtype(z_a, z_b)
     with no_autocast(z_a):
         a = upcast(z_a, dtype)  # (N, D)
@@ -194,7 +196,7 @@ class NTXentLoss(nn.Module):
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_bool("normalize", normalize)
-        self.gather_distributed = check_gather_distributed(gather_distributed)
+        self.gather_distributed = _check_gather_distributed(gather_distributed)
         self.reduction: Reduction = check_reduction(reduction)
         self.chunk_size = check_chunk_size(chunk_size)
 

@@ -105,7 +105,7 @@ class MoCoQueue(nn.Module):
         super().__init__()
         self.size = check_positive_int("size", size)
         self.dim = check_positive_int("dim", dim)
-        self.gather_distributed = distributed.check_gather_distributed(gather_distributed)
+        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         self.register_buffer("queue", torch.zeros(size, dim, dtype=dtype, device=device))

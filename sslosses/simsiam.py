@@ -8,6 +8,8 @@ from torch import Tensor, nn
 from sslosses._validation import (
     Reduction,
     check_bool,
+    check_min_batch,
+    check_min_features,
     check_reduction,
     check_same_device,
     check_same_shape,
@@ -77,6 +79,8 @@ def negative_cosine_similarity(
     check_tensor("target", target, ndim=2)
     check_same_shape("prediction", prediction, "target", target)
     check_same_device("prediction", prediction, "target", target)
+    check_min_batch("prediction", prediction, 1)
+    check_min_features("prediction", prediction, 1)
     check_bool("stop_gradient", stop_gradient)
     reduction = check_reduction(reduction)
     dtype = compute_dtype(prediction, target)

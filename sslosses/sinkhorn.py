@@ -115,7 +115,7 @@ def sinkhorn(
     _check_scores("scores", scores)
     epsilon = check_positive("epsilon", epsilon)
     iterations = check_positive_int("iterations", iterations)
-    gather_distributed = distributed.check_gather_distributed(gather_distributed)
+    gather_distributed = distributed._check_gather_distributed(gather_distributed)
     return _sinkhorn(scores, epsilon, iterations, gather_distributed)
 
 

@@ -129,7 +129,7 @@ def swav_loss(
     temperature = check_positive("temperature", temperature)
     epsilon = check_positive("epsilon", epsilon)
     sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
-    gather_distributed = distributed.check_gather_distributed(gather_distributed)
+    gather_distributed = distributed._check_gather_distributed(gather_distributed)
 
     dtype = compute_dtype(*crops, *queue)
     n = crops[0].shape[0]
@@ -266,7 +266,7 @@ class SwAVLoss(nn.Module):
         self.epsilon = check_positive("epsilon", epsilon)
         self.sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
         self.assign_crops = _check_assign_crops(assign_crops)
-        self.gather_distributed = distributed.check_gather_distributed(gather_distributed)
+        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
 
     def forward(
         self, scores: Sequence[Tensor], queue_scores: Sequence[Tensor] | None = None

@@ -79,11 +79,17 @@ def simclr_nt_xent(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
 # BYOL: Grill et al. 2020 (arXiv:2006.07733); google-deepmind/deepmind-research,
 # byol/byol_experiment.py, regression_loss: 2 - 2 <p/|p|, z/|z|>, target under stop-gradient.
 # --------------------------------------------------------------------------------------------
+def _byol_l2_normalize(x: Tensor, epsilon: float = 1e-12) -> Tensor:
+    """``l2_normalize`` of byol/utils/helpers.py: ``x * rsqrt(max(sum(x^2), epsilon))``."""
+    square_sum = torch.sum(x**2, dim=-1, keepdim=True)
+    return x * torch.rsqrt(torch.clamp(square_sum, min=epsilon))
+
+
 def byol(prediction: Tensor, target: Tensor) -> Tensor:
-    """Per-sample BYOL regression loss, shape ``(N,)``."""
-    p = F.normalize(prediction, dim=-1)
-    z = F.normalize(target.detach(), dim=-1)
-    return 2 - 2 * (p * z).sum(dim=-1)
+    """Per-sample BYOL ``regression_loss``, shape ``(N,)``: sum((p_hat - z_hat)^2)."""
+    p = _byol_l2_normalize(prediction)
+    z = _byol_l2_normalize(target.detach())
+    return torch.sum((p - z) ** 2, dim=-1)
 
 
 # --------------------------------------------------------------------------------------------

@@ -158,3 +158,29 @@ def test_bad_input(
 def test_module_validates_reduction() -> None:
     with pytest.raises(ValueError, match="reduction must be one of"):
         BYOLLoss(reduction="max")  # type: ignore[arg-type]
+
+
+def test_matches_official_l2_normalize_for_tiny_and_zero_vectors() -> None:
+    """The official l2_normalize clamps the squared norm at 1e-12: a zero prediction gives 1."""
+    p = torch.zeros(2, 3, dtype=torch.float64)
+    p[1, 0] = 1e-8
+    z = torch.ones(2, 3, dtype=torch.float64)
+    torch.testing.assert_close(byol_loss(p, z, reduction="none"), byol_reference(p, z))
+    assert byol_loss(p, z, reduction="none")[0].item() == pytest.approx(1.0)
+
+
+def test_never_below_zero_in_float32() -> None:
+    p = torch.randn(1000, 64, generator=torch.Generator().manual_seed(5))
+    assert bool((byol_loss(p, p.clone(), reduction="none") >= 0).all())
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((0, 3), r"prediction must have a batch size of at least 1, got 0"),
+        ((4, 0), r"prediction must have at least 1 feature\(s\) \(dim 1\), got shape \(4, 0\)"),
+    ],
+)
+def test_empty_inputs_rejected(shape: tuple[int, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        byol_loss(torch.randn(shape), torch.randn(shape))

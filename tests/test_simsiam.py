@@ -161,3 +161,15 @@ def test_bad_input(
 ) -> None:
     with pytest.raises(error, match=match):
         negative_cosine_similarity(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [
+        ((0, 3), r"prediction must have a batch size of at least 1, got 0"),
+        ((4, 0), r"prediction must have at least 1 feature\(s\) \(dim 1\), got shape \(4, 0\)"),
+    ],
+)
+def test_empty_inputs_rejected(shape: tuple[int, int], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        negative_cosine_similarity(torch.randn(shape), torch.randn(shape))

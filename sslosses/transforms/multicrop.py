@@ -179,10 +179,15 @@ class MultiCrop(nn.Module):
         x, unbatched = as_batch("images", images)
         n, c = x.shape[:2]
         groups = self._groups()
-        if not isinstance(params, (list, tuple)) or len(params) != len(groups):
+        if not isinstance(params, (list, tuple)):
+            raise TypeError(
+                f"params must be a list of (CropParams, AugmentationParams) pairs, "
+                f"got {type(params).__name__}"
+            )
+        if len(params) != len(groups):
             raise ValueError(
                 f"params must hold one (CropParams, AugmentationParams) pair per group "
-                f"({len(groups)})"
+                f"({len(groups)}), got {len(params)}"
             )
         # one grid_sample per distinct output size
         by_size: dict[tuple[int, int], list[int]] = {}
