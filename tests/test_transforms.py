@@ -288,6 +288,19 @@ def test_blur_matches_2d_reference_per_sample() -> None:
         torch.testing.assert_close(out[i], blur_ref(x[i], float(sigma[i]), 7), rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize("max_side", [512, 0])
+def test_blur_matmul_and_conv_paths_match_2d_reference(
+    monkeypatch: pytest.MonkeyPatch, max_side: int
+) -> None:
+    """Sides up to _MATMUL_BLUR_MAX_SIDE use a banded matmul, larger ones a conv: both exact."""
+    monkeypatch.setattr(TF, "_MATMUL_BLUR_MAX_SIDE", max_side)
+    x = rand_images(2, 13, 10)
+    sigma = torch.tensor([0.7, 1.9], dtype=F64)
+    out = TF.gaussian_blur(x, sigma, 9)
+    for i in range(2):
+        torch.testing.assert_close(out[i], blur_ref(x[i], float(sigma[i]), 9), rtol=0, atol=1e-13)
+
+
 def test_blur_kernel_longer_than_image() -> None:
     x = rand_images(1, 3, 4)
     out = TF.gaussian_blur(x, 1.0, 23)  # radius capped to 2 (height) and 3 (width)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -40,13 +40,16 @@ def _rows(t: Tensor, index: Tensor | None) -> Tensor:
     return t if index is None else t[index]
 
 
-def _where_rows(mask: Tensor, fn: Callable[[Tensor | None], Tensor], base: Tensor) -> Tensor:
+def _where_rows(
+    mask: Tensor, fn: Callable[[Tensor | None], Tensor], base: Tensor, *, inplace: bool = False
+) -> Tensor:
     """``base`` with the rows where ``mask`` holds replaced by ``fn(index)``.
 
     ``fn(index)`` computes those rows from the inputs' rows ``index`` (all rows for ``None``).
     On CPU only the selected rows are computed (indexing); elsewhere all rows are computed and
     selected with :func:`torch.where`, which avoids a host synchronization. The operations are
-    per image, so both give the same values.
+    per image, so both give the same values. With ``inplace`` (``base`` is a private buffer)
+    the rows are written into ``base`` itself instead of a copy.
     """
     if _subset_rows(base.device):
         index = mask.nonzero().squeeze(1)
@@ -54,10 +57,27 @@ def _where_rows(mask: Tensor, fn: Callable[[Tensor | None], Tensor], base: Tenso
             return base
         if index.numel() == base.shape[0]:
             return fn(None)
-        out = base.clone()
-        out[index] = fn(index)
+        rows = fn(index)
+        out = base if inplace else base.clone()
+        out[index] = rows
         return out
     return torch.where(mask.view(-1, 1, 1, 1), fn(None), base)
+
+
+def _jitter_ops(y: Tensor, f: Tensor, ops: Iterable[int], enabled: Sequence[bool]) -> Tensor:
+    """Apply the enabled jitter operations ``ops`` in that order; ``f`` is ``(M, 4, 1, 1, 1)``."""
+    for op in ops:
+        if not enabled[op]:
+            continue
+        if op == _BRIGHTNESS:
+            y = TF._blend(y, f[:, _BRIGHTNESS], 0.0)
+        elif op == _CONTRAST:
+            y = TF._blend(y, f[:, _CONTRAST], TF._gray(y).mean(dim=(1, 2, 3), keepdim=True))
+        elif op == _SATURATION:
+            y = TF._blend(y, f[:, _SATURATION], TF._gray(y))
+        else:
+            y = TF._hue(y, f[:, _HUE])
+    return y
 
 
 class AugmentationParams(NamedTuple):
@@ -90,16 +110,17 @@ class Augmentation(nn.Module):
        :math:`\delta \sim U(-s_h, s_h)` (see :mod:`sslosses.transforms.functional` for the
        formulas, torchvision's), each followed by clamping to ``[0, 1]``. With
        ``jitter_order="random"`` every image gets its own random order of the four operations,
-       as torchvision's ``ColorJitter`` and SimCLR's ``color_jitter_rand`` do (vectorized: each
-       of the four steps applies the operation chosen per image; on CPU the hue conversion runs
-       only on the images whose step it is, elsewhere on all of them at every step, to avoid a
-       host synchronization); ``"fixed"`` applies brightness, contrast, saturation, hue in
-       that order, once each (faster on accelerators). Operations with strength 0 are skipped,
-       as in torchvision. On CPU, images that skip jitter or blur are not computed at all.
+       as torchvision's ``ColorJitter`` and SimCLR's ``color_jitter_rand`` do (on CPU the
+       images are grouped by order, at most 24 groups, so each operation runs once per image;
+       elsewhere, vectorized without a host synchronization, each of the four steps applies
+       the operation chosen per image, the hue conversion on all images at every step);
+       ``"fixed"`` applies brightness, contrast, saturation, hue in that order, once each
+       (faster on accelerators). Operations with strength 0 are skipped, as in torchvision.
+       On CPU, images that skip jitter, grayscale or blur are not computed at all.
     2. grayscale with probability ``grayscale_prob`` (luma :math:`0.299R + 0.587G + 0.114B`
        copied to the three channels).
     3. Gaussian blur with probability ``blur_prob``, :math:`\sigma \sim U(\sigma_{min},
-       \sigma_{max})` pixels, one separable grouped convolution for the whole batch.
+       \sigma_{max})` pixels, one separable pass per direction for the whole batch.
     4. solarization with probability ``solarize_prob``: values :math:`\ge` ``solarize_threshold``
        become :math:`1 - x`.
     5. normalization :math:`(x - \mu) / \sigma` when ``mean`` and ``std`` are given.
@@ -250,7 +271,13 @@ class Augmentation(nn.Module):
         Returns:
             The augmented images, float32 (float64 for float64 input).
         """
+        return self._apply_params(images, params, owned=False)
+
+    def _apply_params(self, images: Tensor, params: AugmentationParams, *, owned: bool) -> Tensor:
+        """:meth:`apply_params`; ``owned``: ``images`` is a private buffer that may be modified."""
         x, unbatched = as_batch("images", images)
+        # a converted (uint8 / half) input is a new buffer too
+        owned = owned or x.data_ptr() != images.data_ptr()
         n, c = x.shape[:2]
         if not isinstance(params, AugmentationParams):
             raise TypeError(f"params must be an AugmentationParams, got {type(params).__name__}")
@@ -268,10 +295,21 @@ class Augmentation(nn.Module):
             )
         p = AugmentationParams(*(t.to(x.device) for t in params))
         if self._jitter_on:
-            x = _where_rows(p.jitter, lambda index: self._color_jitter(x, p, index), x)
+            if self.jitter_order == "random" and _subset_rows(x.device):
+                y = self._color_jitter_groups(x, p, owned)
+            else:
+                y = _where_rows(
+                    p.jitter, lambda index: self._color_jitter(x, p, index), x, inplace=owned
+                )
+            owned, x = owned or y is not x, y
         if self.grayscale_prob > 0:
-            gray = TF._gray(x).expand(-1, 3, -1, -1)
-            x = torch.where(p.grayscale.view(n, 1, 1, 1), gray, x)
+            y = _where_rows(
+                p.grayscale,
+                lambda index: TF._gray(_rows(x, index)).repeat(1, 3, 1, 1),
+                x,
+                inplace=owned,
+            )
+            owned, x = owned or y is not x, y
         if self.blur_prob > 0:
             size = self.blur_kernel_size or TF.blur_kernel_size(x.shape[2])
             sigma = p.sigma.to(x.dtype)
@@ -279,6 +317,7 @@ class Augmentation(nn.Module):
                 p.blur,
                 lambda index: TF.gaussian_blur(_rows(x, index), _rows(sigma, index), size),
                 x,
+                inplace=owned,
             )
         if self.solarize_prob > 0:
             mask = p.solarize.view(n, 1, 1, 1) & (x >= self.solarize_threshold)
@@ -286,6 +325,26 @@ class Augmentation(nn.Module):
         if self.mean is not None and self.std is not None:
             x = TF.normalize(x, self.mean, self.std)
         return x.squeeze(0) if unbatched else x
+
+    def _color_jitter_groups(self, x: Tensor, p: AugmentationParams, owned: bool) -> Tensor:
+        """Random-order colour jitter on CPU, computing only the jittered images.
+
+        The images are grouped by their order (at most 24 groups); each group's operations
+        run in sequence on its rows, so every image runs each operation once.
+        """
+        jittered = p.jitter.nonzero().squeeze(1)
+        if jittered.numel() == 0:
+            return x
+        f = p.factors.to(x.dtype).view(-1, 4, 1, 1, 1)
+        enabled = [s > 0 for s in self.jitter]
+        order = p.order[jittered]  # (M, 4)
+        code = ((order[:, 0] * 4 + order[:, 1]) * 4 + order[:, 2]) * 4 + order[:, 3]
+        out = x if owned else x.clone()
+        for value in torch.unique(code).tolist():
+            rows = jittered[code == value]
+            ops = [(value >> (2 * (3 - t))) & 3 for t in range(4)]
+            out[rows] = _jitter_ops(x[rows], f[rows], ops, enabled)
+        return out
 
     def _color_jitter(self, x: Tensor, p: AugmentationParams, index: Tensor | None) -> Tensor:
         """Colour jitter of the images ``index`` (all when ``None``) of ``x``."""
@@ -295,21 +354,13 @@ class Augmentation(nn.Module):
         f = factors.view(m, 4, 1, 1, 1)
         enabled = [s > 0 for s in self.jitter]
         if self.jitter_order == "fixed":
-            if enabled[_BRIGHTNESS]:
-                y = TF._blend(y, f[:, _BRIGHTNESS], 0.0)
-            if enabled[_CONTRAST]:
-                y = TF._blend(y, f[:, _CONTRAST], TF._gray(y).mean(dim=(1, 2, 3), keepdim=True))
-            if enabled[_SATURATION]:
-                y = TF._blend(y, f[:, _SATURATION], TF._gray(y))
-            if enabled[_HUE]:
-                y = TF._hue(y, f[:, _HUE])
-            return y
+            return _jitter_ops(y, f, range(4), enabled)
+        order = _rows(p.order, index)  # (M, 4)
         # Step t applies operation order[:, t] to each image. The three blends share one
         # formula clamp(f y + (1 - f) ref) with ref = 0 (brightness), the mean luma (contrast)
         # or the luma (saturation), with f = 1 (the identity) where the step is hue; hue is
         # then computed for the images whose step it is. A disabled operation has factor 1
         # (or shift 0) and is skipped.
-        order = _rows(p.order, index)  # (M, 4)
         shift = f[:, _HUE]  # (M, 1, 1, 1)
         linear = enabled[_BRIGHTNESS] or enabled[_CONTRAST] or enabled[_SATURATION]
         for t in range(4):

@@ -205,7 +205,8 @@ class MultiCrop(nn.Module):
         for g, (crop, aug, count) in enumerate(groups):
             h, w = crop.size
             views = resampled[g].reshape(count * n, c, h, w)
-            views = aug.apply_params(views, params[g][1]).view(count, n, c, h, w)
+            # the resampled crops are private buffers: augment them in place
+            views = aug._apply_params(views, params[g][1], owned=True).view(count, n, c, h, w)
             result.extend(v.squeeze(0) if unbatched else v for v in views.unbind(0))
         return result
 
