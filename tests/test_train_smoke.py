@@ -1,0 +1,312 @@
+"""Smoke tests of the reference training script ``benchmarks/train.py``.
+
+The script is imported in-process (not run as a subprocess) and driven through ``main(argv)``:
+two short methods on the bundled digits must beat their untrained encoder; an interrupted and
+resumed run must end with the same weights as an uninterrupted one; a non-finite loss must stop
+the run; and the dataset readers are checked on small synthetic files with a known layout.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import pickle
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train.py"
+
+# A small, fast setting: width-8 ResNet, 128-image batches (10 steps per epoch on digits).
+TINY = ["--width", "8", "--batch-size", "128", "--eval-every", "10", "--quiet"]
+
+
+def _load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("sslosses_train_script", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+train = _load_script()
+
+
+# --- training learns --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["simclr", "byol"])
+def test_short_run_beats_untrained_encoder(method: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    steps = 40
+    args = ["--method", method, "--steps", str(steps), "--batch-size", "128"]
+    (result,) = train.main([*args, "--eval-every", "20", "--out", str(out), "--quiet"])
+    assert result.method == method
+    assert result.steps == steps
+    assert result.knn_top1 > result.baseline_top1 + 2.0, (result.knn_top1, result.baseline_top1)
+
+    lines = [json.loads(line) for line in (out / method / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == steps // (1347 // 128)  # one line per epoch of 10 steps
+    assert [line["step"] for line in lines][-1] == steps
+    assert all(line["method"] == method and np.isfinite(line["loss"]) for line in lines)
+    assert [line["step"] for line in lines if "knn_top1" in line] == [20, 40]
+    assert [step for step, _ in result.curve] == list(range(1, steps + 1))  # loss per step
+    table = (out / "results.md").read_text()
+    assert f"| {result.title} | {steps} |" in table
+    assert "Raw pixels" in table
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- checkpoints and resume -------------------------------------------------------------------
+
+
+def _final_state(out: Path, method: str) -> dict[str, object]:
+    """Model weights, buffers and extra states, and the optimizer's state, of a checkpoint."""
+    ckpt = torch.load(out / method / "checkpoint.pt", weights_only=False)
+    state: dict[str, object] = dict(ckpt["model"])
+    for index, entries in ckpt["optimizer"]["state"].items():
+        for key, value in entries.items():
+            state[f"optimizer.{index}.{key}"] = value
+    return state
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.dtype == b.dtype and torch.equal(a, b)
+    return a == b
+
+
+@pytest.mark.parametrize(
+    ("method", "stop_after", "extra"),
+    [
+        ("moco", 10, []),  # one epoch, then the second epoch after resuming
+        ("swav", 7, ["--swav-queue", "256"]),  # interrupted mid-epoch, with SwAV's queue
+    ],
+)
+def test_resume_reproduces_an_uninterrupted_run(
+    method: str, stop_after: int, extra: list[str], tmp_path: Path
+) -> None:
+    common = ["--method", method, "--steps", "20", *TINY, *extra]
+    train.main([*common, "--out", str(tmp_path / "straight")])
+    (first,) = train.main([*common, "--out", str(tmp_path / "resumed"),
+                           "--stop-after", str(stop_after)])  # fmt: skip
+    assert first.steps == stop_after
+    (second,) = train.main([*common, "--out", str(tmp_path / "resumed")])
+    assert second.steps == 20
+
+    straight = _final_state(tmp_path / "straight", method)
+    resumed = _final_state(tmp_path / "resumed", method)
+    assert straight.keys() == resumed.keys()
+    different = [k for k in straight if not _same(straight[k], resumed[k])]
+    assert different == []
+    if method == "moco":
+        assert straight["target._extra_state"] == {"step": 20}  # the EMA's update counter
+        assert straight["queue._extra_state"]["count"] == 1347 // 2  # full queue, restored
+    history = [
+        json.loads(line)
+        for line in (tmp_path / "resumed" / method / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [h["step"] for h in history] == [10, 20]
+    curves = [
+        torch.load(tmp_path / run / method / "checkpoint.pt", weights_only=False)["curve"]
+        for run in ("straight", "resumed")
+    ]
+    assert curves[0] == curves[1] and len(curves[0]) == 20
+
+
+def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path: Path) -> None:
+    args = ["--method", "simsiam", "--steps", "2", *TINY, "--out", str(tmp_path)]
+    train.main(args)
+    with pytest.raises(ValueError, match=r"width: 8 -> 12.*--no-resume"):
+        train.main([*args, "--width", "12"])
+
+
+def test_finished_run_is_reported_without_training(tmp_path: Path) -> None:
+    args = ["--method", "barlow-twins", "--steps", "3", *TINY, "--out", str(tmp_path)]
+    (first,) = train.main(args)
+    mtime = (tmp_path / "barlow-twins" / "checkpoint.pt").stat().st_mtime_ns
+    (again,) = train.main(args)
+    assert again.knn_top1 == first.knn_top1
+    assert (tmp_path / "barlow-twins" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+# --- non-finite loss --------------------------------------------------------------------------
+
+
+def test_non_finite_loss_stops_the_run(tmp_path: Path) -> None:
+    args = ["--method", "simclr", "--steps", "20", *TINY, "--lr", "1e30", "--out", str(tmp_path)]
+    with pytest.raises(
+        train.NonFiniteLossError, match=r"simclr: non-finite loss (nan|inf) at step \d+"
+    ):
+        train.main(args)
+
+
+def test_cli_exits_non_zero_on_non_finite_loss(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--method", "byol", "--steps", "20", *TINY, "--lr", "1e30", "--out", str(tmp_path)]
+    assert train.cli(args) == 1
+    assert "error: byol: non-finite loss" in capsys.readouterr().err
+
+
+# --- configuration ----------------------------------------------------------------------------
+
+
+def test_parse_args_fills_the_typed_config() -> None:
+    cfg = train.parse_args(["--method", "swav", "--data-dir", "/x", "--lr", "0.5", "--no-resume"])
+    assert (cfg.method, cfg.data, cfg.data_dir, cfg.lr, cfg.resume) == (
+        "swav",
+        "digits",
+        "/x",
+        0.5,
+        False,
+    )
+    with pytest.raises(SystemExit):
+        train.parse_args(["--method", "dino"])
+    with pytest.raises(SystemExit):
+        train.parse_args(["--data", "imagenet"])
+
+
+def test_cifar10_without_data_dir_is_an_error() -> None:
+    with pytest.raises(ValueError, match="--data cifar10 needs --data-dir"):
+        train.load_data(train.parse_args(["--data", "cifar10"]))
+
+
+# --- kNN probe --------------------------------------------------------------------------------
+
+
+def test_weighted_knn_vote_uses_similarity_weights() -> None:
+    # Query [1, 0]: its nearest neighbour is class 0 (cos 1.0); the other two of the k=3
+    # neighbours are class 1 (cos 0.6). Weights exp(cos / 0.1) make class 0 win a vote that an
+    # unweighted majority would give to class 1.
+    bank = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    query = torch.tensor([[1.0, 0.0]])
+    acc = train.knn_accuracy(bank, labels, query, torch.tensor([0]), k=3, temperature=0.1,
+                             n_classes=2)  # fmt: skip
+    assert acc == 100.0
+    acc_flat = train.knn_accuracy(bank, labels, query, torch.tensor([0]), k=3, temperature=100.0,
+                                  n_classes=2)  # fmt: skip
+    assert acc_flat == 0.0
+
+
+# --- dataset readers on synthetic files -------------------------------------------------------
+
+
+def _idx_bytes(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_fashion_mnist_reads_idx_files(tmp_path: Path, compressed: bool) -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (5, 28, 28)),
+        "train-labels-idx1-ubyte": np.array([0, 9, 3, 3, 1]),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (2, 28, 28)),
+        "t10k-labels-idx1-ubyte": np.array([7, 2]),
+    }
+    for name, array in arrays.items():
+        if compressed:
+            with gzip.open(tmp_path / f"{name}.gz", "wb") as f:
+                f.write(_idx_bytes(array))
+        else:
+            (tmp_path / name).write_bytes(_idx_bytes(array))
+    data = train.load_data(
+        train.parse_args(["--data", "fashion-mnist", "--data-dir", str(tmp_path)])
+    )
+    assert data.train_x.shape == (5, 1, 28, 28) and data.train_x.dtype == torch.uint8
+    assert torch.equal(
+        data.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]).byte()
+    )
+    assert torch.equal(data.test_x[:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]).byte())
+    assert data.train_y.tolist() == [0, 9, 3, 3, 1] and data.test_y.tolist() == [7, 2]
+    assert data.max_value == 255.0
+
+
+def test_idx_reader_rejects_other_files(tmp_path: Path) -> None:
+    (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01\x00\x00\x00\x01abcd")  # float IDX
+    with pytest.raises(ValueError, match="not an unsigned-byte IDX file"):
+        train.read_idx(tmp_path / "bad")
+    (tmp_path / "short").write_bytes(_idx_bytes(np.zeros((4, 2)))[:-3])
+    with pytest.raises(ValueError, match=r"header says \(4, 2\), found 5 values"):
+        train.read_idx(tmp_path / "short")
+
+
+def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(
+        FileNotFoundError, match=r"train-images-idx3-ubyte\[\.gz\] not found"
+    ) as err:
+        train.load_fashion_mnist(tmp_path)
+    assert "apt-get install dataset-fashion-mnist" in str(err.value)
+    assert str(tmp_path) in str(err.value)
+
+
+def test_cifar10_reads_python_pickles(tmp_path: Path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (6, 3, 32, 32)).astype(np.uint8)  # (N, C, H, W)
+    for i, name in enumerate([f"data_batch_{j}" for j in range(1, 6)] + ["test_batch"]):
+        # the official layout: each row is the red plane, then green, then blue, row-major
+        entry = {b"data": images[i : i + 1].reshape(1, 3072), b"labels": [i]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f)
+    data = train.load_cifar10(tmp_path)  # the parent folder works too
+    assert data.train_x.shape == (5, 3, 32, 32)
+    assert torch.equal(data.train_x, torch.from_numpy(images[:5]))
+    assert torch.equal(data.test_x, torch.from_numpy(images[5:]))
+    assert data.train_y.tolist() == [0, 1, 2, 3, 4] and data.test_y.tolist() == [5]
+    assert data.train_x[2, 1, 4, 7] == images[2].reshape(-1)[1 * 1024 + 4 * 32 + 7]
+
+
+def test_missing_cifar10_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="data_batch_1 not found") as err:
+        train.load_cifar10(tmp_path)
+    assert "https://www.cs.toronto.edu/~kriz/cifar.html" in str(err.value)
+
+
+def _stl_bytes(images: np.ndarray) -> bytes:
+    # STL-10 stores each 96x96 plane column-major (Fortran order)
+    return images.transpose(0, 1, 3, 2).astype(np.uint8).tobytes()
+
+
+def test_stl10_reads_column_major_binaries(tmp_path: Path) -> None:
+    folder = tmp_path / "stl10_binary"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    train_images = rng.integers(0, 256, (2, 3, 96, 96)).astype(np.uint8)
+    test_images = rng.integers(0, 256, (1, 3, 96, 96)).astype(np.uint8)
+    unlabeled = rng.integers(0, 256, (3, 3, 96, 96)).astype(np.uint8)
+    (folder / "train_X.bin").write_bytes(_stl_bytes(train_images))
+    (folder / "test_X.bin").write_bytes(_stl_bytes(test_images))
+    (folder / "unlabeled_X.bin").write_bytes(_stl_bytes(unlabeled))
+    (folder / "train_y.bin").write_bytes(bytes([1, 10]))
+    (folder / "test_y.bin").write_bytes(bytes([4]))
+    # A pixel at row 1, column 0 of the red plane is the second byte of the file.
+    assert (folder / "train_X.bin").read_bytes()[1] == train_images[0, 0, 1, 0]
+
+    data = train.load_stl10(tmp_path, unlabeled=True)
+    assert torch.equal(data.train_x, torch.from_numpy(train_images))
+    assert torch.equal(data.test_x, torch.from_numpy(test_images))
+    assert data.unlabeled_x is not None and torch.equal(
+        data.unlabeled_x, torch.from_numpy(unlabeled)
+    )
+    assert data.train_y.tolist() == [0, 9] and data.test_y.tolist() == [3]
+    assert len(data.ssl_x) == 5
+    assert train.load_stl10(folder, unlabeled=False).unlabeled_x is None
+
+
+def test_missing_stl10_says_how_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"train_X\.bin not found") as err:
+        train.load_stl10(tmp_path, unlabeled=True)
+    assert "https://cs.stanford.edu/~acoates/stl10/" in str(err.value)
