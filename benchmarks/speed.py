@@ -426,40 +426,51 @@ def _swav_case(n: int, k: int, crops: int) -> Case:
 
 
 # BYOL and SimSiam ---------------------------------------------------------------------------
-def _byol_case(n: int, d: int) -> Case:
-    def official(inputs: Inputs) -> Prepared:
-        p, z = inputs["z_a"], inputs["z_b"]
-        return _loss_step(lambda: baselines.byol_loss(p, z), inputs, "z_a", "z_b")
+def _pair_loss_case(
+    group: str,
+    n: int,
+    d: int,
+    baseline: tuple[str, Callable[[Tensor, Tensor], Tensor]],
+    ours: tuple[str, Callable[[Tensor, Tensor], Tensor]],
+) -> Case:
+    """A case timing ``loss(prediction, target)`` on a random ``(N, D)`` pair, baseline vs ours."""
 
-    def ours(inputs: Inputs) -> Prepared:
-        from sslosses.byol import byol_loss
+    def prepare(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Inputs], Prepared]:
+        def run(inputs: Inputs) -> Prepared:
+            p, z = inputs["z_a"], inputs["z_b"]
+            return _loss_step(lambda: loss(p, z), inputs, "z_a", "z_b")
 
-        p, z = inputs["z_a"], inputs["z_b"]
-        return _loss_step(lambda: byol_loss(p, z), inputs, "z_a", "z_b")
+        return run
 
     impls = (
-        Impl("official", "deepmind regression_loss (baseline)", "baseline", official),
-        Impl("sslosses", "sslosses byol_loss", "sslosses", ours),
+        Impl("official", baseline[0], "baseline", prepare(baseline[1])),
+        Impl("sslosses", ours[0], "sslosses", prepare(ours[1])),
     )
-    return Case("byol", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "official")
+    return Case(group, f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "official")
+
+
+def _byol_case(n: int, d: int) -> Case:
+    from sslosses.byol import byol_loss
+
+    return _pair_loss_case(
+        "byol",
+        n,
+        d,
+        ("deepmind regression_loss (baseline)", baselines.byol_loss),
+        ("sslosses byol_loss", byol_loss),
+    )
 
 
 def _simsiam_case(n: int, d: int) -> Case:
-    def official(inputs: Inputs) -> Prepared:
-        p, z = inputs["z_a"], inputs["z_b"]
-        return _loss_step(lambda: baselines.simsiam_loss(p, z), inputs, "z_a", "z_b")
+    from sslosses.simsiam import negative_cosine_similarity
 
-    def ours(inputs: Inputs) -> Prepared:
-        from sslosses.simsiam import negative_cosine_similarity
-
-        p, z = inputs["z_a"], inputs["z_b"]
-        return _loss_step(lambda: negative_cosine_similarity(p, z), inputs, "z_a", "z_b")
-
-    impls = (
-        Impl("official", "official CosineSimilarity (baseline)", "baseline", official),
-        Impl("sslosses", "sslosses negative_cosine_similarity", "sslosses", ours),
+    return _pair_loss_case(
+        "simsiam",
+        n,
+        d,
+        ("official CosineSimilarity (baseline)", baselines.simsiam_loss),
+        ("sslosses negative_cosine_similarity", negative_cosine_similarity),
     )
-    return Case("simsiam", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "official")
 
 
 # EMA ----------------------------------------------------------------------------------------
