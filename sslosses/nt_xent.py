@@ -114,8 +114,9 @@ def nt_xent(
         >>> bool(torch.isclose(chunked, loss))
         True
         >>> same = torch.ones(8, 32)  # all views coincide: the loss is log(2N - 1)
-        >>> nt_xent(same, same).item()
-        2.708...
+        >>> import math
+        >>> math.isclose(nt_xent(same, same).item(), math.log(2 * 8 - 1), rel_tol=1e-6)
+        True
 
     References:
         Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations",
