@@ -24,8 +24,11 @@ Sources (read for facts; no code is copied):
   swapped-prediction loop of ``train``).
 - BYOL: google-deepmind/deepmind-research ``byol/byol_experiment.py`` (``regression_loss``).
 - SimSiam: facebookresearch/simsiam ``main_simsiam.py`` (``nn.CosineSimilarity``).
-- EMA: the per-parameter loop of MoCo's ``_momentum_update_key_encoder`` and BYOL-style
-  target updates: ``p_t.data.mul_(m).add_((1 - m) * p_o.data)`` for each pair of tensors.
+- EMA: the per-parameter loop of facebookresearch/moco ``moco/builder.py``
+  (``_momentum_update_key_encoder``: ``param_k.data = param_k.data * m + param_q.data * (1 - m)``,
+  the same out-of-place form as lightly's ``update_momentum`` and solo-learn's
+  ``MomentumUpdater.update``), and an in-place variant of that loop
+  (``p_t.data.mul_(m).add_((1 - m) * p_o.data)``) as a stronger baseline.
 - Multi-crop: the per-image, per-crop pipeline of facebookresearch/swav
   ``src/multicropdataset.py`` (torchvision ``RandomResizedCrop``, ``RandomHorizontalFlip``,
   ``ColorJitter`` with ``p=0.8``, ``RandomGrayscale``, Gaussian blur, ``Normalize``), written
@@ -48,6 +51,7 @@ __all__ = [
     "OfficialBarlowTwins",
     "byol_loss",
     "ema_loop_",
+    "ema_moco_",
     "moco_info_nce",
     "multicrop_loop",
     "off_diagonal",
@@ -247,8 +251,15 @@ def resnet50_parameter_shapes(*, width: int = 64, num_classes: int = 1000) -> li
 
 
 @torch.no_grad()
+def ema_moco_(target: nn.Module, online: nn.Module, *, momentum: float) -> None:
+    """One EMA step as MoCo's ``_momentum_update_key_encoder`` writes it (out of place)."""
+    for p_t, p_o in zip(target.parameters(), online.parameters(), strict=True):
+        p_t.data = p_t.data * momentum + p_o.data * (1.0 - momentum)
+
+
+@torch.no_grad()
 def ema_loop_(target: nn.Module, online: nn.Module, *, momentum: float) -> None:
-    """One EMA step, one tensor at a time: ``p_t <- m p_t + (1 - m) p_o``."""
+    """One EMA step, one tensor at a time, in place: ``p_t <- m p_t + (1 - m) p_o``."""
     for p_t, p_o in zip(target.parameters(), online.parameters(), strict=True):
         p_t.data.mul_(momentum).add_((1 - momentum) * p_o.data)
 

@@ -14,7 +14,7 @@ and gradient up to floating-point rounding.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 import torch
 import torch.distributed as dist
@@ -24,10 +24,53 @@ from torch.autograd.function import once_differentiable
 from sslosses import distributed
 from sslosses._validation import check_positive_int
 
+ChunkSize: TypeAlias = int | Literal["auto"] | None
+"""A ``chunk_size`` argument: rows per block, ``"auto"`` (the rule below) or ``None`` (plain)."""
 
-def check_chunk_size(chunk_size: object) -> int | None:
-    """Validate a ``chunk_size`` argument: ``None`` or an ``int`` > 0."""
-    return None if chunk_size is None else check_positive_int("chunk_size", chunk_size)
+CPU_BLOCK_ELEMENTS = 1 << 20
+"""``"auto"`` on CPU: a block holds about this many logits (4 MiB in float32) ..."""
+CPU_MIN_BLOCK_ROWS = 128
+"""... and at least this many rows; chunking starts when there are two such blocks."""
+ACCELERATOR_MIN_ELEMENTS = 1 << 28
+"""``"auto"`` on other devices (CUDA): chunk only from this many logits (1 GiB in float32) ..."""
+ACCELERATOR_BLOCK_ELEMENTS = 1 << 24
+"""... in blocks of about this many logits (64 MiB in float32), so launches stay few."""
+
+
+def check_chunk_size(chunk_size: object) -> ChunkSize:
+    """Validate a ``chunk_size`` argument: ``None``, ``"auto"`` or an ``int`` > 0."""
+    if chunk_size is None or chunk_size == "auto":
+        return chunk_size  # type: ignore[return-value]
+    if isinstance(chunk_size, str):
+        raise ValueError(f"chunk_size must be an int > 0, 'auto' or None, got {chunk_size!r}")
+    return check_positive_int("chunk_size", chunk_size)
+
+
+def resolve_chunk_size(
+    chunk_size: ChunkSize, rows: int, cols: int, device: torch.device
+) -> int | None:
+    """The rows per block that ``chunk_size`` means for an ``(rows, cols)`` logit matrix.
+
+    ``"auto"`` (measured on one CPU thread, ``docs/guides/benchmarks.rst``): on CPU the blockwise
+    path was 0.6-0.75x the time of the plain path from 1024 x 1024 logits up, because its
+    backward works in place on one block instead of several full-size temporaries, and slower
+    (up to 1.6x) on small matrices; so blocks of about ``CPU_BLOCK_ELEMENTS`` logits and at
+    least ``CPU_MIN_BLOCK_ROWS`` rows, used once there are two of them. On other devices
+    (unmeasured: no GPU was available), chunk only where the full matrix would pass 1 GiB in
+    float32, in 64 MiB blocks, so per-block launches cannot dominate. Under
+    :func:`torch.compile` tracing ``"auto"`` keeps the plain path.
+    """
+    if chunk_size != "auto":
+        return chunk_size
+    if torch.compiler.is_compiling():
+        return None
+    if device.type == "cpu":
+        block = max(CPU_MIN_BLOCK_ROWS, CPU_BLOCK_ELEMENTS // max(cols, 1))
+    elif rows * cols >= ACCELERATOR_MIN_ELEMENTS:
+        block = max(1, ACCELERATOR_BLOCK_ELEMENTS // max(cols, 1))
+    else:
+        return None
+    return block if rows >= 2 * block else None
 
 
 def similarity_logsumexp(
@@ -36,7 +79,7 @@ def similarity_logsumexp(
     *,
     scale: float,
     exclude: Tensor | None = None,
-    chunk_size: int | None = None,
+    chunk_size: ChunkSize = None,
 ) -> Tensor:
     r"""Row-wise :math:`\log \sum_{j \ne e_i} \exp(s \langle a_i, c_j \rangle)`.
 
@@ -46,11 +89,15 @@ def similarity_logsumexp(
         scale: :math:`s` (the inverse temperature).
         exclude: ``(R,)`` long tensor, the column :math:`e_i` left out of row ``i`` (its logit
             is ``-inf``), or ``None`` to keep every column. Each row must keep one column.
-        chunk_size: rows per block for the blockwise path, or ``None`` for the plain path.
+        chunk_size: rows per block for the blockwise path, ``None`` for the plain path, or
+            ``"auto"`` (:func:`resolve_chunk_size`).
 
     Returns:
         Shape ``(R,)``.
     """
+    chunk_size = resolve_chunk_size(
+        chunk_size, anchors.shape[0], candidates.shape[0], anchors.device
+    )
     if chunk_size is not None:
         out: Tensor = _BlockwiseLogSumExp.apply(  # type: ignore[no-untyped-call]
             anchors, candidates, scale, exclude, chunk_size

@@ -7,7 +7,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._chunked_ce import batch_layout, check_chunk_size, similarity_logsumexp
+from sslosses._chunked_ce import (
+    ChunkSize,
+    batch_layout,
+    check_chunk_size,
+    similarity_logsumexp,
+)
 from sslosses._validation import (
     Reduction,
     check_bool,
@@ -49,7 +54,7 @@ def info_nce(
     normalize: bool = True,
     gather_distributed: bool = False,
     reduction: Reduction = "mean",
-    chunk_size: int | None = None,
+    chunk_size: ChunkSize = "auto",
 ) -> Tensor:
     r"""InfoNCE (MoCo): cross-entropy of each query against its key and a set of negatives.
 
@@ -82,12 +87,16 @@ def info_nce(
     this function is one unscaled term. Half-precision inputs (or autocast) are computed in
     float32; float64 stays float64.
 
-    **Large batches.** With ``chunk_size`` set, the :math:`N \times (N + K)` logit matrix is
-    never stored: row blocks of :math:`B` = ``chunk_size`` queries are reduced to their
-    log-sum-exp in the forward and recomputed in the backward (a custom autograd Function), so
-    the extra memory is :math:`O(B (N + K))`. Value and gradient equal the plain path up
-    to rounding. A block holds about :math:`3 \cdot B \cdot (N + K)` floats; ``chunk_size=256``
-    suits batches or queues in the thousands.
+    **Large batches.** With an integer ``chunk_size``, the :math:`N \times (N + K)` logit
+    matrix is never stored: row blocks of :math:`B` = ``chunk_size`` queries are reduced to
+    their log-sum-exp in the forward and recomputed in the backward (a custom autograd
+    Function), so the extra memory is :math:`O(B (N + K))`. Value and gradient equal the plain
+    path up to rounding. A block holds about :math:`3 \cdot B \cdot (N + K)` floats. ``None``
+    always builds the full matrix (the plain path, which also supports double backward).
+    ``"auto"`` (the default) applies the same rule as :func:`nt_xent`: on CPU, blocks of about
+    :math:`2^{20}` logits (at least 128 rows) once there are two of them (e.g. :math:`N \ge 256`
+    with a 65536-entry queue); on CUDA and other devices only above :math:`2^{28}` logits;
+    under :func:`torch.compile` the plain path.
 
     **Distributed.** With ``gather_distributed=True`` and a process group of size
     :math:`W > 1`, the keys of all ranks are gathered with gradient
@@ -114,8 +123,9 @@ def info_nce(
         gather_distributed: gather the keys of all ranks as in-batch negatives.
             Default: ``False``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
-        chunk_size: queries per block for the memory-saving blockwise path, or ``None`` for the
-            plain path. Default: ``None``.
+        chunk_size: queries per block for the memory-saving blockwise path, ``None`` for the
+            plain path, or ``"auto"`` to decide by shape and device (see above).
+            Default: ``"auto"``.
 
     Shape:
         - query: :math:`(N, D)`
@@ -132,7 +142,7 @@ def info_nce(
             rows, ``negatives`` is missing with ``in_batch_negatives=False``, a query has no
             negative at all (:math:`N < 2` with in-batch negatives and no or an empty queue,
             unless gathered over :math:`W > 1` ranks), ``temperature`` is not a finite number
-            > 0, ``chunk_size`` is not > 0, or ``reduction`` is unknown.
+            > 0, ``chunk_size`` is not > 0 or ``"auto"``, or ``reduction`` is unknown.
 
     Examples:
         >>> import torch
@@ -220,14 +230,15 @@ class InfoNCELoss(nn.Module):
         normalize: L2-normalize queries, keys and negatives first. Default: ``True``.
         gather_distributed: gather the keys of all ranks. Default: ``False``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
-        chunk_size: queries per block for the blockwise path, or ``None``. Default: ``None``.
+        chunk_size: queries per block for the blockwise path, ``None`` for the plain path or
+            ``"auto"``. Default: ``"auto"``.
 
     Examples:
         >>> import torch
         >>> from sslosses import InfoNCELoss
         >>> criterion = InfoNCELoss(temperature=0.2, in_batch_negatives=False)
         >>> criterion
-        InfoNCELoss(temperature=0.2, in_batch_negatives=False, normalize=True, gather_distributed=False, reduction='mean', chunk_size=None)
+        InfoNCELoss(temperature=0.2, in_batch_negatives=False, normalize=True, gather_distributed=False, reduction='mean', chunk_size='auto')
         >>> criterion(torch.randn(4, 16), torch.randn(4, 16), torch.randn(32, 16)).shape
         torch.Size([])
     """  # noqa: E501
@@ -240,7 +251,7 @@ class InfoNCELoss(nn.Module):
         normalize: bool = True,
         gather_distributed: bool = False,
         reduction: Reduction = "mean",
-        chunk_size: int | None = None,
+        chunk_size: ChunkSize = "auto",
     ) -> None:
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
@@ -267,5 +278,5 @@ class InfoNCELoss(nn.Module):
         return (
             f"temperature={self.temperature}, in_batch_negatives={self.in_batch_negatives}, "
             f"normalize={self.normalize}, gather_distributed={self.gather_distributed}, "
-            f"reduction={self.reduction!r}, chunk_size={self.chunk_size}"
+            f"reduction={self.reduction!r}, chunk_size={self.chunk_size!r}"
         )

@@ -21,6 +21,12 @@ settings.register_profile("thorough", parent=settings.get_profile("default"), ma
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    """Every test starts from the same global RNG state, so unseeded draws repeat run to run."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def dist_pool() -> Iterator[object]:
     """Two processes in a gloo group (see ``dist_harness.py``), shared by the whole session."""

@@ -216,3 +216,24 @@ def test_cli_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_cli_rejects_unknown_group() -> None:
     with pytest.raises(SystemExit):
         speed.main(["--only", "nope"])
+
+
+def test_chunk_auto_rule_quick_run_reports_what_auto_picks() -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "chunk_auto_rule.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--reps", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("|")]
+    assert [(r[0].strip(), r[1].strip(), r[5].strip()) for r in rows] == [
+        ("nt_xent", "32", "plain"),
+        ("nt_xent", "160", "plain"),
+        ("info_nce", "256", "128"),
+    ]
+    for r in rows:  # every ratio is a positive number
+        assert float(r[6].strip().rstrip("x")) > 0

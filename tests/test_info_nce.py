@@ -284,7 +284,7 @@ def test_module_matches_functional() -> None:
     torch.testing.assert_close(InfoNCELoss()(q, k), info_nce(q, k), rtol=0, atol=0)
     assert repr(InfoNCELoss(temperature=0.07, in_batch_negatives=False)) == (
         "InfoNCELoss(temperature=0.07, in_batch_negatives=False, normalize=True, "
-        "gather_distributed=False, reduction='mean', chunk_size=None)"
+        "gather_distributed=False, reduction='mean', chunk_size='auto')"
     )
 
 

@@ -1,0 +1,123 @@
+"""``chunk_size="auto"``: the rule that picks the blockwise path, and what it computes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sslosses import _chunked_ce
+from sslosses._chunked_ce import resolve_chunk_size
+from sslosses.info_nce import info_nce
+from sslosses.nt_xent import NTXentLoss, nt_xent
+
+CPU = torch.device("cpu")
+META = torch.device("meta")  # stands for "not a CPU" (CUDA, MPS, ...): only .type is read
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "expected"),
+    [
+        (512, 512, None),  # NT-Xent N=256: one 2^20-logit block would hold every row
+        (1024, 1024, None),  # N=512: a block is 1024 rows, fewer than two blocks
+        (2048, 2048, 512),  # N=1024: 2^20 / 2048
+        (8192, 8192, 128),  # N=4096: 2^20 / 8192 = 128, the floor
+        (16384, 16384, 128),  # N=8192: the 128-row floor
+        (128, 65664, None),  # MoCo N=128, K=65536: one 128-row block
+        (256, 65792, 128),  # MoCo N=256, K=65536: two 128-row blocks
+        (0, 10, None),
+    ],
+)
+def test_auto_rule_on_cpu(rows: int, cols: int, expected: int | None) -> None:
+    assert resolve_chunk_size("auto", rows, cols, CPU) == expected
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "expected"),
+    [
+        (8192, 8192, None),  # 2^26 logits: the plain path on accelerators
+        (16383, 16384, None),  # just under 2^28
+        (16384, 16384, 1024),  # 2^28 logits: blocks of 2^24 / 16384 rows
+        (65536, 65536, 256),
+    ],
+)
+def test_auto_rule_on_other_devices(rows: int, cols: int, expected: int | None) -> None:
+    assert resolve_chunk_size("auto", rows, cols, META) == expected
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 7, 4096])
+def test_explicit_choices_pass_through(chunk_size: int | None) -> None:
+    for device in (CPU, META):
+        assert resolve_chunk_size(chunk_size, 16384, 16384, device) == chunk_size
+
+
+def test_auto_keeps_the_plain_path_while_compiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_chunk_size("auto", 16384, 16384, CPU) == 128
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert resolve_chunk_size("auto", 16384, 16384, CPU) is None
+
+
+def _spy_blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the block size of every blockwise call (the plain path records nothing)."""
+    seen: list[int] = []
+    original = _chunked_ce._BlockwiseLogSumExp.apply
+
+    def spy(*args: object) -> torch.Tensor:
+        seen.append(args[-1])  # type: ignore[arg-type]
+        return original(*args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(_chunked_ce._BlockwiseLogSumExp, "apply", spy)
+    return seen
+
+
+def test_nt_xent_auto_chunks_a_large_batch_and_equals_the_plain_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _spy_blocks(monkeypatch)
+    gen = torch.Generator().manual_seed(0)
+    a0, b0 = (torch.randn(1024, 16, generator=gen, dtype=torch.float64) for _ in range(2))
+    results = []
+    for chunk_size in ("auto", None):
+        a, b = a0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
+        loss = nt_xent(a, b, temperature=0.2, chunk_size=chunk_size)
+        results.append((loss.detach(), *torch.autograd.grad(loss, [a, b])))
+    assert seen == [512]  # 2N = 2048 rows and columns: 2^20 / 2048 rows per block
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_default_is_auto_and_small_batches_take_the_plain_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _spy_blocks(monkeypatch)
+    a, b = torch.randn(64, 16), torch.randn(64, 16)
+    nt_xent(a, b)
+    NTXentLoss()(a, b)
+    info_nce(a, b, negatives=torch.randn(4096, 16))
+    assert seen == []
+    info_nce(a, b, chunk_size=16)
+    assert seen == [16]
+
+
+def test_info_nce_auto_chunks_a_long_queue_and_equals_the_plain_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _spy_blocks(monkeypatch)
+    gen = torch.Generator().manual_seed(1)
+    q0, k = (torch.randn(256, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    u = torch.randn(8192, 8, generator=gen, dtype=torch.float64)
+    results = []
+    for chunk_size in ("auto", None):
+        q = q0.clone().requires_grad_(True)
+        loss = info_nce(q, k, negatives=u, in_batch_negatives=False, chunk_size=chunk_size)
+        results.append((loss.detach(), *torch.autograd.grad(loss, [q])))
+    assert seen == [128]  # 256 rows x 8192 columns: 2^20 / 8192 = 128 rows, two blocks
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", [nt_xent, info_nce])
+def test_rejects_unknown_chunk_size_strings(loss) -> None:
+    a, b = torch.randn(4, 3), torch.randn(4, 3)
+    message = "chunk_size must be an int > 0, 'auto' or None, got 'fast'"
+    with pytest.raises(ValueError, match=message):
+        loss(a, b, chunk_size="fast")
