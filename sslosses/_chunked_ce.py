@@ -40,7 +40,7 @@ ACCELERATOR_BLOCK_ELEMENTS = 1 << 24
 def check_chunk_size(chunk_size: object) -> ChunkSize:
     """Validate a ``chunk_size`` argument: ``None``, ``"auto"`` or an ``int`` > 0."""
     if chunk_size is None or chunk_size == "auto":
-        return chunk_size  # type: ignore[return-value]
+        return chunk_size
     if isinstance(chunk_size, str):
         raise ValueError(f"chunk_size must be an int > 0, 'auto' or None, got {chunk_size!r}")
     return check_positive_int("chunk_size", chunk_size)
