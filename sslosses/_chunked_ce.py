@@ -39,9 +39,11 @@ ACCELERATOR_BLOCK_ELEMENTS = 1 << 24
 
 def check_chunk_size(chunk_size: object) -> ChunkSize:
     """Validate a ``chunk_size`` argument: ``None``, ``"auto"`` or an ``int`` > 0."""
-    if chunk_size is None or chunk_size == "auto":
-        return chunk_size
+    if chunk_size is None:
+        return None
     if isinstance(chunk_size, str):
+        if chunk_size == "auto":
+            return "auto"
         raise ValueError(f"chunk_size must be an int > 0, 'auto' or None, got {chunk_size!r}")
     return check_positive_int("chunk_size", chunk_size)
 
