@@ -64,6 +64,22 @@ def _where_rows(
     return torch.where(mask.view(-1, 1, 1, 1), fn(None), base)
 
 
+def _blur_rows(x: Tensor, mask: Tensor, sigma: Tensor, size: int, *, inplace: bool) -> Tensor:
+    """``x`` with the images where ``mask`` holds blurred (CPU: only those are computed).
+
+    The selected images are blurred a few at a time and written back, into ``x`` itself with
+    ``inplace``; the values are those of :func:`~sslosses.transforms.functional.gaussian_blur`.
+    """
+    index = mask.nonzero().squeeze(1)
+    if index.numel() == 0:
+        return x
+    out = x if inplace else x.clone()
+    step = TF._chunk_rows(index.numel(), 3 * x[0].numel() * x.element_size())
+    for rows in torch.split(index, step):
+        out[rows] = TF._gaussian_blur(x[rows], sigma[rows], size)
+    return out
+
+
 def _jitter_ops(y: Tensor, f: Tensor, ops: Iterable[int], enabled: Sequence[bool]) -> Tensor:
     """Apply the enabled jitter operations ``ops`` in that order; ``f`` is ``(M, 4, 1, 1, 1)``."""
     for op in ops:
@@ -313,17 +329,16 @@ class Augmentation(nn.Module):
         if self.blur_prob > 0:
             size = self.blur_kernel_size or TF.blur_kernel_size(x.shape[2])
             sigma = p.sigma.to(x.dtype)
-            x = _where_rows(
-                p.blur,
-                lambda index: TF.gaussian_blur(_rows(x, index), _rows(sigma, index), size),
-                x,
-                inplace=owned,
-            )
+            if _subset_rows(x.device):
+                y = _blur_rows(x, p.blur, sigma, size, inplace=owned)
+            else:
+                y = torch.where(p.blur.view(n, 1, 1, 1), TF._gaussian_blur(x, sigma, size), x)
+            owned, x = owned or y is not x, y
         if self.solarize_prob > 0:
             mask = p.solarize.view(n, 1, 1, 1) & (x >= self.solarize_threshold)
             x = torch.where(mask, 1.0 - x, x)
         if self.mean is not None and self.std is not None:
-            x = TF.normalize(x, self.mean, self.std)
+            x = TF._normalize(x, self.mean, self.std, inplace=owned)
         return x.squeeze(0) if unbatched else x
 
     def _color_jitter_groups(self, x: Tensor, p: AugmentationParams, owned: bool) -> Tensor:
