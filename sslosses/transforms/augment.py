@@ -28,6 +28,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 JitterOrder = Literal["random", "fixed"]
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
+_JITTER_CHUNK_PIXELS = 1 << 16  # pixels per chunk of random-order colour jitter on CPU
 _DRAWS = 13  # uniforms per sample: jitter?, 4 factors, 4 order keys, gray?, blur?, sigma, solarize?
 
 
@@ -345,7 +346,8 @@ class Augmentation(nn.Module):
         """Random-order colour jitter on CPU, computing only the jittered images.
 
         The images are grouped by their order (at most 24 groups); each group's operations
-        run in sequence on its rows, so every image runs each operation once.
+        run in sequence on its rows, a few images at a time, so every image runs each
+        operation once.
         """
         jittered = p.jitter.nonzero().squeeze(1)
         if jittered.numel() == 0:
@@ -355,10 +357,12 @@ class Augmentation(nn.Module):
         order = p.order[jittered]  # (M, 4)
         code = ((order[:, 0] * 4 + order[:, 1]) * 4 + order[:, 2]) * 4 + order[:, 3]
         out = x if owned else x.clone()
+        # a few images at a time, so that the operations' temporaries stay in the CPU cache
+        step = max(1, _JITTER_CHUNK_PIXELS // (x.shape[2] * x.shape[3]))
         for value in torch.unique(code).tolist():
-            rows = jittered[code == value]
             ops = [(value >> (2 * (3 - t))) & 3 for t in range(4)]
-            out[rows] = _jitter_ops(x[rows], f[rows], ops, enabled)
+            for rows in torch.split(jittered[code == value], step):
+                out[rows] = _jitter_ops(x[rows], f[rows], ops, enabled)
         return out
 
     def _color_jitter(self, x: Tensor, p: AugmentationParams, index: Tensor | None) -> Tensor:
