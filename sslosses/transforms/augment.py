@@ -28,6 +28,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 JitterOrder = Literal["random", "fixed"]
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
+_JITTER_CHUNK_PIXELS = 1 << 16  # pixels per chunk of random-order colour jitter on CPU
 _DRAWS = 13  # uniforms per sample: jitter?, 4 factors, 4 order keys, gray?, blur?, sigma, solarize?
 
 
@@ -62,6 +63,22 @@ def _where_rows(
         out[index] = rows
         return out
     return torch.where(mask.view(-1, 1, 1, 1), fn(None), base)
+
+
+def _blur_rows(x: Tensor, mask: Tensor, sigma: Tensor, size: int, *, inplace: bool) -> Tensor:
+    """``x`` with the images where ``mask`` holds blurred (CPU: only those are computed).
+
+    The selected images are blurred a few at a time and written back, into ``x`` itself with
+    ``inplace``; the values are those of :func:`~sslosses.transforms.functional.gaussian_blur`.
+    """
+    index = mask.nonzero().squeeze(1)
+    if index.numel() == 0:
+        return x
+    out = x if inplace else x.clone()
+    step = TF._chunk_rows(index.numel(), 3 * x[0].numel() * x.element_size())
+    for rows in torch.split(index, step):
+        out[rows] = TF._gaussian_blur(x[rows], sigma[rows], size)
+    return out
 
 
 def _jitter_ops(y: Tensor, f: Tensor, ops: Iterable[int], enabled: Sequence[bool]) -> Tensor:
@@ -313,24 +330,24 @@ class Augmentation(nn.Module):
         if self.blur_prob > 0:
             size = self.blur_kernel_size or TF.blur_kernel_size(x.shape[2])
             sigma = p.sigma.to(x.dtype)
-            x = _where_rows(
-                p.blur,
-                lambda index: TF.gaussian_blur(_rows(x, index), _rows(sigma, index), size),
-                x,
-                inplace=owned,
-            )
+            if _subset_rows(x.device):
+                y = _blur_rows(x, p.blur, sigma, size, inplace=owned)
+            else:
+                y = torch.where(p.blur.view(n, 1, 1, 1), TF._gaussian_blur(x, sigma, size), x)
+            owned, x = owned or y is not x, y
         if self.solarize_prob > 0:
             mask = p.solarize.view(n, 1, 1, 1) & (x >= self.solarize_threshold)
             x = torch.where(mask, 1.0 - x, x)
         if self.mean is not None and self.std is not None:
-            x = TF.normalize(x, self.mean, self.std)
+            x = TF._normalize(x, self.mean, self.std, inplace=owned)
         return x.squeeze(0) if unbatched else x
 
     def _color_jitter_groups(self, x: Tensor, p: AugmentationParams, owned: bool) -> Tensor:
         """Random-order colour jitter on CPU, computing only the jittered images.
 
         The images are grouped by their order (at most 24 groups); each group's operations
-        run in sequence on its rows, so every image runs each operation once.
+        run in sequence on its rows, a few images at a time, so every image runs each
+        operation once.
         """
         jittered = p.jitter.nonzero().squeeze(1)
         if jittered.numel() == 0:
@@ -340,10 +357,12 @@ class Augmentation(nn.Module):
         order = p.order[jittered]  # (M, 4)
         code = ((order[:, 0] * 4 + order[:, 1]) * 4 + order[:, 2]) * 4 + order[:, 3]
         out = x if owned else x.clone()
+        # a few images at a time, so that the operations' temporaries stay in the CPU cache
+        step = max(1, _JITTER_CHUNK_PIXELS // (x.shape[2] * x.shape[3]))
         for value in torch.unique(code).tolist():
-            rows = jittered[code == value]
             ops = [(value >> (2 * (3 - t))) & 3 for t in range(4)]
-            out[rows] = _jitter_ops(x[rows], f[rows], ops, enabled)
+            for rows in torch.split(jittered[code == value], step):
+                out[rows] = _jitter_ops(x[rows], f[rows], ops, enabled)
         return out
 
     def _color_jitter(self, x: Tensor, p: AugmentationParams, index: Tensor | None) -> Tensor:

@@ -37,7 +37,7 @@ class RandomResizedCrop(nn.Module):
     Boxes follow torchvision's ``RandomResizedCrop`` (area fraction uniform in ``scale``,
     log-uniform aspect ratio in ``ratio``, 10 candidates and a centered fallback; see
     :func:`~sslosses.transforms.functional.sample_crop_boxes`); all crops are then resampled by
-    one bilinear :func:`torch.nn.functional.grid_sample`, flips included
+    bilinear :func:`torch.nn.functional.grid_sample`, batched, flips included
     (:func:`~sslosses.transforms.functional.resized_crop`). Output is float32 in ``[0, 1]``
     for ``uint8`` input (float64 stays float64).
 

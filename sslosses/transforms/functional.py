@@ -58,6 +58,14 @@ def _unbatch(images: Tensor, unbatched: bool) -> Tensor:
     return images.squeeze(0) if unbatched else images
 
 
+_CHUNK_BYTES = 4 << 20  # temporaries of a batched op are kept below this size, when possible
+
+
+def _chunk_rows(n: int, row_bytes: int) -> int:
+    """Rows per chunk so that a chunk's temporaries (``row_bytes`` per row) fit _CHUNK_BYTES."""
+    return max(1, min(n, _CHUNK_BYTES // max(1, row_bytes)))
+
+
 def _per_sample(name: str, value: float | Tensor, images: Tensor) -> Tensor:
     """A scalar or ``(N,)`` parameter as an ``(N, 1, 1, 1)`` tensor in ``images``' dtype/device."""
     n = images.shape[0]
@@ -370,9 +378,14 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
             f"mean and std must have one entry per channel ({x.shape[1]}), "
             f"got {len(m)} and {len(s)}"
         )
-    mt = torch.tensor(m, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    st = torch.tensor(s, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return _unbatch(torch.sub(x, mt).div_(st), unbatched)
+    return _unbatch(_normalize(x, m, s, inplace=False), unbatched)
+
+
+def _normalize(x: Tensor, mean: Sequence[float], std: Sequence[float], *, inplace: bool) -> Tensor:
+    """:func:`normalize` of a float batch with checked statistics, in place with ``inplace``."""
+    mt = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    st = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x.sub_(mt) if inplace else torch.sub(x, mt)).div_(st)
 
 
 def blur_kernel_size(size: int) -> int:
@@ -452,28 +465,63 @@ def _blur_matrices(kernels: Tensor, side: int) -> Tensor:
     return m.scatter_add_(2, src.expand(n, side, k), kernels.unsqueeze(1).expand(n, side, k))
 
 
-def _conv_1d(x: Tensor, kernels: Tensor, dim: int) -> Tensor:
-    """One separable pass of ``(N, C, H, W)`` along W (``dim=3``) or H (``dim=2``), reflected."""
+def _conv_1d(x: Tensor, kernels: Tensor, dim: int, out: Tensor | None = None) -> Tensor:
+    """One separable pass of ``(N, C, H, W)`` along W (``dim=3``) or H (``dim=2``), reflected.
+
+    Written into ``out`` (contiguous, not overlapping ``x``) when given, else a new tensor.
+    """
     n, c, h, w = x.shape
     side = w if dim == 3 else h
+    if out is None:
+        out = torch.empty((n, c, h, w), dtype=x.dtype, device=x.device)
     if side <= _MATMUL_BLUR_MAX_SIDE:
-        # a banded matrix per image (reflection folded in): one batched matmul, much faster
-        # than a depthwise convolution on CPU
+        # a banded matrix per image (reflection folded in): batched matmuls, much faster than a
+        # depthwise convolution on CPU
         m = _blur_matrices(kernels.to(x.dtype), side)  # (N, side, side)
         if dim == 3:
-            return torch.bmm(x.reshape(n, c * h, w), m.transpose(1, 2)).view(n, c, h, w)
-        return torch.matmul(m.unsqueeze(1), x)
+            torch.bmm(x.reshape(n, c * h, w), m.transpose(1, 2), out=out.view(n, c * h, w))
+        else:  # one product per channel: no copy of the matrices for the channels
+            for ch in range(c):
+                torch.bmm(m, x[:, ch], out=out[:, ch])
+        return out
     k = kernels.shape[1]
     r = k // 2
     weight = kernels.to(x.dtype).repeat_interleave(c, dim=0)  # (N*C, k)
     flat = x.reshape(1, n * c, h, w)
     if dim == 3:  # along W
         flat = F.pad(flat, (r, r, 0, 0), mode="reflect")
-        out = F.conv2d(flat, weight.view(n * c, 1, 1, k), groups=n * c)
+        conv = F.conv2d(flat, weight.view(n * c, 1, 1, k), groups=n * c)
     else:  # along H
         flat = F.pad(flat, (0, 0, r, r), mode="reflect")
-        out = F.conv2d(flat, weight.view(n * c, 1, k, 1), groups=n * c)
-    return out.view(n, c, h, w)
+        conv = F.conv2d(flat, weight.view(n * c, 1, k, 1), groups=n * c)
+    return out.copy_(conv.view(n, c, h, w))
+
+
+def _gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """:func:`gaussian_blur` of a float ``(N, C, H, W)`` batch, ``sigma`` ``(N,)``, checked.
+
+    Returns a new tensor (``x`` itself when the kernel reduces to one pixel). The images are
+    blurred a few at a time, so that the intermediate pass stays small.
+    """
+    n, c, h, w = x.shape
+    radius = kernel_size // 2
+    rw, rh = min(radius, w - 1), min(radius, h - 1)
+    if rw == 0 and rh == 0:
+        return x
+    kw = gaussian_kernels(sigma, 2 * rw + 1) if rw > 0 else None
+    kh = gaussian_kernels(sigma, 2 * rh + 1) if rh > 0 else None
+    out = torch.empty((n, c, h, w), dtype=x.dtype, device=x.device)
+    step = _chunk_rows(n, 3 * c * h * w * x.element_size())
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        src, dst = x[start:stop], out[start:stop]
+        if kw is not None and kh is not None:
+            _conv_1d(_conv_1d(src, kw[start:stop], dim=3), kh[start:stop], dim=2, out=dst)
+        elif kw is not None:
+            _conv_1d(src, kw[start:stop], dim=3, out=dst)
+        elif kh is not None:
+            _conv_1d(src, kh[start:stop], dim=2, out=dst)
+    return out
 
 
 def gaussian_blur(images: Tensor, sigma: float | Tensor, kernel_size: int) -> Tensor:
@@ -481,9 +529,10 @@ def gaussian_blur(images: Tensor, sigma: float | Tensor, kernel_size: int) -> Te
 
     Each image is convolved with its own normalized 1-D kernel
     (:func:`gaussian_kernels`) along the width, then along the height, with reflection padding
-    (so constant images stay constant). For sides up to 512 pixels a pass is one batched
+    (so constant images stay constant). For sides up to 512 pixels a pass is a batched
     matrix product with a banded matrix per image (the reflection folded in), which is much
-    faster on CPU than a depthwise convolution; longer sides use a grouped convolution.
+    faster on CPU than a depthwise convolution; longer sides use a grouped convolution. The
+    images are processed a few at a time, so that the intermediate pass stays small.
     A kernel longer than the image along a direction is shortened to ``2 * (side - 1) + 1``
     there (and renormalized). ``sigma = 0`` is the identity.
 
@@ -516,14 +565,7 @@ def gaussian_blur(images: Tensor, sigma: float | Tensor, kernel_size: int) -> Te
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     s = _per_sample("sigma", sigma, x).view(-1)  # (N,)
-    h, w = x.shape[-2:]
-    radius = kernel_size // 2
-    rw, rh = min(radius, w - 1), min(radius, h - 1)
-    if rw > 0:
-        x = _conv_1d(x, gaussian_kernels(s, 2 * rw + 1), dim=3)
-    if rh > 0:
-        x = _conv_1d(x, gaussian_kernels(s, 2 * rh + 1), dim=2)
-    return _unbatch(x, unbatched)
+    return _unbatch(_gaussian_blur(x, s, kernel_size), unbatched)
 
 
 # --------------------------------------------------------------------------------------------
@@ -645,10 +687,11 @@ def resized_crop(
 ) -> Tensor:
     r"""Crop each image to its box, resize bilinearly to ``size`` and optionally flip it.
 
-    All crops are produced by a single :func:`torch.nn.functional.grid_sample` call (bilinear,
-    ``align_corners=False``): the sampling grid of every crop is built from its box, and the
-    ``V`` crops of an image are laid side by side along the grid's width so the images are
-    never copied. The result equals, for each crop,
+    The crops are produced by :func:`torch.nn.functional.grid_sample` (bilinear,
+    ``align_corners=False``), one call per chunk of a few images (so that the sampling grid and
+    the intermediate result stay small): the sampling grid of every crop is built from its box,
+    and the ``V`` crops of an image are laid side by side along the grid's width so the images
+    are never copied. The result equals, for each crop,
     ``F.interpolate(image[:, top:top+h, left:left+w][None], size, mode="bilinear",
     align_corners=False, antialias=False)`` followed by a horizontal flip where ``flip`` is
     true: sampling positions are clamped to the box, as interpolation clamps them to the
@@ -708,16 +751,26 @@ def resized_crop(
     if flip is not None:
         f = flip.reshape(v, n, 1).to(x.device)
         gx = torch.where(f, gx.flip(-1), gx)
-    # grid[n, i, v * w + j] = (gx[v, n, j], gy[v, n, i]): the V crops side by side
-    grid = torch.stack(
-        [
-            gx.permute(1, 0, 2).unsqueeze(1).expand(n, h_out, v, w_out),
-            gy.permute(1, 2, 0).unsqueeze(3).expand(n, h_out, v, w_out),
-        ],
-        dim=-1,
-    ).reshape(n, h_out, v * w_out, 2)  # (N, h, V*w, 2)
-    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    out = out.view(n, c, h_out, v, w_out).permute(3, 0, 1, 2, 4).contiguous()  # (V, N, C, h, w)
+    # grid[n, i, v * w + j] = (gx[v, n, j], gy[v, n, i]): the V crops side by side. A few
+    # images at a time, so that the grid and the resampled chunk stay small (reused memory, no
+    # fresh pages per call) and each chunk is copied straight into the (V, N, C, h, w) output.
+    gx_n = gx.permute(1, 0, 2).unsqueeze(1)  # (N, 1, V, w)
+    gy_n = gy.permute(1, 2, 0).unsqueeze(3)  # (N, h, V, 1)
+    out = torch.empty(v, n, c, h_out, w_out, dtype=x.dtype, device=x.device)
+    step = _chunk_rows(n, (c + 2) * h_out * v * w_out * x.element_size())
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        grid = torch.empty(stop - start, h_out, v, w_out, 2, dtype=x.dtype, device=x.device)
+        grid[..., 0].copy_(gx_n[start:stop])
+        grid[..., 1].copy_(gy_n[start:stop])
+        part = F.grid_sample(
+            x[start:stop],
+            grid.view(stop - start, h_out, v * w_out, 2),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=False,
+        )  # (n', C, h, V*w)
+        out[:, start:stop].copy_(part.view(-1, c, h_out, v, w_out).permute(3, 0, 1, 2, 4))
     if single:
         out = out.squeeze(0)
         return out.squeeze(0) if unbatched else out

@@ -36,12 +36,14 @@ class MultiCrop(nn.Module):
     Group :math:`g` makes ``crop_counts[g]`` crops of size ``crop_sizes[g]`` per image, with
     area fraction in ``crop_scales[g]``, a random horizontal flip, and the pipeline
     ``augmentations[g]`` (:class:`Augmentation`). Every crop of every image has its own random
-    box, flip and augmentation parameters. Groups with the same output size share one
-    :func:`torch.nn.functional.grid_sample` call; each group's pixel pipeline runs once on all
-    its crops. Called on ``(N, C, H, W)`` images it returns a list of
-    :math:`V = \sum_g` ``crop_counts[g]`` tensors ``(N, C, h_g, w_g)``, in group order (put the
-    global crops first, as the losses expect); on ``(C, H, W)`` it returns ``(C, h_g, w_g)``
-    crops, so it also works as a per-image dataset transform.
+    box, flip and augmentation parameters. Groups with the same output size are resampled
+    together (:func:`~sslosses.transforms.functional.resized_crop`, batched
+    :func:`torch.nn.functional.grid_sample` calls over chunks of images); each group's pixel
+    pipeline runs once on all its crops, in place on the resampled buffer. Called on
+    ``(N, C, H, W)`` images it returns a list of :math:`V = \sum_g` ``crop_counts[g]``
+    tensors ``(N, C, h_g, w_g)``, in group order (put the global crops first, as the losses
+    expect); on ``(C, H, W)`` it returns ``(C, h_g, w_g)`` crops, so it also works as a
+    per-image dataset transform.
 
     Randomness comes from ``generator`` (drawn on its device, so a seeded CPU generator gives
     the same crops on every device): the same seed gives identical crops. Output dtype:
@@ -189,7 +191,7 @@ class MultiCrop(nn.Module):
                 f"params must hold one (CropParams, AugmentationParams) pair per group "
                 f"({len(groups)}), got {len(params)}"
             )
-        # one grid_sample per distinct output size
+        # one resampling (resized_crop) per distinct output size
         by_size: dict[tuple[int, int], list[int]] = {}
         for g, (crop, _, _) in enumerate(groups):
             by_size.setdefault(crop.size, []).append(g)
