@@ -53,14 +53,15 @@ def resolve_chunk_size(
 ) -> int | None:
     """The rows per block that ``chunk_size`` means for an ``(rows, cols)`` logit matrix.
 
-    ``"auto"`` (measured on one CPU thread, ``docs/guides/benchmarks.rst``): on CPU the blockwise
-    path was 0.6-0.75x the time of the plain path from 1024 x 1024 logits up, because its
-    backward works in place on one block instead of several full-size temporaries, and slower
-    (up to 1.6x) on small matrices; so blocks of about ``CPU_BLOCK_ELEMENTS`` logits and at
-    least ``CPU_MIN_BLOCK_ROWS`` rows, used once there are two of them. On other devices
-    (unmeasured: no GPU was available), chunk only where the full matrix would pass 1 GiB in
-    float32, in 64 MiB blocks, so per-block launches cannot dominate. Under
-    :func:`torch.compile` tracing ``"auto"`` keeps the plain path.
+    ``"auto"`` (measured on one CPU thread, ``benchmarks/results/chunk_auto_rule.md``): on CPU
+    the blockwise path took 0.6-0.8x the time of the plain path for NT-Xent from 1024 x 1024
+    logits up, because its backward works in place on one block instead of several full-size
+    temporaries, about the same time (0.95-1.02x) for MoCo queries against a 65536-entry queue
+    (where it saves the memory), and up to 1.45x the time on small matrices; so blocks of
+    about ``CPU_BLOCK_ELEMENTS`` logits and at least ``CPU_MIN_BLOCK_ROWS`` rows, used once
+    there are two of them. On other devices (unmeasured: no GPU was available), chunk only
+    where the full matrix would pass 1 GiB in float32, in 64 MiB blocks, so per-block launches
+    cannot dominate. Under :func:`torch.compile` tracing ``"auto"`` keeps the plain path.
     """
     if chunk_size != "auto":
         return chunk_size

@@ -71,7 +71,7 @@ def nt_xent(
     also supports double backward). ``"auto"`` (the default) decides by shape and device:
     on CPU it uses blocks of about :math:`2^{20}` logits (at least 128 rows) once the batch
     holds two of them (from :math:`N = 1024`), where the blockwise path measured
-    0.6-0.75x the plain path's time; on CUDA and other devices it chunks only when the full
+    0.6-0.8x the plain path's time; on CUDA and other devices it chunks only when the full
     matrix would exceed :math:`2^{28}` logits (1 GiB in float32, :math:`N \ge 8192`), in
     blocks of about :math:`2^{24}` logits; under :func:`torch.compile` it keeps the plain path.
 
