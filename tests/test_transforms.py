@@ -240,6 +240,40 @@ def test_hue_known_values() -> None:
     )
 
 
+def hue_roundtrip_ref(x: Tensor, shift: Tensor) -> Tensor:
+    """The batched HSV round trip that ``_hue`` used before it was streamlined, written plainly."""
+    r, g, b = x.unbind(dim=1)
+    v = torch.maximum(torch.maximum(r, g), b)
+    c = v - torch.minimum(torch.minimum(r, g), b)
+    safe = torch.where(c > 0, c, 1.0)
+    h = torch.where(v == r, (g - b) / safe, torch.where(v == g, (b - r) / safe, (r - g) / safe))
+    h6 = torch.where(v == r, torch.remainder(h, 6.0), h + torch.where(v == g, 2.0, 4.0))
+    h6 = torch.remainder(h6 + 6.0 * shift.view(-1, 1, 1), 6.0)
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + h6.unsqueeze(1), 6.0)
+    return v.unsqueeze(1) - c.unsqueeze(1) * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_hue_matches_hsv_roundtrip(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(32, 3, 30, 8, generator=g, dtype=dtype)
+    x[:, :, :5] = x[:, :1, :5]  # gray: max == min
+    x[:, :, 5:10] = torch.randint(0, 2, (32, 3, 5, 8), generator=g).to(dtype)  # 0 and 1
+    x[:, :, 10:15] = torch.round(x[:, :, 10:15] * 4) / 4  # saturated colours, ties
+    x[:, 1, 15:20] = x[:, 0, 15:20]  # r == g
+    x[:, 2, 20:25] = x[:, 0, 20:25]  # r == b
+    x[:, 2, 25:30] = x[:, 1, 25:30]  # g == b
+    shift = torch.rand(32, generator=g, dtype=dtype) - 0.5
+    shift[:5] = torch.tensor([0.0, 0.5, -0.5, 1 / 3, -1 / 6], dtype=dtype)
+    out = TF.adjust_hue(x, shift)
+    tol = 1e-13 if dtype == torch.float64 else 4e-6
+    torch.testing.assert_close(out, hue_roundtrip_ref(x, shift), rtol=0, atol=tol)
+    assert out.min() >= 0 and out.max() <= 1
+    gray = x[:, :, :5]
+    assert torch.equal(out[:, :, :5], gray)  # gray pixels are left exactly as they are
+
+
 def test_solarize_formula() -> None:
     x = torch.tensor([[[0.0, 0.3, 0.5, 0.7, 1.0]]], dtype=F64)
     expected = torch.tensor([[[0.0, 0.3, 0.5, 0.3, 0.0]]], dtype=F64)

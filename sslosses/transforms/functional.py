@@ -259,25 +259,42 @@ def adjust_saturation(images: Tensor, factor: float | Tensor) -> Tensor:
 
 
 def _hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate hue by ``shift`` turns on ``(N, 3, H, W)`` RGB; ``shift`` is ``(N, 1, 1, 1)``."""
+    """Rotate hue by ``shift`` turns on ``(N, 3, H, W)`` RGB; ``shift`` is ``(N, 1, 1, 1)``.
+
+    The hexcone HSV round trip of :mod:`colorsys` / torchvision, written with few elementwise
+    passes and no ``torch.where`` / ``torch.remainder`` on the pixels (both are several times
+    slower than arithmetic on CPU): the case split is a selection by ``torch.lerp`` with 0/1
+    float weights (exact), and the hue is never wrapped into ``[0, 6)`` per pixel; the shift
+    is folded, wrapped, into a per-image, per-channel offset instead. The values equal the
+    plain formulas up to rounding.
+    """
     r, g, b = x.unbind(dim=1)  # (N, H, W) each
     v = torch.maximum(r, g)
     v = torch.maximum(v, b, out=v)  # value = max
     chroma = torch.minimum(r, g)
-    chroma = torch.sub(v, torch.minimum(chroma, b, out=chroma), out=chroma)  # max - min
-    safe = torch.where(chroma > 0, chroma, 1.0)
-    # hue in sextants [0, 6): the colorsys / torchvision case split, red first, then green;
-    # one division of the selected numerator (g - b, b - r or r - g) by the chroma
-    is_r = v == r
-    is_g = v == g
-    h = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g)).div_(safe)
-    h6 = torch.where(is_r, torch.remainder(h, 6.0), h.add_(torch.where(is_g, 2.0, 4.0)))
-    h6 = h6.add_(6.0 * shift.view(-1, 1, 1)).remainder_(6.0)
-    # HSV -> RGB: channel_n = V - C * clamp(min(k, 4 - k), 0, 1), k = (n + H6) mod 6, n = 5, 3, 1
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    k = torch.add(n, h6.unsqueeze(1)).remainder_(6.0)  # (N, 3, H, W)
-    k = torch.minimum(k, 4.0 - k, out=k).clamp_(0.0, 1.0).mul_(chroma.unsqueeze(1))
-    return k.neg_().add_(v.unsqueeze(1))
+    chroma = torch.minimum(chroma, b, out=chroma)
+    chroma = torch.sub(v, chroma, out=chroma)  # max - min
+    # 0/1 masks as floats (comparisons and selections on bool tensors are slow on CPU)
+    is_r = torch.eq(v, r, out=torch.empty_like(v))
+    is_g = torch.eq(v, g, out=torch.empty_like(v))
+    # hue in sextants, the colorsys / torchvision case split (red first, then green):
+    # H6 = (g - b) / C, (b - r) / C + 2 or (r - g) / C + 4, in [-1, 5] (red not wrapped)
+    num = torch.sub(r, g)
+    other = torch.sub(b, r)
+    num = torch.lerp(num, other, is_g, out=num)  # lerp with weight 0 / 1 selects exactly
+    num = torch.lerp(num, torch.sub(g, b, out=other), is_r, out=num)
+    offset = is_g.mul_(-2.0).add_(4.0)  # 4 - 2 [max is g]
+    offset = torch.addcmul(offset, offset, is_r, value=-1.0, out=offset)  # 0 where max is r
+    safe = torch.eq(chroma, 0.0, out=is_r).add_(chroma)  # chroma, 1 for gray (numerator 0)
+    h6 = torch.addcdiv(offset, num, safe, out=offset)  # (N, H, W)
+    # HSV -> RGB with the hue shifted: channel = V - C * clamp(2 - d, 0, 1), d the distance on
+    # the hue circle (length 6) from H6 + 6 shift to 3, 5, 1 for R, G, B: d = 3 - ||u| - 3|
+    # with u = H6 - q, q = (p - 6 shift) wrapped into [-1, 5) per image, so that |u| <= 6
+    p = torch.tensor([3.0, 5.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    q = torch.sub(p, shift, alpha=6.0).add_(1.0).remainder_(6.0).sub_(1.0)  # (N, 3, 1, 1)
+    u = torch.sub(h6.unsqueeze(1), q)  # (N, 3, H, W)
+    u = u.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)  # 2 - d, clamped
+    return torch.addcmul(v.unsqueeze(1), chroma.unsqueeze(1), u, value=-1.0, out=u)
 
 
 def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
