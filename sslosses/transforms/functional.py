@@ -89,6 +89,14 @@ def _check_rgb(name: str, images: Tensor) -> None:
         )
 
 
+def _check_rgb_or_gray(name: str, images: Tensor) -> None:
+    if images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} must have 3 (RGB) or 1 (grayscale) channels, got {images.shape[1]} in "
+            f"shape {tuple(images.shape)}"
+        )
+
+
 def to_float(images: Tensor) -> Tensor:
     r"""Convert images to floating point: ``uint8`` to float32 in ``[0, 1]``, halves to float32.
 
@@ -118,19 +126,22 @@ def to_float(images: Tensor) -> Tensor:
 def rgb_to_grayscale(images: Tensor) -> Tensor:
     r"""Luma of RGB images, :math:`0.299 R + 0.587 G + 0.114 B`, with one channel.
 
+    A 1-channel image is already grayscale: it is returned unchanged (as a new
+    floating-point tensor).
+
     Args:
-        images: RGB images.
+        images: RGB or 1-channel images.
 
     Shape:
-        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; output: :math:`(N, 1, H, W)` or
-          :math:`(1, H, W)`.
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)` with :math:`C \in \{1, 3\}`;
+          output: :math:`(N, 1, H, W)` or :math:`(1, H, W)`.
 
     Returns:
         The grayscale images (expand to 3 channels with ``.expand(-1, 3, -1, -1)``).
 
     Raises:
         TypeError: if ``images`` is not a ``uint8`` or floating-point tensor.
-        ValueError: if ``images`` is not 3-D or 4-D or does not have 3 channels.
+        ValueError: if ``images`` is not 3-D or 4-D or does not have 3 or 1 channels.
 
     Examples:
         >>> import torch
@@ -139,15 +150,23 @@ def rgb_to_grayscale(images: Tensor) -> Tensor:
         tensor([[[0.2990]]])
     """
     x, unbatched = as_batch("images", images)
-    _check_rgb("images", x)
+    _check_rgb_or_gray("images", x)
     return _unbatch(_gray(x), unbatched)
 
 
 def _gray(x: Tensor) -> Tensor:
+    """The luma of ``(N, 3, H, W)`` images; a copy of ``(N, 1, H, W)`` images."""
+    if x.shape[1] == 1:
+        return x.clone()
     wr, wg, wb = GRAYSCALE_WEIGHTS
     gray = wr * x[:, 0:1]
     gray.add_(wg * x[:, 1:2]).add_(wb * x[:, 2:3])
     return gray.clamp_(0.0, 1.0)  # (N, 1, H, W)
+
+
+def _mean_gray(x: Tensor) -> Tensor:
+    """Mean luma of each ``(N, 3, H, W)`` image, mean of each ``(N, 1, H, W)`` image."""
+    return (x if x.shape[1] == 1 else _gray(x)).mean(dim=(1, 2, 3), keepdim=True)
 
 
 def _blend(x: Tensor, factor: Tensor, reference: Tensor | float) -> Tensor:
@@ -194,12 +213,15 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
         x' = \operatorname{clamp}\big(f\,x + (1 - f)\,m, 0, 1\big), \qquad
         m = \operatorname{mean}_{h,w}\big(0.299 R + 0.587 G + 0.114 B\big)
 
+    For 1-channel (grayscale) images :math:`m` is the mean of the channel.
+
     Args:
-        images: RGB images with values in ``[0, 1]``.
+        images: RGB or 1-channel images with values in ``[0, 1]``.
         factor: :math:`f \ge 0`; ``0`` gives a uniform gray image, ``1`` the identity.
 
     Shape:
-        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; factor: scalar or :math:`(N,)`.
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)` with :math:`C \in \{1, 3\}`;
+          factor: scalar or :math:`(N,)`.
         - output: like ``images``.
 
     Returns:
@@ -207,7 +229,8 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``factor`` has the wrong type.
-        ValueError: if ``images`` is not RGB or ``factor`` has the wrong shape.
+        ValueError: if ``images`` does not have 3 or 1 channels or ``factor`` has the wrong
+            shape.
 
     Examples:
         >>> import torch
@@ -217,9 +240,9 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
         True
     """
     x, unbatched = as_batch("images", images)
-    _check_rgb("images", x)
+    _check_rgb_or_gray("images", x)
     f = _per_sample("factor", factor, x)
-    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
+    mean = _mean_gray(x)  # (N, 1, 1, 1)
     return _unbatch(_blend(x, f, mean), unbatched)
 
 
@@ -242,7 +265,8 @@ def adjust_saturation(images: Tensor, factor: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``factor`` has the wrong type.
-        ValueError: if ``images`` is not RGB or ``factor`` has the wrong shape.
+        ValueError: if ``images`` does not have 3 (RGB) channels (a 1-channel image has no
+            saturation) or ``factor`` has the wrong shape.
 
     Examples:
         >>> import torch
@@ -319,7 +343,8 @@ def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``shift`` has the wrong type.
-        ValueError: if ``images`` is not RGB or ``shift`` has the wrong shape.
+        ValueError: if ``images`` does not have 3 (RGB) channels (a 1-channel image has no
+            hue) or ``shift`` has the wrong shape.
 
     Examples:
         >>> import torch
