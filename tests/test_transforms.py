@@ -240,6 +240,101 @@ def test_hue_known_values() -> None:
     )
 
 
+def hue_roundtrip_ref(x: Tensor, shift: Tensor) -> Tensor:
+    """The batched HSV round trip that ``_hue`` used before it was streamlined, written plainly."""
+    r, g, b = x.unbind(dim=1)
+    v = torch.maximum(torch.maximum(r, g), b)
+    c = v - torch.minimum(torch.minimum(r, g), b)
+    safe = torch.where(c > 0, c, 1.0)
+    h = torch.where(v == r, (g - b) / safe, torch.where(v == g, (b - r) / safe, (r - g) / safe))
+    h6 = torch.where(v == r, torch.remainder(h, 6.0), h + torch.where(v == g, 2.0, 4.0))
+    h6 = torch.remainder(h6 + 6.0 * shift.view(-1, 1, 1), 6.0)
+    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + h6.unsqueeze(1), 6.0)
+    return v.unsqueeze(1) - c.unsqueeze(1) * torch.clamp(torch.minimum(k, 4.0 - k), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_hue_matches_hsv_roundtrip(dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(7)
+    x = torch.rand(32, 3, 30, 8, generator=g, dtype=dtype)
+    x[:, :, :5] = x[:, :1, :5]  # gray: max == min
+    x[:, :, 5:10] = torch.randint(0, 2, (32, 3, 5, 8), generator=g).to(dtype)  # 0 and 1
+    x[:, :, 10:15] = torch.round(x[:, :, 10:15] * 4) / 4  # saturated colours, ties
+    x[:, 1, 15:20] = x[:, 0, 15:20]  # r == g
+    x[:, 2, 20:25] = x[:, 0, 20:25]  # r == b
+    x[:, 2, 25:30] = x[:, 1, 25:30]  # g == b
+    shift = torch.rand(32, generator=g, dtype=dtype) - 0.5
+    shift[:5] = torch.tensor([0.0, 0.5, -0.5, 1 / 3, -1 / 6], dtype=dtype)
+    out = TF.adjust_hue(x, shift)
+    tol = 1e-13 if dtype == torch.float64 else 4e-6
+    torch.testing.assert_close(out, hue_roundtrip_ref(x, shift), rtol=0, atol=tol)
+    assert out.min() >= 0 and out.max() <= 1
+    gray = x[:, :, :5]
+    assert torch.equal(out[:, :, :5], gray)  # gray pixels are left exactly as they are
+
+
+def test_one_channel_brightness_contrast_grayscale() -> None:
+    x = torch.tensor([[[0.1, 0.4], [0.6, 0.9]]], dtype=F64)  # (1, 2, 2), mean 0.5
+    torch.testing.assert_close(
+        TF.adjust_brightness(x, 1.5), torch.tensor([[[0.15, 0.6], [0.9, 1.0]]], dtype=F64)
+    )
+    # contrast: f x + (1 - f) mean, the mean of the single channel
+    torch.testing.assert_close(
+        TF.adjust_contrast(x, 2.0), torch.tensor([[[0.0, 0.3], [0.7, 1.0]]], dtype=F64)
+    )
+    torch.testing.assert_close(
+        TF.adjust_contrast(x, 0.5), torch.tensor([[[0.3, 0.45], [0.55, 0.7]]], dtype=F64)
+    )
+    batch = torch.stack([x, 0.5 * x])  # (2, 1, 2, 2), means 0.5 and 0.25
+    out = TF.adjust_contrast(batch, torch.tensor([0.0, 2.0], dtype=F64))
+    torch.testing.assert_close(out[0], torch.full((1, 2, 2), 0.5, dtype=F64))
+    torch.testing.assert_close(
+        out[1], torch.tensor([[[0.0, 0.15], [0.35, 0.65]]], dtype=F64), rtol=0, atol=1e-15
+    )
+    gray = TF.rgb_to_grayscale(x)  # 1 channel: the identity, a new tensor
+    assert torch.equal(gray, x) and gray.data_ptr() != x.data_ptr()
+
+
+@pytest.mark.parametrize("order", ["random", "fixed"])
+def test_one_channel_augmentation(order: str) -> None:
+    x = rand_images(6, 5, 7).mean(dim=1, keepdim=True)  # (6, 1, 5, 7)
+    aug = Augmentation(
+        jitter=(0.4, 0.4, 0.0, 0.0), jitter_prob=0.7, jitter_order=order, grayscale_prob=0.5
+    )
+    params = aug.sample_params(6, generator=gen(3))
+    out = aug.apply_params(x, params)
+    assert out.shape == x.shape
+    for i in range(6):
+        expected = x[i]
+        if params.jitter[i]:
+            ops = params.order[i].tolist() if order == "random" else [0, 1, 2, 3]
+            for op in ops:
+                if op in (0, 1):
+                    expected = jitter_op_1ch(expected, op, float(params.factors[i, op]))
+        # grayscale on a 1-channel image is the identity
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=1e-12)
+    only_gray = Augmentation(grayscale_prob=1.0)
+    assert torch.equal(only_gray(x), x)
+
+
+def jitter_op_1ch(img: Tensor, op: int, factor: float) -> Tensor:
+    if op == 0:
+        return (factor * img).clamp(0, 1)
+    return (factor * img + (1 - factor) * img.mean()).clamp(0, 1)
+
+
+def test_one_channel_multicrop() -> None:
+    aug = Augmentation(jitter=(0.4, 0.4, 0.0, 0.0), jitter_prob=0.8, blur_prob=0.5)
+    mc = MultiCrop((16, 8), (2, 3), ((0.4, 1.0), (0.1, 0.4)), augmentations=(aug, aug))
+    x = torch.randint(0, 256, (4, 1, 24, 24), dtype=torch.uint8)
+    crops = mc(x, generator=gen(0))
+    assert [tuple(c.shape) for c in crops] == [(4, 1, 16, 16)] * 2 + [(4, 1, 8, 8)] * 3
+    assert all(c.dtype == torch.float32 and c.min() >= 0 and c.max() <= 1 for c in crops)
+    again = mc(x, generator=gen(0))
+    assert all(torch.equal(a, b) for a, b in zip(crops, again, strict=True))
+
+
 def test_solarize_formula() -> None:
     x = torch.tensor([[[0.0, 0.3, 0.5, 0.7, 1.0]]], dtype=F64)
     expected = torch.tensor([[[0.0, 0.3, 0.5, 0.3, 0.0]]], dtype=F64)
@@ -937,9 +1032,39 @@ def test_invalid_construction(
             r"generator must be a torch.Generator or None, got int",
         ),
         (
-            lambda: Augmentation(grayscale_prob=0.2)(torch.rand(2, 1, 4, 4)),
+            lambda: Augmentation(jitter=(0.4, 0.4, 0.2, 0.0))(torch.rand(2, 1, 4, 4)),
             ValueError,
-            r"must have 3 \(RGB\) channels for colour jitter and grayscale, got 1",
+            r"must have 3 \(RGB\) channels for saturation jitter \(jitter\[2\]=0.2\), got 1 ",
+        ),
+        (
+            lambda: Augmentation(jitter=(0.0, 0.0, 0.0, 0.1))(torch.rand(2, 1, 4, 4)),
+            ValueError,
+            r"must have 3 \(RGB\) channels for hue jitter \(jitter\[3\]=0.1\), got 1 channels",
+        ),
+        (
+            lambda: Augmentation(jitter=(0.0, 0.3, 0.0, 0.0))(torch.rand(2, 4, 4, 4)),
+            ValueError,
+            r"3 \(RGB\) or 1 \(grayscale\) channels for contrast jitter \(jitter\[1\]=0.3\), got 4",
+        ),
+        (
+            lambda: Augmentation(grayscale_prob=0.2)(torch.rand(2, 2, 4, 4)),
+            ValueError,
+            r"3 \(RGB\) or 1 \(grayscale\) channels for grayscale \(grayscale_prob=0.2\), got 2",
+        ),
+        (
+            lambda: TF.adjust_saturation(torch.rand(2, 1, 5, 5), 0.5),
+            ValueError,
+            r"images must have 3 \(RGB\) channels, got 1 in shape \(2, 1, 5, 5\)",
+        ),
+        (
+            lambda: TF.adjust_contrast(torch.rand(2, 2, 5, 5), 0.5),
+            ValueError,
+            r"images must have 3 \(RGB\) or 1 \(grayscale\) channels, got 2",
+        ),
+        (
+            lambda: TF.rgb_to_grayscale(torch.rand(4, 5, 5)),
+            ValueError,
+            r"images must have 3 \(RGB\) or 1 \(grayscale\) channels, got 4",
         ),
         (
             lambda: Augmentation(mean=IMAGENET_MEAN, std=IMAGENET_STD)(torch.rand(2, 1, 4, 4)),

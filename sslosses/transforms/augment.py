@@ -89,7 +89,7 @@ def _jitter_ops(y: Tensor, f: Tensor, ops: Iterable[int], enabled: Sequence[bool
         if op == _BRIGHTNESS:
             y = TF._blend(y, f[:, _BRIGHTNESS], 0.0)
         elif op == _CONTRAST:
-            y = TF._blend(y, f[:, _CONTRAST], TF._gray(y).mean(dim=(1, 2, 3), keepdim=True))
+            y = TF._blend(y, f[:, _CONTRAST], TF._mean_gray(y))
         elif op == _SATURATION:
             y = TF._blend(y, f[:, _SATURATION], TF._gray(y))
         else:
@@ -135,7 +135,7 @@ class Augmentation(nn.Module):
        (faster on accelerators). Operations with strength 0 are skipped, as in torchvision.
        On CPU, images that skip jitter, grayscale or blur are not computed at all.
     2. grayscale with probability ``grayscale_prob`` (luma :math:`0.299R + 0.587G + 0.114B`
-       copied to the three channels).
+       copied to the three channels; 1-channel images are already gray and left unchanged).
     3. Gaussian blur with probability ``blur_prob``, :math:`\sigma \sim U(\sigma_{min},
        \sigma_{max})` pixels, one separable pass per direction for the whole batch.
     4. solarization with probability ``solarize_prob``: values :math:`\ge` ``solarize_threshold``
@@ -163,15 +163,20 @@ class Augmentation(nn.Module):
         mean: per-channel mean for normalization, or ``None``. Default: ``None``.
         std: per-channel standard deviation for normalization, or ``None``. Default: ``None``.
 
+    Brightness is applied to every channel alike; contrast uses the mean luma of RGB images
+    and the mean of the channel of 1-channel (grayscale) images; saturation and hue need RGB.
+
     Shape:
-        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)` (any :math:`C` when jitter and
-          grayscale are off); output: the same shape.
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`: :math:`C = 3` (RGB) for saturation
+          or hue jitter, :math:`C \in \{1, 3\}` for contrast jitter or grayscale, any
+          :math:`C` otherwise; output: the same shape.
 
     Raises:
         TypeError: if an argument has the wrong type.
         ValueError: if a probability is outside ``[0, 1]``, a range is invalid, exactly one of
-            ``mean``/``std`` is given, or (when called) the images are not RGB while a colour
-            operation is on, or ``mean``/``std`` do not have one entry per channel.
+            ``mean``/``std`` is given, or (when called) the images do not have the channels
+            an enabled operation needs (above), or ``mean``/``std`` do not have one entry per
+            channel.
 
     Examples:
         >>> import torch
@@ -302,10 +307,7 @@ class Augmentation(nn.Module):
             raise ValueError(
                 f"params are for {tuple(params.jitter.shape)} images, images have N={n}"
             )
-        if (self._jitter_on or self.grayscale_prob > 0) and c != 3:
-            raise ValueError(
-                f"images must have 3 (RGB) channels for colour jitter and grayscale, got {c}"
-            )
+        self._check_channels(c)
         if self.mean is not None and len(self.mean) != c:
             raise ValueError(
                 f"mean and std must have one entry per channel ({c}), got {len(self.mean)}"
@@ -319,7 +321,7 @@ class Augmentation(nn.Module):
                     p.jitter, lambda index: self._color_jitter(x, p, index), x, inplace=owned
                 )
             owned, x = owned or y is not x, y
-        if self.grayscale_prob > 0:
+        if self.grayscale_prob > 0 and c == 3:  # 1-channel images are gray already
             y = _where_rows(
                 p.grayscale,
                 lambda index: TF._gray(_rows(x, index)).repeat(1, 3, 1, 1),
@@ -341,6 +343,30 @@ class Augmentation(nn.Module):
         if self.mean is not None and self.std is not None:
             x = TF._normalize(x, self.mean, self.std, inplace=owned)
         return x.squeeze(0) if unbatched else x
+
+    def _check_channels(self, c: int) -> None:
+        """Raise if the enabled colour operations cannot run on ``c``-channel images."""
+        if c == 3:
+            return
+        jitter_on = self._jitter_on
+        for index, name in ((_SATURATION, "saturation"), (_HUE, "hue")):
+            if jitter_on and self.jitter[index] > 0:
+                raise ValueError(
+                    f"images must have 3 (RGB) channels for {name} jitter "
+                    f"(jitter[{index}]={self.jitter[index]}), got {c} channels"
+                )
+        if c == 1:
+            return
+        if jitter_on and self.jitter[1] > 0:
+            raise ValueError(
+                f"images must have 3 (RGB) or 1 (grayscale) channels for contrast jitter "
+                f"(jitter[1]={self.jitter[1]}), got {c} channels"
+            )
+        if self.grayscale_prob > 0:
+            raise ValueError(
+                f"images must have 3 (RGB) or 1 (grayscale) channels for grayscale "
+                f"(grayscale_prob={self.grayscale_prob}), got {c} channels"
+            )
 
     def _color_jitter_groups(self, x: Tensor, p: AugmentationParams, owned: bool) -> Tensor:
         """Random-order colour jitter on CPU, computing only the jittered images.

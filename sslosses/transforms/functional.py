@@ -89,6 +89,14 @@ def _check_rgb(name: str, images: Tensor) -> None:
         )
 
 
+def _check_rgb_or_gray(name: str, images: Tensor) -> None:
+    if images.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name} must have 3 (RGB) or 1 (grayscale) channels, got {images.shape[1]} in "
+            f"shape {tuple(images.shape)}"
+        )
+
+
 def to_float(images: Tensor) -> Tensor:
     r"""Convert images to floating point: ``uint8`` to float32 in ``[0, 1]``, halves to float32.
 
@@ -118,19 +126,22 @@ def to_float(images: Tensor) -> Tensor:
 def rgb_to_grayscale(images: Tensor) -> Tensor:
     r"""Luma of RGB images, :math:`0.299 R + 0.587 G + 0.114 B`, with one channel.
 
+    A 1-channel image is already grayscale: it is returned unchanged (as a new
+    floating-point tensor).
+
     Args:
-        images: RGB images.
+        images: RGB or 1-channel images.
 
     Shape:
-        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; output: :math:`(N, 1, H, W)` or
-          :math:`(1, H, W)`.
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)` with :math:`C \in \{1, 3\}`;
+          output: :math:`(N, 1, H, W)` or :math:`(1, H, W)`.
 
     Returns:
         The grayscale images (expand to 3 channels with ``.expand(-1, 3, -1, -1)``).
 
     Raises:
         TypeError: if ``images`` is not a ``uint8`` or floating-point tensor.
-        ValueError: if ``images`` is not 3-D or 4-D or does not have 3 channels.
+        ValueError: if ``images`` is not 3-D or 4-D or does not have 3 or 1 channels.
 
     Examples:
         >>> import torch
@@ -139,15 +150,23 @@ def rgb_to_grayscale(images: Tensor) -> Tensor:
         tensor([[[0.2990]]])
     """
     x, unbatched = as_batch("images", images)
-    _check_rgb("images", x)
+    _check_rgb_or_gray("images", x)
     return _unbatch(_gray(x), unbatched)
 
 
 def _gray(x: Tensor) -> Tensor:
+    """The luma of ``(N, 3, H, W)`` images; a copy of ``(N, 1, H, W)`` images."""
+    if x.shape[1] == 1:
+        return x.clone()
     wr, wg, wb = GRAYSCALE_WEIGHTS
     gray = wr * x[:, 0:1]
     gray.add_(wg * x[:, 1:2]).add_(wb * x[:, 2:3])
     return gray.clamp_(0.0, 1.0)  # (N, 1, H, W)
+
+
+def _mean_gray(x: Tensor) -> Tensor:
+    """Mean luma of each ``(N, 3, H, W)`` image, mean of each ``(N, 1, H, W)`` image."""
+    return (x if x.shape[1] == 1 else _gray(x)).mean(dim=(1, 2, 3), keepdim=True)
 
 
 def _blend(x: Tensor, factor: Tensor, reference: Tensor | float) -> Tensor:
@@ -194,12 +213,15 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
         x' = \operatorname{clamp}\big(f\,x + (1 - f)\,m, 0, 1\big), \qquad
         m = \operatorname{mean}_{h,w}\big(0.299 R + 0.587 G + 0.114 B\big)
 
+    For 1-channel (grayscale) images :math:`m` is the mean of the channel.
+
     Args:
-        images: RGB images with values in ``[0, 1]``.
+        images: RGB or 1-channel images with values in ``[0, 1]``.
         factor: :math:`f \ge 0`; ``0`` gives a uniform gray image, ``1`` the identity.
 
     Shape:
-        - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; factor: scalar or :math:`(N,)`.
+        - images: :math:`(N, C, H, W)` or :math:`(C, H, W)` with :math:`C \in \{1, 3\}`;
+          factor: scalar or :math:`(N,)`.
         - output: like ``images``.
 
     Returns:
@@ -207,7 +229,8 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``factor`` has the wrong type.
-        ValueError: if ``images`` is not RGB or ``factor`` has the wrong shape.
+        ValueError: if ``images`` does not have 3 or 1 channels or ``factor`` has the wrong
+            shape.
 
     Examples:
         >>> import torch
@@ -217,9 +240,9 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
         True
     """
     x, unbatched = as_batch("images", images)
-    _check_rgb("images", x)
+    _check_rgb_or_gray("images", x)
     f = _per_sample("factor", factor, x)
-    mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
+    mean = _mean_gray(x)  # (N, 1, 1, 1)
     return _unbatch(_blend(x, f, mean), unbatched)
 
 
@@ -242,7 +265,8 @@ def adjust_saturation(images: Tensor, factor: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``factor`` has the wrong type.
-        ValueError: if ``images`` is not RGB or ``factor`` has the wrong shape.
+        ValueError: if ``images`` does not have 3 (RGB) channels (a 1-channel image has no
+            saturation) or ``factor`` has the wrong shape.
 
     Examples:
         >>> import torch
@@ -259,25 +283,42 @@ def adjust_saturation(images: Tensor, factor: float | Tensor) -> Tensor:
 
 
 def _hue(x: Tensor, shift: Tensor) -> Tensor:
-    """Rotate hue by ``shift`` turns on ``(N, 3, H, W)`` RGB; ``shift`` is ``(N, 1, 1, 1)``."""
+    """Rotate hue by ``shift`` turns on ``(N, 3, H, W)`` RGB; ``shift`` is ``(N, 1, 1, 1)``.
+
+    The hexcone HSV round trip of :mod:`colorsys` / torchvision, written with few elementwise
+    passes and no ``torch.where`` / ``torch.remainder`` on the pixels (both are several times
+    slower than arithmetic on CPU): the case split is a selection by ``torch.lerp`` with 0/1
+    float weights (exact), and the hue is never wrapped into ``[0, 6)`` per pixel; the shift
+    is folded, wrapped, into a per-image, per-channel offset instead. The values equal the
+    plain formulas up to rounding.
+    """
     r, g, b = x.unbind(dim=1)  # (N, H, W) each
     v = torch.maximum(r, g)
     v = torch.maximum(v, b, out=v)  # value = max
     chroma = torch.minimum(r, g)
-    chroma = torch.sub(v, torch.minimum(chroma, b, out=chroma), out=chroma)  # max - min
-    safe = torch.where(chroma > 0, chroma, 1.0)
-    # hue in sextants [0, 6): the colorsys / torchvision case split, red first, then green;
-    # one division of the selected numerator (g - b, b - r or r - g) by the chroma
-    is_r = v == r
-    is_g = v == g
-    h = torch.where(is_r, g - b, torch.where(is_g, b - r, r - g)).div_(safe)
-    h6 = torch.where(is_r, torch.remainder(h, 6.0), h.add_(torch.where(is_g, 2.0, 4.0)))
-    h6 = h6.add_(6.0 * shift.view(-1, 1, 1)).remainder_(6.0)
-    # HSV -> RGB: channel_n = V - C * clamp(min(k, 4 - k), 0, 1), k = (n + H6) mod 6, n = 5, 3, 1
-    n = torch.tensor([5.0, 3.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    k = torch.add(n, h6.unsqueeze(1)).remainder_(6.0)  # (N, 3, H, W)
-    k = torch.minimum(k, 4.0 - k, out=k).clamp_(0.0, 1.0).mul_(chroma.unsqueeze(1))
-    return k.neg_().add_(v.unsqueeze(1))
+    chroma = torch.minimum(chroma, b, out=chroma)
+    chroma = torch.sub(v, chroma, out=chroma)  # max - min
+    # 0/1 masks as floats (comparisons and selections on bool tensors are slow on CPU)
+    is_r = torch.eq(v, r, out=torch.empty_like(v))
+    is_g = torch.eq(v, g, out=torch.empty_like(v))
+    # hue in sextants, the colorsys / torchvision case split (red first, then green):
+    # H6 = (g - b) / C, (b - r) / C + 2 or (r - g) / C + 4, in [-1, 5] (red not wrapped)
+    num = torch.sub(r, g)
+    other = torch.sub(b, r)
+    num = torch.lerp(num, other, is_g, out=num)  # lerp with weight 0 / 1 selects exactly
+    num = torch.lerp(num, torch.sub(g, b, out=other), is_r, out=num)
+    offset = is_g.mul_(-2.0).add_(4.0)  # 4 - 2 [max is g]
+    offset = torch.addcmul(offset, offset, is_r, value=-1.0, out=offset)  # 0 where max is r
+    safe = torch.eq(chroma, 0.0, out=is_r).add_(chroma)  # chroma, 1 for gray (numerator 0)
+    h6 = torch.addcdiv(offset, num, safe, out=offset)  # (N, H, W)
+    # HSV -> RGB with the hue shifted: channel = V - C * clamp(2 - d, 0, 1), d the distance on
+    # the hue circle (length 6) from H6 + 6 shift to 3, 5, 1 for R, G, B: d = 3 - ||u| - 3|
+    # with u = H6 - q, q = (p - 6 shift) wrapped into [-1, 5) per image, so that |u| <= 6
+    p = torch.tensor([3.0, 5.0, 1.0], dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    q = torch.sub(p, shift, alpha=6.0).add_(1.0).remainder_(6.0).sub_(1.0)  # (N, 3, 1, 1)
+    u = torch.sub(h6.unsqueeze(1), q)  # (N, 3, H, W)
+    u = u.abs_().sub_(3.0).abs_().sub_(1.0).clamp_(0.0, 1.0)  # 2 - d, clamped
+    return torch.addcmul(v.unsqueeze(1), chroma.unsqueeze(1), u, value=-1.0, out=u)
 
 
 def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
@@ -302,7 +343,8 @@ def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``shift`` has the wrong type.
-        ValueError: if ``images`` is not RGB or ``shift`` has the wrong shape.
+        ValueError: if ``images`` does not have 3 (RGB) channels (a 1-channel image has no
+            hue) or ``shift`` has the wrong shape.
 
     Examples:
         >>> import torch
