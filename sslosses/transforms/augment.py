@@ -357,7 +357,7 @@ class Augmentation(nn.Module):
                 )
         if c == 1:
             return
-        if jitter_on and self.jitter[1] > 0:
+        if jitter_on and self.jitter[_CONTRAST] > 0:
             raise ValueError(
                 f"images must have 3 (RGB) or 1 (grayscale) channels for contrast jitter "
                 f"(jitter[1]={self.jitter[1]}), got {c} channels"
