@@ -228,7 +228,7 @@ def _barlow_case(
             Impl("solo-learn", "solo-learn barlow.py", "baseline", _barlow_solo, estimate=12 * dd)
         )
     impls.append(
-        Impl("lightly", "lightly BarlowTwinsLoss", "lightly", _barlow_lightly, False, 6 * dd)
+        Impl("lightly", "lightly BarlowTwinsLoss", "lightly", _barlow_lightly, estimate=6 * dd)
     )
     impls.append(Impl("auto", "sslosses auto", "sslosses", _barlow_ours("auto"), estimate=4 * dd))
     choice = None if device is None else _barlow_auto_choice(n, d, device, torch.float32)
@@ -399,7 +399,8 @@ def _swav_lightly(inputs: Inputs) -> Prepared:
         temperature=0.1, sinkhorn_iterations=3, sinkhorn_epsilon=0.05
     )
     scores = inputs["scores"]
-    return Prepared(lambda: loss(scores[:2], scores[2:]), list(scores))
+    # lightly returns shape (1,); reshape to the 0-d loss the other implementations return
+    return Prepared(lambda: loss(scores[:2], scores[2:]).reshape(()), list(scores))
 
 
 def _swav_ours(inputs: Inputs) -> Prepared:
@@ -412,7 +413,7 @@ def _swav_ours(inputs: Inputs) -> Prepared:
 def _swav_case(n: int, k: int, crops: int) -> Case:
     impls = (
         Impl("official", "official main_swav.py (baseline)", "baseline", _swav_official),
-        Impl("lightly", "lightly SwaVLoss", "lightly", _swav_lightly, exact=False),
+        Impl("lightly", "lightly SwaVLoss", "lightly", _swav_lightly),
         Impl("sslosses", "sslosses swav_loss", "sslosses", _swav_ours),
     )
     return Case(
