@@ -220,11 +220,13 @@ def test_autocast_bf16_computes_in_float32(chunk_size: int | None) -> None:
     torch.testing.assert_close(out, nt_xent(a, b), rtol=1e-6, atol=1e-6)
 
 
-def test_compile_fullgraph_matches_eager() -> None:
+@pytest.mark.parametrize("chunk_size", ["auto", 2])  # the plain path, the blockwise Function
+def test_compile_fullgraph_matches_eager(chunk_size: int | str) -> None:
     a, b = _pair(6, 5, dtype=torch.float32)
     compiled = torch.compile(nt_xent, fullgraph=True)
-    eager = _value_and_grads(lambda x, y: nt_xent(x, y, temperature=0.3), a, b)
-    got = _value_and_grads(lambda x, y: compiled(x, y, temperature=0.3), a, b)
+    kwargs = {"temperature": 0.3, "chunk_size": chunk_size}
+    eager = _value_and_grads(lambda x, y: nt_xent(x, y, temperature=0.3, chunk_size=None), a, b)
+    got = _value_and_grads(lambda x, y: compiled(x, y, **kwargs), a, b)
     _assert_close_all(got, eager, atol=1e-5, rtol=1e-5)
 
 
