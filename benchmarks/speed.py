@@ -280,16 +280,39 @@ def _ntxent_lightly(inputs: Inputs) -> Prepared:
     return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
 
 
-def _ntxent_ours(chunk_size: int | None) -> Callable[[Inputs], Prepared]:
+def _ntxent_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
     def prepare(inputs: Inputs) -> Prepared:
         from sslosses.nt_xent import nt_xent
 
         z_a, z_b = inputs["z_a"], inputs["z_b"]
-        return _loss_step(
-            lambda: nt_xent(z_a, z_b, temperature=0.1, chunk_size=chunk_size), inputs, "z_a", "z_b"
+        chunk: Any = chunk_size
+        prep = _loss_step(
+            lambda: nt_xent(z_a, z_b, temperature=0.1, chunk_size=chunk), inputs, "z_a", "z_b"
         )
+        if chunk_size == "auto":
+            rows = 2 * z_a.shape[0]
+            picked = _chunk_auto_choice(rows, rows, z_a.device)
+            prep.note = "" if picked == "?" else f"runs {picked}"
+        return prep
 
     return prepare
+
+
+def _chunk_auto_choice(rows: int, cols: int, device: torch.device) -> str:
+    """What ``chunk_size="auto"`` runs for these logits: ``"plain"``, a block size, or ``"?"``."""
+    try:
+        from sslosses._chunked_ce import resolve_chunk_size
+    except ImportError:  # an sslosses without the "auto" rule
+        return "?"
+    picked = resolve_chunk_size("auto", rows, cols, device)
+    return "plain" if picked is None else f"chunk_size={picked}"
+
+
+def _ntxent_auto_estimate(n: int) -> float:
+    """Extra bytes of ``chunk_size="auto"`` under the CPU rule (for skipping what cannot fit)."""
+    picked = _chunk_auto_choice(2 * n, 2 * n, torch.device("cpu"))
+    block = int(picked.split("=")[1]) if picked.startswith("chunk_size=") else 2 * n
+    return 4 * 4.0 * block * 2 * n
 
 
 def _ntxent_case(n: int, d: int, chunk_size: int, *, simclr: bool = True) -> Case:
@@ -302,6 +325,13 @@ def _ntxent_case(n: int, d: int, chunk_size: int, *, simclr: bool = True) -> Cas
         Impl("lightly", "lightly NTXentLoss", "lightly", _ntxent_lightly, estimate=6 * full),
         Impl(
             "dense", "sslosses chunk_size=None", "sslosses", _ntxent_ours(None), estimate=4 * full
+        ),
+        Impl(
+            "auto",
+            'sslosses chunk_size="auto" (the default)',
+            "sslosses",
+            _ntxent_ours("auto"),
+            estimate=_ntxent_auto_estimate(n),
         ),
         Impl(
             "chunked",
