@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from sslosses._validation import check_positive_int
+from sslosses._validation import check_bool, check_positive_int
 from sslosses.transforms import functional as TF
 from sslosses.transforms._checks import (
     Size,
@@ -38,8 +38,10 @@ class RandomResizedCrop(nn.Module):
     log-uniform aspect ratio in ``ratio``, 10 candidates and a centered fallback; see
     :func:`~sslosses.transforms.functional.sample_crop_boxes`); all crops are then resampled by
     bilinear :func:`torch.nn.functional.grid_sample`, batched, flips included
-    (:func:`~sslosses.transforms.functional.resized_crop`). Output is float32 in ``[0, 1]``
-    for ``uint8`` input (float64 stays float64).
+    (:func:`~sslosses.transforms.functional.resized_crop`), without antialiasing unless
+    ``antialias=True`` (then as ``F.interpolate(..., antialias=True)`` on each crop, the
+    default of torchvision's v2 ``RandomResizedCrop``). Output is float32 in ``[0, 1]`` for
+    ``uint8`` input (float64 stays float64).
 
     Args:
         size: output size ``s`` or ``(h, w)``.
@@ -47,6 +49,8 @@ class RandomResizedCrop(nn.Module):
             Default: ``(0.08, 1.0)`` (Inception / torchvision).
         ratio: aspect ratio (width / height) range. Default: ``(3/4, 4/3)``.
         flip_prob: probability of a horizontal flip. Default: ``0.5``.
+        antialias: filter before downscaling (antialiased bilinear resize). Default:
+            ``False``.
 
     Shape:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: :math:`(N, C, h, w)` or
@@ -62,7 +66,8 @@ class RandomResizedCrop(nn.Module):
         >>> from sslosses.transforms import RandomResizedCrop
         >>> crop = RandomResizedCrop(16, scale=(0.2, 1.0))
         >>> crop
-        RandomResizedCrop(size=(16, 16), scale=(0.2, 1.0), ratio=(0.75, 1.33...), flip_prob=0.5)
+        RandomResizedCrop(size=(16, 16), scale=(0.2, 1.0), ratio=(0.75, 1.33...), flip_prob=0.5,
+                          antialias=False)
         >>> crop(torch.rand(8, 3, 32, 32), generator=torch.Generator().manual_seed(0)).shape
         torch.Size([8, 3, 16, 16])
 
@@ -78,12 +83,14 @@ class RandomResizedCrop(nn.Module):
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
         flip_prob: float = 0.5,
+        antialias: bool = False,
     ) -> None:
         super().__init__()
         self.size: tuple[int, int] = check_size("size", size)
         self.scale: tuple[float, float] = check_unit_interval("scale", scale)
         self.ratio: tuple[float, float] = check_interval("ratio", ratio)
         self.flip_prob = check_probability("flip_prob", flip_prob)
+        self.antialias = check_bool("antialias", antialias)
 
     def sample_params(
         self,
@@ -128,7 +135,9 @@ class RandomResizedCrop(nn.Module):
         """Resample the crops described by ``params``: ``(V, N, C, h, w)`` (or ``(V, C, h, w)``)."""
         if not isinstance(params, CropParams):
             raise TypeError(f"params must be a CropParams, got {type(params).__name__}")
-        return TF.resized_crop(images, params.boxes, self.size, flip=params.flip)
+        return TF.resized_crop(
+            images, params.boxes, self.size, flip=params.flip, antialias=self.antialias
+        )
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Crop, resize and flip every image once.
@@ -143,10 +152,13 @@ class RandomResizedCrop(nn.Module):
         x, unbatched = as_batch("images", images)
         n, _, h, w = x.shape
         params = self.sample_params(n, h, w, generator=generator, device=x.device)
-        out = TF.resized_crop(x, params.boxes[0], self.size, flip=params.flip[0])
+        out = TF.resized_crop(
+            x, params.boxes[0], self.size, flip=params.flip[0], antialias=self.antialias
+        )
         return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:
         return (
-            f"size={self.size}, scale={self.scale}, ratio={self.ratio}, flip_prob={self.flip_prob}"
+            f"size={self.size}, scale={self.scale}, ratio={self.ratio}, "
+            f"flip_prob={self.flip_prob}, antialias={self.antialias}"
         )

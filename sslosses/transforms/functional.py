@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sslosses._validation import check_positive_int
+from sslosses._validation import check_bool, check_positive_int
 from sslosses.transforms._checks import (
     Size,
     as_batch,
@@ -726,6 +726,7 @@ def resized_crop(
     size: Size,
     *,
     flip: Tensor | None = None,
+    antialias: bool = False,
 ) -> Tensor:
     r"""Crop each image to its box, resize bilinearly to ``size`` and optionally flip it.
 
@@ -737,8 +738,20 @@ def resized_crop(
     ``F.interpolate(image[:, top:top+h, left:left+w][None], size, mode="bilinear",
     align_corners=False, antialias=False)`` followed by a horizontal flip where ``flip`` is
     true: sampling positions are clamped to the box, as interpolation clamps them to the
-    cropped image. There is no antialiasing; strong downscaling aliases (PIL's resize, used by
-    the original pipelines, filters first).
+    cropped image. By default there is no antialiasing, so strong downscaling aliases (PIL's
+    resize, used by the original pipelines, and torchvision's ``RandomResizedCrop`` filter
+    first).
+
+    With ``antialias=True`` the result equals, for each crop, ``F.interpolate(...,
+    mode="bilinear", align_corners=False, antialias=True)`` on the cropped image (then the
+    flip), up to rounding: the separable triangle filter of PyTorch's and PIL's antialiased
+    bilinear resize, of support :math:`\max(b / s, 1)` input pixels on each side for a box side
+    :math:`b` and an output side :math:`s`, centred at :math:`(i + 1/2)\,b / s` in the box,
+    restricted to the box and normalized per output pixel. It is applied as a banded weighted sum
+    of the box's rows (a few gathered rows per output row) followed by a batched matrix product
+    with the per-crop column weights, a few images at a time. Sizing the filter reads the boxes
+    (one device synchronization). Where every crop upscales (box no larger than ``size`` on both
+    axes) the filter is the bilinear one and the ``grid_sample`` path is used.
 
     Args:
         images: images.
@@ -747,6 +760,8 @@ def resized_crop(
             per image or ``V`` per image.
         size: output size ``s`` or ``(h, w)``.
         flip: whether to flip each crop horizontally. Default: ``None`` (no flips).
+        antialias: filter before downscaling, as ``F.interpolate(..., antialias=True)``.
+            Default: ``False``.
 
     Shape:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)` (then :math:`N = 1`).
@@ -772,6 +787,7 @@ def resized_crop(
     x, unbatched = as_batch("images", images)
     n, c, H, W = x.shape
     h_out, w_out = check_size("size", size)
+    check_bool("antialias", antialias)
     if not isinstance(boxes, Tensor):
         raise TypeError(f"boxes must be a torch.Tensor, got {type(boxes).__name__}")
     if boxes.dim() not in (2, 3) or tuple(boxes.shape[-2:]) != (n, 4):
@@ -788,6 +804,12 @@ def resized_crop(
                 f"got {tuple(flip.shape)}"
             )
     top, left, ch, cw = b.unbind(dim=-1)  # (V, N) each
+    if antialias and n > 0 and bool(((ch > h_out) | (cw > w_out)).any()):
+        out = _resized_crop_antialias(x, boxes.reshape(v, n, 4), (h_out, w_out), flip)
+        if single:
+            out = out.squeeze(0)
+            return out.squeeze(0) if unbatched else out
+        return out.squeeze(1) if unbatched else out
     gx = _sample_positions(left, cw, w_out, W)  # (V, N, w)
     gy = _sample_positions(top, ch, h_out, H)  # (V, N, h)
     if flip is not None:
@@ -829,3 +851,94 @@ def _sample_positions(start: Tensor, length: Tensor, out: int, full: int) -> Ten
     src = (start.unsqueeze(-1) - 0.5) + k * (length / out).unsqueeze(-1)  # (V, N, out)
     src = torch.minimum(torch.maximum(src, start.unsqueeze(-1)), (start + length - 1).unsqueeze(-1))
     return (2.0 * src + 1.0) / full - 1.0
+
+
+def _antialias_taps(start: Tensor, length: Tensor, out: int) -> tuple[Tensor, Tensor]:
+    """Taps of the antialiased bilinear resize of ``[start, start+length)`` to ``out`` samples.
+
+    PyTorch's ``_upsample_bilinear2d_aa`` / PIL's convention: with ``scale = length / out`` and
+    ``support = max(scale, 1)``, output ``i`` is centred at ``c = scale (i + 1/2)`` in the box and
+    weighs pixel ``j`` (centre ``j + 1/2``) by ``max(0, 1 - |j + 1/2 - c| / support)``, over the
+    pixels of the box, normalized to sum 1. Each output has ``K = max ceil(2 support) + 1``
+    consecutive taps (those outside the box or the support have weight 0).
+
+    Returns the absolute pixel indices and the weights, both ``(V, N, out, K)`` (int64 and
+    ``start``'s dtype).
+    """
+    scale = length / out  # (V, N)
+    support = torch.clamp(scale, min=1.0)  # (V, N)
+    k = int(torch.ceil(2.0 * support).max()) + 1  # the one synchronization
+    i = torch.arange(out, dtype=start.dtype, device=start.device) + 0.5  # (out,)
+    centre = scale.unsqueeze(-1) * i  # (V, N, out), in the box
+    first = torch.floor(centre - support.unsqueeze(-1) + 0.5)  # (V, N, out)
+    j = first.unsqueeze(-1) + torch.arange(k, dtype=start.dtype, device=start.device)  # (V,N,out,K)
+    dist = (j + 0.5 - centre.unsqueeze(-1)).abs_().div_(support[..., None, None])
+    weight = dist.neg_().add_(1.0).clamp_(min=0.0)  # triangle filter
+    inside = (j >= 0) & (j < length[..., None, None])
+    weight = torch.where(inside, weight, 0.0)
+    weight = weight / weight.sum(dim=-1, keepdim=True)  # (V, N, out, K)
+    j = torch.minimum(j.clamp_(min=0.0), (length - 1.0)[..., None, None])
+    return (j + start[..., None, None]).to(torch.int64), weight
+
+
+def _resized_crop_antialias(
+    x: Tensor, boxes: Tensor, size: tuple[int, int], flip: Tensor | None
+) -> Tensor:
+    """Antialiased :func:`resized_crop` of ``(N, C, H, W)`` float images, ``(V, N, C, h, w)`` out.
+
+    Rows first, as a banded sum: for each of the ``K`` vertical taps, the needed image rows of
+    every crop are gathered (``index_select``, whole rows) into a reused buffer and accumulated
+    with their weights, giving ``(C, h, W)`` per crop; then columns, by one batched matrix
+    product with each crop's dense ``(W, w)`` column weights (flips folded in). A few images
+    per step, so that the buffers stay small and are reused.
+    """
+    n, c, H, W = x.shape
+    h_out, w_out = size
+    v = boxes.shape[0]
+    geometry = _geometry_dtype(x.device)
+    b = boxes.to(device=x.device, dtype=geometry)
+    top, left, ch, cw = b.unbind(dim=-1)  # (V, N) each
+    iy, wy = _antialias_taps(top, ch, h_out)  # (V, N, h, Ky)
+    ix, wx = _antialias_taps(left, cw, w_out)  # (V, N, w, Kx)
+    if flip is not None:
+        f = flip.reshape(v, n, 1, 1).to(x.device)
+        ix = torch.where(f, ix.flip(2), ix)
+        wx = torch.where(f, wx.flip(2), wx)
+    ky, kx = iy.shape[-1], ix.shape[-1]
+    wy = wy.to(x.dtype)
+    wx = wx.to(x.dtype)
+    # row index into x viewed as (N * C * H, W): (n * C + c) * H + row
+    image = torch.arange(n, device=x.device).view(1, n, 1, 1) * c
+    channel = torch.arange(c, device=x.device).view(1, 1, c, 1)
+    rows = x.contiguous().view(n * c * H, W)
+    out = torch.empty(v, n, c, h_out, w_out, dtype=x.dtype, device=x.device)
+    step = _chunk_rows(n, v * c * h_out * (2 * W + w_out) * x.element_size())
+    gathered = torch.empty(v * step * c * h_out, W, dtype=x.dtype, device=x.device)
+    acc = torch.empty(v * step * c * h_out, W, dtype=x.dtype, device=x.device)
+    columns = torch.empty(v * step, W, w_out, dtype=x.dtype, device=x.device)
+    result = torch.empty(v * step, c * h_out, w_out, dtype=x.dtype, device=x.device)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        m = stop - start
+        g, a = gathered[: v * m * c * h_out], acc[: v * m * c * h_out]
+        # rows: a[v, n, c, i, :] = sum_k wy[v, n, i, k] * x[n, c, iy[v, n, i, k], :]
+        base = (image[:, start:stop] + channel) * H  # (1, m, C, 1)
+        for k in range(ky):
+            index = base + iy[:, start:stop, :, k].unsqueeze(2)  # (V, m, C, h)
+            torch.index_select(rows, 0, index.reshape(-1), out=g)
+            weight = wy[:, start:stop, :, k].reshape(v, m, 1, h_out, 1)
+            g5, a5 = g.view(v, m, c, h_out, W), a.view(v, m, c, h_out, W)
+            if k == 0:
+                torch.mul(g5, weight, out=a5)
+            else:
+                a5.addcmul_(g5, weight)
+        # columns: one (W, w) weight matrix per crop, taps scattered into it
+        cols = columns[: v * m].zero_()
+        cols.scatter_add_(
+            1,
+            ix[:, start:stop].reshape(v * m, w_out, kx).transpose(1, 2),
+            wx[:, start:stop].reshape(v * m, w_out, kx).transpose(1, 2),
+        )  # (V*m, W, w)
+        res = torch.bmm(a.view(v * m, c * h_out, W), cols, out=result[: v * m])
+        out[:, start:stop].copy_(res.view(v, m, c, h_out, w_out))
+    return out

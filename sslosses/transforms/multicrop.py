@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from sslosses._validation import check_positive_int
+from sslosses._validation import check_bool, check_positive_int
 from sslosses.transforms import functional as TF
 from sslosses.transforms._checks import (
     Size,
@@ -38,7 +38,8 @@ class MultiCrop(nn.Module):
     ``augmentations[g]`` (:class:`Augmentation`). Every crop of every image has its own random
     box, flip and augmentation parameters. Groups with the same output size are resampled
     together (:func:`~sslosses.transforms.functional.resized_crop`, batched
-    :func:`torch.nn.functional.grid_sample` calls over chunks of images); each group's pixel
+    :func:`torch.nn.functional.grid_sample` calls over chunks of images, or the antialiased
+    resize with ``antialias=True``); each group's pixel
     pipeline runs once on all its crops, in place on the resampled buffer. Called on
     ``(N, C, H, W)`` images it returns a list of :math:`V = \sum_g` ``crop_counts[g]``
     tensors ``(N, C, h_g, w_g)``, in group order (put the global crops first, as the losses
@@ -57,6 +58,9 @@ class MultiCrop(nn.Module):
             or ``None`` (crops only). Default: ``None``.
         ratio: aspect ratio range of every crop. Default: ``(3/4, 4/3)``.
         flip_prob: probability of a horizontal flip of every crop. Default: ``0.5``.
+        antialias: resize every crop with the antialiased bilinear filter of
+            ``F.interpolate(..., antialias=True)`` (see
+            :func:`~sslosses.transforms.functional.resized_crop`). Default: ``False``.
 
     Shape:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
@@ -94,6 +98,7 @@ class MultiCrop(nn.Module):
         augmentations: Augmentation | Sequence[Augmentation] | None = None,
         ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
         flip_prob: float = 0.5,
+        antialias: bool = False,
     ) -> None:
         super().__init__()
         sizes = _sequence("crop_sizes", crop_sizes)
@@ -105,6 +110,7 @@ class MultiCrop(nn.Module):
                 f"{len(sizes)}, {len(counts)} and {len(scales)}"
             )
         groups = len(sizes)
+        self.antialias = check_bool("antialias", antialias)
         if augmentations is None:
             augs: list[Augmentation] = [Augmentation() for _ in range(groups)]
         elif isinstance(augmentations, Augmentation):
@@ -130,6 +136,7 @@ class MultiCrop(nn.Module):
                 scale=check_unit_interval(f"crop_scales[{i}]", scale),
                 ratio=ratio,
                 flip_prob=flip_prob,
+                antialias=self.antialias,
             )
             for i, (size, scale) in enumerate(zip(sizes, scales, strict=True))
         )
@@ -199,7 +206,9 @@ class MultiCrop(nn.Module):
         for size, members in by_size.items():
             boxes = torch.cat([params[g][0].boxes for g in members])  # (sum V, N, 4)
             flip = torch.cat([params[g][0].flip for g in members])  # (sum V, N)
-            out = TF.resized_crop(x, boxes, size, flip=flip)  # (sum V, N, C, h, w)
+            out = TF.resized_crop(
+                x, boxes, size, flip=flip, antialias=self.antialias
+            )  # (sum V, N, C, h, w)
             parts = torch.split(out, [groups[g][2] for g in members])
             for g, part in zip(members, parts, strict=True):
                 resampled[g] = part
@@ -229,7 +238,7 @@ class MultiCrop(nn.Module):
         return [o.squeeze(0) for o in out] if unbatched else out
 
     def extra_repr(self) -> str:
-        return f"crop_counts={self.crop_counts}"
+        return f"crop_counts={self.crop_counts}, antialias={self.antialias}"
 
 
 def forward_multicrop(

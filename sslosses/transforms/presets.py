@@ -1,8 +1,9 @@
 """The augmentation recipes of SimCLR, BYOL, SwAV and DINO as :class:`MultiCrop` instances.
 
 Every default names its source. Deliberate differences from the original pipelines, which
-transform one PIL or TF image at a time: crops are resized bilinearly without antialiasing
-(DINO resizes bicubically with PIL, SimCLR and BYOL bicubically in TF); colour jitter uses
+transform one PIL or TF image at a time: crops are resized bilinearly, without antialiasing
+unless ``antialias=True`` (DINO resizes bicubically with PIL, which filters, SimCLR and BYOL
+bicubically in TF); colour jitter uses
 torchvision's formulas (BYOL's JAX code adds a brightness delta, and it and SimCLR's TF code
 take per-channel contrast means and scale saturation in HSV); blur uses a truncated,
 renormalized Gaussian kernel with reflection padding (SimCLR and BYOL pad with zeros, DINO uses
@@ -36,6 +37,7 @@ def simclr_transform(
     blur_prob: float = 0.5,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    antialias: bool = False,
 ) -> MultiCrop:
     r"""SimCLR's two views: the same random pipeline applied twice.
 
@@ -61,6 +63,8 @@ def simclr_transform(
         blur_prob: probability of blur. Default: ``0.5``.
         mean: normalization mean, or ``None``. Default: ``None``.
         std: normalization standard deviation, or ``None``. Default: ``None``.
+        antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
+            ``False``.
 
     Returns:
         A :class:`MultiCrop` making 2 views.
@@ -86,7 +90,7 @@ def simclr_transform(
         mean=mean,
         std=std,
     )
-    return MultiCrop((size,), (2,), (scale,), augmentations=aug)
+    return MultiCrop((size,), (2,), (scale,), augmentations=aug, antialias=antialias)
 
 
 def byol_transform(
@@ -95,6 +99,7 @@ def byol_transform(
     scale: tuple[float, float] = (0.08, 1.0),
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
+    antialias: bool = False,
 ) -> MultiCrop:
     r"""BYOL's asymmetric pair of views.
 
@@ -116,6 +121,8 @@ def byol_transform(
         scale: crop area fraction range. Default: ``(0.08, 1.0)``.
         mean: normalization mean, or ``None``. Default: ``IMAGENET_MEAN``.
         std: normalization standard deviation, or ``None``. Default: ``IMAGENET_STD``.
+        antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
+            ``False``.
 
     Returns:
         A :class:`MultiCrop` making 2 views (view 1, view 2).
@@ -145,7 +152,13 @@ def byol_transform(
         )
 
     view1, view2 = view(1.0, 0.0), view(0.1, 0.2)
-    return MultiCrop((size, size), (1, 1), (scale, scale), augmentations=(view1, view2))
+    return MultiCrop(
+        (size, size),
+        (1, 1),
+        (scale, scale),
+        augmentations=(view1, view2),
+        antialias=antialias,
+    )
 
 
 def swav_transform(
@@ -159,6 +172,7 @@ def swav_transform(
     blur_kernel_size: int | None = 23,
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = SWAV_STD,
+    antialias: bool = False,
 ) -> MultiCrop:
     r"""SwAV's multi-crop: 2 x 224 (area 0.14-1) + 6 x 96 (area 0.05-0.14).
 
@@ -185,6 +199,8 @@ def swav_transform(
             Default: ``23``.
         mean: normalization mean, or ``None``. Default: ``IMAGENET_MEAN``.
         std: normalization standard deviation, or ``None``. Default: ``SWAV_STD``.
+        antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
+            ``False``.
 
     Returns:
         A :class:`MultiCrop` making ``global_count + local_count`` crops, global first.
@@ -218,7 +234,7 @@ def swav_transform(
         counts.append(local_count)
         sizes.append(local_size)
         scales.append(local_scale)
-    return MultiCrop(sizes, counts, scales, augmentations=aug)
+    return MultiCrop(sizes, counts, scales, augmentations=aug, antialias=antialias)
 
 
 def dino_transform(
@@ -230,6 +246,7 @@ def dino_transform(
     local_scale: tuple[float, float] = (0.05, 0.4),
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
+    antialias: bool = False,
 ) -> MultiCrop:
     r"""DINO's multi-crop: 2 x 224 global crops (area 0.4-1) + 8 x 96 local crops (0.05-0.4).
 
@@ -252,6 +269,8 @@ def dino_transform(
         local_scale: area fraction range of the local crops. Default: ``(0.05, 0.4)``.
         mean: normalization mean, or ``None``. Default: ``IMAGENET_MEAN``.
         std: normalization standard deviation, or ``None``. Default: ``IMAGENET_STD``.
+        antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
+            ``False``.
 
     Returns:
         A :class:`MultiCrop` making ``2 + local_count`` crops: global 1, global 2, locals.
@@ -289,7 +308,7 @@ def dino_transform(
         counts.append(local_count)
         scales.append(local_scale)
         augs.append(aug(0.5, 0.0))
-    return MultiCrop(sizes, counts, scales, augmentations=augs)
+    return MultiCrop(sizes, counts, scales, augmentations=augs, antialias=antialias)
 
 
 def _check_count(name: str, value: object) -> int:
