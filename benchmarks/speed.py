@@ -328,7 +328,7 @@ def _ntxent_case(n: int, d: int, chunk_size: int, *, simclr: bool = True) -> Cas
         ),
         Impl(
             "auto",
-            'sslosses chunk_size="auto" (the default)',
+            'sslosses chunk_size="auto"',
             "sslosses",
             _ntxent_ours("auto"),
             estimate=_ntxent_auto_estimate(n),
