@@ -528,6 +528,8 @@ def _ema_copy(online: nn.Module) -> nn.Module:
 
 
 def _ema_baseline(update: Callable[..., None]) -> Callable[[Inputs], Prepared]:
+    """Timing of ``update(target, online, momentum=m)`` on a frozen copy of the parameters."""
+
     def prepare(inputs: Inputs) -> Prepared:
         online = inputs["online"]
         target = _ema_copy(online)
@@ -556,14 +558,7 @@ def _ema_lightly(inputs: Inputs) -> Prepared:
 def _ema_functional(inputs: Inputs) -> Prepared:
     from sslosses.ema import ema_update_
 
-    online = inputs["online"]
-    target = _ema_copy(online)
-
-    def step() -> list[Tensor]:
-        ema_update_(target, online, momentum=MOMENTUM)
-        return list(target.parameters())
-
-    return Prepared(step)
+    return _ema_baseline(ema_update_)(inputs)
 
 
 def _ema_module(inputs: Inputs) -> Prepared:

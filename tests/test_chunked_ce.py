@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -56,6 +58,17 @@ def test_auto_keeps_the_plain_path_while_compiling(monkeypatch: pytest.MonkeyPat
     assert resolve_chunk_size("auto", 16384, 16384, CPU) is None
 
 
+def _assert_auto_equals_plain(loss: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> None:
+    """``loss(chunk_size, *inputs)`` with ``"auto"`` and ``None``: same value and gradients."""
+    results = []
+    for chunk_size in ("auto", None):
+        leaves = [x.clone().requires_grad_(True) for x in inputs]
+        value = loss(chunk_size, *leaves)
+        results.append((value.detach(), *torch.autograd.grad(value, leaves)))
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+
 def _spy_blocks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the block size of every blockwise call (the plain path records nothing)."""
     seen: list[int] = []
@@ -74,15 +87,11 @@ def test_nt_xent_auto_chunks_a_large_batch_and_equals_the_plain_path(
 ) -> None:
     seen = _spy_blocks(monkeypatch)
     gen = torch.Generator().manual_seed(0)
-    a0, b0 = (torch.randn(1024, 16, generator=gen, dtype=torch.float64) for _ in range(2))
-    results = []
-    for chunk_size in ("auto", None):
-        a, b = a0.clone().requires_grad_(True), b0.clone().requires_grad_(True)
-        loss = nt_xent(a, b, temperature=0.2, chunk_size=chunk_size)
-        results.append((loss.detach(), *torch.autograd.grad(loss, [a, b])))
+    a, b = (torch.randn(1024, 16, generator=gen, dtype=torch.float64) for _ in range(2))
+    _assert_auto_equals_plain(
+        lambda chunk_size, a, b: nt_xent(a, b, temperature=0.2, chunk_size=chunk_size), a, b
+    )
     assert seen == [512]  # 2N = 2048 rows and columns: 2^20 / 2048 rows per block
-    for got, want in zip(*results, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
 
 def test_default_is_auto_and_small_batches_take_the_plain_path(
@@ -103,16 +112,15 @@ def test_info_nce_auto_chunks_a_long_queue_and_equals_the_plain_path(
 ) -> None:
     seen = _spy_blocks(monkeypatch)
     gen = torch.Generator().manual_seed(1)
-    q0, k = (torch.randn(256, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    q, k = (torch.randn(256, 8, generator=gen, dtype=torch.float64) for _ in range(2))
     u = torch.randn(8192, 8, generator=gen, dtype=torch.float64)
-    results = []
-    for chunk_size in ("auto", None):
-        q = q0.clone().requires_grad_(True)
-        loss = info_nce(q, k, negatives=u, in_batch_negatives=False, chunk_size=chunk_size)
-        results.append((loss.detach(), *torch.autograd.grad(loss, [q])))
+    _assert_auto_equals_plain(
+        lambda chunk_size, q: info_nce(
+            q, k, negatives=u, in_batch_negatives=False, chunk_size=chunk_size
+        ),
+        q,
+    )
     assert seen == [128]  # 256 rows x 8192 columns: 2^20 / 8192 = 128 rows, two blocks
-    for got, want in zip(*results, strict=True):
-        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("loss", [nt_xent, info_nce])
