@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from importlib.metadata import version as _version
 
 project = "sslosses"
@@ -28,3 +29,11 @@ html_theme = "furo"
 html_title = f"sslosses {release}"
 exclude_patterns = ["_build"]
 nitpicky = False
+# The same option flags as pytest's doctests (pyproject.toml), so both runners accept the same
+# examples: Sphinx's defaults plus NORMALIZE_WHITESPACE (long reprs are wrapped in docstrings).
+doctest_default_flags = (
+    doctest.ELLIPSIS
+    | doctest.IGNORE_EXCEPTION_DETAIL
+    | doctest.DONT_ACCEPT_TRUE_FOR_1
+    | doctest.NORMALIZE_WHITESPACE
+)
