@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any, Literal, TypeAlias
 
 import torch
+import torch.autograd.forward_ad as forward_ad
 import torch.distributed as dist
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from sslosses import distributed
 from sslosses._validation import check_positive_int
@@ -54,8 +54,9 @@ def resolve_chunk_size(
     """The rows per block that ``chunk_size`` means for an ``(rows, cols)`` logit matrix.
 
     ``"auto"`` (measured on one CPU thread, ``benchmarks/results/chunk_auto_rule.md``): on CPU
-    the blockwise path took 0.6-0.8x the time of the plain path for NT-Xent from 1024 x 1024
-    logits up, because its backward works in place on one block instead of several full-size
+    the blockwise path took 0.6-0.8x the time of the plain path for NT-Xent from 2048 x 2048
+    logits up (0.77-0.79x with fixed blocks at 1024 x 1024, where the rule is conservative),
+    because its backward works in place on one block instead of several full-size
     temporaries, about the same time (0.95-1.02x) for MoCo queries against a 65536-entry queue
     (where it saves the memory), and up to 1.45x the time on small matrices; so blocks of
     about ``CPU_BLOCK_ELEMENTS`` logits and at least ``CPU_MIN_BLOCK_ROWS`` rows, used once
@@ -98,9 +99,12 @@ def similarity_logsumexp(
     Returns:
         Shape ``(R,)``.
     """
+    auto = chunk_size == "auto"
     chunk_size = resolve_chunk_size(
         chunk_size, anchors.shape[0], candidates.shape[0], anchors.device
     )
+    if auto and chunk_size is not None and _transformed(anchors, candidates):
+        chunk_size = None  # the blockwise Function has no vmap rule and no forward-mode AD
     if chunk_size is not None:
         out: Tensor = _BlockwiseLogSumExp.apply(  # type: ignore[no-untyped-call]
             anchors, candidates, scale, exclude, chunk_size
@@ -112,6 +116,17 @@ def similarity_logsumexp(
         # in place on the matmul output, whose backward does not need it
         logits[rows, exclude] = float("-inf")
     return torch.logsumexp(logits, dim=1)  # (R,)
+
+
+def _transformed(*tensors: Tensor) -> bool:
+    """Whether :mod:`torch.func` transforms or forward-mode AD act on any of ``tensors``."""
+    wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    for t in tensors:
+        if wrapped is not None and bool(wrapped(t)):
+            return True
+        if forward_ad.unpack_dual(t).tangent is not None:  # type: ignore[no-untyped-call]
+            return True
+    return False
 
 
 def _block_logits(
@@ -149,29 +164,72 @@ class _BlockwiseLogSumExp(torch.autograd.Function):
         return lse
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_lse: Tensor) -> tuple[Tensor | None, ...]:
         anchors, candidates, lse, exclude = ctx.saved_tensors
         scale: float = ctx.scale
         chunk_size: int = ctx.chunk_size
-        need_anchors, need_candidates = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_anchors = torch.empty_like(anchors) if need_anchors else None
-        grad_candidates = torch.zeros_like(candidates) if need_candidates else None
-        with torch.autocast(device_type=anchors.device.type, enabled=False):
-            scaled = anchors * scale  # (R, D)
-            for start in range(0, anchors.shape[0], chunk_size):
-                stop = min(start + chunk_size, anchors.shape[0])
-                logits = _block_logits(scaled, candidates, exclude, start, stop)  # (B, M)
-                # d lse_i / d logit_ij = softmax_ij; excluded columns give exp(-inf) = 0
-                weights = logits.sub_(lse[start:stop, None]).exp_()
-                weights.mul_(grad_lse[start:stop, None])  # d loss / d logits, (B, M)
-                if grad_anchors is not None:
-                    torch.mm(weights, candidates, out=grad_anchors[start:stop])
-                if grad_candidates is not None:
-                    grad_candidates.addmm_(weights.T, anchors[start:stop], alpha=scale)
-        if grad_anchors is not None:
-            grad_anchors.mul_(scale)
-        return grad_anchors, grad_candidates, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: a differentiable (full-size) backward
+            grad_a, grad_c = _differentiable_grads(anchors, candidates, grad_lse, scale, exclude)
+            return grad_a, grad_c, None, None, None
+        return _blockwise_grads(
+            anchors,
+            candidates,
+            lse,
+            grad_lse,
+            scale,
+            exclude,
+            chunk_size,
+            *ctx.needs_input_grad[:2],
+        )
+
+
+def _blockwise_grads(
+    anchors: Tensor,
+    candidates: Tensor,
+    lse: Tensor,
+    grad_lse: Tensor,
+    scale: float,
+    exclude: Tensor | None,
+    chunk_size: int,
+    need_anchors: bool,
+    need_candidates: bool,
+) -> tuple[Tensor | None, ...]:
+    """First-order gradients, one recomputed block of logits at a time (in place, no graph)."""
+    grad_anchors = torch.empty_like(anchors) if need_anchors else None
+    grad_candidates = torch.zeros_like(candidates) if need_candidates else None
+    with torch.autocast(device_type=anchors.device.type, enabled=False):
+        scaled = anchors * scale  # (R, D)
+        for start in range(0, anchors.shape[0], chunk_size):
+            stop = min(start + chunk_size, anchors.shape[0])
+            logits = _block_logits(scaled, candidates, exclude, start, stop)  # (B, M)
+            # d lse_i / d logit_ij = softmax_ij; excluded columns give exp(-inf) = 0
+            weights = logits.sub_(lse[start:stop, None]).exp_()
+            weights.mul_(grad_lse[start:stop, None])  # d loss / d logits, (B, M)
+            if grad_anchors is not None:
+                torch.mm(weights, candidates, out=grad_anchors[start:stop])
+            if grad_candidates is not None:
+                grad_candidates.addmm_(weights.T, anchors[start:stop], alpha=scale)
+    if grad_anchors is not None:
+        grad_anchors.mul_(scale)
+    return grad_anchors, grad_candidates, None, None, None
+
+
+def _differentiable_grads(
+    anchors: Tensor, candidates: Tensor, grad_lse: Tensor, scale: float, exclude: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """The same gradients from the full logit matrix with differentiable ops (double backward).
+
+    Used only when the backward itself is recorded (``create_graph=True``, e.g. a gradient
+    penalty); it needs the memory of the plain path.
+    """
+    with torch.autocast(device_type=anchors.device.type, enabled=False):
+        logits = (anchors * scale) @ candidates.T  # (R, M)
+        if exclude is not None:
+            mask = torch.zeros_like(logits, dtype=torch.bool)
+            mask[torch.arange(anchors.shape[0], device=anchors.device), exclude] = True
+            logits = logits.masked_fill(mask, float("-inf"))
+        weights = torch.softmax(logits, dim=1) * grad_lse[:, None]  # d loss / d logits
+        return (weights @ candidates) * scale, (weights.T @ anchors) * scale
 
 
 def batch_layout(n_local: int, device: torch.device) -> tuple[int, int]:

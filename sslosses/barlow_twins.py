@@ -177,6 +177,10 @@ def barlow_twins_loss(
         ValueError: if an input is not 2-D or has no features, the shapes or devices differ,
             the (global) batch has fewer than 2 samples, ``lambd < 0``, ``eps <= 0``, or
             ``algorithm`` is unknown.
+        RuntimeError: from the backward, when it is asked for a differentiable gradient
+            (``create_graph=True``, e.g. a gradient penalty): every algorithm is a custom
+            autograd function with a first-order backward, and raising is safer than the
+            constant gradient PyTorch's ``once_differentiable`` would silently give.
 
     Examples:
         >>> import torch

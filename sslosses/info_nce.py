@@ -92,11 +92,12 @@ def info_nce(
     their log-sum-exp in the forward and recomputed in the backward (a custom autograd
     Function), so the extra memory is :math:`O(B (N + K))`. Value and gradient equal the plain
     path up to rounding. A block holds about :math:`3 \cdot B \cdot (N + K)` floats. ``None``
-    always builds the full matrix (the plain path, which also supports double backward).
-    ``"auto"`` (the default) applies the same rule as :func:`nt_xent`: on CPU, blocks of about
-    :math:`2^{20}` logits (at least 128 rows) once there are two of them (e.g. :math:`N \ge 256`
-    with a 65536-entry queue); on CUDA and other devices only above :math:`2^{28}` logits;
-    under :func:`torch.compile` the plain path.
+    always builds the full matrix (the plain path). ``"auto"`` (the default) applies the same
+    rule as :func:`nt_xent`: on CPU, blocks of about :math:`2^{20}` logits (at least 128 rows)
+    once there are two of them (e.g. :math:`N \ge 256` with a 65536-entry queue); on CUDA and
+    other devices only above :math:`2^{28}` logits; under :func:`torch.compile`,
+    :mod:`torch.func` and forward-mode AD the plain path. Double backward is exact on both
+    paths (the blockwise one builds the full matrix in that backward).
 
     **Distributed.** With ``gather_distributed=True`` and a process group of size
     :math:`W > 1`, the keys of all ranks are gathered with gradient

@@ -67,13 +67,17 @@ def nt_xent(
     the extra memory is :math:`O(B N)` instead of :math:`O(N^2)`. Value and gradient equal the
     plain path up to rounding. A block holds about :math:`3 \cdot B \cdot 2N` floats; at
     :math:`N = 8192` on one CPU thread ``chunk_size=256`` took 1/40 of the plain path's extra
-    memory and 0.7x its time. ``None`` always builds the full matrix (the plain path, which
-    also supports double backward). ``"auto"`` (the default) decides by shape and device:
-    on CPU it uses blocks of about :math:`2^{20}` logits (at least 128 rows) once the batch
-    holds two of them (from :math:`N = 1024`), where the blockwise path measured
-    0.6-0.8x the plain path's time; on CUDA and other devices it chunks only when the full
+    memory and 0.7x its time. ``None`` always builds the full matrix (the plain path).
+    ``"auto"`` (the default) decides by shape and device: on CPU it uses blocks of about
+    :math:`2^{20}` logits (at least 128 rows) once the batch holds two of them (from
+    :math:`N = 724`, :math:`2N \ge 1448` rows), where the blockwise path measured 0.6-0.8x the
+    plain path's time; on CUDA and other devices it chunks only when the full
     matrix would exceed :math:`2^{28}` logits (1 GiB in float32, :math:`N \ge 8192`), in
-    blocks of about :math:`2^{24}` logits; under :func:`torch.compile` it keeps the plain path.
+    blocks of about :math:`2^{24}` logits; under :func:`torch.compile`, :mod:`torch.func`
+    transforms and forward-mode AD it keeps the plain path (the blockwise Function has no vmap
+    or forward-mode rule, so pass ``chunk_size=None`` there rather than an integer). A double
+    backward (``create_graph=True``, e.g. a gradient penalty) through the blockwise path is
+    exact but builds the full matrix in that backward.
 
     **Distributed.** With ``gather_distributed=True`` and a process group of size
     :math:`W > 1`, both views are gathered from all ranks with gradient

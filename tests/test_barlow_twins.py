@@ -230,6 +230,18 @@ def test_gradcheck(algorithm: str, n: int, d: int) -> None:
     )
 
 
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_double_backward_raises_instead_of_a_silently_wrong_gradient(algorithm: str) -> None:
+    # once_differentiable would return a constant gradient here, making a penalty's gradient wrong
+    z_a, z_b = _pair(5, 4)
+    z_a.requires_grad_(True)
+    loss = barlow_twins_loss(z_a, z_b, algorithm=algorithm)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="barlow_twins_loss has no double backward"):
+        torch.autograd.grad(loss, [z_a], create_graph=True)
+    (grad,) = torch.autograd.grad(barlow_twins_loss(z_a, z_b, algorithm=algorithm), [z_a])  # type: ignore[arg-type]
+    assert grad.abs().sum() > 0  # first order still works
+
+
 def test_gradient_only_to_inputs_that_require_it() -> None:
     z_a, z_b = _pair(5, 4)
     z_a.requires_grad_(True)

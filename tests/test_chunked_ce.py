@@ -129,3 +129,53 @@ def test_rejects_unknown_chunk_size_strings(loss) -> None:
     message = "chunk_size must be an int > 0, 'auto' or None, got 'fast'"
     with pytest.raises(ValueError, match=message):
         loss(a, b, chunk_size="fast")
+
+
+def _gradient_penalty(chunk_size: int | str | None, a: torch.Tensor, b: torch.Tensor):
+    """The loss, its input gradient (create_graph) and the gradient of ||grad||^2."""
+    a = a.clone().requires_grad_(True)
+    b = b.clone().requires_grad_(True)
+    loss = nt_xent(a, b, temperature=0.3, chunk_size=chunk_size)
+    (grad_a,) = torch.autograd.grad(loss, [a], create_graph=True)
+    penalty = grad_a.square().sum()
+    return (loss.detach(), grad_a.detach(), *torch.autograd.grad(penalty, [a, b]))
+
+
+@pytest.mark.parametrize("chunk_size", [2, "auto"])
+def test_double_backward_equals_the_plain_path(chunk_size: int | str) -> None:
+    # "auto" chunks at N=1024 on CPU; the gradient of a gradient penalty must still be exact
+    n = 5 if chunk_size == 2 else 1024
+    gen = torch.Generator().manual_seed(4)
+    a, b = (torch.randn(n, 6, generator=gen, dtype=torch.float64) for _ in range(2))
+    got, want = _gradient_penalty(chunk_size, a, b), _gradient_penalty(None, a, b)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+def test_blockwise_gradgradcheck() -> None:
+    gen = torch.Generator().manual_seed(5)
+    q, k = (torch.randn(5, 3, generator=gen, dtype=torch.float64) for _ in range(2))
+    u = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    q.requires_grad_(True)
+    u.requires_grad_(True)
+    assert torch.autograd.gradgradcheck(
+        lambda q, u: info_nce(q, k, negatives=u, temperature=0.5, chunk_size=2), (q, u)
+    )
+
+
+def test_auto_keeps_the_plain_path_under_torch_func_and_forward_ad(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen = _spy_blocks(monkeypatch)
+    gen = torch.Generator().manual_seed(6)
+    a, b = (torch.randn(1024, 8, generator=gen, dtype=torch.float64) for _ in range(2))
+    grad = torch.func.grad(lambda x: nt_xent(x, b))(a)
+    plain_a = a.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(nt_xent(plain_a, b, chunk_size=None), [plain_a])
+    torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+    tangent = torch.randn(1024, 8, generator=gen, dtype=torch.float64)
+    _, jvp = torch.func.jvp(lambda x: nt_xent(x, b), (a,), (tangent,))
+    torch.testing.assert_close(jvp, (want * tangent).sum(), rtol=1e-9, atol=1e-12)
+    assert seen == []  # neither transform reached the blockwise Function
+    nt_xent(a, b)  # without a transform, "auto" chunks this batch
+    assert seen == [512]

@@ -237,3 +237,19 @@ def test_float32_is_close_to_the_float64_filter_on_large_crops() -> None:
     out = resized_crop(x, boxes, 224, antialias=True)
     ref = crop_ref(x.double(), boxes, (224, 224), None, antialias=True)
     torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        (6, 0, 8, 8),  # runs 4 rows past the bottom (would read the next channel's rows)
+        (0, 0, 0, 5),  # zero height
+        (-1, 0, 4, 4),  # negative top
+        (20, 20, 24, 24),  # far outside
+    ],
+)
+def test_antialias_rejects_boxes_outside_the_image(box: tuple[int, int, int, int]) -> None:
+    x = torch.zeros(2, 3, 10, 12)
+    boxes = torch.tensor([box, (0, 0, 10, 12)])
+    with pytest.raises(ValueError, match=r"boxes must lie inside the 10x12 images .* got"):
+        resized_crop(x, boxes, 4, antialias=True)

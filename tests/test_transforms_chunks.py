@@ -15,7 +15,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import sslosses.transforms.augment as augment_module
-from sslosses.transforms import IMAGENET_MEAN, IMAGENET_STD, Augmentation, MultiCrop
+from sslosses.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Augmentation,
+    MultiCrop,
+    swav_transform,
+)
 from sslosses.transforms import functional as TF
 
 F64 = torch.float64
@@ -107,3 +113,29 @@ def test_multicrop_chunked_equals_unchunked(monkeypatch: pytest.MonkeyPatch) -> 
     u8 = (x * 255).round().to(torch.uint8)
     for a, b in zip(mc(u8, generator=gen(5)), mc(u8.float() / 255, generator=gen(5)), strict=True):
         assert torch.equal(a, b)
+
+
+def test_accelerator_layout_takes_the_whole_batch_in_one_piece() -> None:
+    assert TF._chunk_rows(64, 10**9, torch.device("meta")) == 64
+    assert TF._chunk_rows(64, 10**9, torch.device("cpu")) == 1
+    assert TF._chunk_rows(0, 10**9, torch.device("meta")) == 1
+
+
+def test_accelerator_paths_compute_the_same_crops(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the non-CPU code paths (one chunk, one broadcast blur product), run here on CPU
+    x = torch.rand(6, 3, 40, 36, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    multicrop = swav_transform(24, 12, local_count=2, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    want = multicrop(x, generator=torch.Generator().manual_seed(7))
+    monkeypatch.setattr(TF, "_cache_tuned", lambda device: False)
+    calls: list[tuple[int, int]] = []
+    original = TF._chunk_rows
+
+    def spy(n: int, row_bytes: int, device: torch.device) -> int:
+        calls.append((n, original(n, row_bytes, device)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(TF, "_chunk_rows", spy)
+    got = multicrop(x, generator=torch.Generator().manual_seed(7))
+    assert calls and all(step == max(1, n) for n, step in calls)  # one piece each time
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=0, atol=1e-12)

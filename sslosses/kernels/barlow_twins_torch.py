@@ -24,7 +24,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+
+from sslosses._autograd import first_order_only
 
 __all__ = [
     "STRIP_ELEMENTS",
@@ -36,6 +37,13 @@ __all__ = [
     "strip_height",
     "tiled_loss",
 ]
+
+NO_DOUBLE_BACKWARD = (
+    "the Barlow Twins loss written with plain autograd ops (BatchNorm-standardized views, "
+    "C = A.T @ B / N, sum((diag(C) - 1)^2) + lambda * sum(offdiag(C)^2)) where a gradient of "
+    "the gradient is needed"
+)
+"""What the custom Functions' refusal of a double backward suggests instead."""
 
 STRIP_ELEMENTS = 1 << 22
 """The most elements of :math:`C` the tiled path holds at once (16 MiB in float32)."""
@@ -96,7 +104,7 @@ class DenseCrossCorrelationLoss(torch.autograd.Function):
         return value
 
     @staticmethod
-    @once_differentiable
+    @first_order_only("barlow_twins_loss", NO_DOUBLE_BACKWARD)
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         A, B, c, diag = ctx.saved_tensors
         start, stop = ctx.start, ctx.stop
@@ -133,7 +141,7 @@ class TiledCrossCorrelationLoss(torch.autograd.Function):
         return torch.stack(parts).sum()
 
     @staticmethod
-    @once_differentiable
+    @first_order_only("barlow_twins_loss", NO_DOUBLE_BACKWARD)
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         A, B = ctx.saved_tensors
         scale = grad / A.shape[0]
@@ -167,7 +175,7 @@ class GramFrobenius(torch.autograd.Function):
         return value
 
     @staticmethod
-    @once_differentiable
+    @first_order_only("barlow_twins_loss", NO_DOUBLE_BACKWARD)
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         A, B, ga, gb = ctx.saved_tensors
         start, stop = ctx.start, ctx.stop

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from sslosses.kernels.barlow_twins_torch import STRIP_ELEMENTS, strip_height
+from sslosses._autograd import first_order_only
+from sslosses.kernels.barlow_twins_torch import NO_DOUBLE_BACKWARD, STRIP_ELEMENTS, strip_height
 
 try:
     import triton
@@ -244,7 +244,7 @@ class TritonCrossCorrelationLoss(torch.autograd.Function):
         return forward(A, B, lambd, start, stop, blocks)
 
     @staticmethod
-    @once_differentiable
+    @first_order_only("barlow_twins_loss", NO_DOUBLE_BACKWARD)
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         A, B = ctx.saved_tensors
         height = strip_height(A.shape[1], ctx.budget)

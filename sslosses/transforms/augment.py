@@ -75,7 +75,7 @@ def _blur_rows(x: Tensor, mask: Tensor, sigma: Tensor, size: int, *, inplace: bo
     if index.numel() == 0:
         return x
     out = x if inplace else x.clone()
-    step = TF._chunk_rows(index.numel(), 3 * x[0].numel() * x.element_size())
+    step = TF._chunk_rows(index.numel(), 3 * x[0].numel() * x.element_size(), x.device)
     for rows in torch.split(index, step):
         out[rows] = TF._gaussian_blur(x[rows], sigma[rows], size)
     return out
@@ -137,7 +137,8 @@ class Augmentation(nn.Module):
     2. grayscale with probability ``grayscale_prob`` (luma :math:`0.299R + 0.587G + 0.114B`
        copied to the three channels; 1-channel images are already gray and left unchanged).
     3. Gaussian blur with probability ``blur_prob``, :math:`\sigma \sim U(\sigma_{min},
-       \sigma_{max})` pixels, one separable pass per direction for the whole batch.
+       \sigma_{max})` pixels, one separable pass per direction for the whole batch on
+       accelerators (on CPU a few images at a time, only those drawn for the blur).
     4. solarization with probability ``solarize_prob``: values :math:`\ge` ``solarize_threshold``
        become :math:`1 - x`.
     5. normalization :math:`(x - \mu) / \sigma` when ``mean`` and ``std`` are given.

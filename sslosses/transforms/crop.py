@@ -1,4 +1,7 @@
-"""Random resized crop with horizontal flip, one batched resample for all crops of a batch."""
+"""Random resized crop with horizontal flip, batched resampling of all crops of a batch.
+
+One resample per crop size on accelerators; on CPU a few images at a time (cache-sized).
+"""
 
 from __future__ import annotations
 

@@ -61,8 +61,19 @@ def _unbatch(images: Tensor, unbatched: bool) -> Tensor:
 _CHUNK_BYTES = 4 << 20  # temporaries of a batched op are kept below this size, when possible
 
 
-def _chunk_rows(n: int, row_bytes: int) -> int:
-    """Rows per chunk so that a chunk's temporaries (``row_bytes`` per row) fit _CHUNK_BYTES."""
+def _cache_tuned(device: torch.device) -> bool:
+    """Whether to work in cache-sized pieces (CPU) rather than one launch per operation."""
+    return device.type == "cpu"
+
+
+def _chunk_rows(n: int, row_bytes: int, device: torch.device) -> int:
+    """Rows per chunk so that a chunk's temporaries (``row_bytes`` per row) fit _CHUNK_BYTES.
+
+    Only where :func:`_cache_tuned`; on other devices one chunk of all ``n`` rows, so that the
+    batch stays one kernel launch per operation.
+    """
+    if not _cache_tuned(device):
+        return max(1, n)
     return max(1, min(n, _CHUNK_BYTES // max(1, row_bytes)))
 
 
@@ -522,9 +533,11 @@ def _conv_1d(x: Tensor, kernels: Tensor, dim: int, out: Tensor | None = None) ->
         m = _blur_matrices(kernels.to(x.dtype), side)  # (N, side, side)
         if dim == 3:
             torch.bmm(x.reshape(n, c * h, w), m.transpose(1, 2), out=out.view(n, c * h, w))
-        else:  # one product per channel: no copy of the matrices for the channels
+        elif _cache_tuned(x.device):  # one product per channel: no copies of the matrices
             for ch in range(c):
                 torch.bmm(m, x[:, ch], out=out[:, ch])
+        else:  # one broadcast product: a single launch on accelerators
+            torch.matmul(m.unsqueeze(1), x, out=out)
         return out
     k = kernels.shape[1]
     r = k // 2
@@ -553,7 +566,7 @@ def _gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     kw = gaussian_kernels(sigma, 2 * rw + 1) if rw > 0 else None
     kh = gaussian_kernels(sigma, 2 * rh + 1) if rh > 0 else None
     out = torch.empty((n, c, h, w), dtype=x.dtype, device=x.device)
-    step = _chunk_rows(n, 3 * c * h * w * x.element_size())
+    step = _chunk_rows(n, 3 * c * h * w * x.element_size(), x.device)
     for start in range(0, n, step):
         stop = min(n, start + step)
         src, dst = x[start:stop], out[start:stop]
@@ -749,8 +762,9 @@ def resized_crop(
     :math:`b` and an output side :math:`s`, centred at :math:`(i + 1/2)\,b / s` in the box,
     restricted to the box and normalized per output pixel. It is applied as a banded weighted sum
     of the box's rows (a few gathered rows per output row) followed by a batched matrix product
-    with the per-crop column weights, a few images at a time. Sizing the filter reads the boxes
-    (one device synchronization). Where every crop upscales (box no larger than ``size`` on both
+    with the per-crop column weights (on CPU a few images at a time). It reads the boxes (a few
+    device synchronizations: the boxes are checked to lie inside the images, and the filter
+    length is taken from them). Where every crop upscales (box no larger than ``size`` on both
     axes) the filter is the bilinear one and the ``grid_sample`` path is used.
 
     Args:
@@ -774,7 +788,8 @@ def resized_crop(
 
     Raises:
         TypeError: if an argument has the wrong type.
-        ValueError: if a shape does not match or ``size`` is not positive.
+        ValueError: if a shape does not match, ``size`` is not positive, or (with
+            ``antialias=True``, which reads the boxes) a box is not inside the image.
 
     Examples:
         >>> import torch
@@ -804,6 +819,8 @@ def resized_crop(
                 f"got {tuple(flip.shape)}"
             )
     top, left, ch, cw = b.unbind(dim=-1)  # (V, N) each
+    if antialias:
+        _check_boxes_inside(b, H, W)  # the antialias path indexes rows directly
     if antialias and n > 0 and bool(((ch > h_out) | (cw > w_out)).any()):
         out = _resized_crop_antialias(x, boxes.reshape(v, n, 4), (h_out, w_out), flip)
         if single:
@@ -821,7 +838,7 @@ def resized_crop(
     gx_n = gx.permute(1, 0, 2).unsqueeze(1)  # (N, 1, V, w)
     gy_n = gy.permute(1, 2, 0).unsqueeze(3)  # (N, h, V, 1)
     out = torch.empty(v, n, c, h_out, w_out, dtype=x.dtype, device=x.device)
-    step = _chunk_rows(n, (c + 2) * h_out * v * w_out * x.element_size())
+    step = _chunk_rows(n, (c + 2) * h_out * v * w_out * x.element_size(), x.device)
     for start in range(0, n, step):
         stop = min(n, start + step)
         grid = torch.empty(stop - start, h_out, v, w_out, 2, dtype=x.dtype, device=x.device)
@@ -853,6 +870,19 @@ def _sample_positions(start: Tensor, length: Tensor, out: int, full: int) -> Ten
     return (2.0 * src + 1.0) / full - 1.0
 
 
+def _check_boxes_inside(boxes: Tensor, H: int, W: int) -> None:
+    """Raise unless every ``(top, left, height, width)`` box of ``(V, N, 4)`` lies in the image."""
+    top, left, h, w = boxes.unbind(dim=-1)
+    bad = (top < 0) | (left < 0) | (h < 1) | (w < 1) | (top + h > H) | (left + w > W)
+    if bool(bad.any()):
+        first = boxes[bad][0].tolist()
+        raise ValueError(
+            f"boxes must lie inside the {H}x{W} images with height and width >= 1 "
+            f"(0 <= top, top + height <= {H}, 0 <= left, left + width <= {W}), got "
+            f"(top, left, height, width) = {tuple(int(v) for v in first)}"
+        )
+
+
 def _antialias_taps(start: Tensor, length: Tensor, out: int) -> tuple[Tensor, Tensor]:
     """Taps of the antialiased bilinear resize of ``[start, start+length)`` to ``out`` samples.
 
@@ -867,7 +897,7 @@ def _antialias_taps(start: Tensor, length: Tensor, out: int) -> tuple[Tensor, Te
     """
     scale = length / out  # (V, N)
     support = torch.clamp(scale, min=1.0)  # (V, N)
-    k = int(torch.ceil(2.0 * support).max()) + 1  # the one synchronization
+    k = int(torch.ceil(2.0 * support).max()) + 1  # reads the boxes (a device synchronization)
     i = torch.arange(out, dtype=start.dtype, device=start.device) + 0.5  # (out,)
     centre = scale.unsqueeze(-1) * i  # (V, N, out), in the box
     first = torch.floor(centre - support.unsqueeze(-1) + 0.5)  # (V, N, out)
@@ -912,7 +942,7 @@ def _resized_crop_antialias(
     channel = torch.arange(c, device=x.device).view(1, 1, c, 1)
     rows = x.contiguous().view(n * c * H, W)
     out = torch.empty(v, n, c, h_out, w_out, dtype=x.dtype, device=x.device)
-    step = _chunk_rows(n, v * c * h_out * (2 * W + w_out) * x.element_size())
+    step = _chunk_rows(n, v * c * h_out * (2 * W + w_out) * x.element_size(), x.device)
     gathered = torch.empty(v * step * c * h_out, W, dtype=x.dtype, device=x.device)
     acc = torch.empty(v * step * c * h_out, W, dtype=x.dtype, device=x.device)
     columns = torch.empty(v * step, W, w_out, dtype=x.dtype, device=x.device)

@@ -1,0 +1,36 @@
+"""Helpers for the custom autograd Functions behind the fast paths (private)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+_Backward = TypeVar("_Backward", bound=Callable[..., Any])
+
+
+def first_order_only(what: str, instead: str) -> Callable[[_Backward], _Backward]:
+    """Decorate a ``backward`` that cannot itself be differentiated.
+
+    PyTorch's ``once_differentiable`` raises on a second backward only when the incoming
+    gradient requires grad; for a loss (whose incoming gradient is a constant) it silently
+    treats the returned gradient as a constant under ``create_graph=True``, which makes
+    gradient penalties wrong. This decorator raises instead, naming ``what`` and the
+    alternative ``instead``, and otherwise runs ``backward`` without recording a graph.
+    """
+
+    def decorate(backward: _Backward) -> _Backward:
+        @functools.wraps(backward)
+        def wrapper(ctx: Any, *grads: Any) -> Any:
+            if torch.is_grad_enabled():  # the engine enables grad mode only for create_graph
+                raise RuntimeError(
+                    f"{what} has no double backward (create_graph=True, e.g. a gradient "
+                    f"penalty); use {instead}"
+                )
+            return backward(ctx, *grads)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
