@@ -86,12 +86,15 @@ def check_non_negative(name: str, value: object) -> float:
 
 
 def check_positive_int(name: str, value: object) -> int:
-    """Check that ``value`` is an ``int`` > 0."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Check that ``value`` is an integer > 0 (any ``numbers.Integral`` but ``bool``).
+
+    Returns it as a Python ``int`` (e.g. for a NumPy integer).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value <= 0:
         raise ValueError(f"{name} must be an int > 0, got {value}")
-    return value
+    return int(value)
 
 
 def check_bool(name: str, value: object) -> bool:

@@ -1159,3 +1159,11 @@ def test_runs_on_another_device_without_data_dependent_ops() -> None:
         assert [c.device.type for c in crops] == ["meta"] * 4
         assert [tuple(c.shape) for c in crops] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 2
         assert all(c.dtype == torch.float32 for c in crops)
+
+
+@pytest.mark.parametrize("shift", [float("nan"), float("inf"), -float("inf")])
+def test_adjust_hue_rejects_a_non_finite_shift(shift: float) -> None:
+    with pytest.raises(
+        ValueError, match=r"shift must be a finite number \(turns, taken modulo 1\)"
+    ):
+        TF.adjust_hue(torch.rand(2, 3, 4, 4), shift)

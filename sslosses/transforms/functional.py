@@ -343,7 +343,8 @@ def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
 
     Args:
         images: RGB images with values in ``[0, 1]``.
-        shift: hue shift in turns, in ``[-0.5, 0.5]``; ``0`` is the identity (up to rounding).
+        shift: hue shift in turns, taken modulo 1 (colour jitter draws it from
+            ``[-0.5, 0.5]``); ``0`` is the identity (up to rounding).
 
     Shape:
         - images: :math:`(N, 3, H, W)` or :math:`(3, H, W)`; shift: scalar or :math:`(N,)`.
@@ -355,7 +356,8 @@ def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
     Raises:
         TypeError: if ``images`` or ``shift`` has the wrong type.
         ValueError: if ``images`` does not have 3 (RGB) channels (a 1-channel image has no
-            hue) or ``shift`` has the wrong shape.
+            hue), ``shift`` has the wrong shape, or a number ``shift`` is not finite
+            (tensor shifts are not read, to avoid a device synchronization).
 
     Examples:
         >>> import torch
@@ -366,6 +368,8 @@ def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
     """
     x, unbatched = as_batch("images", images)
     _check_rgb("images", x)
+    if isinstance(shift, float) and not math.isfinite(shift):
+        raise ValueError(f"shift must be a finite number (turns, taken modulo 1), got {shift}")
     s = _per_sample("shift", shift, x)
     return _unbatch(_hue(x, s), unbatched)
 
