@@ -139,8 +139,9 @@ def _loss_step(fn: Callable[[], Tensor], inputs: Inputs, *names: str) -> Prepare
     return Prepared(step=fn, leaves=[inputs[n] for n in names])
 
 
-# Barlow Twins --------------------------------------------------------------------------------
-def _barlow_setup(n: int, d: int) -> Callable[[torch.device], Inputs]:
+def _pair_setup(n: int, d: int) -> Callable[[torch.device], Inputs]:
+    """Two ``(N, D)`` embeddings ``z_a``, ``z_b`` that require grad (Barlow Twins, NT-Xent, ...)."""
+
     def setup(device: torch.device) -> Inputs:
         gen = torch.Generator().manual_seed(0)
         return {
@@ -149,6 +150,9 @@ def _barlow_setup(n: int, d: int) -> Callable[[torch.device], Inputs]:
         }
 
     return setup
+
+
+# Barlow Twins --------------------------------------------------------------------------------
 
 
 def _barlow_official(inputs: Inputs) -> Prepared:
@@ -241,7 +245,7 @@ def _barlow_case(
         "barlow",
         f"{n}x{d}",
         f"N={n} D={d}",
-        _barlow_setup(n, d),
+        _pair_setup(n, d),
         tuple(impls),
         "official",
         min_repeats=min_repeats,
@@ -249,17 +253,6 @@ def _barlow_case(
 
 
 # NT-Xent ------------------------------------------------------------------------------------
-def _pair_setup(n: int, d: int) -> Callable[[torch.device], Inputs]:
-    def setup(device: torch.device) -> Inputs:
-        gen = torch.Generator().manual_seed(0)
-        return {
-            "z_a": _leaf(n, d, device=device, gen=gen),
-            "z_b": _leaf(n, d, device=device, gen=gen),
-        }
-
-    return setup
-
-
 def _ntxent_plain(inputs: Inputs) -> Prepared:
     z_a, z_b = inputs["z_a"], inputs["z_b"]
     return _loss_step(

@@ -110,11 +110,7 @@ def similarity_logsumexp(
             anchors, candidates, scale, exclude, chunk_size
         )
         return out
-    logits = (anchors * scale) @ candidates.T  # (R, M)
-    if exclude is not None:
-        rows = torch.arange(anchors.shape[0], device=anchors.device)
-        # in place on the matmul output, whose backward does not need it
-        logits[rows, exclude] = float("-inf")
+    logits = _block_logits(anchors * scale, candidates, exclude, 0, anchors.shape[0])  # (R, M)
     return torch.logsumexp(logits, dim=1)  # (R,)
 
 
@@ -132,6 +128,11 @@ def _transformed(*tensors: Tensor) -> bool:
 def _block_logits(
     scaled: Tensor, candidates: Tensor, exclude: Tensor | None, start: int, stop: int
 ) -> Tensor:
+    """Rows ``start:stop`` of the logits, each row's excluded column set to ``-inf``.
+
+    The mask is written in place on the matmul output, whose backward does not need it, so this
+    also serves differentiable (plain-path and double-backward) computations.
+    """
     logits = scaled[start:stop] @ candidates.T  # (B, M)
     if exclude is not None:
         rows = torch.arange(stop - start, device=logits.device)
@@ -223,11 +224,7 @@ def _differentiable_grads(
     penalty); it needs the memory of the plain path.
     """
     with torch.autocast(device_type=anchors.device.type, enabled=False):
-        logits = (anchors * scale) @ candidates.T  # (R, M)
-        if exclude is not None:
-            mask = torch.zeros_like(logits, dtype=torch.bool)
-            mask[torch.arange(anchors.shape[0], device=anchors.device), exclude] = True
-            logits = logits.masked_fill(mask, float("-inf"))
+        logits = _block_logits(anchors * scale, candidates, exclude, 0, anchors.shape[0])
         weights = torch.softmax(logits, dim=1) * grad_lse[:, None]  # d loss / d logits
         return (weights @ candidates) * scale, (weights.T @ anchors) * scale
 

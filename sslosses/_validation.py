@@ -97,6 +97,15 @@ def check_positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def check_non_negative_int(name: str, value: object) -> int:
+    """Check that ``value`` is an ``int`` >= 0 (a step count, a number of crops, ...)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must be an int >= 0, got {value}")
+    return value
+
+
 def check_bool(name: str, value: object) -> bool:
     """Check that ``value`` is a ``bool``."""
     if not isinstance(value, bool):

@@ -15,20 +15,12 @@ from typing import Any, Literal, TypeAlias
 import torch
 from torch import Tensor, nn
 
-from sslosses._validation import check_choice, check_positive_int
+from sslosses._validation import check_choice, check_non_negative_int, check_positive_int
 
 __all__ = ["EMA", "BufferPolicy", "cosine_schedule", "ema_update_"]
 
 BufferPolicy: TypeAlias = Literal["copy", "average", "keep"]
 _BUFFER_POLICIES: tuple[str, ...] = ("copy", "average", "keep")
-
-
-def _check_step(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value}")
-    return value
 
 
 def _check_finite(name: str, value: object) -> float:
@@ -89,7 +81,7 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
         Official code: google-deepmind/deepmind-research, ``byol/utils/schedules.py``
         (``target_ema``).
     """
-    step = _check_step("step", step)
+    step = check_non_negative_int("step", step)
     total_steps = check_positive_int("total_steps", total_steps)
     start = _check_finite("start", start)
     end = _check_finite("end", end)

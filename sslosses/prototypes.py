@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses._validation import (
+    check_non_negative_int,
     check_positive_int,
     check_same_device,
     check_tensor,
@@ -17,14 +18,6 @@ from sslosses._validation import (
 )
 
 __all__ = ["SwAVPrototypes"]
-
-
-def _check_non_negative_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value}")
-    return value
 
 
 class SwAVPrototypes(nn.Module):
@@ -101,7 +94,7 @@ class SwAVPrototypes(nn.Module):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.n_prototypes = check_positive_int("n_prototypes", n_prototypes)
-        self.freeze_steps = _check_non_negative_int("freeze_steps", freeze_steps)
+        self.freeze_steps = check_non_negative_int("freeze_steps", freeze_steps)
         self.weight = nn.Parameter(torch.empty(n_prototypes, dim))  # (K, D)
         self.reset_parameters()
 
@@ -147,7 +140,7 @@ class SwAVPrototypes(nn.Module):
             TypeError: if ``step`` is not an ``int``.
             ValueError: if ``step < 0``.
         """
-        step = _check_non_negative_int("step", step)
+        step = check_non_negative_int("step", step)
         if step < self.freeze_steps:
             self.weight.grad = None
             return True

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sslosses._validation import check_non_negative, check_positive_int
+from sslosses._validation import check_non_negative, check_non_negative_int, check_positive_int
 from sslosses.transforms._checks import Size, check_probability
 from sslosses.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augmentation
 from sslosses.transforms.multicrop import MultiCrop
@@ -139,25 +139,33 @@ def byol_transform(
         google-deepmind/deepmind-research ``byol/utils/augmentations.py``.
     """
 
-    def view(blur_prob: float, solarize_prob: float) -> Augmentation:
-        return Augmentation(
-            jitter=_BYOL_JITTER,
-            jitter_prob=0.8,
-            grayscale_prob=0.2,
-            blur_prob=blur_prob,
-            blur_sigma=_BLUR_SIGMA,
-            solarize_prob=solarize_prob,
-            mean=mean,
-            std=std,
-        )
-
-    view1, view2 = view(1.0, 0.0), view(0.1, 0.2)
+    view1 = _byol_view(1.0, 0.0, mean, std)
+    view2 = _byol_view(0.1, 0.2, mean, std)
     return MultiCrop(
         (size, size),
         (1, 1),
         (scale, scale),
         augmentations=(view1, view2),
         antialias=antialias,
+    )
+
+
+def _byol_view(
+    blur_prob: float,
+    solarize_prob: float,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+) -> Augmentation:
+    """BYOL's colour and blur pipeline (also DINO's) with one view's blur/solarize chances."""
+    return Augmentation(
+        jitter=_BYOL_JITTER,
+        jitter_prob=0.8,
+        grayscale_prob=0.2,
+        blur_prob=blur_prob,
+        blur_sigma=_BLUR_SIGMA,
+        solarize_prob=solarize_prob,
+        mean=mean,
+        std=std,
     )
 
 
@@ -230,7 +238,7 @@ def swav_transform(
     counts = [check_positive_int("global_count", global_count)]
     sizes: list[Size] = [global_size]
     scales = [global_scale]
-    if _check_count("local_count", local_count) > 0:
+    if check_non_negative_int("local_count", local_count) > 0:
         counts.append(local_count)
         sizes.append(local_size)
         scales.append(local_scale)
@@ -287,33 +295,13 @@ def dino_transform(
         arXiv:2104.14294; facebookresearch/dino ``main_dino.py``.
     """
 
-    def aug(blur_prob: float, solarize_prob: float) -> Augmentation:
-        return Augmentation(
-            jitter=_BYOL_JITTER,
-            jitter_prob=0.8,
-            grayscale_prob=0.2,
-            blur_prob=blur_prob,
-            blur_sigma=_BLUR_SIGMA,
-            solarize_prob=solarize_prob,
-            mean=mean,
-            std=std,
-        )
-
     sizes: list[Size] = [global_size, global_size]
     counts = [1, 1]
     scales = [global_scale, global_scale]
-    augs = [aug(1.0, 0.0), aug(0.1, 0.2)]
-    if _check_count("local_count", local_count) > 0:
+    augs = [_byol_view(1.0, 0.0, mean, std), _byol_view(0.1, 0.2, mean, std)]
+    if check_non_negative_int("local_count", local_count) > 0:
         sizes.append(local_size)
         counts.append(local_count)
         scales.append(local_scale)
-        augs.append(aug(0.5, 0.0))
+        augs.append(_byol_view(0.5, 0.0, mean, std))
     return MultiCrop(sizes, counts, scales, augmentations=augs, antialias=antialias)
-
-
-def _check_count(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value}")
-    return value
