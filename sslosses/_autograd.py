@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
+from torch import Tensor
 
 _Backward = TypeVar("_Backward", bound=Callable[..., Any])
+
+
+def apply_function(function: type[torch.autograd.Function], *args: object) -> Tensor:
+    """Run ``function.apply(*args)`` and return its tensor.
+
+    ``Function.apply`` is untyped in some torch releases and typed in others, so a direct call
+    needs a ``type: ignore`` on one release that is an error ("unused ignore") on the next. This
+    is the one place that calls it, through ``Any``, so type-checking does not depend on the
+    installed torch's stubs.
+    """
+    untyped: Any = function
+    return cast(Tensor, untyped.apply(*args))
 
 
 def first_order_only(what: str, instead: str) -> Callable[[_Backward], _Backward]:

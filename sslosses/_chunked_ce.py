@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from sslosses import distributed
+from sslosses._autograd import apply_function
 from sslosses._validation import check_positive_int
 
 ChunkSize: TypeAlias = int | Literal["auto"] | None
@@ -106,10 +107,7 @@ def similarity_logsumexp(
     if auto and chunk_size is not None and _transformed(anchors, candidates):
         chunk_size = None  # the blockwise Function has no vmap rule and no forward-mode AD
     if chunk_size is not None:
-        out: Tensor = _BlockwiseLogSumExp.apply(  # type: ignore[no-untyped-call]
-            anchors, candidates, scale, exclude, chunk_size
-        )
-        return out
+        return apply_function(_BlockwiseLogSumExp, anchors, candidates, scale, exclude, chunk_size)
     logits = _block_logits(anchors * scale, candidates, exclude, 0, anchors.shape[0])  # (R, M)
     return torch.logsumexp(logits, dim=1)  # (R,)
 
@@ -117,10 +115,11 @@ def similarity_logsumexp(
 def _transformed(*tensors: Tensor) -> bool:
     """Whether :mod:`torch.func` transforms or forward-mode AD act on any of ``tensors``."""
     wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    unpack_dual: Any = forward_ad.unpack_dual  # typed in some torch releases, not in others
     for t in tensors:
         if wrapped is not None and bool(wrapped(t)):
             return True
-        if forward_ad.unpack_dual(t).tangent is not None:  # type: ignore[no-untyped-call]
+        if unpack_dual(t).tangent is not None:
             return True
     return False
 

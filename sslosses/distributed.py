@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from sslosses._autograd import apply_function
+
 __all__ = ["all_reduce_sum", "gather", "is_available", "is_initialized", "rank", "world_size"]
 
 
@@ -120,8 +122,7 @@ def gather(tensor: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return tensor
-    out: Tensor = _Gather.apply(tensor)  # type: ignore[no-untyped-call]
-    return out
+    return apply_function(_Gather, tensor)
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
@@ -133,5 +134,4 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return tensor
-    out: Tensor = _AllReduceSum.apply(tensor)  # type: ignore[no-untyped-call]
-    return out
+    return apply_function(_AllReduceSum, tensor)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sslosses._autograd import first_order_only
+from sslosses._autograd import apply_function, first_order_only
 
 __all__ = [
     "STRIP_ELEMENTS",
@@ -196,23 +196,16 @@ class GramFrobenius(torch.autograd.Function):
 
 def dense_loss(A: Tensor, B: Tensor, lambd: float, start: int, stop: int) -> Tensor:
     """Rows ``[start, stop)`` of the loss from a stored strip of ``C`` (``"dense"``)."""
-    out: Tensor = DenseCrossCorrelationLoss.apply(  # type: ignore[no-untyped-call]
-        A, B, lambd, start, stop
-    )
-    return out
+    return apply_function(DenseCrossCorrelationLoss, A, B, lambd, start, stop)
 
 
 def tiled_loss(
     A: Tensor, B: Tensor, lambd: float, start: int, stop: int, budget: int = STRIP_ELEMENTS
 ) -> Tensor:
     """Rows ``[start, stop)`` of the loss in recomputed strips of ``budget`` elements."""
-    out: Tensor = TiledCrossCorrelationLoss.apply(  # type: ignore[no-untyped-call]
-        A, B, lambd, start, stop, budget
-    )
-    return out
+    return apply_function(TiledCrossCorrelationLoss, A, B, lambd, start, stop, budget)
 
 
 def gram_frobenius(A: Tensor, B: Tensor, start: int, stop: int) -> Tensor:
     """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / N^2`` (``"gram"``)."""
-    out: Tensor = GramFrobenius.apply(A, B, start, stop)  # type: ignore[no-untyped-call]
-    return out
+    return apply_function(GramFrobenius, A, B, start, stop)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sslosses._autograd import first_order_only
+from sslosses._autograd import apply_function, first_order_only
 from sslosses.kernels.barlow_twins_torch import NO_DOUBLE_BACKWARD, STRIP_ELEMENTS, strip_height
 
 try:
@@ -270,7 +270,4 @@ def triton_loss(
     blocks: tuple[int, int, int] = BLOCKS,
 ) -> Tensor:
     """Rows ``[start, stop)`` of the loss with the Triton kernels (0-d float32, differentiable)."""
-    out: Tensor = TritonCrossCorrelationLoss.apply(  # type: ignore[no-untyped-call]
-        A, B, lambd, start, stop, budget, blocks
-    )
-    return out
+    return apply_function(TritonCrossCorrelationLoss, A, B, lambd, start, stop, budget, blocks)
