@@ -1,17 +1,24 @@
 # One command per job; each creates .venv and installs what it needs on a fresh machine.
 #   make train   the reference training run (every method on bundled digits, prints a table)
-#   make test    every check: ruff, ruff format, mypy --strict, pytest (+doctests), sphinx -W
+#   make test    every check: ruff, ruff format, mypy --strict, pytest (+doctests), sphinx -W,
+#                and the release check (wheel + sdist built, metadata checked, the wheel installed
+#                into a clean venv with only torch and smoke-tested from outside the tree)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# CI may set PIP_CONSTRAINT (e.g. to pin torch==2.13.0, a CPU wheel); normal pip works without.
+# The tools (ruff, mypy, pytest, hypothesis, sphinx, ...) are pinned here so that a fresh machine
+# runs the same checks as CI; torch is not pinned and floats within pyproject.toml's range.
+# CI adds PIP_CONSTRAINT=.ci/constraints.txt (the CPU torch wheel on its disk) for speed.
+TOOLS  ?= constraints/tools.txt
+# The clean venv for the wheel check: only torch (the version .venv has) and the built wheel.
+WHEEL_VENV ?= .venv-wheel
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test lint typecheck pytest docs train bench clean
+.PHONY: install test lint typecheck pytest docs package train bench lock clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(TOOLS)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -c $(TOOLS) -e ".[dev]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -30,7 +37,21 @@ docs: install
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b doctest docs docs/_build/doctest
 
-test: lint typecheck pytest docs
+$(WHEEL_VENV)/.torch: $(VENV)/.installed
+	rm -rf $(WHEEL_VENV)
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q \
+	    "torch==$$($(PY) -c 'import torch; print(torch.__version__.split("+")[0])')"
+	touch $@
+
+package: install $(WHEEL_VENV)/.torch
+	rm -rf dist
+	$(PY) -m build --no-isolation --outdir dist .
+	$(PY) -m twine check --strict dist/*
+	$(WHEEL_VENV)/bin/python -m pip install -q --no-deps --force-reinstall dist/*.whl
+	cd /tmp && $(abspath $(WHEEL_VENV))/bin/python -I $(abspath .ci/wheel_smoke.py) $(abspath sslosses)
+
+test: lint typecheck pytest docs package
 
 train: install
 	$(PY) benchmarks/train.py --method all --out runs/default
@@ -38,5 +59,9 @@ train: install
 bench: install
 	$(PY) benchmarks/speed.py
 
+# Re-pin the tools after changing the extras: the versions .venv resolved, minus torch/triton.
+lock: install
+	$(PY) .ci/lock.py $(TOOLS)
+
 clean:
-	rm -rf $(VENV) docs/_build runs
+	rm -rf $(VENV) $(WHEEL_VENV) docs/_build runs dist build
