@@ -35,11 +35,11 @@ def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mea
 
     computed as the squared distance of the normalized vectors, exactly as the official
     ``regression_loss`` (with its ``l2_normalize``), so no per-sample loss rounds below 0;
-    for opposite vectors float32 rounding can pass 4 by a few ulps, so the value is clamped to
-    :math:`[0, 4]` while the gradient stays that of the formula above. The target is detached (stop-gradient), as BYOL's
-    target network carries no gradient. Symmetrize by calling it twice with the views
-    swapped, as the paper does. Inputs in half precision (or under autocast) are computed in
-    float32; float64 stays float64.
+    for opposite vectors float32 rounding can pass 4 by a few ulps, so the value is clamped
+    to :math:`[0, 4]` while the gradient stays that of the formula above. The target is
+    detached (stop-gradient), as BYOL's target network carries no gradient. Symmetrize by
+    calling it twice with the views swapped, as the paper does. Inputs in half precision (or
+    under autocast) are computed in float32; float64 stays float64.
 
     Args:
         prediction: the online network's prediction :math:`p`.

@@ -43,9 +43,9 @@ def negative_cosine_similarity(
     With ``stop_gradient=True`` (SimSiam's key ingredient) no gradient flows into ``target``.
     Each per-sample loss lies in :math:`[-1, 1]`: in float32 the cosine of (anti)parallel
     vectors can round one ulp past :math:`\pm 1`, so the value is clamped to the range while
-    the gradient stays that of the formula above (``acos(-loss)`` is always defined). Symmetrize by calling it twice with the views
-    swapped and averaging, as the paper does. Half-precision inputs (or autocast) are computed
-    in float32; float64 stays float64.
+    the gradient stays that of the formula above (``acos(-loss)`` is always defined).
+    Symmetrize by calling it twice with the views swapped and averaging, as the paper does.
+    Half-precision inputs (or autocast) are computed in float32; float64 stays float64.
 
     Args:
         prediction: the predictor output :math:`p`.
