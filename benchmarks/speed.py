@@ -521,14 +521,14 @@ def _ema_copy(online: nn.Module) -> nn.Module:
 
 
 def _ema_baseline(update: Callable[..., None]) -> Callable[[Inputs], Prepared]:
-    """Timing of ``update(target, online, momentum=m)`` on a frozen copy of the parameters."""
+    """Timing of ``update(target=..., online=..., momentum=m)`` on a frozen parameter copy."""
 
     def prepare(inputs: Inputs) -> Prepared:
         online = inputs["online"]
         target = _ema_copy(online)
 
         def step() -> list[Tensor]:
-            update(target, online, momentum=MOMENTUM)
+            update(target=target, online=online, momentum=MOMENTUM)
             return list(target.parameters())
 
         return Prepared(step)

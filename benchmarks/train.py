@@ -998,9 +998,18 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every RNG's state as tensors, ints, floats and None only: ``weights_only`` loads it."""
+    py_version, py_words, py_gauss = random.getstate()
+    np_name, np_words, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    if np_name != "MT19937":
+        raise ValueError(f"unexpected NumPy bit generator {np_name!r}")
     state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": torch.tensor(py_words, dtype=torch.int64),  # 625 words < 2**32
+        "python_version": int(py_version),
+        "python_gauss": py_gauss,
+        "numpy": torch.from_numpy(np.asarray(np_words, dtype=np.int64)),  # 624 uint32 words
+        "numpy_pos": int(np_pos),
+        "numpy_gauss": (int(np_has_gauss), float(np_gauss)),
         "torch": torch.get_rng_state(),
         "augment": generator.get_state(),
     }
@@ -1010,12 +1019,16 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["augment"])
+    """Restore :func:`rng_state`'s states (its tensors may have been mapped to an accelerator)."""
+    words = tuple(int(w) for w in state["python"].tolist())
+    random.setstate((state["python_version"], words, state["python_gauss"]))
+    has_gauss, gauss = state["numpy_gauss"]
+    np_words = state["numpy"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", np_words, state["numpy_pos"], has_gauss, gauss))
+    torch.set_rng_state(state["torch"].cpu())
+    generator.set_state(state["augment"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def config_fingerprint(cfg: Config) -> dict[str, Any]:
@@ -1130,7 +1143,9 @@ def train_method(
     curve: list[tuple[int, float]] = []
     curve_every, window = max(1, r.steps // 100), [0.0, 0]
     if cfg.resume and ckpt_path.is_file():
-        ckpt = torch.load(ckpt_path, map_location=rt.device, weights_only=False)
+        # Tensors, numbers and strings only (RNG states as tensors): nothing is unpickled
+        # beyond those, so a checkpoint cannot run code when it is loaded.
+        ckpt = torch.load(ckpt_path, map_location=rt.device, weights_only=True)
         check_resumable(ckpt_path, ckpt["config"], cfg)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -148,6 +148,17 @@ def reduce(loss: Tensor, reduction: Reduction) -> Tensor:
     return loss
 
 
+def clamp_value(loss: Tensor, low: float, high: float) -> Tensor:
+    """``loss`` with its value clamped to ``[low, high]`` and its gradient left as it was.
+
+    For bounded losses whose float32 value can leave the bound by an ulp through rounding:
+    the value is exactly ``loss.clamp(low, high)`` and the gradient (of any order) is that of
+    ``loss`` everywhere, so a row just past the bound keeps its gradient.
+    """
+    value = loss.detach()
+    return value.clamp(low, high) + (loss - value)
+
+
 def no_autocast(tensor: Tensor) -> torch.autocast:
     """A context that disables autocast on ``tensor``'s device, so losses compute in float32."""
     return torch.autocast(device_type=tensor.device.type, enabled=False)

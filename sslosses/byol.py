@@ -13,6 +13,7 @@ from sslosses._validation import (
     check_same_device,
     check_same_shape,
     check_tensor,
+    clamp_value,
     compute_dtype,
     no_autocast,
     reduce,
@@ -33,11 +34,12 @@ def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mea
         \qquad \hat x = \frac{x}{\sqrt{\max(\|x\|_2^2, \epsilon)}},\ \epsilon = 10^{-12}
 
     computed as the squared distance of the normalized vectors, exactly as the official
-    ``regression_loss`` (with its ``l2_normalize``), so each per-sample loss lies in
-    :math:`[0, 4]` without rounding below 0. The target is detached (stop-gradient), as BYOL's
-    target network carries no gradient. Symmetrize by calling it twice with the views
-    swapped, as the paper does. Inputs in half precision (or under autocast) are computed in
-    float32; float64 stays float64.
+    ``regression_loss`` (with its ``l2_normalize``), so no per-sample loss rounds below 0;
+    for opposite vectors float32 rounding can pass 4 by a few ulps, so the value is clamped
+    to :math:`[0, 4]` while the gradient stays that of the formula above. The target is
+    detached (stop-gradient), as BYOL's target network carries no gradient. Symmetrize by
+    calling it twice with the views swapped, as the paper does. Inputs in half precision (or
+    under autocast) are computed in float32; float64 stays float64.
 
     Args:
         prediction: the online network's prediction :math:`p`.
@@ -83,6 +85,7 @@ def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mea
         p = _l2_normalize(upcast(prediction, dtype))  # (N, D)
         z = _l2_normalize(upcast(target.detach(), dtype))  # (N, D)
         loss = (p - z).square().sum(dim=1)  # (N,)
+        loss = clamp_value(loss, 0.0, 4.0)  # rounding can pass 4 by a few ulps
     return reduce(loss, reduction)
 
 

@@ -137,12 +137,25 @@ def _copy_(target: list[Tensor], online: list[Tensor]) -> None:
         torch._foreach_copy_(target, online)
 
 
+def _check_direction(target: Sequence[Tensor], online: Sequence[Tensor]) -> None:
+    """Refuse an update whose ``target`` is trained while ``online`` is frozen: swapped roles."""
+    if any(t.requires_grad for t in target) and not any(o.requires_grad for o in online):
+        raise ValueError(
+            "target has parameters that require gradient while online has none: target and "
+            "online look swapped. target is the moving-average copy (frozen) and online the "
+            "trained network: lightly's update_momentum(model, model_ema, m) is "
+            "ema_update_(target=model_ema, online=model, momentum=m). If they are not swapped, "
+            "freeze the target first (target.requires_grad_(False)): a moving-average copy is "
+            "not trained by gradient"
+        )
+
+
 def ema_update_(
+    *,
     target: nn.Module | Sequence[Tensor],
     online: nn.Module | Sequence[Tensor],
-    *,
     momentum: float,
-    buffers: BufferPolicy = "copy",
+    buffers: BufferPolicy = "keep",
 ) -> None:
     r"""Move ``target`` towards ``online`` in place: one exponential-moving-average step.
 
@@ -154,16 +167,25 @@ def ema_update_(
     :func:`torch.no_grad`; ``momentum=1`` leaves the target unchanged and ``momentum=0`` copies
     ``online`` exactly.
 
+    **Argument order.** ``target`` and ``online`` are keyword-only, because the libraries
+    disagree on the order: lightly's ``update_momentum(model, model_ema, m)`` names the trained
+    network first and is ``ema_update_(target=model_ema, online=model, momentum=m)`` here.
+    As a second guard, a ``target`` with parameters (tensors) that require gradient next to an
+    ``online`` with none that do is refused as swapped.
+
     For modules, the floating-point parameters are averaged (paired by position in
     ``.parameters()``; the rare integer parameter is copied) and the buffers (paired by
     position in ``.buffers()``) follow ``buffers``:
 
+    - ``"keep"`` (the default): no buffer is touched; the target's buffers change only through
+      its own forward passes. This is what the original methods do: MoCo's
+      ``_momentum_update_key_encoder``, BYOL's target update and DINO's teacher update average
+      the parameters only (MoCo and BYOL run the target in training mode, so its BatchNorm
+      statistics follow its own batches).
     - ``"copy"``: every buffer is copied from ``online`` (BatchNorm running statistics track
-      the online network's; the default, as timm's ``ModelEmaV3``).
+      the online network's, as timm's ``ModelEmaV3``).
     - ``"average"``: floating-point buffers are averaged like the parameters; integer and bool
       buffers (BatchNorm's ``num_batches_tracked``) are copied, never averaged.
-    - ``"keep"``: no buffer is touched; the target's buffers change only through its own
-      forward passes (what MoCo, BYOL and DINO do: they update parameters only).
 
     For sequences of tensors every tensor is averaged; all must be floating-point and
     ``buffers`` is not used.
@@ -172,7 +194,7 @@ def ema_update_(
         target: the module (or tensors) updated in place.
         online: the module (or tensors) it moves towards, with the same structure.
         momentum: the weight :math:`m \in [0, 1]` kept from ``target``.
-        buffers: ``"copy"`` | ``"average"`` | ``"keep"``, for modules. Default: ``"copy"``.
+        buffers: ``"keep"`` | ``"copy"`` | ``"average"``, for modules. Default: ``"keep"``.
 
     Returns:
         ``None``; ``target`` is modified in place.
@@ -182,17 +204,18 @@ def ema_update_(
             tensors, a sequence holds a non-tensor or a non-floating tensor, a pair's dtypes
             differ, or ``momentum`` is not a real number.
         ValueError: if the numbers of parameters (buffers, tensors) differ, a pair's shapes or
-            devices differ, ``momentum`` is outside :math:`[0, 1]` or ``buffers`` is unknown.
+            devices differ, ``momentum`` is outside :math:`[0, 1]`, ``buffers`` is unknown, or
+            ``target`` requires gradient while ``online`` does not (swapped arguments).
 
     Examples:
         >>> import torch
         >>> from sslosses.functional import ema_update_
         >>> online, target = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2)
-        >>> ema_update_(target, online, momentum=0.0)  # momentum 0: an exact copy
+        >>> ema_update_(target=target, online=online, momentum=0.0)  # momentum 0: a copy
         >>> torch.equal(target.weight, online.weight)
         True
         >>> t, o = [torch.zeros(3)], [torch.ones(3)]
-        >>> ema_update_(t, o, momentum=0.75)
+        >>> ema_update_(target=t, online=o, momentum=0.75)
         >>> t[0]
         tensor([0.2500, 0.2500, 0.2500])
 
@@ -209,6 +232,7 @@ def ema_update_(
         t_params: list[Tensor] = [p for _, p in named]
         o_params: list[Tensor] = list(online.parameters())
         _check_pairs("parameters", t_params, o_params, [n for n, _ in named])
+        _check_direction(t_params, o_params)
         to_lerp: list[Tensor] = []
         from_lerp: list[Tensor] = []
         to_copy: list[Tensor] = []
@@ -251,6 +275,7 @@ def ema_update_(
         if not t.is_floating_point():
             raise TypeError(f"target[{i}] must have a floating-point dtype, got {t.dtype}")
     _check_pairs("tensors", t_list, o_list, [str(i) for i in range(len(t_list))])
+    _check_direction(t_list, o_list)
     _lerp_(t_list, o_list, weight)
 
 
@@ -274,10 +299,12 @@ class EMA(nn.Module):
     floating-point parameters, under :func:`torch.no_grad`.
 
     **Which tensors are averaged** (``buffers``): parameters always; buffers by policy.
-    ``"copy"`` (default) copies every buffer from ``model`` (BatchNorm running statistics are the
-    online network's); ``"average"`` averages floating-point buffers with the same momentum;
-    ``"keep"`` leaves the buffers to the copy's own forward passes, as MoCo, BYOL and DINO do
-    (they update parameters only). Integer buffers such as ``num_batches_tracked`` are copied
+    ``"keep"`` (default) leaves the buffers to the copy's own forward passes, as the original
+    MoCo, BYOL and DINO code does (their momentum update touches parameters only; MoCo and BYOL
+    run the target in training mode, so its BatchNorm statistics follow its own batches);
+    ``"copy"`` copies every buffer from ``model`` (BatchNorm running statistics are
+    the online network's, as timm's ``ModelEmaV3``); ``"average"`` averages floating-point
+    buffers with the same momentum. Integer buffers such as ``num_batches_tracked`` are copied
     under ``"copy"`` and ``"average"``, never averaged.
 
     **State**: :meth:`state_dict` holds the copy's weights and buffers (keys ``module.*``) and
@@ -304,7 +331,7 @@ class EMA(nn.Module):
             ``total_steps`` is given. Default: ``1.0``.
         total_steps: the length of the cosine schedule (the number of training steps), or
             ``None`` for a constant ``momentum``. Default: ``None``.
-        buffers: ``"copy"`` | ``"average"`` | ``"keep"``, see above. Default: ``"copy"``.
+        buffers: ``"keep"`` | ``"copy"`` | ``"average"``, see above. Default: ``"keep"``.
 
     Raises:
         TypeError: if ``model`` is not a :class:`torch.nn.Module` or a hyperparameter has the
@@ -349,7 +376,7 @@ class EMA(nn.Module):
         momentum: float = 0.996,
         final_momentum: float = 1.0,
         total_steps: int | None = None,
-        buffers: BufferPolicy = "copy",
+        buffers: BufferPolicy = "keep",
     ) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
@@ -396,7 +423,9 @@ class EMA(nn.Module):
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        ema_update_(self.module, model, momentum=self.momentum, buffers=self.buffers_policy)
+        ema_update_(
+            target=self.module, online=model, momentum=self.momentum, buffers=self.buffers_policy
+        )
         self._step += 1
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

@@ -2,13 +2,14 @@ r"""A first-in-first-out feature queue: MoCo's negatives and SwAV's feature queu
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._validation import check_positive_int, check_same_device, check_tensor
+from sslosses._validation import check_bool, check_positive_int, check_same_device, check_tensor
 
 __all__ = ["MoCoQueue"]
 
@@ -24,8 +25,19 @@ class MoCoQueue(nn.Module):
     original MoCo starts from random unit vectors, SwAV from zeros that it skips).
 
     The contents (buffer ``queue``), the write position and the fill count (``_extra_state``)
-    are in :meth:`state_dict`, so a run resumed from a checkpoint continues bit for bit. The
-    queue changes only through :meth:`push`; it has no ``forward``.
+    are in :meth:`state_dict`, so a run resumed from a checkpoint continues bit for bit. A
+    checkpoint of another ``size`` or ``dim`` is refused with a size-mismatch error, and a load
+    that fails leaves the queue exactly as it was (contents, write position and fill count).
+    The queue changes only through :meth:`push`; it has no ``forward``.
+
+    **Non-finite features.** A NaN or infinite row stays among the negatives for the next
+    ``size`` pushes. Usually the loss of the step that produced it is non-finite too and a
+    training loop that stops on a non-finite loss stops there; a loop that skips such steps
+    and goes on (e.g. with :class:`torch.amp.GradScaler`) should build the queue with
+    ``check_finite=True``: :meth:`push` then raises a :class:`ValueError` and stores nothing
+    when a row is not finite. The check reads a flag back from the device, so on an
+    accelerator it synchronizes once per push; it is off by default so that :meth:`push`
+    never synchronizes.
 
     With ``gather_distributed=True`` and a process group of ``W > 1`` ranks, :meth:`push`
     first gathers the features of all ranks (rank 0's rows first; ranks may push different
@@ -59,14 +71,17 @@ class MoCoQueue(nn.Module):
         dtype: the floating-point dtype of the stored features. Default: ``torch.float32``.
         device: where the buffer is allocated (``.to(device)`` moves it later). Default:
             ``None`` (the default device).
+        check_finite: make :meth:`push` refuse NaN and infinite features (one device
+            synchronization per push on an accelerator). Default: ``False``.
 
     Shape:
         - push input: :math:`(N, D)`, any :math:`N \ge 0`.
         - :meth:`features` output: :math:`(\min(K, \text{pushed}), D)`.
 
     Raises:
-        TypeError: if ``size`` or ``dim`` is not an ``int``, ``gather_distributed`` is not a
-            ``bool`` or ``dtype`` is not a floating-point ``torch.dtype``.
+        TypeError: if ``size`` or ``dim`` is not an ``int``, ``gather_distributed`` or
+            ``check_finite`` is not a ``bool`` or ``dtype`` is not a floating-point
+            ``torch.dtype``.
         ValueError: if ``size <= 0`` or ``dim <= 0``, or ``gather_distributed=True`` without
             :mod:`torch.distributed`.
 
@@ -101,11 +116,13 @@ class MoCoQueue(nn.Module):
         gather_distributed: bool = False,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str | None = None,
+        check_finite: bool = False,
     ) -> None:
         super().__init__()
         self.size = check_positive_int("size", size)
         self.dim = check_positive_int("dim", dim)
         self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+        self.check_finite = check_bool("check_finite", check_finite)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         self.register_buffer("queue", torch.zeros(size, dim, dtype=dtype, device=device))
@@ -130,15 +147,17 @@ class MoCoQueue(nn.Module):
         """Append ``features`` (detached and cast to :attr:`dtype`), overwriting the oldest.
 
         With ``gather_distributed=True`` the features of all ranks are gathered first (a
-        collective: every rank must call it).
+        collective: every rank must call it). With ``check_finite=True`` the (gathered)
+        features are checked before anything is written, so every rank raises together.
 
         Args:
             features: a floating-point tensor of shape :math:`(N, D)` on the queue's device.
 
         Raises:
             TypeError: if ``features`` is not a floating-point tensor.
-            ValueError: if ``features`` is not 2-D, its last dimension is not ``dim``, or it is
-                on another device than the queue.
+            ValueError: if ``features`` is not 2-D, its last dimension is not ``dim``, it is
+                on another device than the queue, or (with ``check_finite=True``) a row holds
+                NaN or infinity.
         """
         check_tensor("features", features, ndim=2)
         if features.shape[1] != self.dim:
@@ -152,6 +171,14 @@ class MoCoQueue(nn.Module):
         n = keys.shape[0]
         if n == 0:
             return
+        if self.check_finite:
+            bad = (~torch.isfinite(keys).all(dim=1)).nonzero().flatten()  # syncs on a device
+            if bad.numel():
+                which = "gathered rows" if self.gather_distributed else "rows"
+                raise ValueError(
+                    f"features must be finite (check_finite=True), got {bad.numel()} of {n} "
+                    f"{which} with NaN or inf (first: row {int(bad[0])}); nothing was pushed"
+                )
         if n >= self.size:  # only the newest `size` rows survive
             self.queue.copy_(keys[n - self.size :])
             self._ptr = 0
@@ -182,6 +209,10 @@ class MoCoQueue(nn.Module):
         return {"ptr": self._ptr, "count": self._count}
 
     def set_extra_state(self, state: Any) -> None:
+        self._ptr, self._count = self._parse_extra_state(state)
+
+    def _parse_extra_state(self, state: Any) -> tuple[int, int]:
+        """The write position and fill count of a saved extra state, checked against ``size``."""
         ptr = state.get("ptr") if isinstance(state, dict) else None
         count = state.get("count") if isinstance(state, dict) else None
         if (
@@ -197,11 +228,43 @@ class MoCoQueue(nn.Module):
                 "MoCoQueue extra state must be a dict with ints 'ptr' and 'count' consistent "
                 f"with size={self.size} (0 <= ptr < size, ptr == count unless full), got {state!r}"
             )
-        self._ptr = ptr
-        self._count = count
+        return ptr, count
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # All or nothing: check the buffer's shape and the extra state before torch writes
+        # either (it would copy the buffer, then apply the extra state, then report sizes).
+        saved = state_dict.get(prefix + "queue")
+        if isinstance(saved, Tensor) and saved.shape != self.queue.shape:
+            error_msgs.append(
+                f"size mismatch for {prefix}queue: the checkpoint holds a queue of shape "
+                f"{tuple(saved.shape)}, this MoCoQueue has size={self.size}, dim={self.dim} "
+                f"(shape {tuple(self.queue.shape)}); build the queue with the checkpoint's "
+                "size and dim to load it. Nothing was loaded into this queue"
+            )
+            return
+        keys = (prefix + "queue", prefix + "_extra_state")
+        present = [key in state_dict for key in keys]
+        if strict and present[0] != present[1]:  # the load fails: do not write the other one
+            missing_keys.append(keys[present.index(False)])
+            return
+        if present[1]:
+            self._parse_extra_state(state_dict[keys[1]])  # raises before anything is written
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, dim={self.dim}, dtype={self.queue.dtype}, "
             f"gather_distributed={self.gather_distributed}, filled={self._count}"
+            + (", check_finite=True" if self.check_finite else "")
         )

@@ -14,6 +14,7 @@ from sslosses._validation import (
     check_same_device,
     check_same_shape,
     check_tensor,
+    clamp_value,
     compute_dtype,
     no_autocast,
     reduce,
@@ -40,9 +41,11 @@ def negative_cosine_similarity(
         \qquad \epsilon = 10^{-8}
 
     With ``stop_gradient=True`` (SimSiam's key ingredient) no gradient flows into ``target``.
-    Each per-sample loss lies in :math:`[-1, 1]`. Symmetrize by calling it twice with the views
-    swapped and averaging, as the paper does. Half-precision inputs (or autocast) are computed
-    in float32; float64 stays float64.
+    Each per-sample loss lies in :math:`[-1, 1]`: in float32 the cosine of (anti)parallel
+    vectors can round one ulp past :math:`\pm 1`, so the value is clamped to the range while
+    the gradient stays that of the formula above (``acos(-loss)`` is always defined).
+    Symmetrize by calling it twice with the views swapped and averaging, as the paper does.
+    Half-precision inputs (or autocast) are computed in float32; float64 stays float64.
 
     Args:
         prediction: the predictor output :math:`p`.
@@ -91,6 +94,7 @@ def negative_cosine_similarity(
         loss = -F.cosine_similarity(
             upcast(prediction, dtype), upcast(target, dtype), dim=1, eps=_EPS
         )  # (N,)
+        loss = clamp_value(loss, -1.0, 1.0)  # rounding can leave [-1, 1] by an ulp
     return reduce(loss, reduction)
 
 

@@ -269,8 +269,14 @@ class SwAVLoss(nn.Module):
         self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
 
     def forward(
-        self, scores: Sequence[Tensor], queue_scores: Sequence[Tensor] | None = None
+        self, scores: Sequence[Tensor], *, queue_scores: Sequence[Tensor] | None = None
     ) -> Tensor:
+        """The loss of the ``V`` crops' ``scores`` (assignment crops first).
+
+        ``queue_scores`` is keyword-only: lightly's call shape ``loss(high_res, low_res)``
+        raises a :class:`TypeError` here instead of taking the low-resolution crops as queue
+        scores; write it ``loss([*high_res, *low_res])``.
+        """
         return swav_loss(
             scores,
             temperature=self.temperature,

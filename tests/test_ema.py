@@ -114,7 +114,7 @@ def test_ema_update_matches_loop_formula_float64(seed: int, m: float) -> None:
     expected = [t.clone() for t in target]
     _loop_ema(expected, online, m)
     online_before = [o.clone() for o in online]
-    ema_update_(target, online, momentum=m)
+    ema_update_(target=target, online=online, momentum=m)
     for t, e in zip(target, expected, strict=True):
         torch.testing.assert_close(t, e, rtol=0, atol=1e-14)
     for o, b in zip(online, online_before, strict=True):
@@ -136,7 +136,7 @@ def test_ema_update_uses_one_foreach_lerp_and_equals_per_tensor_lerp(
         real(a, b, w)
 
     monkeypatch.setattr(torch, "_foreach_lerp_", spy)
-    ema_update_(target, online, momentum=0.9, buffers="copy")
+    ema_update_(target=target, online=online, momentum=0.9, buffers="copy")
     assert calls == [len(list(target.parameters()))]  # one fused call over all parameters
     for p, e in zip(target.parameters(), expected, strict=True):
         assert torch.equal(p, e)  # bit-identical to the per-tensor lerp
@@ -145,16 +145,16 @@ def test_ema_update_uses_one_foreach_lerp_and_equals_per_tensor_lerp(
 def test_ema_update_extreme_momenta() -> None:
     target, online = _net(0), _net(1)
     before = copy.deepcopy(target)
-    ema_update_(target, online, momentum=1.0, buffers="keep")
+    ema_update_(target=target, online=online, momentum=1.0, buffers="keep")
     assert _state_equal(target, before)  # momentum 1: unchanged
-    ema_update_(target, online, momentum=0.0, buffers="copy")
+    ema_update_(target=target, online=online, momentum=0.0, buffers="copy")
     assert _state_equal(target, online)  # momentum 0: an exact copy
 
 
 def test_ema_update_does_not_track_gradient() -> None:
     online = nn.Linear(3, 2)
     target = nn.Linear(3, 2)  # requires_grad=True parameters
-    ema_update_(target, online, momentum=0.5)
+    ema_update_(target=target, online=online, momentum=0.5)
     assert target.weight.grad_fn is None
     assert target.weight.is_leaf
 
@@ -162,48 +162,130 @@ def test_ema_update_does_not_track_gradient() -> None:
 def test_ema_update_errors() -> None:
     a, b = nn.Linear(3, 2), nn.Linear(3, 2)
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got 1.5"):
-        ema_update_(a, b, momentum=1.5)
+        ema_update_(target=a, online=b, momentum=1.5)
     with pytest.raises(ValueError, match=r"momentum must be in \[0, 1\], got -0.1"):
-        ema_update_(a, b, momentum=-0.1)
+        ema_update_(target=a, online=b, momentum=-0.1)
     with pytest.raises(ValueError, match=r"momentum must be a finite number, got nan"):
-        ema_update_(a, b, momentum=math.nan)
+        ema_update_(target=a, online=b, momentum=math.nan)
     with pytest.raises(TypeError, match=r"momentum must be a float, got Tensor"):
-        ema_update_(a, b, momentum=torch.tensor(0.5))  # type: ignore[arg-type]
+        ema_update_(target=a, online=b, momentum=torch.tensor(0.5))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"buffers must be one of 'copy', 'average', 'keep'"):
-        ema_update_(a, b, momentum=0.5, buffers="mean")  # type: ignore[arg-type]
+        ema_update_(target=a, online=b, momentum=0.5, buffers="mean")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"same number of parameters, got 2 and 1"):
-        ema_update_(a, nn.Linear(3, 2, bias=False), momentum=0.5)
+        ema_update_(target=a, online=nn.Linear(3, 2, bias=False), momentum=0.5)
     with pytest.raises(ValueError, match=r"parameter weight must have the same shape .* \(2, 3\)"):
-        ema_update_(a, nn.Linear(4, 2), momentum=0.5)
+        ema_update_(target=a, online=nn.Linear(4, 2), momentum=0.5)
     with pytest.raises(
         TypeError,
         match=r"parameter weight must have the same dtype .* got torch.float32 and torch.float64",
     ):
-        ema_update_(a, nn.Linear(3, 2).double(), momentum=0.5)
+        ema_update_(target=a, online=nn.Linear(3, 2).double(), momentum=0.5)
     with pytest.raises(ValueError, match=r"parameter weight must be on the same device .* meta"):
-        ema_update_(a, nn.Linear(3, 2, device="meta"), momentum=0.5)
+        ema_update_(target=a, online=nn.Linear(3, 2, device="meta"), momentum=0.5)
     with pytest.raises(ValueError, match=r"same number of buffers, got 3 and 0"):
-        ema_update_(nn.BatchNorm1d(3, affine=False), nn.Identity(), momentum=0.5)
+        ema_update_(
+            target=nn.BatchNorm1d(3, affine=False),
+            online=nn.Identity(),
+            momentum=0.5,
+            buffers="copy",
+        )
     with pytest.raises(ValueError, match=r"buffer running_mean must have the same shape"):
-        ema_update_(nn.BatchNorm1d(3, affine=False), nn.BatchNorm1d(4, affine=False), momentum=0.5)
-    # with buffers="keep" the buffers are neither checked nor touched
-    ema_update_(nn.BatchNorm1d(3, affine=False), nn.Identity(), momentum=0.5, buffers="keep")
+        ema_update_(
+            target=nn.BatchNorm1d(3, affine=False),
+            online=nn.BatchNorm1d(4, affine=False),
+            momentum=0.5,
+            buffers="average",
+        )
+    # with buffers="keep" (the default) the buffers are neither checked nor touched
+    ema_update_(target=nn.BatchNorm1d(3, affine=False), online=nn.Identity(), momentum=0.5)
     with pytest.raises(
         TypeError, match=r"both be nn.Module or both sequences of tensors, got Linear"
     ):
-        ema_update_(a, [torch.zeros(2, 3)], momentum=0.5)
+        ema_update_(target=a, online=[torch.zeros(2, 3)], momentum=0.5)
     with pytest.raises(TypeError, match=r"both be nn.Module or both sequences .* got Tensor"):
-        ema_update_(torch.zeros(3), torch.zeros(3), momentum=0.5)
+        ema_update_(target=torch.zeros(3), online=torch.zeros(3), momentum=0.5)
     with pytest.raises(TypeError, match=r"both be nn.Module or both sequences .* got int"):
-        ema_update_(3, 4, momentum=0.5)  # type: ignore[arg-type]
+        ema_update_(target=3, online=4, momentum=0.5)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"online\[1\] must be a torch.Tensor, got float"):
-        ema_update_([torch.zeros(1), torch.zeros(1)], [torch.ones(1), 1.0], momentum=0.5)  # type: ignore[list-item]
+        ema_update_(
+            target=[torch.zeros(1), torch.zeros(1)], online=[torch.ones(1), 1.0], momentum=0.5
+        )  # type: ignore[list-item]
     with pytest.raises(TypeError, match=r"target\[0\] must have a floating-point dtype"):
-        ema_update_([torch.zeros(2, dtype=torch.long)], [torch.ones(2)], momentum=0.5)
+        ema_update_(target=[torch.zeros(2, dtype=torch.long)], online=[torch.ones(2)], momentum=0.5)
     with pytest.raises(ValueError, match=r"same number of tensors, got 1 and 2"):
-        ema_update_([torch.zeros(2)], [torch.ones(2), torch.ones(2)], momentum=0.5)
+        ema_update_(target=[torch.zeros(2)], online=[torch.ones(2), torch.ones(2)], momentum=0.5)
     with pytest.raises(ValueError, match=r"tensor 0 must have the same shape .* \(2,\) and \(3,\)"):
-        ema_update_([torch.zeros(2)], [torch.ones(3)], momentum=0.5)
+        ema_update_(target=[torch.zeros(2)], online=[torch.ones(3)], momentum=0.5)
+
+
+def test_ema_update_takes_target_and_online_by_keyword_only() -> None:
+    """Issue 10.6: lightly's positional order ``update_momentum(model, model_ema, m)`` silently
+    pulled the online network towards the copy; positional arguments are a TypeError now."""
+    model, model_ema = nn.Linear(3, 2), nn.Linear(3, 2)
+    before = copy.deepcopy(model)
+    with pytest.raises(TypeError, match=r"takes 0 positional arguments but 2"):
+        ema_update_(model, model_ema, momentum=0.5)  # type: ignore[misc]
+    assert _state_equal(model, before)
+
+
+def test_ema_update_refuses_a_trained_target_next_to_a_frozen_online() -> None:
+    """Issue 10.6: the roles swapped by keyword (``target`` the trained network, ``online``
+    the frozen copy, as lightly's argument order suggests) raise instead of pulling the
+    trained network towards the copy."""
+    model = _net(0)
+    model_ema = copy.deepcopy(model).requires_grad_(False)
+    _train_step(model, seed=1)
+    before = copy.deepcopy(model)
+    with pytest.raises(ValueError, match=r"target and online look swapped.*ema_update_\(target="):
+        ema_update_(target=model, online=model_ema, momentum=0.5)
+    assert _state_equal(model, before)  # nothing was written
+    params, frozen = list(model.parameters()), [p.detach() for p in model_ema.parameters()]
+    with pytest.raises(ValueError, match=r"target and online look swapped"):
+        ema_update_(target=params, online=frozen, momentum=0.5)
+    assert _state_equal(model, before)
+    # the right roles: the copy moves towards the trained network
+    ema_update_(target=model_ema, online=model, momentum=0.0)
+    assert all(
+        torch.equal(e, o) for e, o in zip(model_ema.parameters(), model.parameters(), strict=True)
+    )
+    # both trainable (e.g. an unfrozen deepcopy) or both frozen: allowed, as before
+    ema_update_(target=nn.Linear(3, 2), online=nn.Linear(3, 2), momentum=0.5)
+    ema_update_(
+        target=nn.Linear(3, 2).requires_grad_(False),
+        online=nn.Linear(3, 2).requires_grad_(False),
+        momentum=0.5,
+    )
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.5])
+def test_default_buffers_reproduce_the_original_moco_update(momentum: float) -> None:
+    """Issue 10.7: the default buffer policy reproduces MoCo / BYOL over several steps with
+    BatchNorm. facebookresearch/moco ``_momentum_update_key_encoder`` averages parameters only
+    (``param_k.mul_(m).add_(param_q.mul(1 - m))``); the key encoder runs in training mode, so
+    its running statistics come from its own forward passes (BYOL: ``target_state`` is
+    returned by the target's own ``forward.apply(..., is_training=True)``)."""
+    online = _net(0)
+    key = copy.deepcopy(online).requires_grad_(False)  # the original's key encoder
+    ema = EMA(online, momentum=momentum)  # default buffers
+    for step in range(6):
+        _train_step(online, seed=step)  # optimizer step + the online network's statistics
+        with torch.no_grad():  # the original's update, then the key forward in training mode
+            for q, k in zip(online.parameters(), key.parameters(), strict=True):
+                k.mul_(momentum).add_(q.mul(1.0 - momentum))
+        ema.update(online)
+        x = torch.randn(
+            8, 5, generator=torch.Generator().manual_seed(50 + step), dtype=torch.float64
+        )
+        with torch.no_grad():
+            key.train()(x)
+            ema.train()(x)
+    ours, original = ema.module.state_dict(), key.state_dict()
+    assert ours.keys() == original.keys()
+    for name in original:
+        torch.testing.assert_close(ours[name], original[name], rtol=1e-13, atol=1e-14)
+    # ... which the online network's statistics (the previous default "copy") are not
+    assert not torch.allclose(ours["1.running_mean"], online.state_dict()["1.running_mean"])
+    assert int(ours["1.num_batches_tracked"]) == 6  # the copy's own 6 forward passes
 
 
 # ------------------------------------------------------------------------------ EMA
@@ -255,7 +337,7 @@ def test_ema_constant_momentum_and_functional_equality() -> None:
         assert ema.momentum == 0.8
         _train_step(online, seed=k)
         ema.update(online)
-        ema_update_(twin, online, momentum=0.8)
+        ema_update_(target=twin, online=online, momentum=0.8)
     assert _state_equal(ema.module, twin)
 
 
@@ -361,7 +443,7 @@ def test_ema_half_precision_model() -> None:
 
 def test_ema_repr() -> None:
     ema = EMA(nn.Linear(2, 2), momentum=0.99, total_steps=100)
-    assert "momentum=0.99, final_momentum=1.0, total_steps=100, buffers='copy', step=0" in repr(ema)
+    assert "momentum=0.99, final_momentum=1.0, total_steps=100, buffers='keep', step=0" in repr(ema)
 
 
 def test_ema_errors() -> None:

@@ -187,6 +187,99 @@ def test_errors() -> None:
         queue(torch.randn(2, 3))  # no forward: mutation only through push
 
 
+def _snapshot(queue: MoCoQueue) -> tuple[torch.Tensor, int, int]:
+    return queue.queue.clone(), queue._ptr, len(queue)
+
+
+def _unchanged(queue: MoCoQueue, snapshot: tuple[torch.Tensor, int, int]) -> bool:
+    contents, ptr, count = snapshot
+    return torch.equal(queue.queue, contents) and queue._ptr == ptr and len(queue) == count
+
+
+@pytest.mark.parametrize(("saved_size", "size"), [(8, 4), (4, 8)])
+def test_loading_another_size_is_a_size_mismatch_and_changes_nothing(
+    saved_size: int, size: int
+) -> None:
+    """Issue 10.13: a larger checkpoint raised the extra-state error instead of the size
+    mismatch; a smaller one raised but left the write position and fill count changed."""
+    saved = MoCoQueue(saved_size, 3, dtype=torch.float64)
+    saved.push(_rows(100, 6))  # ptr 6 of 8 (over size 4), or wrapped in size 4 (ptr 2, full)
+    queue = MoCoQueue(size, 3, dtype=torch.float64)
+    queue.push(_rows(0, 3))
+    before = _snapshot(queue)
+    state = saved.state_dict()
+    with pytest.raises(
+        RuntimeError,
+        match=rf"size mismatch for queue: the checkpoint holds a queue of shape "
+        rf"\({saved_size}, 3\), this MoCoQueue has size={size}, dim=3",
+    ):
+        queue.load_state_dict(state)
+    assert _unchanged(queue, before)
+    assert torch.equal(queue.features(), _rows(0, 3))
+    with pytest.raises(RuntimeError, match=r"size mismatch"):  # strict=False still refuses
+        queue.load_state_dict(state, strict=False)
+    assert _unchanged(queue, before)
+    # inside a larger model: the prefix is named
+    outer, outer_saved = torch.nn.Module(), torch.nn.Module()
+    outer.queue, outer_saved.queue = queue, saved
+    with pytest.raises(RuntimeError, match=r"size mismatch for queue.queue: the checkpoint"):
+        outer.load_state_dict(outer_saved.state_dict())
+    assert _unchanged(queue, before)
+    # another dim is refused the same way
+    with pytest.raises(RuntimeError, match=r"size mismatch for queue: .* \(4, 5\), this"):
+        MoCoQueue(4, 3).load_state_dict(MoCoQueue(4, 5).state_dict())
+
+
+def test_failed_loads_leave_the_queue_as_it_was() -> None:
+    queue = MoCoQueue(4, 3, dtype=torch.float64)
+    queue.push(_rows(0, 3))
+    before = _snapshot(queue)
+    other = MoCoQueue(4, 3, dtype=torch.float64)
+    other.push(_rows(10, 1))
+    state = other.state_dict()
+    state["_extra_state"] = {"ptr": 3, "count": 1}  # inconsistent: the buffer is not copied
+    with pytest.raises(ValueError, match=r"MoCoQueue extra state must be a dict with ints"):
+        queue.load_state_dict(state)
+    assert _unchanged(queue, before)
+    only_buffer = {"queue": other.state_dict()["queue"]}
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) .*"_extra_state"'):
+        queue.load_state_dict(only_buffer)
+    assert _unchanged(queue, before)
+    only_extra = {"_extra_state": {"ptr": 1, "count": 1}}
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) .*"queue"'):
+        queue.load_state_dict(only_extra)
+    assert _unchanged(queue, before)
+    queue.load_state_dict(other.state_dict())  # a good checkpoint still loads
+    assert torch.equal(queue.features(), _rows(10, 1)) and queue._ptr == 1
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_check_finite_refuses_non_finite_rows(bad: float) -> None:
+    """Issue 10.14: NaN/inf rows were stored silently and stayed among the negatives."""
+    queue = MoCoQueue(4, 3, dtype=torch.float64, check_finite=True)
+    queue.push(_rows(0, 2))
+    before = _snapshot(queue)
+    batch = _rows(10, 5)
+    batch[3, 1] = bad
+    batch[4, 0] = bad
+    with pytest.raises(
+        ValueError,
+        match=r"features must be finite \(check_finite=True\), got 2 of 5 rows with NaN or "
+        r"inf \(first: row 3\); nothing was pushed",
+    ):
+        queue.push(batch)
+    assert _unchanged(queue, before)
+    queue.push(_rows(10, 3))  # finite rows still go in
+    assert torch.equal(queue.features(), torch.cat([_rows(0, 2), _rows(10, 3)])[-4:])
+    assert "check_finite=True" in repr(queue)
+    # off by default: stored as given (the documented behaviour without the check)
+    unchecked = MoCoQueue(4, 3, dtype=torch.float64)
+    unchecked.push(batch)
+    assert torch.isnan(unchecked.features()).any() or torch.isinf(unchecked.features()).any()
+    with pytest.raises(TypeError, match=r"check_finite must be a bool, got int"):
+        MoCoQueue(4, 3, check_finite=1)  # type: ignore[arg-type]
+
+
 def test_gather_distributed_without_torch_distributed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.distributed, "is_available", lambda: False)
     with pytest.raises(ValueError, match=r"gather_distributed=True needs torch.distributed"):

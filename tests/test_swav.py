@@ -270,7 +270,7 @@ def test_module_equals_functional() -> None:
     kwargs = {"temperature": 0.2, "epsilon": 0.03, "sinkhorn_iterations": 5}
     module = SwAVLoss(**kwargs, assign_crops=[1, 0])  # type: ignore[arg-type]
     torch.testing.assert_close(
-        module(crops, queue),
+        module(crops, queue_scores=queue),
         swav_loss(crops, **kwargs, assign_crops=(1, 0), queue_scores=queue),  # type: ignore[arg-type]
         rtol=0,
         atol=0,
@@ -312,6 +312,21 @@ def test_module_validates_in_init(kwargs: dict[str, object], error: type, match:
 def test_module_checks_assign_crops_against_the_crops() -> None:
     with pytest.raises(ValueError, match=r"assign_crops must hold indices >= 0 and < 2 .*got 3"):
         SwAVLoss(assign_crops=(0, 3))(_crops(2))
+
+
+def test_lightly_call_shape_is_a_type_error() -> None:
+    """Issue 10.5: lightly's ``SwAVLoss()(high_res, low_res)`` took the low-resolution crops
+    as queue scores (those crops got no gradient). ``queue_scores`` is keyword-only now."""
+    crops = _crops(4)
+    high, low = crops[:2], crops[2:]
+    with pytest.raises(TypeError, match=r"forward\(\) takes 2 positional arguments but 3"):
+        SwAVLoss()(high, low)
+    with pytest.raises(TypeError, match=r"swav_loss\(\) takes 1 positional argument but 2"):
+        swav_loss(high, low)  # type: ignore[misc]
+    # The intended call: all crops in one sequence, every crop gets gradient.
+    leaves = _leaves(crops)
+    SwAVLoss()(leaves).backward()
+    assert all(leaf.grad is not None and leaf.grad.abs().sum() > 0 for leaf in leaves)
 
 
 # ---------------------------------------------------------------------------- distributed

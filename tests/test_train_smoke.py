@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import io
 import json
 import pickle
+import random
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -68,7 +70,7 @@ def test_short_run_beats_untrained_encoder(method: str, tmp_path: Path) -> None:
 
 def _final_state(out: Path, method: str) -> dict[str, object]:
     """Model weights, buffers and extra states, and the optimizer's state, of a checkpoint."""
-    ckpt = torch.load(out / method / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(out / method / "checkpoint.pt", weights_only=True)
     state: dict[str, object] = dict(ckpt["model"])
     for index, entries in ckpt["optimizer"]["state"].items():
         for key, value in entries.items():
@@ -114,7 +116,7 @@ def test_resume_reproduces_an_uninterrupted_run(
     ]
     assert [h["step"] for h in history] == [10, 20]
     curves = [
-        torch.load(tmp_path / run / method / "checkpoint.pt", weights_only=False)["curve"]
+        torch.load(tmp_path / run / method / "checkpoint.pt", weights_only=True)["curve"]
         for run in ("straight", "resumed")
     ]
     assert curves[0] == curves[1] and len(curves[0]) == 20
@@ -134,6 +136,72 @@ def test_finished_run_is_reported_without_training(tmp_path: Path) -> None:
     (again,) = train.main(args)
     assert again.knn_top1 == first.knn_top1
     assert (tmp_path / "barlow-twins" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+_UNPICKLED: list[str] = []
+
+
+def _record_unpickling() -> str:
+    _UNPICKLED.append("code ran")
+    return "payload"
+
+
+class _Payload:
+    """An object whose unpickling calls a function: what a malicious checkpoint would do."""
+
+    def __reduce__(self) -> tuple[object, tuple[()]]:
+        return (_record_unpickling, ())
+
+
+def test_checkpoints_hold_only_weights_only_types_and_resume_refuses_others(
+    tmp_path: Path,
+) -> None:
+    """Issue 10.16: resume used ``torch.load(weights_only=False)``, which runs the code a
+    pickled object names. Checkpoints now hold tensors, numbers and strings only (the RNG
+    states as tensors), and resume loads with ``weights_only=True``."""
+    args = ["--method", "byol", "--steps", "3", *TINY, "--out", str(tmp_path)]
+    train.main([*args, "--stop-after", "2"])
+    path = tmp_path / "byol" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=True)  # raises on anything but the safe types
+    rng = ckpt["rng"][0]
+    assert all(isinstance(rng[k], torch.Tensor) for k in ("python", "numpy", "torch", "augment"))
+    assert ckpt["step"] == 2 and ckpt["model"]["target._extra_state"] == {"step": 2}
+    ckpt["note"] = _Payload()
+    torch.save(ckpt, path)
+    with pytest.raises(pickle.UnpicklingError, match=r"Weights only load failed"):
+        train.main(args)
+    assert _UNPICKLED == []  # the payload's code never ran
+
+
+def test_rng_state_round_trips_through_a_weights_only_load() -> None:
+    generator = torch.Generator().manual_seed(5)
+    random.seed(1)
+    np.random.seed(2)
+    torch.manual_seed(3)
+    random.gauss(0.0, 1.0)  # leaves a cached Gaussian in both Python's and NumPy's state
+    np.random.randn()
+    buf = io.BytesIO()
+    torch.save(train.rng_state(generator), buf)
+    buf.seek(0)
+    state = torch.load(buf, weights_only=True)
+
+    def draws() -> tuple[float, ...]:
+        return (
+            random.random(),
+            random.gauss(0.0, 1.0),
+            float(np.random.rand()),
+            float(np.random.randn()),
+            torch.rand(()).item(),
+            torch.rand((), generator=generator).item(),
+        )
+
+    expected = draws()
+    random.seed(9)
+    np.random.seed(9)
+    torch.manual_seed(9)
+    generator.manual_seed(9)
+    train.set_rng_state(state, generator)
+    assert draws() == expected
 
 
 # --- non-finite loss --------------------------------------------------------------------------
