@@ -80,7 +80,7 @@ def smoke_calls() -> dict[str, Smoke]:
 
     def ema_update() -> tuple[torch.Tensor, list[torch.Tensor]]:
         online, target = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
-        SF.ema_update_(target, online, momentum=0.5)
+        SF.ema_update_(target=target, online=online, momentum=0.5)
         return target.weight.detach().sum(), []
 
     return {
