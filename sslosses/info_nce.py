@@ -7,12 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._chunked_ce import (
-    ChunkSize,
-    batch_layout,
-    check_chunk_size,
-    similarity_logsumexp,
-)
+from sslosses._chunked_ce import ChunkSize, check_chunk_size, similarity_logsumexp
 from sslosses._validation import (
     Reduction,
     check_bool,
@@ -25,7 +20,6 @@ from sslosses._validation import (
     check_tensor,
     compute_dtype,
     no_autocast,
-    reduce,
     upcast,
 )
 from sslosses.distributed import _check_gather_distributed
@@ -204,22 +198,18 @@ def info_nce(
             k = F.normalize(k, dim=1)
             u = None if u is None else F.normalize(u, dim=1)
         positive = ((q * scale) * k).sum(dim=1)  # (N,): l_pos / tau
+        layout = distributed._global_layout(gather_distributed, q.shape[0], q.device)
         if in_batch_negatives:
-            keys = distributed.gather(k) if world > 1 else k  # (N_g, D)
-            n_global = keys.shape[0]  # >= 2 when gathered: each rank has a row
+            keys = k if layout is None else distributed._gather(k, layout)  # (N_g, D)
             candidates = keys if u is None else torch.cat([keys, u])  # (N_g + K, D)
             lse = similarity_logsumexp(q, candidates, scale=scale, chunk_size=chunk_size)
             loss = lse - positive  # (N,)
         else:
             assert u is not None  # checked above
-            n_global = batch_layout(q.shape[0], q.device)[1] if world > 1 else q.shape[0]
             lse_neg = similarity_logsumexp(q, u, scale=scale, chunk_size=chunk_size)  # (N,)
             # -log(e^pos / (e^pos + sum e^neg)) = softplus(lse_neg - pos), exact for any gap
             loss = F.softplus(lse_neg - positive)  # (N,)
-    if world > 1 and reduction != "none":
-        total = loss.sum()
-        return total * (world / n_global) if reduction == "mean" else total * world
-    return reduce(loss, reduction)
+    return distributed._reduce_over_ranks(loss, reduction, layout)
 
 
 class InfoNCELoss(nn.Module):

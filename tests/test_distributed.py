@@ -351,4 +351,3 @@ def test_layout_without_process_group() -> None:
         1.0,
     )
     assert distributed._global_layout(True, 5, torch.device("cpu")) is None
-
