@@ -104,8 +104,9 @@ def info_nce(
     (:math:`N_g` the global batch size), so the mean over ranks equals the single-process loss
     on the concatenated global batch, and each rank's input gradient divided by :math:`W` is
     its slice of the single-process gradient. ``"sum"`` returns :math:`W` times the local sum;
-    ``"none"`` returns this rank's rows of the global per-sample loss. Without a process group
-    the loss is computed locally.
+    ``"none"`` returns this rank's rows of the global per-sample loss. A double backward through
+    the gather is exact when every rank runs it. Without a process group the loss is computed
+    locally.
 
     Args:
         query: the queries :math:`q` (online encoder).

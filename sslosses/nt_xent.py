@@ -81,8 +81,9 @@ def nt_xent(
     ranks equals the single-process loss on the concatenated global batch, and each rank's
     input gradient divided by :math:`W` (DDP's averaging) is its slice of the single-process
     gradient. ``"sum"`` returns :math:`W` times the local sum (mean over ranks = global sum);
-    ``"none"`` returns this rank's rows of the global per-pair loss. Without a process group
-    the loss is computed locally.
+    ``"none"`` returns this rank's rows of the global per-pair loss. A double backward through
+    the gather is exact when every rank runs it. Without a process group the loss is computed
+    locally.
 
     Args:
         z_a: embeddings of the first view :math:`a`.
