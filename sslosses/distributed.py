@@ -95,7 +95,7 @@ class _BatchLayout:
 
     @property
     def total(self) -> int:
-        """The global batch size :math:`N_g = \\sum_r N_r`."""
+        r"""The global batch size :math:`N_g = \sum_r N_r`."""
         return sum(self.sizes)
 
     @property
