@@ -8,8 +8,6 @@ its positive logit. :func:`similarity_logsumexp` computes that log-sum-exp eithe
 log-sum-exp between forward and backward and recomputes each block's softmax in the backward, so
 the extra memory is ``O(chunk_size * M)`` instead of ``O(R * M)``. Both paths give the same value
 and gradient up to floating-point rounding.
-
-:func:`batch_layout` tells a rank where its rows sit in the gathered global batch.
 """
 
 from __future__ import annotations
@@ -18,10 +16,8 @@ from typing import Any, Literal, TypeAlias
 
 import torch
 import torch.autograd.forward_ad as forward_ad
-import torch.distributed as dist
 from torch import Tensor
 
-from sslosses import distributed
 from sslosses._autograd import apply_function
 from sslosses._validation import check_positive_int
 
@@ -226,19 +222,3 @@ def _differentiable_grads(
         logits = _block_logits(anchors * scale, candidates, exclude, 0, anchors.shape[0])
         weights = torch.softmax(logits, dim=1) * grad_lse[:, None]  # d loss / d logits
         return (weights @ candidates) * scale, (weights.T @ anchors) * scale
-
-
-def batch_layout(n_local: int, device: torch.device) -> tuple[int, int]:
-    """``(offset, n_global)``: the rows of the previous ranks and of all ranks.
-
-    One small all-gather of the batch sizes when a process group of size > 1 exists; ``(0,
-    n_local)`` otherwise.
-    """
-    world = distributed.world_size()
-    if world == 1:
-        return 0, n_local
-    size = torch.tensor([n_local], dtype=torch.long, device=device)
-    sizes = [torch.empty_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    counts = [int(s.item()) for s in sizes]
-    return sum(counts[: distributed.rank()]), sum(counts)

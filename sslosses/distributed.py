@@ -1,25 +1,37 @@
-"""Autograd-aware collectives for opt-in distributed losses.
+"""Autograd-aware collectives for opt-in distributed losses, and their shared plumbing.
 
 Every function here falls back to single-process behaviour when :mod:`torch.distributed` is not
 available or no process group is initialized: :func:`world_size` is 1, :func:`rank` is 0 and
-:func:`gather` returns its input unchanged.
+:func:`gather` returns its input unchanged. This is the only module of the package that imports
+:mod:`torch.distributed`; the losses reach it through the private helpers below (the layout of
+the global batch over ranks, the no-grad reductions and the reduction of a per-sample loss over
+ranks).
 
 Gradients: :func:`gather` concatenates the tensors of all ranks along dim 0; its backward sums
-the incoming gradient over ranks (an all-reduce) and returns this rank's slice. When every rank
-computes the same global loss from the gathered tensor, each rank's input gradient is therefore
-``world_size`` times its slice of the single-process gradient, and DDP's gradient averaging
-divides that factor out again.
+the incoming gradient over ranks and returns this rank's slice (a reduce-scatter). When every
+rank computes a loss from the gathered tensor and all ranks call ``backward``, each rank's input
+gradient is the gradient of the *sum* of the ranks' losses. The distributed losses scale their
+values so that the mean over ranks is the single-process loss on the global batch; each rank's
+gradient is then ``world_size`` times its slice of the single-process gradient, and DDP's
+gradient averaging divides that factor out again.
+
+The backward of :func:`gather` is itself an autograd Function whose backward is a gather again
+(and :func:`all_reduce_sum`'s backward is an all-reduce with gradient), so a double backward
+(``create_graph=True``, e.g. a gradient penalty) includes the cross-rank terms exactly, provided
+every rank runs it. A backward here never writes into the gradient tensor it is given.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from sslosses._autograd import apply_function
+from sslosses._validation import Reduction, reduce
 
 __all__ = ["all_reduce_sum", "gather", "is_available", "is_initialized", "rank", "world_size"]
 
@@ -58,48 +70,141 @@ def _check_gather_distributed(gather_distributed: object) -> bool:
     return gather_distributed
 
 
-def _batch_sizes(tensor: Tensor) -> list[int]:
-    size = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
-    sizes = [torch.empty_like(size) for _ in range(dist.get_world_size())]
+# ----------------------------------------------------------------------------- batch layout
+@dataclass(frozen=True)
+class _BatchLayout:
+    """The global batch: rank ``r`` holds rows ``offset_r : offset_r + sizes[r]``, rank 0 first."""
+
+    sizes: tuple[int, ...]
+    rank: int
+
+    @property
+    def world(self) -> int:
+        """The number of ranks :math:`W`."""
+        return len(self.sizes)
+
+    @property
+    def local(self) -> int:
+        """This rank's rows :math:`N_r`."""
+        return self.sizes[self.rank]
+
+    @property
+    def offset(self) -> int:
+        """The rows of the ranks before this one."""
+        return sum(self.sizes[: self.rank])
+
+    @property
+    def total(self) -> int:
+        r"""The global batch size :math:`N_g = \sum_r N_r`."""
+        return sum(self.sizes)
+
+    @property
+    def share(self) -> float:
+        """:math:`W N_r / N_g`: turns this rank's local mean into its share of the global mean.
+
+        The mean over ranks of ``share * local_mean`` is the mean over the global batch.
+        """
+        return self.world * self.local / self.total
+
+
+def _batch_layout(n_local: int, device: torch.device) -> _BatchLayout:
+    """Every rank's batch size (one small all-gather; ``(n_local,)`` without a process group)."""
+    world = world_size()
+    if world == 1:
+        return _BatchLayout((n_local,), 0)
+    size = torch.tensor([n_local], dtype=torch.long, device=device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
     dist.all_gather(sizes, size)
-    return [int(s.item()) for s in sizes]
+    return _BatchLayout(tuple(int(s.item()) for s in sizes), dist.get_rank())
 
 
+def _global_layout(
+    gather_distributed: bool, n_local: int, device: torch.device
+) -> _BatchLayout | None:
+    """The layout when a loss communicates (``gather_distributed`` and :math:`W > 1`), else None."""
+    if not gather_distributed or world_size() == 1:
+        return None
+    return _batch_layout(n_local, device)
+
+
+def _reduce_over_ranks(loss: Tensor, reduction: Reduction, layout: _BatchLayout | None) -> Tensor:
+    """Reduce this rank's per-sample ``loss`` so that the mean over ranks is the global reduction.
+
+    ``"mean"``: the local sum times :math:`W / N_g`; ``"sum"``: the local sum times :math:`W`;
+    ``"none"``: the rows unchanged (this rank's rows of the global per-sample loss). Without a
+    layout (no communication) this is the plain local reduction.
+    """
+    if layout is None or reduction == "none":
+        return reduce(loss, reduction)
+    total = loss.sum()
+    if reduction == "mean":
+        return total * (layout.world / layout.total)
+    return total * layout.world
+
+
+# ------------------------------------------------------------------------ no-grad reductions
+def _all_reduce_(tensor: Tensor, op: Literal["sum", "max"]) -> Tensor:
+    """Reduce ``tensor`` over ranks in place, without gradient (statistics such as marginals)."""
+    with torch.no_grad():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return tensor
+
+
+# --------------------------------------------------------------------- collectives with grad
 class _Gather(torch.autograd.Function):
+    """All-gather along dim 0; the backward is :class:`_ReduceScatter` (differentiable)."""
+
     @staticmethod
-    def forward(ctx: Any, tensor: Tensor) -> Tensor:
-        sizes = _batch_sizes(tensor)
-        largest = max(sizes)
+    def forward(ctx: Any, tensor: Tensor, layout: _BatchLayout) -> Tensor:
+        largest = max(layout.sizes)
         padded = tensor.contiguous()
         if tensor.shape[0] < largest:
             pad = tensor.new_zeros((largest - tensor.shape[0], *tensor.shape[1:]))
             padded = torch.cat([padded, pad])
-        parts = [torch.empty_like(padded) for _ in sizes]
+        parts = [torch.empty_like(padded) for _ in layout.sizes]
         dist.all_gather(parts, padded)
-        ctx.sizes = sizes
-        ctx.rank = dist.get_rank()
-        return torch.cat([part[:n] for part, n in zip(parts, sizes, strict=True)])
+        ctx.layout = layout
+        return torch.cat([part[:n] for part, n in zip(parts, layout.sizes, strict=True)])
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = sum(ctx.sizes[: ctx.rank])
-        return grad[start : start + ctx.sizes[ctx.rank]]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return apply_function(_ReduceScatter, grad, ctx.layout), None
+
+
+class _ReduceScatter(torch.autograd.Function):
+    """Sum over ranks, keep this rank's rows; the backward is :class:`_Gather` (differentiable)."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor, layout: _BatchLayout) -> Tensor:
+        summed = tensor.clone(memory_format=torch.contiguous_format)  # never reduce into the input
+        dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+        ctx.layout = layout
+        return summed[layout.offset : layout.offset + layout.local].clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return apply_function(_Gather, grad, ctx.layout), None
 
 
 class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the backward is this Function again (its own adjoint)."""
+
     @staticmethod
     def forward(ctx: Any, tensor: Tensor) -> Tensor:
-        out = tensor.clone()
+        out = tensor.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(out, op=dist.ReduceOp.SUM)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> Tensor:
-        grad = grad.clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        return grad
+        return apply_function(_AllReduceSum, grad)
+
+
+def _gather(tensor: Tensor, layout: _BatchLayout) -> Tensor:
+    """:func:`gather` with a known layout (skips the exchange of batch sizes)."""
+    if layout.world == 1:
+        return tensor
+    return apply_function(_Gather, tensor, layout)
 
 
 def gather(tensor: Tensor) -> Tensor:
@@ -107,6 +212,10 @@ def gather(tensor: Tensor) -> Tensor:
 
     Ranks may hold different batch sizes (dim 0); all other dims must match. Without a process
     group (or with one process) the input is returned unchanged.
+
+    The backward sums the incoming gradient over ranks and returns this rank's rows; it is
+    differentiable itself, so a double backward (``create_graph=True``) is exact when every
+    rank runs it.
 
     Args:
         tensor: this rank's tensor of shape ``(N_r, *)``.
@@ -122,14 +231,15 @@ def gather(tensor: Tensor) -> Tensor:
     """
     if world_size() == 1:
         return tensor
-    return apply_function(_Gather, tensor)
+    return _gather(tensor, _batch_layout(tensor.shape[0], tensor.device))
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over ranks, with gradient (the backward sums the gradient over ranks too).
 
     Use it where every rank then computes the same function of the sum: each rank's input
-    gradient is ``world_size`` times the single-process gradient, as with :func:`gather`.
+    gradient is ``world_size`` times the single-process gradient, as with :func:`gather`. The
+    backward is differentiable itself (double backward is exact when every rank runs it).
     Without a process group the input is returned unchanged.
     """
     if world_size() == 1:

@@ -7,12 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._chunked_ce import (
-    ChunkSize,
-    batch_layout,
-    check_chunk_size,
-    similarity_logsumexp,
-)
+from sslosses._chunked_ce import ChunkSize, check_chunk_size, similarity_logsumexp
 from sslosses._validation import (
     Reduction,
     check_bool,
@@ -25,7 +20,6 @@ from sslosses._validation import (
     check_tensor,
     compute_dtype,
     no_autocast,
-    reduce,
     upcast,
 )
 from sslosses.distributed import _check_gather_distributed
@@ -110,8 +104,9 @@ def info_nce(
     (:math:`N_g` the global batch size), so the mean over ranks equals the single-process loss
     on the concatenated global batch, and each rank's input gradient divided by :math:`W` is
     its slice of the single-process gradient. ``"sum"`` returns :math:`W` times the local sum;
-    ``"none"`` returns this rank's rows of the global per-sample loss. Without a process group
-    the loss is computed locally.
+    ``"none"`` returns this rank's rows of the global per-sample loss. A double backward through
+    the gather is exact when every rank runs it. Without a process group the loss is computed
+    locally.
 
     Args:
         query: the queries :math:`q` (online encoder).
@@ -204,22 +199,18 @@ def info_nce(
             k = F.normalize(k, dim=1)
             u = None if u is None else F.normalize(u, dim=1)
         positive = ((q * scale) * k).sum(dim=1)  # (N,): l_pos / tau
+        layout = distributed._global_layout(gather_distributed, q.shape[0], q.device)
         if in_batch_negatives:
-            keys = distributed.gather(k) if world > 1 else k  # (N_g, D)
-            n_global = keys.shape[0]  # >= 2 when gathered: each rank has a row
+            keys = k if layout is None else distributed._gather(k, layout)  # (N_g, D)
             candidates = keys if u is None else torch.cat([keys, u])  # (N_g + K, D)
             lse = similarity_logsumexp(q, candidates, scale=scale, chunk_size=chunk_size)
             loss = lse - positive  # (N,)
         else:
             assert u is not None  # checked above
-            n_global = batch_layout(q.shape[0], q.device)[1] if world > 1 else q.shape[0]
             lse_neg = similarity_logsumexp(q, u, scale=scale, chunk_size=chunk_size)  # (N,)
             # -log(e^pos / (e^pos + sum e^neg)) = softplus(lse_neg - pos), exact for any gap
             loss = F.softplus(lse_neg - positive)  # (N,)
-    if world > 1 and reduction != "none":
-        total = loss.sum()
-        return total * (world / n_global) if reduction == "mean" else total * world
-    return reduce(loss, reduction)
+    return distributed._reduce_over_ranks(loss, reduction, layout)
 
 
 class InfoNCELoss(nn.Module):

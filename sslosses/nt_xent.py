@@ -7,12 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._chunked_ce import (
-    ChunkSize,
-    batch_layout,
-    check_chunk_size,
-    similarity_logsumexp,
-)
+from sslosses._chunked_ce import ChunkSize, check_chunk_size, similarity_logsumexp
 from sslosses._validation import (
     Reduction,
     check_bool,
@@ -25,7 +20,6 @@ from sslosses._validation import (
     check_tensor,
     compute_dtype,
     no_autocast,
-    reduce,
     upcast,
 )
 from sslosses.distributed import _check_gather_distributed
@@ -87,8 +81,9 @@ def nt_xent(
     ranks equals the single-process loss on the concatenated global batch, and each rank's
     input gradient divided by :math:`W` (DDP's averaging) is its slice of the single-process
     gradient. ``"sum"`` returns :math:`W` times the local sum (mean over ranks = global sum);
-    ``"none"`` returns this rank's rows of the global per-pair loss. Without a process group
-    the loss is computed locally.
+    ``"none"`` returns this rank's rows of the global per-pair loss. A double backward through
+    the gather is exact when every rank runs it. Without a process group the loss is computed
+    locally.
 
     Args:
         z_a: embeddings of the first view :math:`a`.
@@ -159,9 +154,10 @@ def nt_xent(
             a = F.normalize(a, dim=1)
             b = F.normalize(b, dim=1)
         n, d = a.shape
-        if world > 1:
-            offset, n_global = batch_layout(n, a.device)  # N_g >= W >= 2
-            views = distributed.gather(torch.cat([a, b], dim=1))  # (N_g, 2D)
+        layout = distributed._global_layout(gather_distributed, n, a.device)
+        if layout is not None:
+            offset, n_global = layout.offset, layout.total  # N_g >= W >= 2
+            views = distributed._gather(torch.cat([a, b], dim=1), layout)  # (N_g, 2D)
             a_all, b_all = views[:, :d], views[:, d:]  # (N_g, D) each
         else:
             offset, n_global, a_all, b_all = 0, n, a, b
@@ -174,10 +170,7 @@ def nt_xent(
         )  # (2N,)
         positive = ((a * scale) * b).sum(dim=1)  # (N,): both directions share it
         loss = (lse[:n] + lse[n:]) / 2 - positive  # (N,)
-    if world > 1 and reduction != "none":
-        total = loss.sum()
-        return total * (world / n_global) if reduction == "mean" else total * world
-    return reduce(loss, reduction)
+    return distributed._reduce_over_ranks(loss, reduction, layout)
 
 
 class NTXentLoss(nn.Module):

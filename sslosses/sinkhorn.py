@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from sslosses import distributed
@@ -133,10 +132,8 @@ def _logsumexp_over_samples(x: Tensor, across_ranks: bool) -> Tensor:
     """``log(sum_n exp(x[n, k]))`` of an ``(N, K)`` tensor, summed over all ranks if asked."""
     if not across_ranks:
         return torch.logsumexp(x, dim=0)  # (K,)
-    peak = x.amax(dim=0)  # (K,)
-    dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-    total = torch.exp(x - peak).sum(dim=0)  # (K,)
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    peak = distributed._all_reduce_(x.amax(dim=0), "max")  # (K,)
+    total = distributed._all_reduce_(torch.exp(x - peak).sum(dim=0), "sum")  # (K,)
     return peak + torch.log(total)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -148,16 +147,8 @@ def swav_loss(
                     cross_entropy = cross_entropy - (codes * log_probs[v]).sum(dim=1).mean()
             loss = loss + cross_entropy / (n_crops - 1)
         loss = loss / len(assign)
-    if gather_distributed and distributed.world_size() > 1:
-        loss = loss * _global_share(n, crops[0].device)
-    return loss
-
-
-def _global_share(n_local: int, device: torch.device) -> float:
-    """``W * N_r / N``: the factor that turns a local mean into this rank's share."""
-    total = torch.tensor([n_local], dtype=torch.long, device=device)
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return distributed.world_size() * n_local / int(total.item())
+    layout = distributed._global_layout(gather_distributed, n, crops[0].device)
+    return loss if layout is None else loss * layout.share  # W N_r / N: this rank's share
 
 
 def _check_crops(scores: object) -> list[Tensor]:

@@ -28,10 +28,29 @@ def _seed_torch() -> None:
 
 
 @pytest.fixture(scope="session")
-def dist_pool() -> Iterator[object]:
-    """Two processes in a gloo group (see ``dist_harness.py``), shared by the whole session."""
+def _dist_pools() -> Iterator[dict[int, object]]:
+    """The gloo pools by world size, each started on first use and shared by the session."""
+    pools: dict[int, object] = {}
+    yield pools
+    for pool in pools.values():
+        pool.close()  # type: ignore[attr-defined]
+
+
+def _pool(pools: dict[int, object], world_size: int) -> object:
     from dist_harness import DistPool
 
-    pool = DistPool(world_size=2)
-    yield pool
-    pool.close()
+    if world_size not in pools:
+        pools[world_size] = DistPool(world_size=world_size)
+    return pools[world_size]
+
+
+@pytest.fixture(scope="session")
+def dist_pool(_dist_pools: dict[int, object]) -> object:
+    """Two processes in a gloo group (see ``dist_harness.py``), shared by the whole session."""
+    return _pool(_dist_pools, 2)
+
+
+@pytest.fixture(scope="session", params=[2, 3], ids=["W2", "W3"])
+def dist_pool_w(request: pytest.FixtureRequest, _dist_pools: dict[int, object]) -> object:
+    """A gloo pool of W = 2, then W = 3 processes: a wrong factor W cannot hide behind 2."""
+    return _pool(_dist_pools, request.param)
