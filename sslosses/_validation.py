@@ -1,7 +1,11 @@
 """Shared argument validation, dtype policy and reductions (private).
 
-Every public loss validates its inputs through these helpers so that the functional and module
-paths cannot drift apart and every error names the argument, what was expected and what came.
+Every public function and module validates its arguments through these helpers, so that the
+functional and module paths cannot drift apart and every error names the argument, what was
+expected and what came. One rule for numbers: an integer is any ``numbers.Integral`` but
+``bool`` (NumPy integers included), a real any finite ``numbers.Real`` (NumPy floats included);
+a wrong type raises ``TypeError``, a wrong value ``ValueError``. Image checks and the choice of
+the device random numbers are drawn on are in :mod:`sslosses.transforms._checks`.
 """
 
 from __future__ import annotations

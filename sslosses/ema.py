@@ -53,8 +53,8 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
         The value as a Python ``float``.
 
     Raises:
-        TypeError: if ``step`` or ``total_steps`` is not an ``int`` or ``start``/``end`` is not
-            a real number.
+        TypeError: if ``step`` or ``total_steps`` is not an integer (any integral number but
+            ``bool``, NumPy's included) or ``start``/``end`` is not a real number.
         ValueError: if ``step < 0``, ``total_steps <= 0`` or ``start``/``end`` is not finite.
 
     Examples:

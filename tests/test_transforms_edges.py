@@ -164,3 +164,29 @@ def test_to_float_never_returns_the_input(dtype: torch.dtype, shape: tuple[int, 
     assert out is not images and out.data_ptr() != images.data_ptr()
     out.add_(1.0)
     assert torch.equal(images, before)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        TF.to_float,
+        TF.rgb_to_grayscale,
+        lambda x: TF.adjust_brightness(x, 1.0),
+        lambda x: TF.adjust_contrast(x, 1.0),
+        lambda x: TF.adjust_saturation(x, 1.0),
+        lambda x: TF.adjust_hue(x, 0.0),
+        lambda x: TF.solarize(x, 2.0),  # nothing reaches the threshold: the identity
+        lambda x: TF.normalize(x, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+        lambda x: TF.gaussian_blur(x, 0.0, 3),
+    ],
+)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (3, 1, 1)])
+def test_no_image_function_returns_memory_of_its_input(
+    op: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]
+) -> None:
+    images = torch.rand(shape)
+    before = images.clone()
+    out = op(images)
+    assert out.untyped_storage().data_ptr() != images.untyped_storage().data_ptr()
+    out.fill_(2.0)
+    assert torch.equal(images, before)

@@ -3,8 +3,9 @@ r"""Deterministic, batched image operations with per-sample parameters.
 Every function takes images as ``(N, C, H, W)`` or ``(C, H, W)``, ``uint8`` (read as
 ``value / 255``) or floating point, on any device, and returns floating-point images: float32
 for ``uint8``/float16/bfloat16/float32 input, float64 for float64 input. Colour operations
-expect RGB values in ``[0, 1]`` and keep them there. A per-sample parameter is a Python number
-(the same for every image) or a tensor of shape ``(N,)``.
+expect RGB values in ``[0, 1]`` and keep them there. A per-sample parameter is a Python or
+NumPy number (the same for every image, checked) or a tensor of shape ``(N,)`` (not read, so
+that no device synchronization is needed). The result is always a new tensor.
 
 The random parts (which crop, which factor, whether to apply) live in
 :class:`~sslosses.transforms.RandomResizedCrop` and :class:`~sslosses.transforms.Augmentation`;
