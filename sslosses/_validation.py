@@ -94,6 +94,11 @@ def is_integer(value: object) -> TypeGuard[numbers.Integral]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def is_real(value: object) -> TypeGuard[numbers.Real]:
+    """The type rule for real arguments: any ``numbers.Real`` (NumPy's too) but ``bool``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_int(name: str, value: object, *, low: int | None = None, low_open: bool = False) -> int:
     """Check that ``value`` is an integer (any ``numbers.Integral`` but ``bool``) in range.
 
@@ -141,7 +146,7 @@ def check_real(
         TypeError: if ``value`` is not a real number (``bool``, strings and tensors included).
         ValueError: if ``value`` is not finite or out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
     number = float(value)
     finite = math.isfinite(number)

@@ -237,7 +237,7 @@ class Augmentation(nn.Module):
         self.blur_prob = check_probability("blur_prob", blur_prob)
         self.blur_sigma = check_range("blur_sigma", blur_sigma, low_open=False)
         if blur_kernel_size is not None:
-            check_positive_int("blur_kernel_size", blur_kernel_size)
+            blur_kernel_size = check_positive_int("blur_kernel_size", blur_kernel_size)
             if blur_kernel_size % 2 == 0:
                 raise ValueError(f"blur_kernel_size must be odd, got {blur_kernel_size}")
         self.blur_kernel_size = blur_kernel_size

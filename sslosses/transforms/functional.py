@@ -15,7 +15,6 @@ these functions only compute.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +30,7 @@ from sslosses._validation import (
     check_real,
     check_reals,
     check_size,
+    is_real,
 )
 from sslosses.transforms._checks import as_batch, random_devices
 
@@ -96,7 +96,7 @@ def _per_sample(
                 f"{tuple(value.shape)}"
             )
         return value.to(device=images.device, dtype=images.dtype).view(n, 1, 1, 1)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a float or a Tensor, got {type(value).__name__}")
     number = check_real(name, value, low=low)
     return torch.full((n, 1, 1, 1), number, dtype=images.dtype, device=images.device)
@@ -389,7 +389,7 @@ def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
     """
     x, unbatched = as_batch("images", images)
     _check_rgb("images", x)
-    if isinstance(shift, numbers.Real) and not math.isfinite(shift):
+    if is_real(shift) and not math.isfinite(shift):
         raise ValueError(f"shift must be a finite number (turns, taken modulo 1), got {shift}")
     s = _per_sample("shift", shift, x)
     return _unbatch(_hue(x, s), unbatched)
