@@ -12,17 +12,14 @@ and gradient up to floating-point rounding.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeAlias
+from typing import Any
 
 import torch
 import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 
 from sslosses._autograd import apply_function
-from sslosses._validation import check_positive_int
-
-ChunkSize: TypeAlias = int | Literal["auto"] | None
-"""A ``chunk_size`` argument: rows per block, ``"auto"`` (the rule below) or ``None`` (plain)."""
+from sslosses._validation import ChunkSize
 
 CPU_BLOCK_ELEMENTS = 1 << 20
 """``"auto"`` on CPU: a block holds about this many logits (4 MiB in float32) ..."""
@@ -32,17 +29,6 @@ ACCELERATOR_MIN_ELEMENTS = 1 << 28
 """``"auto"`` on other devices (CUDA): chunk only from this many logits (1 GiB in float32) ..."""
 ACCELERATOR_BLOCK_ELEMENTS = 1 << 24
 """... in blocks of about this many logits (64 MiB in float32), so launches stay few."""
-
-
-def check_chunk_size(chunk_size: object) -> ChunkSize:
-    """Validate a ``chunk_size`` argument: ``None``, ``"auto"`` or an ``int`` > 0."""
-    if chunk_size is None:
-        return None
-    if isinstance(chunk_size, str):
-        if chunk_size == "auto":
-            return "auto"
-        raise ValueError(f"chunk_size must be an int > 0, 'auto' or None, got {chunk_size!r}")
-    return check_positive_int("chunk_size", chunk_size)
 
 
 def resolve_chunk_size(

@@ -1,7 +1,11 @@
 """Shared argument validation, dtype policy and reductions (private).
 
-Every public loss validates its inputs through these helpers so that the functional and module
-paths cannot drift apart and every error names the argument, what was expected and what came.
+Every public function and module validates its arguments through these helpers, so that the
+functional and module paths cannot drift apart and every error names the argument, what was
+expected and what came. One rule for numbers: an integer is any ``numbers.Integral`` but
+``bool`` (NumPy integers included), a real any finite ``numbers.Real`` (NumPy floats included);
+a wrong type raises ``TypeError``, a wrong value ``ValueError``. Image checks and the choice of
+the device random numbers are drawn on are in :mod:`sslosses.transforms._checks`.
 """
 
 from __future__ import annotations
@@ -9,13 +13,13 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, TypeGuard, TypeVar
 
 import torch
 from torch import Tensor
 
 Reduction: TypeAlias = Literal["none", "mean", "sum"]
-_REDUCTIONS: tuple[str, ...] = ("none", "mean", "sum")
+_REDUCTIONS: tuple[Reduction, ...] = ("none", "mean", "sum")
 
 
 def check_tensor(name: str, value: object, ndim: int | None = None) -> Tensor:
@@ -65,44 +69,167 @@ def check_min_features(name: str, tensor: Tensor, minimum: int = 1) -> None:
         )
 
 
-def check_positive(name: str, value: object) -> float:
-    """Check that ``value`` is a finite real number > 0 and return it as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    number = float(value)
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return number
+def _bounds(low: float | None, high: float | None, low_open: bool) -> str:
+    """A range as text: ``"> 0"``, ``">= 0"``, ``"<= 1"``, ``"in [0, 1]"`` or ``""`` (none)."""
+
+    def text(bound: float) -> str:
+        return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+    if low is None:
+        return "" if high is None else f"<= {text(high)}"
+    if high is None:
+        return f"{'>' if low_open else '>='} {text(low)}"
+    return f"in {'(' if low_open else '['}{text(low)}, {text(high)}]"
 
 
-def check_non_negative(name: str, value: object) -> float:
-    """Check that ``value`` is a finite real number >= 0 and return it as ``float``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    number = float(value)
-    if not (math.isfinite(number) and number >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+def _in_bounds(number: float, low: float | None, high: float | None, low_open: bool) -> bool:
+    """Whether ``low <= number <= high`` (``low < number`` with ``low_open``); False for NaN."""
+    if low is not None and not (number > low or (number == low and not low_open)):
+        return False
+    return high is None or number <= high
+
+
+def is_integer(value: object) -> TypeGuard[numbers.Integral]:
+    """The rule for integer arguments: any ``numbers.Integral`` (NumPy's too) but ``bool``."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_real(value: object) -> TypeGuard[numbers.Real]:
+    """The type rule for real arguments: any ``numbers.Real`` (NumPy's too) but ``bool``."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: object, *, low: int | None = None, low_open: bool = False) -> int:
+    """Check that ``value`` is an integer (any ``numbers.Integral`` but ``bool``) in range.
+
+    The range is ``value >= low`` (``> low`` with ``low_open``); none when ``low`` is ``None``.
+    Returns a Python ``int`` (e.g. for a NumPy integer).
+
+    Raises:
+        TypeError: if ``value`` is not an integer (``bool`` and floats included).
+        ValueError: if ``value`` is out of range.
+    """
+    if not is_integer(value):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    number = int(value)
+    if not _in_bounds(number, low, None, low_open):
+        raise ValueError(f"{name} must be an int {_bounds(low, None, low_open)}, got {value}")
     return number
 
 
 def check_positive_int(name: str, value: object) -> int:
-    """Check that ``value`` is an integer > 0 (any ``numbers.Integral`` but ``bool``).
-
-    Returns it as a Python ``int`` (e.g. for a NumPy integer).
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be an int > 0, got {value}")
-    return int(value)
+    """Check that ``value`` is an integer > 0 (see :func:`check_int`); returns an ``int``."""
+    return check_int(name, value, low=0, low_open=True)
 
 
 def check_non_negative_int(name: str, value: object) -> int:
-    """Check that ``value`` is an ``int`` >= 0 (a step count, a number of crops, ...)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name} must be an int >= 0, got {value}")
+    """Check that ``value`` is an integer >= 0 (see :func:`check_int`); returns an ``int``."""
+    return check_int(name, value, low=0)
+
+
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    """Check that ``value`` is a finite real number (any ``numbers.Real`` but ``bool``) in range.
+
+    The range is ``low <= value <= high`` (``low < value`` with ``low_open``); a bound that is
+    ``None`` is absent. Returns a Python ``float`` (e.g. for a NumPy scalar). The messages
+    read ``"must be a finite number >= 0"`` for a half-line (non-finite values included), and
+    ``"must be a finite number"`` / ``"must be in [low, high]"`` for an interval.
+
+    Raises:
+        TypeError: if ``value`` is not a real number (``bool``, strings and tensors included).
+        ValueError: if ``value`` is not finite or out of range.
+    """
+    if not is_real(value):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    number = float(value)
+    finite = math.isfinite(number)
+    if low is None or high is None:  # "a finite number", "a finite number >= 0"
+        if not (finite and _in_bounds(number, low, high, low_open)):
+            expected = " ".join(filter(None, ("a finite number", _bounds(low, high, low_open))))
+            raise ValueError(f"{name} must be {expected}, got {value}")
+        return number
+    if not finite:
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    if not _in_bounds(number, low, high, low_open):
+        raise ValueError(f"{name} must be {_bounds(low, high, low_open)}, got {value}")
+    return number
+
+
+def check_positive(name: str, value: object) -> float:
+    """Check that ``value`` is a finite real number > 0 and return it as ``float``."""
+    return check_real(name, value, low=0, low_open=True)
+
+
+def check_non_negative(name: str, value: object) -> float:
+    """Check that ``value`` is a finite real number >= 0 and return it as ``float``."""
+    return check_real(name, value, low=0)
+
+
+def check_probability(name: str, value: object) -> float:
+    """Check that ``value`` is a real number in ``[0, 1]`` and return it as ``float``."""
+    number = check_real(name, value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {value}")
+    return number
+
+
+def check_range(
+    name: str, value: object, *, low: float = 0.0, high: float | None = None, low_open: bool
+) -> tuple[float, float]:
+    """Check a range ``(min, max)`` of finite reals with ``min <= max``, both within bounds.
+
+    The bounds are ``low <= min`` (``low < min`` with ``low_open``) and ``max <= high``.
+    """
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a pair (min, max) of floats, got {value!r}")
+    lo, hi = (check_real(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if lo > hi:
+        raise ValueError(f"{name} must have min <= max, got {value!r}")
+    if not _in_bounds(lo, low, None, low_open) or not _in_bounds(hi, None, high, False):
+        relation = "<" if low_open else "<="
+        upper = "" if high is None else f" <= {high:g}"
+        raise ValueError(f"{name} must satisfy {low:g} {relation} min <= max{upper}, got {value!r}")
+    return lo, hi
+
+
+def check_reals(name: str, value: object, *, positive: bool = False) -> tuple[float, ...]:
+    """Check a non-empty sequence of finite reals (each ``> 0`` with ``positive``)."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) == 0:
+        raise TypeError(f"{name} must be a non-empty sequence of floats, got {value!r}")
+    out = tuple(check_real(f"{name}[{i}]", v) for i, v in enumerate(value))
+    for i, v in enumerate(out):
+        if positive and v <= 0:
+            raise ValueError(f"{name}[{i}] must be > 0, got {v}")
+    return out
+
+
+Size: TypeAlias = int | tuple[int, int]
+"""An image size: ``s`` for ``s x s`` or ``(height, width)``."""
+
+
+def check_size(name: str, value: object) -> tuple[int, int]:
+    """Check an image size: an integer ``s > 0`` (for ``s x s``) or a pair ``(height, width)``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name} must be an int or a pair (height, width), got {value!r}")
+        return check_positive_int(f"{name}[0]", value[0]), check_positive_int(
+            f"{name}[1]", value[1]
+        )
+    size = check_positive_int(name, value)
+    return size, size
+
+
+def check_generator(value: object) -> torch.Generator | None:
+    """Check that ``value`` is a :class:`torch.Generator` or ``None``."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(value).__name__}")
     return value
 
 
@@ -113,18 +240,58 @@ def check_bool(name: str, value: object) -> bool:
     return value
 
 
-def check_choice(name: str, value: object, choices: Sequence[str]) -> str:
-    """Check that ``value`` is one of ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        expected = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {expected}, got {value!r}")
-    return value
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def check_choice(name: str, value: object, choices: Sequence[_Choice]) -> _Choice:
+    """Check that ``value`` is one of ``choices`` and return that choice.
+
+    Typed by the choices: with ``choices: tuple[Reduction, ...]`` the result is a ``Reduction``.
+    """
+    if isinstance(value, str):
+        for choice in choices:
+            if value == choice:
+                return choice
+    expected = ", ".join(repr(c) for c in choices)
+    raise ValueError(f"{name} must be one of {expected}, got {value!r}")
 
 
 def check_reduction(reduction: object) -> Reduction:
     """Check a ``reduction`` argument against PyTorch's contract."""
-    check_choice("reduction", reduction, _REDUCTIONS)
-    return reduction  # type: ignore[return-value]
+    return check_choice("reduction", reduction, _REDUCTIONS)
+
+
+def check_embedding_pair(
+    name_a: str, a: object, name_b: str, b: object, *, min_batch: int = 1
+) -> torch.dtype:
+    """Check two embedding batches and return the dtype the loss computes in.
+
+    Both must be floating-point ``(N, D)`` tensors of the same shape on the same device, with
+    ``N >= min_batch`` and ``D >= 1``. The compute dtype is :func:`compute_dtype`'s: float64
+    if either is float64, else float32 (half precision is computed in float32).
+    """
+    ta = check_tensor(name_a, a, ndim=2)
+    tb = check_tensor(name_b, b, ndim=2)
+    check_same_shape(name_a, ta, name_b, tb)
+    check_same_device(name_a, ta, name_b, tb)
+    check_min_batch(name_a, ta, min_batch)
+    check_min_features(name_a, ta, 1)
+    return compute_dtype(ta, tb)
+
+
+ChunkSize: TypeAlias = int | Literal["auto"] | None
+"""A ``chunk_size`` argument: rows per block, ``"auto"`` or ``None`` (the plain path)."""
+
+
+def check_chunk_size(chunk_size: object) -> ChunkSize:
+    """Check a ``chunk_size`` argument: ``None``, ``"auto"`` or an integer > 0."""
+    if chunk_size is None:
+        return None
+    if isinstance(chunk_size, str):
+        if chunk_size == "auto":
+            return "auto"
+        raise ValueError(f"chunk_size must be an int > 0, 'auto' or None, got {chunk_size!r}")
+    return check_positive_int("chunk_size", chunk_size)
 
 
 def compute_dtype(*tensors: Tensor) -> torch.dtype:

@@ -25,7 +25,7 @@ from sslosses.kernels.barlow_twins_torch import dense_loss, gram_frobenius, tile
 __all__ = ["BarlowTwinsLoss", "barlow_twins_loss"]
 
 Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
-_ALGORITHMS: tuple[str, ...] = ("auto", "dense", "gram", "fused")
+_ALGORITHMS: tuple[Algorithm, ...] = ("auto", "dense", "gram", "fused")
 
 GRAM_MAX_RATIO = 0.5
 """``"auto"`` picks ``"gram"`` when ``N <= GRAM_MAX_RATIO * D`` (measured crossover: see docs)."""
@@ -212,7 +212,7 @@ def barlow_twins_loss(
     eps = check_positive("eps", eps)
     sharded = distributed._check_gather_distributed(gather_distributed)
     sharded = sharded and distributed.world_size() > 1
-    algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)  # type: ignore[assignment]
+    algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)
     dtype = compute_dtype(z_a, z_b)
     with no_autocast(z_a):
         za = upcast(z_a, dtype)  # (N, D)
@@ -271,7 +271,7 @@ class BarlowTwinsLoss(nn.Module):
         self.lambd = check_non_negative("lambd", lambd)
         self.eps = check_positive("eps", eps)
         self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
-        self.algorithm: Algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)  # type: ignore[assignment]
+        self.algorithm: Algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         return barlow_twins_loss(

@@ -7,14 +7,9 @@ from torch import Tensor, nn
 
 from sslosses._validation import (
     Reduction,
-    check_min_batch,
-    check_min_features,
+    check_embedding_pair,
     check_reduction,
-    check_same_device,
-    check_same_shape,
-    check_tensor,
     clamp_value,
-    compute_dtype,
     no_autocast,
     reduce,
     upcast,
@@ -73,14 +68,8 @@ def byol_loss(prediction: Tensor, target: Tensor, *, reduction: Reduction = "mea
         Official code: google-deepmind/deepmind-research, ``byol/byol_experiment.py``
         (``regression_loss``).
     """
-    check_tensor("prediction", prediction, ndim=2)
-    check_tensor("target", target, ndim=2)
-    check_same_shape("prediction", prediction, "target", target)
-    check_same_device("prediction", prediction, "target", target)
-    check_min_batch("prediction", prediction, 1)
-    check_min_features("prediction", prediction, 1)
+    dtype = check_embedding_pair("prediction", prediction, "target", target)
     reduction = check_reduction(reduction)
-    dtype = compute_dtype(prediction, target)
     with no_autocast(prediction):
         p = _l2_normalize(upcast(prediction, dtype))  # (N, D)
         z = _l2_normalize(upcast(target.detach(), dtype))  # (N, D)

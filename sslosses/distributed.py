@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from sslosses._autograd import apply_function
-from sslosses._validation import Reduction, reduce
+from sslosses._validation import Reduction, check_bool, reduce
 
 __all__ = ["all_reduce_sum", "gather", "is_available", "is_initialized", "rank", "world_size"]
 
@@ -58,10 +58,7 @@ def rank() -> int:
 
 def _check_gather_distributed(gather_distributed: object) -> bool:
     """Validate a ``gather_distributed`` argument (private helper for losses and modules)."""
-    if not isinstance(gather_distributed, bool):
-        raise TypeError(
-            f"gather_distributed must be a bool, got {type(gather_distributed).__name__}"
-        )
+    gather_distributed = check_bool("gather_distributed", gather_distributed)
     if gather_distributed and not dist.is_available():
         raise ValueError(
             "gather_distributed=True needs torch.distributed, which this PyTorch build lacks "

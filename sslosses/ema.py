@@ -15,27 +15,17 @@ from typing import Any, Literal, TypeAlias
 import torch
 from torch import Tensor, nn
 
-from sslosses._validation import check_choice, check_non_negative_int, check_positive_int
+from sslosses._validation import (
+    check_choice,
+    check_non_negative_int,
+    check_positive_int,
+    check_real,
+)
 
 __all__ = ["EMA", "BufferPolicy", "cosine_schedule", "ema_update_"]
 
 BufferPolicy: TypeAlias = Literal["copy", "average", "keep"]
-_BUFFER_POLICIES: tuple[str, ...] = ("copy", "average", "keep")
-
-
-def _check_finite(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
-    return float(value)
-
-
-def _check_momentum(name: str, value: object) -> float:
-    value = _check_finite(name, value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1], got {value}")
-    return value
+_BUFFER_POLICIES: tuple[BufferPolicy, ...] = ("copy", "average", "keep")
 
 
 def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:
@@ -63,8 +53,8 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
         The value as a Python ``float``.
 
     Raises:
-        TypeError: if ``step`` or ``total_steps`` is not an ``int`` or ``start``/``end`` is not
-            a real number.
+        TypeError: if ``step`` or ``total_steps`` is not an integer (any integral number but
+            ``bool``, NumPy's included) or ``start``/``end`` is not a real number.
         ValueError: if ``step < 0``, ``total_steps <= 0`` or ``start``/``end`` is not finite.
 
     Examples:
@@ -83,8 +73,8 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
     """
     step = check_non_negative_int("step", step)
     total_steps = check_positive_int("total_steps", total_steps)
-    start = _check_finite("start", start)
-    end = _check_finite("end", end)
+    start = check_real("start", start)
+    end = check_real("end", end)
     if step >= total_steps:
         return end
     return end - (end - start) * (math.cos(math.pi * step / total_steps) + 1) / 2
@@ -224,8 +214,8 @@ def ema_update_(
         He et al., "Momentum Contrast", CVPR 2020, arXiv:1911.05722; official code:
         facebookresearch/moco, ``moco/builder.py`` (``_momentum_update_key_encoder``).
     """
-    momentum = _check_momentum("momentum", momentum)
-    buffers = check_choice("buffers", buffers, _BUFFER_POLICIES)  # type: ignore[assignment]
+    momentum = check_real("momentum", momentum, low=0, high=1)
+    buffers = check_choice("buffers", buffers, _BUFFER_POLICIES)
     weight = 1.0 - momentum
     if isinstance(target, nn.Module) and isinstance(online, nn.Module):
         named = list(target.named_parameters())
@@ -381,14 +371,12 @@ class EMA(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.base_momentum = _check_momentum("momentum", momentum)
-        self.final_momentum = _check_momentum("final_momentum", final_momentum)
+        self.base_momentum = check_real("momentum", momentum, low=0, high=1)
+        self.final_momentum = check_real("final_momentum", final_momentum, low=0, high=1)
         self.total_steps = (
             None if total_steps is None else check_positive_int("total_steps", total_steps)
         )
-        self.buffers_policy: BufferPolicy = check_choice(  # type: ignore[assignment]
-            "buffers", buffers, _BUFFER_POLICIES
-        )
+        self.buffers_policy: BufferPolicy = check_choice("buffers", buffers, _BUFFER_POLICIES)
         self._step = 0
         self.module = copy.deepcopy(model)
         for p in self.module.parameters():

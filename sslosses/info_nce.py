@@ -7,16 +7,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._chunked_ce import ChunkSize, check_chunk_size, similarity_logsumexp
+from sslosses._chunked_ce import similarity_logsumexp
 from sslosses._validation import (
+    ChunkSize,
     Reduction,
     check_bool,
-    check_min_batch,
-    check_min_features,
+    check_chunk_size,
+    check_embedding_pair,
     check_positive,
     check_reduction,
     check_same_device,
-    check_same_shape,
     check_tensor,
     compute_dtype,
     no_autocast,
@@ -162,12 +162,10 @@ def info_nce(
         Transformers", ICCV 2021, arXiv:2104.02057. Official code: facebookresearch/moco-v3,
         ``moco/builder.py`` (``MoCo.contrastive_loss``).
     """
-    check_tensor("query", query, ndim=2)
-    check_tensor("key", key, ndim=2)
-    check_same_shape("query", query, "key", key)
-    check_same_device("query", query, "key", key)
+    dtype = check_embedding_pair("query", query, "key", key)
     if negatives is not None:
         negatives = _check_negatives(negatives, query)
+        dtype = compute_dtype(query, key, negatives)  # float64 if any of the three is
     scale = 1.0 / check_positive("temperature", temperature)
     check_bool("in_batch_negatives", in_batch_negatives)
     check_bool("normalize", normalize)
@@ -180,16 +178,12 @@ def info_nce(
             "got None"
         )
     world = distributed.world_size() if gather_distributed else 1
-    check_min_batch("query", query, 1)
-    check_min_features("query", query, 1)
     no_queue = negatives is None or negatives.shape[0] == 0
     if world == 1 and in_batch_negatives and no_queue and query.shape[0] < 2:
         raise ValueError(
             "query must have a batch size of at least 2 when the other keys are the only "
             f"negatives (in_batch_negatives=True, no or empty negatives), got {query.shape[0]}"
         )
-    extra = () if negatives is None else (negatives,)
-    dtype = compute_dtype(query, key, *extra)
     with no_autocast(query):
         q = upcast(query, dtype)  # (N, D)
         k = upcast(key, dtype)  # (N, D)

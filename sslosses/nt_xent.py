@@ -7,18 +7,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._chunked_ce import ChunkSize, check_chunk_size, similarity_logsumexp
+from sslosses._chunked_ce import similarity_logsumexp
 from sslosses._validation import (
+    ChunkSize,
     Reduction,
     check_bool,
-    check_min_batch,
-    check_min_features,
+    check_chunk_size,
+    check_embedding_pair,
     check_positive,
     check_reduction,
-    check_same_device,
-    check_same_shape,
-    check_tensor,
-    compute_dtype,
     no_autocast,
     upcast,
 )
@@ -134,19 +131,12 @@ def nt_xent(
         (``add_contrastive_loss``), whose ``loss_a + loss_b`` is twice this mean (we follow
         the paper's Algorithm 1, the mean over the 2N anchors).
     """
-    check_tensor("z_a", z_a, ndim=2)
-    check_tensor("z_b", z_b, ndim=2)
-    check_same_shape("z_a", z_a, "z_b", z_b)
-    check_same_device("z_a", z_a, "z_b", z_b)
+    world = distributed.world_size() if _check_gather_distributed(gather_distributed) else 1
+    dtype = check_embedding_pair("z_a", z_a, "z_b", z_b, min_batch=2 if world == 1 else 1)
     scale = 1.0 / check_positive("temperature", temperature)
     check_bool("normalize", normalize)
-    _check_gather_distributed(gather_distributed)
     reduction = check_reduction(reduction)
     chunk_size = check_chunk_size(chunk_size)
-    world = distributed.world_size() if gather_distributed else 1
-    check_min_batch("z_a", z_a, 2 if world == 1 else 1)
-    check_min_features("z_a", z_a, 1)
-    dtype = compute_dtype(z_a, z_b)
     with no_autocast(z_a):
         a = upcast(z_a, dtype)  # (N, D)
         b = upcast(z_b, dtype)  # (N, D)

@@ -8,14 +8,9 @@ from torch import Tensor, nn
 from sslosses._validation import (
     Reduction,
     check_bool,
-    check_min_batch,
-    check_min_features,
+    check_embedding_pair,
     check_reduction,
-    check_same_device,
-    check_same_shape,
-    check_tensor,
     clamp_value,
-    compute_dtype,
     no_autocast,
     reduce,
     upcast,
@@ -79,15 +74,9 @@ def negative_cosine_similarity(
         arXiv:2011.10566. Official code: facebookresearch/simsiam, ``main_simsiam.py``
         (``nn.CosineSimilarity(dim=1)``) and ``simsiam/builder.py`` (``z.detach()``).
     """
-    check_tensor("prediction", prediction, ndim=2)
-    check_tensor("target", target, ndim=2)
-    check_same_shape("prediction", prediction, "target", target)
-    check_same_device("prediction", prediction, "target", target)
-    check_min_batch("prediction", prediction, 1)
-    check_min_features("prediction", prediction, 1)
+    dtype = check_embedding_pair("prediction", prediction, "target", target)
     check_bool("stop_gradient", stop_gradient)
     reduction = check_reduction(reduction)
-    dtype = compute_dtype(prediction, target)
     if stop_gradient:
         target = target.detach()
     with no_autocast(prediction):

@@ -15,6 +15,7 @@ from sslosses._validation import (
     check_same_device,
     check_tensor,
     compute_dtype,
+    is_integer,
     no_autocast,
     upcast,
 )
@@ -176,17 +177,20 @@ def _check_assign_crops(assign_crops: object, n_crops: int | None = None) -> tup
         )
     if len(assign_crops) == 0:
         raise ValueError("assign_crops must list at least one crop index, got an empty sequence")
+    crops: list[int] = []
     for c in assign_crops:
-        if isinstance(c, bool) or not isinstance(c, int):
+        if not is_integer(c):
             raise TypeError(
                 f"assign_crops must hold ints, got {type(c).__name__} in {tuple(assign_crops)}"
             )
-        if c < 0 or (n_crops is not None and c >= n_crops):
+        index = int(c)
+        if index < 0 or (n_crops is not None and index >= n_crops):
             bound = "" if n_crops is None else f" and < {n_crops} (the number of crops)"
             raise ValueError(f"assign_crops must hold indices >= 0{bound}, got {c}")
-    if len(set(assign_crops)) != len(assign_crops):
-        raise ValueError(f"assign_crops must not repeat a crop, got {tuple(assign_crops)}")
-    return tuple(assign_crops)
+        crops.append(index)
+    if len(set(crops)) != len(crops):
+        raise ValueError(f"assign_crops must not repeat a crop, got {tuple(crops)}")
+    return tuple(crops)
 
 
 def _check_queue_scores(

@@ -8,16 +8,18 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from sslosses._validation import check_choice, check_positive_int
-from sslosses.transforms import functional as TF
-from sslosses.transforms._checks import (
-    as_batch,
-    check_generator,
-    check_interval,
+from sslosses._validation import (
+    check_choice,
+    check_non_negative,
+    check_non_negative_int,
+    check_positive_int,
     check_probability,
-    check_stats,
-    check_strengths,
+    check_range,
+    check_real,
+    check_reals,
 )
+from sslosses.transforms import functional as TF
+from sslosses.transforms._checks import as_batch, random_devices
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Augmentation", "AugmentationParams"]
 
@@ -27,9 +29,24 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 """ImageNet channel standard deviations, as in torchvision, DINO and BYOL."""
 
 JitterOrder = Literal["random", "fixed"]
+_JITTER_ORDERS: tuple[JitterOrder, ...] = ("random", "fixed")
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
 _JITTER_CHUNK_PIXELS = 1 << 16  # pixels per chunk of random-order colour jitter on CPU
 _DRAWS = 13  # uniforms per sample: jitter?, 4 factors, 4 order keys, gray?, blur?, sigma, solarize?
+
+
+def _check_strengths(value: object) -> tuple[float, float, float, float]:
+    """Check colour-jitter strengths ``(brightness, contrast, saturation, hue)``."""
+    if not isinstance(value, (tuple, list)) or len(value) != 4:
+        raise TypeError(
+            f"jitter must be a 4-tuple (brightness, contrast, saturation, hue), got {value!r}"
+        )
+    return (
+        check_non_negative("jitter brightness", value[0]),
+        check_non_negative("jitter contrast", value[1]),
+        check_non_negative("jitter saturation", value[2]),
+        check_real("jitter hue", value[3], low=0, high=0.5),
+    )
 
 
 def _subset_rows(device: torch.device) -> bool:
@@ -213,16 +230,14 @@ class Augmentation(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        self.jitter: tuple[float, float, float, float] = check_strengths(jitter)
+        self.jitter = _check_strengths(jitter)
         self.jitter_prob = check_probability("jitter_prob", jitter_prob)
-        self.jitter_order: JitterOrder = check_choice(  # type: ignore[assignment]
-            "jitter_order", jitter_order, ("random", "fixed")
-        )
+        self.jitter_order = check_choice("jitter_order", jitter_order, _JITTER_ORDERS)
         self.grayscale_prob = check_probability("grayscale_prob", grayscale_prob)
         self.blur_prob = check_probability("blur_prob", blur_prob)
-        self.blur_sigma = check_interval("blur_sigma", blur_sigma, allow_zero=True)
+        self.blur_sigma = check_range("blur_sigma", blur_sigma, low_open=False)
         if blur_kernel_size is not None:
-            check_positive_int("blur_kernel_size", blur_kernel_size)
+            blur_kernel_size = check_positive_int("blur_kernel_size", blur_kernel_size)
             if blur_kernel_size % 2 == 0:
                 raise ValueError(f"blur_kernel_size must be odd, got {blur_kernel_size}")
         self.blur_kernel_size = blur_kernel_size
@@ -232,8 +247,8 @@ class Augmentation(nn.Module):
             raise ValueError(
                 f"mean and std must be given together, got mean={mean!r} and std={std!r}"
             )
-        self.mean = None if mean is None else check_stats("mean", mean, positive=False)
-        self.std = None if std is None else check_stats("std", std, positive=True)
+        self.mean = None if mean is None else check_reals("mean", mean)
+        self.std = None if std is None else check_reals("std", std, positive=True)
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise ValueError(
                 f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}"
@@ -262,13 +277,8 @@ class Augmentation(nn.Module):
         Returns:
             The parameters, see :class:`AugmentationParams`.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an int >= 0, got {n!r}")
-        gen = check_generator(generator)
-        out = torch.device(device) if device is not None else None
-        if out is None:
-            out = gen.device if gen is not None else torch.device("cpu")
-        draw = gen.device if gen is not None else out
+        n = check_non_negative_int("n", n)
+        gen, out, draw = random_devices(generator, device)
         u = torch.rand(n, _DRAWS, generator=gen, device=draw).to(out)  # (n, 13)
         b, c, s, h = self.jitter
         low = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h], device=out)

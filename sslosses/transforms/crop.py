@@ -10,17 +10,17 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from sslosses._validation import check_bool, check_positive_int
-from sslosses.transforms import functional as TF
-from sslosses.transforms._checks import (
+from sslosses._validation import (
     Size,
-    as_batch,
-    check_generator,
-    check_interval,
+    check_bool,
+    check_non_negative_int,
+    check_positive_int,
     check_probability,
+    check_range,
     check_size,
-    check_unit_interval,
 )
+from sslosses.transforms import functional as TF
+from sslosses.transforms._checks import as_batch, random_devices
 
 __all__ = ["CropParams", "RandomResizedCrop"]
 
@@ -90,8 +90,8 @@ class RandomResizedCrop(nn.Module):
     ) -> None:
         super().__init__()
         self.size: tuple[int, int] = check_size("size", size)
-        self.scale: tuple[float, float] = check_unit_interval("scale", scale)
-        self.ratio: tuple[float, float] = check_interval("ratio", ratio)
+        self.scale = check_range("scale", scale, low=0, high=1, low_open=True)
+        self.ratio = check_range("ratio", ratio, low_open=True)
         self.flip_prob = check_probability("flip_prob", flip_prob)
         self.antialias = check_bool("antialias", antialias)
 
@@ -120,17 +120,12 @@ class RandomResizedCrop(nn.Module):
         Returns:
             :class:`CropParams` with ``boxes`` ``(V, N, 4)`` and ``flip`` ``(V, N)``, crop-major.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise ValueError(f"n must be an int >= 0, got {n!r}")
+        n = check_non_negative_int("n", n)
         v = check_positive_int("count", count)
-        gen = check_generator(generator)
-        out = torch.device(device) if device is not None else None
-        if out is None:
-            out = gen.device if gen is not None else torch.device("cpu")
+        gen, out, draw = random_devices(generator, device)
         boxes = TF.sample_crop_boxes(
             v * n, height, width, scale=self.scale, ratio=self.ratio, generator=gen, device=out
         )
-        draw = gen.device if gen is not None else out
         flip = torch.rand(v * n, generator=gen, device=draw).to(out) < self.flip_prob
         return CropParams(boxes=boxes.view(v, n, 4), flip=flip.view(v, n))
 

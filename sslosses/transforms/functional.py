@@ -3,8 +3,9 @@ r"""Deterministic, batched image operations with per-sample parameters.
 Every function takes images as ``(N, C, H, W)`` or ``(C, H, W)``, ``uint8`` (read as
 ``value / 255``) or floating point, on any device, and returns floating-point images: float32
 for ``uint8``/float16/bfloat16/float32 input, float64 for float64 input. Colour operations
-expect RGB values in ``[0, 1]`` and keep them there. A per-sample parameter is a Python number
-(the same for every image) or a tensor of shape ``(N,)``.
+expect RGB values in ``[0, 1]`` and keep them there. A per-sample parameter is a Python or
+NumPy number (the same for every image, checked) or a tensor of shape ``(N,)`` (not read, so
+that no device synchronization is needed). The result is always a new tensor.
 
 The random parts (which crop, which factor, whether to apply) live in
 :class:`~sslosses.transforms.RandomResizedCrop` and :class:`~sslosses.transforms.Augmentation`;
@@ -20,16 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sslosses._validation import check_bool, check_positive_int
-from sslosses.transforms._checks import (
+from sslosses._validation import (
     Size,
-    as_batch,
-    check_generator,
-    check_interval,
+    check_bool,
+    check_non_negative_int,
+    check_positive_int,
+    check_range,
+    check_real,
+    check_reals,
     check_size,
-    check_stats,
-    check_unit_interval,
+    is_real,
 )
+from sslosses.transforms._checks import as_batch, random_devices
 
 __all__ = [
     "GRAYSCALE_WEIGHTS",
@@ -77,8 +80,14 @@ def _chunk_rows(n: int, row_bytes: int, device: torch.device) -> int:
     return max(1, min(n, _CHUNK_BYTES // max(1, row_bytes)))
 
 
-def _per_sample(name: str, value: float | Tensor, images: Tensor) -> Tensor:
-    """A scalar or ``(N,)`` parameter as an ``(N, 1, 1, 1)`` tensor in ``images``' dtype/device."""
+def _per_sample(
+    name: str, value: float | Tensor, images: Tensor, *, low: float | None = None
+) -> Tensor:
+    """A scalar or ``(N,)`` parameter as an ``(N, 1, 1, 1)`` tensor in ``images``' dtype/device.
+
+    A number must be finite (and ``>= low`` when given); a tensor is not read (no device
+    synchronization).
+    """
     n = images.shape[0]
     if isinstance(value, Tensor):
         if value.dim() != 1 or value.shape[0] != n:
@@ -87,9 +96,16 @@ def _per_sample(name: str, value: float | Tensor, images: Tensor) -> Tensor:
                 f"{tuple(value.shape)}"
             )
         return value.to(device=images.device, dtype=images.dtype).view(n, 1, 1, 1)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if not is_real(value):
         raise TypeError(f"{name} must be a float or a Tensor, got {type(value).__name__}")
-    return torch.full((n, 1, 1, 1), float(value), dtype=images.dtype, device=images.device)
+    number = check_real(name, value, low=low)
+    return torch.full((n, 1, 1, 1), number, dtype=images.dtype, device=images.device)
+
+
+def _own(out: Tensor, images: Tensor) -> Tensor:
+    """``out``, copied if it shares memory with the caller's ``images`` (outputs never alias)."""
+    shared = out.untyped_storage().data_ptr() == images.untyped_storage().data_ptr()
+    return out.clone() if shared else out
 
 
 def _check_rgb(name: str, images: Tensor) -> None:
@@ -118,7 +134,8 @@ def to_float(images: Tensor) -> Tensor:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: the same.
 
     Returns:
-        float32 images (float64 stays float64).
+        float32 images (float64 stays float64), always a new tensor (a float32 or float64
+        input is copied, unlike ``Tensor.to``).
 
     Raises:
         TypeError: if ``images`` is not a ``uint8`` or floating-point tensor.
@@ -131,7 +148,7 @@ def to_float(images: Tensor) -> Tensor:
         tensor([[[0.0000, 0.2000, 1.0000]]])
     """
     x, unbatched = as_batch("images", images)
-    return _unbatch(x, unbatched)
+    return _own(_unbatch(x, unbatched), images)
 
 
 def rgb_to_grayscale(images: Tensor) -> Tensor:
@@ -204,7 +221,9 @@ def adjust_brightness(images: Tensor, factor: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``factor`` has the wrong type.
-        ValueError: if ``images`` is not 3-D or 4-D or ``factor`` has the wrong shape.
+        ValueError: if ``images`` is not 3-D or 4-D, ``factor`` has the wrong shape, or a number
+            ``factor`` is negative or not finite (tensor factors are not read, to avoid a
+            device synchronization).
 
     Examples:
         >>> import torch
@@ -213,7 +232,7 @@ def adjust_brightness(images: Tensor, factor: float | Tensor) -> Tensor:
         tensor([0.8000, 0.8000, 0.8000, 0.8000, 0.8000, 0.8000])
     """
     x, unbatched = as_batch("images", images)
-    f = _per_sample("factor", factor, x)
+    f = _per_sample("factor", factor, x, low=0.0)
     return _unbatch(_blend(x, f, 0.0), unbatched)
 
 
@@ -240,8 +259,9 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
 
     Raises:
         TypeError: if ``images`` or ``factor`` has the wrong type.
-        ValueError: if ``images`` does not have 3 or 1 channels or ``factor`` has the wrong
-            shape.
+        ValueError: if ``images`` does not have 3 or 1 channels, ``factor`` has the wrong
+            shape, or a number ``factor`` is negative or not finite (tensor factors are not
+            read, to avoid a device synchronization).
 
     Examples:
         >>> import torch
@@ -252,7 +272,7 @@ def adjust_contrast(images: Tensor, factor: float | Tensor) -> Tensor:
     """
     x, unbatched = as_batch("images", images)
     _check_rgb_or_gray("images", x)
-    f = _per_sample("factor", factor, x)
+    f = _per_sample("factor", factor, x, low=0.0)
     mean = _mean_gray(x)  # (N, 1, 1, 1)
     return _unbatch(_blend(x, f, mean), unbatched)
 
@@ -277,7 +297,8 @@ def adjust_saturation(images: Tensor, factor: float | Tensor) -> Tensor:
     Raises:
         TypeError: if ``images`` or ``factor`` has the wrong type.
         ValueError: if ``images`` does not have 3 (RGB) channels (a 1-channel image has no
-            saturation) or ``factor`` has the wrong shape.
+            saturation), ``factor`` has the wrong shape, or a number ``factor`` is negative or
+            not finite (tensor factors are not read, to avoid a device synchronization).
 
     Examples:
         >>> import torch
@@ -289,7 +310,7 @@ def adjust_saturation(images: Tensor, factor: float | Tensor) -> Tensor:
     """
     x, unbatched = as_batch("images", images)
     _check_rgb("images", x)
-    f = _per_sample("factor", factor, x)
+    f = _per_sample("factor", factor, x, low=0.0)
     return _unbatch(_blend(x, f, _gray(x)), unbatched)
 
 
@@ -368,7 +389,7 @@ def adjust_hue(images: Tensor, shift: float | Tensor) -> Tensor:
     """
     x, unbatched = as_batch("images", images)
     _check_rgb("images", x)
-    if isinstance(shift, float) and not math.isfinite(shift):
+    if is_real(shift) and not math.isfinite(shift):
         raise ValueError(f"shift must be a finite number (turns, taken modulo 1), got {shift}")
     s = _per_sample("shift", shift, x)
     return _unbatch(_hue(x, s), unbatched)
@@ -381,7 +402,7 @@ def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:
 
     Args:
         images: images with values in ``[0, 1]``.
-        threshold: :math:`t`. Default: ``0.5``.
+        threshold: :math:`t`, a finite number. Default: ``0.5``.
 
     Shape:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: the same.
@@ -390,8 +411,9 @@ def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:
         The solarized images.
 
     Raises:
-        TypeError: if ``images`` is not a ``uint8`` or floating-point tensor.
-        ValueError: if ``images`` is not 3-D or 4-D.
+        TypeError: if ``images`` is not a ``uint8`` or floating-point tensor or ``threshold``
+            is not a real number.
+        ValueError: if ``images`` is not 3-D or 4-D or ``threshold`` is not finite.
 
     Examples:
         >>> import torch
@@ -400,7 +422,8 @@ def solarize(images: Tensor, threshold: float = 0.5) -> Tensor:
         tensor([[[0.2000, 0.5000, 0.1000]]])
     """
     x, unbatched = as_batch("images", images)
-    return _unbatch(torch.where(x >= threshold, 1.0 - x, x), unbatched)
+    t = check_real("threshold", threshold)
+    return _unbatch(torch.where(x >= t, 1.0 - x, x), unbatched)
 
 
 def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -428,8 +451,8 @@ def normalize(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Te
         tensor([2.0000, 0.5000])
     """
     x, unbatched = as_batch("images", images)
-    m = check_stats("mean", mean, positive=False)
-    s = check_stats("std", std, positive=True)
+    m = check_reals("mean", mean)
+    s = check_reals("std", std, positive=True)
     if not len(m) == len(s) == x.shape[1]:
         raise ValueError(
             f"mean and std must have one entry per channel ({x.shape[1]}), "
@@ -593,11 +616,12 @@ def gaussian_blur(images: Tensor, sigma: float | Tensor, kernel_size: int) -> Te
     faster on CPU than a depthwise convolution; longer sides use a grouped convolution. The
     images are processed a few at a time, so that the intermediate pass stays small.
     A kernel longer than the image along a direction is shortened to ``2 * (side - 1) + 1``
-    there (and renormalized). ``sigma = 0`` is the identity.
+    there (and renormalized). ``sigma = 0`` is the identity. The result is always a new
+    tensor, also where the blur is the identity.
 
     Args:
         images: images (any number of channels).
-        sigma: standard deviation in pixels, per image or shared.
+        sigma: standard deviation in pixels (:math:`\ge 0`), per image or shared.
         kernel_size: odd kernel length; see :func:`blur_kernel_size` for SimCLR's rule.
 
     Shape:
@@ -609,8 +633,9 @@ def gaussian_blur(images: Tensor, sigma: float | Tensor, kernel_size: int) -> Te
 
     Raises:
         TypeError: if an argument has the wrong type.
-        ValueError: if ``images`` is not 3-D or 4-D, ``sigma`` has the wrong shape or
-            ``kernel_size`` is not a positive odd int.
+        ValueError: if ``images`` is not 3-D or 4-D, ``sigma`` has the wrong shape, a number
+            ``sigma`` is negative or not finite (tensor sigmas are not read, to avoid a device
+            synchronization), or ``kernel_size`` is not a positive odd int.
 
     Examples:
         >>> import torch
@@ -623,17 +648,13 @@ def gaussian_blur(images: Tensor, sigma: float | Tensor, kernel_size: int) -> Te
     check_positive_int("kernel_size", kernel_size)
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    s = _per_sample("sigma", sigma, x).view(-1)  # (N,)
-    return _unbatch(_gaussian_blur(x, s, kernel_size), unbatched)
+    s = _per_sample("sigma", sigma, x, low=0.0).view(-1)  # (N,)
+    return _own(_unbatch(_gaussian_blur(x, s, kernel_size), unbatched), images)
 
 
 # --------------------------------------------------------------------------------------------
 # Random resized crop
 # --------------------------------------------------------------------------------------------
-def _draw_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    return generator.device if generator is not None else device
-
-
 def _geometry_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
@@ -697,17 +718,12 @@ def sample_crop_boxes(
         Szegedy et al., "Going deeper with convolutions", CVPR 2015 (the crop). torchvision
         ``transforms/transforms.py``, ``RandomResizedCrop.get_params``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
+    n = check_non_negative_int("n", n)
     H = check_positive_int("height", height)
     W = check_positive_int("width", width)
-    s_lo, s_hi = check_unit_interval("scale", scale)
-    r_lo, r_hi = check_interval("ratio", ratio)
-    gen = check_generator(generator)
-    out_device = torch.device(device) if device is not None else None
-    if out_device is None:
-        out_device = gen.device if gen is not None else torch.device("cpu")
-    draw_device = _draw_device(gen, out_device)
+    s_lo, s_hi = check_range("scale", scale, low=0, high=1, low_open=True)
+    r_lo, r_hi = check_range("ratio", ratio, low_open=True)
+    gen, out_device, draw_device = random_devices(generator, device)
     dtype = _geometry_dtype(draw_device)
     u = torch.rand(n, 2 * _CROP_ATTEMPTS + 2, generator=gen, device=draw_device).to(dtype)
     area = float(H * W)
@@ -777,7 +793,8 @@ def resized_crop(
             :func:`sample_crop_boxes`; not checked, to avoid a device synchronization), one
             per image or ``V`` per image.
         size: output size ``s`` or ``(h, w)``.
-        flip: whether to flip each crop horizontally. Default: ``None`` (no flips).
+        flip: a bool tensor, whether to flip each crop horizontally. Default: ``None`` (no
+            flips).
         antialias: filter before downscaling, as ``F.interpolate(..., antialias=True)``.
             Default: ``False``.
 
@@ -812,11 +829,13 @@ def resized_crop(
     if boxes.dim() not in (2, 3) or tuple(boxes.shape[-2:]) != (n, 4):
         raise ValueError(f"boxes must have shape ({n}, 4) or (V, {n}, 4), got {tuple(boxes.shape)}")
     single = boxes.dim() == 2
-    b = boxes.reshape(-1, n, 4).to(device=x.device, dtype=x.dtype)  # (V, N, 4)
+    b = (boxes.unsqueeze(0) if single else boxes).to(device=x.device, dtype=x.dtype)  # (V, N, 4)
     v = b.shape[0]
     if flip is not None:
         if not isinstance(flip, Tensor):
             raise TypeError(f"flip must be a torch.Tensor or None, got {type(flip).__name__}")
+        if flip.dtype != torch.bool:
+            raise TypeError(f"flip must be a bool tensor, got dtype {flip.dtype}")
         if flip.shape != boxes.shape[:-1]:
             raise ValueError(
                 f"flip must have shape {tuple(boxes.shape[:-1])} to match boxes, "

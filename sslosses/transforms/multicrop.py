@@ -7,15 +7,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from sslosses._validation import check_bool, check_positive_int
-from sslosses.transforms import functional as TF
-from sslosses.transforms._checks import (
+from sslosses._validation import (
     Size,
-    as_batch,
+    check_bool,
     check_generator,
+    check_positive_int,
+    check_range,
     check_size,
-    check_unit_interval,
 )
+from sslosses.transforms import functional as TF
+from sslosses.transforms._checks import as_batch
 from sslosses.transforms.augment import Augmentation, AugmentationParams
 from sslosses.transforms.crop import CropParams, RandomResizedCrop
 
@@ -133,7 +134,7 @@ class MultiCrop(nn.Module):
         self.crops = nn.ModuleList(
             RandomResizedCrop(
                 check_size(f"crop_sizes[{i}]", size),
-                scale=check_unit_interval(f"crop_scales[{i}]", scale),
+                scale=check_range(f"crop_scales[{i}]", scale, low=0, high=1, low_open=True),
                 ratio=ratio,
                 flip_prob=flip_prob,
                 antialias=self.antialias,

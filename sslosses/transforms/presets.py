@@ -14,8 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sslosses._validation import check_non_negative, check_non_negative_int, check_positive_int
-from sslosses.transforms._checks import Size, check_probability
+from sslosses._validation import (
+    Size,
+    check_non_negative,
+    check_non_negative_int,
+    check_positive_int,
+    check_probability,
+)
 from sslosses.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augmentation
 from sslosses.transforms.multicrop import MultiCrop
 
