@@ -35,6 +35,7 @@ pytest: install
 
 docs: install
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(PY) docs/check_math.py docs/_build/html --browser
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b doctest docs docs/_build/doctest
 
 $(WHEEL_VENV)/.torch: $(VENV)/.installed

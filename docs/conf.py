@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import doctest
+import importlib.util
+import sys
 from importlib.metadata import version as _version
+from pathlib import Path
+from typing import Any
 
 project = "sslosses"
 author = "the sslosses developers"
@@ -25,6 +29,28 @@ autodoc_default_options = {"members": True, "show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 intersphinx_mapping: dict[str, tuple[str, None]] = {}
+# Formulas render offline: MathJax 3 (TeX input, SVG output, all TeX extensions, one
+# self-contained file) is copied from the installed PyPI package ``django-static-mathjax``
+# (pure static files, no dependency; the ``docs`` extra) into ``_static``; no CDN. The
+# ``build-finished`` hook below fails the build if a page would load MathJax from elsewhere.
+_MATHJAX_FILE = "tex-svg-full.js"
+
+
+def _mathjax_source() -> str:
+    spec = importlib.util.find_spec("mathjax")
+    roots = [] if spec is None else list(spec.submodule_search_locations or [])
+    for root in roots:
+        path = Path(root) / "static" / "mathjax" / "es5" / _MATHJAX_FILE
+        if path.is_file():
+            return str(path)
+    raise RuntimeError(
+        f"MathJax ({_MATHJAX_FILE}) not found: the docs render formulas offline from the "
+        "django-static-mathjax package; install the docs extra: pip install -e '.[docs]'"
+    )
+
+
+mathjax_path = _MATHJAX_FILE  # relative: served from the build's own _static folder
+html_static_path = [_mathjax_source()]
 html_theme = "furo"
 html_title = f"sslosses {release}"
 exclude_patterns = ["_build"]
@@ -37,3 +63,19 @@ doctest_default_flags = (
     | doctest.DONT_ACCEPT_TRUE_FOR_1
     | doctest.NORMALIZE_WHITESPACE
 )
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def _check_offline_math(app: Any, exception: Exception | None) -> None:
+    from check_math import static_errors
+
+    if exception is None and app.builder.format == "html":
+        errors = static_errors(Path(app.outdir))
+        if errors:
+            raise RuntimeError("formulas would not render offline:\n" + "\n".join(errors))
+
+
+def setup(app: Any) -> None:
+    app.connect("build-finished", _check_offline_math)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from sslosses import distributed, functional, transforms
+from sslosses import distributed, functional, heads, transforms
 from sslosses.barlow_twins import BarlowTwinsLoss
 from sslosses.byol import BYOLLoss
 from sslosses.ema import EMA, cosine_schedule
@@ -34,5 +34,6 @@ __all__ = [
     "cosine_schedule",
     "distributed",
     "functional",
+    "heads",
     "transforms",
 ]

@@ -39,10 +39,13 @@ class SwAVPrototypes(nn.Module):
 
     .. code-block:: python
 
-        for step, crops in enumerate(loader):
+        for step, images in enumerate(loader):
             prototypes.normalize_()
-            z = F.normalize(projector(backbone(torch.cat(crops))), dim=1)  # (V N, D)
-            scores = list(prototypes(z).chunk(len(crops)))  # V x (N, K)
+            crops = transform(images)  # swav_transform(): 2 x 224 and 6 x 96 crops
+            # one backbone pass per crop size (torch.cat(crops) raises for mixed sizes)
+            features = torch.cat(forward_multicrop(backbone, crops))  # (V N, F)
+            z = F.normalize(projector(features), dim=1)  # (V N, D)
+            scores = list(prototypes(z).split([c.shape[0] for c in crops]))  # V x (N, K)
             loss = swav_loss(scores)
             optimizer.zero_grad()
             loss.backward()
@@ -50,7 +53,10 @@ class SwAVPrototypes(nn.Module):
             optimizer.step()
 
     Optimizers skip a parameter whose ``.grad`` is ``None``, so a frozen step leaves the
-    prototypes (and their momentum / weight-decay state) untouched, as in SwAV.
+    prototypes (and their momentum / weight-decay state) untouched, as in SwAV. Here
+    ``transform`` is :func:`sslosses.transforms.swav_transform` and ``forward_multicrop`` is
+    :func:`sslosses.transforms.forward_multicrop`; the docs' recipes page has the complete
+    step with a feature queue.
 
     Args:
         dim: the embedding dimension :math:`D`.

@@ -1,0 +1,164 @@
+"""The migration guide's claims, side by side with lightly (docs/guides/migration.rst).
+
+Each test is one row of the guide: the lightly call and the sslosses call it maps to compute the
+same value (float64), or differ exactly as the guide says. Skipped when lightly is not installed;
+CI does not need it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import sslosses.functional as SF
+from sslosses import EMA, MoCoQueue, SwAVPrototypes, cosine_schedule
+
+lightly_loss = pytest.importorskip("lightly.loss")
+lightly_utils = pytest.importorskip("lightly.models.utils")
+lightly_heads = pytest.importorskip("lightly.models.modules.heads")
+lightly_scheduler = pytest.importorskip("lightly.utils.scheduler")
+
+TOL = {"rtol": 1e-12, "atol": 1e-12}
+
+
+def _pair(n: int = 6, d: int = 5, *, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.randn(n, d, dtype=torch.float64, requires_grad=grad)
+    b = torch.randn(n, d, dtype=torch.float64, requires_grad=grad)
+    return a, b
+
+
+def test_ntxent_same_value_at_lightly_temperature() -> None:
+    a, b = _pair()
+    expected = lightly_loss.NTXentLoss(temperature=0.5)(a, b)
+    torch.testing.assert_close(SF.nt_xent(a, b, temperature=0.5), expected, **TOL)
+    assert lightly_loss.NTXentLoss().temperature == 0.5  # the guide's default row
+
+
+def test_ntxent_memory_bank_is_info_nce_with_a_queue() -> None:
+    n, d, k = 4, 3, 7  # k != d so the bank's layout is unambiguous
+    loss = lightly_loss.NTXentLoss(temperature=0.5, memory_bank_size=(k, d)).double()
+    loss(*_pair(n, d, grad=True))  # lightly fills its bank with random vectors on first use
+    buffer = next(b for name, b in loss.named_buffers() if name.endswith("bank"))
+    with torch.no_grad():  # its random rows are unit-norm in float32 only; make them exact
+        buffer.copy_(nn.functional.normalize(buffer, dim=1 if buffer.shape == (k, d) else 0))
+    bank = (buffer.T if buffer.shape == (d, k) else buffer).detach().clone()  # (k, d)
+    a, b = _pair(n, d, grad=True)
+    expected = loss(a, b)
+    queue = MoCoQueue(k, d, dtype=torch.float64)
+    queue.push(bank)  # lightly's random start, pushed explicitly
+    got = SF.info_nce(a, b, negatives=queue.features(), in_batch_negatives=False, temperature=0.5)
+    torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_ntxent_batch_of_one() -> None:
+    a, b = _pair(1)
+    assert lightly_loss.NTXentLoss()(a, b).item() == 0.0
+    with pytest.raises(ValueError, match="at least 2"):
+        SF.nt_xent(a, b)
+
+
+def test_barlow_twins_lambda_param_is_lambd() -> None:
+    a, b = _pair(8, 4)
+    expected = lightly_loss.BarlowTwinsLoss(lambda_param=5e-3)(a, b)
+    torch.testing.assert_close(SF.barlow_twins_loss(a, b, lambd=5e-3), expected, **TOL)
+    assert lightly_loss.BarlowTwinsLoss().lambda_param == 5e-3
+
+
+def test_negative_cosine_similarity_without_stop_gradient() -> None:
+    p, z = _pair(grad=True)
+    expected = lightly_loss.NegativeCosineSimilarity()(p, z)
+    got = SF.negative_cosine_similarity(p, z, stop_gradient=False)
+    torch.testing.assert_close(got, expected, **TOL)
+    (gp_l, gz_l) = torch.autograd.grad(expected, (p, z))
+    (gp, gz) = torch.autograd.grad(got, (p, z))
+    torch.testing.assert_close((gp, gz), (gp_l, gz_l), **TOL)
+    # the default stops the gradient on the target, as lightly's examples do with z.detach()
+    (gz_default,) = torch.autograd.grad(
+        SF.negative_cosine_similarity(p, z), z, allow_unused=True, materialize_grads=True
+    )
+    assert torch.count_nonzero(gz_default) == 0
+
+
+def test_byol_loss_gradient_is_twice_negative_cosine() -> None:
+    p, z = _pair(grad=True)
+    (g_lightly,) = torch.autograd.grad(lightly_loss.NegativeCosineSimilarity()(p, z.detach()), p)
+    (g_ours,) = torch.autograd.grad(SF.byol_loss(p, z), p)
+    torch.testing.assert_close(g_ours, 2 * g_lightly, **TOL)
+    (g_half,) = torch.autograd.grad(0.5 * SF.byol_loss(p, z), p)
+    torch.testing.assert_close(g_half, g_lightly, **TOL)
+
+
+def test_update_momentum_is_ema_with_buffers_kept() -> None:
+    online = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).double()
+    online(torch.randn(5, 4, dtype=torch.float64))  # running statistics differ from the copy's
+    target_l, target_ours = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).double(), None
+    target_ours = copy.deepcopy(target_l)
+    lightly_utils.update_momentum(online, target_l, m=0.9)  # (online, target, m)
+    SF.ema_update_(target=target_ours, online=online, momentum=0.9, buffers="keep")
+    for x, y in zip(target_ours.state_dict().values(), target_l.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, **TOL)
+    ema = EMA(target_l, momentum=0.9, buffers="keep")  # the module form
+    ema.update(online)
+    lightly_utils.update_momentum(online, target_l, m=0.9)
+    for x, y in zip(ema.module.state_dict().values(), target_l.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, **TOL)
+
+
+def test_cosine_schedule_lightly_uses_k_over_k_minus_1() -> None:
+    total = 11
+    for k in range(total - 1):
+        expected = lightly_scheduler.cosine_schedule(k, total, 0.996, 1.0)
+        assert cosine_schedule(k, total - 1, 0.996, 1.0) == pytest.approx(expected, abs=1e-15)
+    assert cosine_schedule(5, total, 0.996, 1.0) != pytest.approx(
+        lightly_scheduler.cosine_schedule(5, total, 0.996, 1.0), abs=1e-9
+    )
+
+
+def test_swav_loss_high_and_low_resolution_lists_and_queue() -> None:
+    g = torch.Generator().manual_seed(0)
+    high = [torch.randn(6, 10, dtype=torch.float64, generator=g) for _ in range(2)]
+    low = [torch.randn(6, 10, dtype=torch.float64, generator=g) for _ in range(3)]
+    queue = [torch.randn(12, 10, dtype=torch.float64, generator=g) for _ in range(2)]
+    criterion = lightly_loss.SwaVLoss(temperature=0.1, sinkhorn_epsilon=0.05)
+    torch.testing.assert_close(
+        SF.swav_loss([*high, *low], temperature=0.1, epsilon=0.05),
+        criterion(high, low).reshape(()),
+        **TOL,
+    )
+    torch.testing.assert_close(
+        SF.swav_loss([*high, *low], queue_scores=queue),
+        criterion(high, low, queue_outputs=queue).reshape(()),
+        **TOL,
+    )
+
+
+def test_swav_prototypes_have_no_bias() -> None:
+    theirs = lightly_heads.SwaVPrototypes(8, 5).double()
+    linear = theirs.heads[0]
+    assert linear.bias is not None  # lightly's prototype layer has a bias
+    ours = SwAVPrototypes(8, 5).double()
+    assert not any(name.endswith("bias") for name, _ in ours.named_parameters())
+    with torch.no_grad():
+        ours.weight.copy_(linear.weight)
+        linear.bias.zero_()  # lightly's behaviour with its bias at zero is ours
+    x = torch.randn(4, 8, dtype=torch.float64)
+    torch.testing.assert_close(ours(x), theirs(x), **TOL)
+
+
+def test_frozen_prototypes_forward_step_is_cancel_gradients() -> None:
+    theirs = lightly_heads.SwaVPrototypes(8, 5, n_steps_frozen_prototypes=2).double()
+    ours = SwAVPrototypes(8, 5, freeze_steps=2).double()
+    x = torch.randn(4, 8, dtype=torch.float64)
+    for step, frozen in [(0, True), (1, True), (2, False)]:
+        theirs.zero_grad(set_to_none=True)
+        ours.zero_grad(set_to_none=True)
+        out = theirs(x, step)
+        if out.requires_grad:
+            out.sum().backward()
+        ours(x).sum().backward()
+        assert ours.cancel_gradients_(step) is frozen
+        assert (theirs.heads[0].weight.grad is None) is frozen
+        assert (ours.weight.grad is None) is frozen
