@@ -278,3 +278,59 @@ def test_antialias_rejects_boxes_outside_the_image(box: tuple[int, int, int, int
     boxes = torch.tensor([box, (0, 0, 10, 12)])
     with pytest.raises(ValueError, match=r"boxes must lie inside the 10x12 images .* got"):
         resized_crop(x, boxes, 4, antialias=True)
+
+
+def checkerboard(height: int, width: int, cell: int) -> Tensor:
+    """``(1, 3, H, W)`` float64 checkerboard of ``cell`` x ``cell`` squares of 0 and 1."""
+    rows = torch.arange(height).view(height, 1) // cell
+    cols = torch.arange(width).view(1, width) // cell
+    board = ((rows + cols) % 2).to(torch.float64)
+    return board.expand(1, 3, height, width).contiguous()
+
+
+def alias_energy(images: Tensor) -> Tensor:
+    """Energy of everything but the mean, per image and channel: the sum of ``|FFT|^2`` over
+    the non-zero frequencies divided by ``(h w)^2`` (the variance, by Parseval). A pattern
+    whose frequencies all lie above the output's Nyquist limit has none after an ideal
+    low-pass resize, so what is left is aliasing."""
+    h, w = images.shape[-2:]
+    power = torch.fft.fft2(images).abs().square()
+    power[..., 0, 0] = 0.0
+    return power.sum(dim=(-2, -1)) / (h * w) ** 2
+
+
+@pytest.mark.parametrize("cell", [2, 3])
+def test_default_path_does_not_alias_a_downscaled_checkerboard(cell: int) -> None:
+    """A fine checkerboard (period 4 or 6 pixels, above the Nyquist limit of a 4x downscale)
+    cropped and resized 4x smaller: the default keeps its mean and leaves no more aliasing
+    energy than ``F.interpolate(..., antialias=True)``; unfiltered sampling (``antialias=False``)
+    breaks one or the other, so the test sees aliasing where it happens."""
+    x = checkerboard(140, 140, cell)
+    top, left, side, out = 5, 7, 128, 32  # a 128 x 128 box, 4x smaller
+    crop = x[:, :, top : top + side, left : left + side]
+    true_mean = float(crop.mean())
+    ref = F.interpolate(crop, size=(out, out), mode="bilinear", antialias=True)
+    ref_energy = alias_energy(ref)
+    # every default path: the function, the module, multi-crop (full-image box, no flip)
+    box = torch.tensor([[top, left, side, side]])
+    full = x[:, :, top : top + side, left : left + side].contiguous()
+    g = torch.Generator().manual_seed(0)
+    outputs = {
+        "resized_crop": resized_crop(x, box, out),
+        "RandomResizedCrop": RandomResizedCrop(
+            out, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=0.0
+        )(full, generator=g),
+        "MultiCrop": MultiCrop((out,), (2,), ((1.0, 1.0),), ratio=(1.0, 1.0), flip_prob=0.0)(
+            full, generator=g
+        )[1],
+    }
+    for name, y in outputs.items():
+        assert y.shape == (1, 3, out, out), name
+        assert abs(float(y.mean()) - true_mean) < 1e-3, name
+        energy = alias_energy(y)
+        assert bool((energy <= ref_energy * (1 + 1e-9) + 1e-15).all()), (name, energy, ref_energy)
+        assert float(ref_energy.max()) < 1e-2 * float(crop.var())  # little is left at all
+    plain = resized_crop(x, box, out, antialias=False)
+    aliased_mean = abs(float(plain.mean()) - true_mean) > 0.1
+    aliased_energy = bool((alias_energy(plain) > 100 * ref_energy).all())
+    assert aliased_mean or aliased_energy
