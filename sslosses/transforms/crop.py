@@ -39,13 +39,13 @@ class RandomResizedCrop(nn.Module):
 
     Boxes follow torchvision's ``RandomResizedCrop`` (area fraction uniform in ``scale``,
     log-uniform aspect ratio in ``ratio``, 10 candidates and a centered fallback; see
-    :func:`~sslosses.transforms.functional.sample_crop_boxes`); all crops are then resampled by
-    bilinear :func:`torch.nn.functional.grid_sample`, batched, flips included
-    (:func:`~sslosses.transforms.functional.resized_crop`), antialiased by default: each crop
-    as ``F.interpolate(..., mode="bilinear", antialias=True)``, like torchvision's
-    ``RandomResizedCrop`` (PIL's filters on PIL images; ``antialias=True``, the default of its
-    v2 transforms, on tensors). ``antialias=False`` is the faster, unfiltered bilinear
-    sampling. Output is float32 in ``[0, 1]`` for ``uint8`` input (float64 stays float64).
+    :func:`~sslosses.transforms.functional.sample_crop_boxes`); all crops are then resized,
+    batched, flips included (:func:`~sslosses.transforms.functional.resized_crop`),
+    antialiased by default: each crop as ``F.interpolate(..., mode="bilinear",
+    antialias=True)``, like torchvision's ``RandomResizedCrop`` (PIL's filters on PIL images;
+    ``antialias=True``, the default of its v2 transforms, on tensors). ``antialias=False`` is
+    the faster, unfiltered bilinear sampling by :func:`torch.nn.functional.grid_sample`.
+    Output is float32 in ``[0, 1]`` for ``uint8`` input (float64 stays float64).
 
     Args:
         size: output size ``s`` or ``(h, w)``.
