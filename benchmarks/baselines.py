@@ -283,7 +283,8 @@ class MultiCropConfig:
     """A multi-crop pipeline: crop groups plus the per-crop augmentations.
 
     The defaults are SwAV's ``2x224 + 6x96`` with its colour distortion (strength 1), random
-    grayscale, Gaussian blur (kernel 23, sigma in [0.1, 2], ``p=0.5``) and normalization.
+    grayscale, Gaussian blur (kernel 23, sigma in [0.1, 2], ``p=0.5``) and normalization, and
+    an antialiased resize (SwAV resizes PIL images, whose filters antialias).
     """
 
     crop_sizes: tuple[int, ...] = (224, 96)
@@ -298,6 +299,7 @@ class MultiCropConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.228, 0.224, 0.225)
+    antialias: bool = True  # F.interpolate(..., antialias=...) for each crop
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -420,8 +422,9 @@ def multicrop_loop(
 ) -> list[Tensor]:
     """Crop ``(N, 3, H, W)`` images in ``[0, 1]`` one image and one crop at a time.
 
-    Resizing is bilinear without antialiasing, as sslosses' batched ``grid_sample`` (PIL and
-    torchvision's tensor resize antialias, which costs more), so both do the same work.
+    Resizing is ``F.interpolate(crop, mode="bilinear", antialias=cfg.antialias)`` per crop,
+    the same filter as sslosses' ``resized_crop`` with the same setting, so both do the same
+    work.
 
     Returns one ``(N, 3, size, size)`` tensor per crop, crops of the first group first, as a
     data loader collating per-sample outputs would.
@@ -442,7 +445,11 @@ def multicrop_loop(
                 top, left, h, w = _resized_crop_box(height, width, scale, cfg.ratio, generator)
                 crop = img[:, top : top + h, left : left + w].unsqueeze(0)
                 crop = F.interpolate(
-                    crop, size=(size, size), mode="bilinear", align_corners=False
+                    crop,
+                    size=(size, size),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=cfg.antialias,
                 ).squeeze(0)
                 crop = crop.clamp_(0, 1)
                 if float(torch.rand((), generator=generator)) < cfg.flip_p:

@@ -609,12 +609,12 @@ def _multicrop_setup(n: int, size: int) -> Callable[[torch.device], Inputs]:
 
 
 def _multicrop_loop(
-    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int, antialias: bool
 ) -> Callable[[Inputs], Prepared]:
     def prepare(inputs: Inputs) -> Prepared:
         images = inputs["images"]
         cfg = baselines.MultiCropConfig(
-            crop_sizes=sizes, crop_counts=counts, blur_kernel=blur_kernel
+            crop_sizes=sizes, crop_counts=counts, blur_kernel=blur_kernel, antialias=antialias
         )
         gen = torch.Generator().manual_seed(1)  # parameters drawn on the CPU, one by one
         return Prepared(lambda: baselines.multicrop_loop(images, cfg, generator=gen))
@@ -623,7 +623,7 @@ def _multicrop_loop(
 
 
 def _multicrop_ours(
-    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int, antialias: bool
 ) -> Callable[[Inputs], Prepared]:
     def prepare(inputs: Inputs) -> Prepared:
         from sslosses.transforms import swav_transform
@@ -635,6 +635,7 @@ def _multicrop_ours(
             global_count=counts[0],
             local_count=counts[1],
             blur_kernel_size=blur_kernel,
+            antialias=antialias,
         )
         gen = torch.Generator(device=images.device).manual_seed(1)
         return Prepared(lambda: transform(images, generator=gen))
@@ -642,22 +643,150 @@ def _multicrop_ours(
     return prepare
 
 
+_SWAV_MEAN, _SWAV_STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)
+
+
+def _optional(module: str) -> Any:
+    """``import_module(module)``, or ``ImportError`` when it is absent or broken."""
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        raise ImportError(f"{module.split('.')[0]} is not installed")
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # a broken optional install counts as absent
+        raise ImportError(f"{module} failed to import: {exc!r}") from exc
+
+
+def _multicrop_torchvision(
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int, antialias: bool
+) -> Callable[[Inputs], Prepared]:
+    """SwAV's recipe (``src/multicropdataset.py``) with torchvision's ``transforms.v2`` on uint8
+    tensors, one image and one crop at a time, then stacked: what a DataLoader does."""
+
+    def prepare(inputs: Inputs) -> Prepared:
+        v2 = _optional("torchvision.transforms.v2")
+        images = (inputs["images"] * 255).round_().to(torch.uint8)  # the loader's input
+        scales = ((0.14, 1.0), (0.05, 0.14))
+        pipelines = [
+            v2.Compose(
+                [
+                    v2.RandomResizedCrop(size, scale=scale, antialias=antialias),
+                    v2.RandomHorizontalFlip(p=0.5),
+                    v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+                    v2.RandomGrayscale(p=0.2),
+                    v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
+                    v2.ToDtype(torch.float32, scale=True),
+                    v2.Normalize(_SWAV_MEAN, _SWAV_STD),
+                ]
+            )
+            for size, scale in zip(sizes, scales, strict=True)
+        ]
+
+        def step() -> list[Tensor]:
+            per_image = [
+                [t(img) for t, c in zip(pipelines, counts, strict=True) for _ in range(c)]
+                for img in images
+            ]
+            return [torch.stack(crops) for crops in zip(*per_image, strict=True)]
+
+        torch.manual_seed(1)
+        return Prepared(step)
+
+    return prepare
+
+
+def _multicrop_kornia(
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int
+) -> Callable[[Inputs], Prepared]:
+    """SwAV's recipe with Kornia's batched augmentations: one ``AugmentationSequential`` per
+    crop size, called once on the batch repeated ``count`` times (per-sample parameters).
+    Kornia's ``RandomResizedCrop`` has no antialias option."""
+
+    def prepare(inputs: Inputs) -> Prepared:
+        K = _optional("kornia.augmentation")
+        images = inputs["images"]
+        scales = ((0.14, 1.0), (0.05, 0.14))
+        mean = torch.tensor(_SWAV_MEAN, device=images.device)
+        std = torch.tensor(_SWAV_STD, device=images.device)
+        pipelines = [
+            K.AugmentationSequential(
+                K.RandomResizedCrop((size, size), scale=scale),
+                K.RandomHorizontalFlip(p=0.5),
+                K.ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8),
+                K.RandomGrayscale(p=0.2),
+                K.RandomGaussianBlur((blur_kernel, blur_kernel), (0.1, 2.0), p=0.5),
+                K.Normalize(mean=mean, std=std),
+            )
+            for size, scale in zip(sizes, scales, strict=True)
+        ]
+
+        def step() -> list[Tensor]:
+            out: list[Tensor] = []
+            for pipeline, count in zip(pipelines, counts, strict=True):
+                batch = pipeline(images.repeat(count, 1, 1, 1))
+                out.extend(batch.chunk(count))
+            return out
+
+        torch.manual_seed(1)
+        return Prepared(step)
+
+    return prepare
+
+
 def _multicrop_case(
     n: int, size: int, sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int = 23
 ) -> Case:
+    """SwAV's multi-crop; the baseline is the per-sample loop with SwAV's (antialiased) resize.
+
+    Every implementation with a resize setting runs with both (``antialias=True``, the
+    default of sslosses and of the PyTorch originals, and ``False``), in the same run.
+    """
     label = " + ".join(f"{c}x{s}" for s, c in zip(sizes, counts, strict=True))
+    args = (sizes, counts, blur_kernel)
     impls = (
         Impl(
             "loop",
-            "per-sample loop (baseline)",
+            "per-sample loop, antialias (baseline)",
             "baseline",
-            _multicrop_loop(sizes, counts, blur_kernel),
+            _multicrop_loop(*args, True),
+        ),
+        Impl(
+            "loop-noaa",
+            "per-sample loop, antialias=False",
+            "baseline",
+            _multicrop_loop(*args, False),
         ),
         Impl(
             "sslosses",
-            "sslosses swav_transform (MultiCrop)",
+            "sslosses swav_transform (default: antialias)",
             "sslosses",
-            _multicrop_ours(sizes, counts, blur_kernel),
+            _multicrop_ours(*args, True),
+        ),
+        Impl(
+            "sslosses-noaa",
+            "sslosses swav_transform, antialias=False",
+            "sslosses",
+            _multicrop_ours(*args, False),
+        ),
+        Impl(
+            "torchvision",
+            "torchvision v2 per sample, uint8, antialias",
+            "torchvision",
+            _multicrop_torchvision(*args, True),
+            exact=False,
+        ),
+        Impl(
+            "torchvision-noaa",
+            "torchvision v2 per sample, uint8, antialias=False",
+            "torchvision",
+            _multicrop_torchvision(*args, False),
+            exact=False,
+        ),
+        Impl(
+            "kornia",
+            "Kornia batched (no antialias option)",
+            "kornia",
+            _multicrop_kornia(*args),
+            exact=False,
         ),
     )
     return Case(
@@ -706,6 +835,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _simsiam_case(4096, 256),
         _ema_case(),
         _multicrop_case(64, 256, (224, 96), (2, 6)),
+        _multicrop_case(64, 512, (224, 96), (2, 6)),
     ]
 
 
@@ -955,7 +1085,8 @@ def run_case(
             if prepared[impl.key].note:
                 row.label += f" ({prepared[impl.key].note})"
         except ImportError as exc:
-            row.status = "unavailable" if impl.source == "lightly" else "missing"
+            optional = impl.source in ("lightly", "torchvision", "kornia")
+            row.status = "unavailable" if optional else "missing"
             row.reason = str(exc) or type(exc).__name__
         except Exception as exc:
             row.status = "error"
@@ -1038,6 +1169,8 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
             else f"{value:.0f} {unit}"
         )
         status = "not run" if ok is None else "reached" if ok else "NOT reached"
+        if goal == "(measured)" and value is not None:  # a measurement, not a target
+            status = "measured"
         out.append(
             {"target": name, "goal": goal, "measured": value, "shown": shown, "status": status}
         )
@@ -1108,14 +1241,35 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 t,
                 None if t is None else t >= 3,
             )
-    mc_case = next((r.case for r in rows if r.group == "multicrop"), "multicrop:64x256")
-    t = ratio(mc_case, "loop", "sslosses", "total_ms")
-    add(
-        "Multi-crop 2x224+6x96, 64 images: images/s, sslosses / per-sample loop",
-        ">= 3x",
-        t,
-        None if t is None else t >= 3,
-    )
+    mc_cases = list(dict.fromkeys(r.case for r in rows if r.group == "multicrop"))
+    for mc_case in mc_cases or ["multicrop:64x256"]:
+        images = mc_case.split(":")[1]
+        t = ratio(mc_case, "loop", "sslosses", "total_ms")
+        add(
+            f"Multi-crop {images}: images/s, sslosses / per-sample loop (both antialiased)",
+            ">= 3x",
+            t,
+            None if t is None else t >= 3,
+        )
+        for other, what in (
+            ("torchvision", "torchvision v2 per sample (antialias)"),
+            ("torchvision-noaa", "torchvision v2 per sample (antialias=False)"),
+            ("kornia", "Kornia batched"),
+        ):
+            t = ratio(mc_case, other, "sslosses", "total_ms")
+            add(
+                f"Multi-crop {images}: images/s, sslosses default / {what}",
+                ">= 1x",
+                t,
+                None if t is None else t >= 1,
+            )
+        t = ratio(mc_case, "sslosses", "sslosses-noaa", "total_ms")
+        add(
+            f"Multi-crop {images}: cost of antialiasing, sslosses time True / False",
+            "(measured)",
+            t,
+            None,
+        )
     return out
 
 
@@ -1154,6 +1308,8 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "dtype": "float32",
         "lightly": _lightly_version(),
+        "kornia": _package_version("kornia"),
+        "torchvision": _package_version("torchvision"),
         "git": commit,
         "load_average_start": _load_average(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -1170,12 +1326,16 @@ def _load_average() -> list[float] | None:
 
 
 def _lightly_version() -> str | None:
-    if importlib.util.find_spec("lightly") is None:
+    return _package_version("lightly")
+
+
+def _package_version(name: str) -> str | None:
+    if importlib.util.find_spec(name) is None:
         return None
     try:
         from importlib.metadata import version
 
-        return version("lightly")
+        return version(name)
     except Exception:
         return "unknown"
 
@@ -1273,7 +1433,9 @@ def render_markdown(report: dict[str, Any], rows: Sequence[Row]) -> str:
         f"- Command: `{report['command']}`",
         f"- Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs; {m['platform']}",
         f"- Software: Python {m['python']}, torch {m['torch']}, lightly "
-        f"{m['lightly'] or 'not installed'}; git {m['git'] or 'n/a'}; {m['date']}",
+        f"{m['lightly'] or 'not installed'}, kornia {m.get('kornia') or 'not installed'}, "
+        f"torchvision {m.get('torchvision') or 'not installed'}; git {m['git'] or 'n/a'}; "
+        f"{m['date']}",
         f"- Device: {m['device']}{' (' + m['gpu'] + ')' if m['gpu'] else ''}, {m['dtype']}",
         f"- Load average (1/5/15 min) at start {_fmt_load(m.get('load_average_start'))}, at end "
         f"{_fmt_load(report.get('load_average_end'))}; run took {report['elapsed_s'] / 60:.1f} min",

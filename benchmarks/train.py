@@ -528,13 +528,13 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
     gray = data.train_x.shape[1] == 1
     multicrop: MultiCrop
     if gray:
-        # Grayscale images ride through the RGB pipeline as three equal channels: brightness
-        # and contrast jitter (luma weights sum to 1) keep them equal, so one is kept after.
+        # Grayscale images go through the pipeline with their one channel (brightness and
+        # contrast jitter work on it; contrast's luma is the channel itself).
         sizes, counts, scales = [size], [2], [scale]
         if method == "swav" and r.small_crops:
             sizes, counts = [size, small], [2, r.small_crops]
             scales = [scale, preset.small_crop_scale]
-        jitter = Augmentation(jitter=(0.4, 0.4, 0.0, 0.0), jitter_prob=0.8, mean=m * 3, std=s * 3)
+        jitter = Augmentation(jitter=(0.4, 0.4, 0.0, 0.0), jitter_prob=0.8, mean=m, std=s)
         multicrop = MultiCrop(
             sizes, counts, scales, augmentations=jitter, flip_prob=0.5 if preset.flip else 0.0
         )
@@ -557,10 +557,7 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
         )
 
     def augment(images: Tensor, generator: torch.Generator) -> list[Tensor]:
-        x = to_float(images, data)
-        if gray:
-            return [v[:, :1] for v in multicrop(x.expand(-1, 3, -1, -1), generator=generator)]
-        return list(multicrop(x, generator=generator))
+        return list(multicrop(to_float(images, data), generator=generator))
 
     return augment
 

@@ -378,3 +378,44 @@ def test_missing_stl10_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"train_X\.bin not found") as err:
         train.load_stl10(tmp_path, unlabeled=True)
     assert "https://cs.stanford.edu/~acoates/stl10/" in str(err.value)
+
+
+# --- grayscale data -------------------------------------------------------------------------
+
+
+def test_grayscale_views_keep_one_channel_and_equal_the_three_channel_route() -> None:
+    """Digits go through the pipeline with one channel: every view is (N, 1, h, w), and equals
+    the first channel of the former route (three equal channels, one kept after) with the same
+    random draws, since brightness and contrast treat a gray channel as its own luma."""
+    data = train.load_digits()
+    cfg = train.parse_args(["--method", "swav"])
+    r = train.resolve(cfg, "swav", data.train_x.shape[0])
+    mean, std = torch.tensor([0.3]), torch.tensor([0.2])
+    images = data.train_x[:16]
+    views = train.build_augment(r, data, mean, std)(images, torch.Generator().manual_seed(3))
+    sizes = [r.image_size] * 2 + [r.small_crop_size] * r.small_crops
+    assert [tuple(v.shape) for v in views] == [(16, 1, s, s) for s in sizes]
+
+    def route(channels: int) -> list[torch.Tensor]:
+        jitter = train.Augmentation(
+            jitter=(0.4, 0.4, 0.0, 0.0),
+            jitter_prob=0.8,
+            mean=(0.3,) * channels,
+            std=(0.2,) * channels,
+        )
+        multicrop = train.MultiCrop(
+            (r.image_size, r.small_crop_size),
+            (2, r.small_crops),
+            (r.preset.crop_scale, r.preset.small_crop_scale),
+            augmentations=jitter,
+            flip_prob=0.5 if r.preset.flip else 0.0,
+        )
+        x = train.to_float(images, data).expand(-1, channels, -1, -1)
+        return list(multicrop(x, generator=torch.Generator().manual_seed(3)))
+
+    for one, new, three in zip(route(1), views, route(3), strict=True):
+        torch.testing.assert_close(new, one, rtol=0, atol=0)
+        torch.testing.assert_close(one, three[:, :1], rtol=0, atol=1e-6)
+        torch.testing.assert_close(
+            three[:, 1:], three[:, :1].expand(-1, 2, -1, -1), rtol=0, atol=1e-6
+        )

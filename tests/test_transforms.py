@@ -131,11 +131,15 @@ def augment_ref(img: Tensor, aug: Augmentation, p: AugmentationParams, i: int) -
     return y
 
 
-def crop_ref(img: Tensor, box: Sequence[int], size: tuple[int, int], flip: bool) -> Tensor:
-    """Slice the box, resize bilinearly (no antialias), flip: torchvision's resized_crop."""
+def crop_ref(
+    img: Tensor, box: Sequence[int], size: tuple[int, int], flip: bool, *, antialias: bool
+) -> Tensor:
+    """Slice the box, resize bilinearly (antialiased or not), flip: torchvision's resized_crop."""
     top, left, h, w = box
     patch = img[:, top : top + h, left : left + w]
-    out = F.interpolate(patch[None], size=size, mode="bilinear", align_corners=False)[0]
+    out = F.interpolate(
+        patch[None], size=size, mode="bilinear", align_corners=False, antialias=antialias
+    )[0]
     return out.flip(-1) if flip else out
 
 
@@ -151,7 +155,11 @@ def multicrop_ref(
             views = []
             for i in range(n):
                 c = crop_ref(
-                    images[i], crop_p.boxes[v, i].tolist(), crop.size, bool(crop_p.flip[v, i])
+                    images[i],
+                    crop_p.boxes[v, i].tolist(),
+                    crop.size,
+                    bool(crop_p.flip[v, i]),
+                    antialias=crop.antialias,
                 )
                 views.append(augment_ref(c, aug, aug_p, v * n + i))
             out.append(torch.stack(views))
@@ -474,23 +482,29 @@ def test_boxes_determinism() -> None:
     assert not torch.equal(a, c)
 
 
+@pytest.mark.parametrize("antialias", [False, True])
 @pytest.mark.parametrize("size", [(8, 8), (30, 20), (5, 17)])
-def test_resized_crop_matches_per_sample_loop(size: tuple[int, int]) -> None:
+def test_resized_crop_matches_per_sample_loop(size: tuple[int, int], antialias: bool) -> None:
     x = rand_images(5, 21, 17)
     boxes = TF.sample_crop_boxes(15, 21, 17, scale=(0.05, 1.0), generator=gen(1)).view(3, 5, 4)
     flip = torch.rand(3, 5, generator=gen(2)) < 0.5
-    out = TF.resized_crop(x, boxes, size, flip=flip)
+    out = TF.resized_crop(x, boxes, size, flip=flip, antialias=antialias)
     assert out.shape == (3, 5, 3, *size)
     for v in range(3):
         for i in range(5):
-            ref = crop_ref(x[i], boxes[v, i].tolist(), size, bool(flip[v, i]))
+            ref = crop_ref(x[i], boxes[v, i].tolist(), size, bool(flip[v, i]), antialias=antialias)
             torch.testing.assert_close(out[v, i], ref, rtol=0, atol=1e-12)
-    single = TF.resized_crop(x, boxes[0], size, flip=flip[0])
+    single = TF.resized_crop(x, boxes[0], size, flip=flip[0], antialias=antialias)
     torch.testing.assert_close(single, out[0], rtol=0, atol=0)
-    unbatched = TF.resized_crop(x[0], boxes[0, :1], size)
+    unbatched = TF.resized_crop(x[0], boxes[0, :1], size, antialias=antialias)
     torch.testing.assert_close(
-        unbatched, crop_ref(x[0], boxes[0, 0].tolist(), size, False), rtol=0, atol=1e-12
+        unbatched,
+        crop_ref(x[0], boxes[0, 0].tolist(), size, False, antialias=antialias),
+        rtol=0,
+        atol=1e-12,
     )
+    if antialias:  # the default
+        torch.testing.assert_close(TF.resized_crop(x, boxes, size, flip=flip), out, rtol=0, atol=0)
 
 
 def coord_image(n: int, h: int, w: int) -> Tensor:
@@ -512,7 +526,8 @@ def test_crops_come_from_inside_the_image_at_the_requested_scale(
     size: int, scale: tuple[float, float]
 ) -> None:
     H, W, n = 30, 36, 64
-    mc = MultiCrop((size,), (2,), (scale,))
+    # the geometry of bilinear point sampling (the antialias filter averages neighbours)
+    mc = MultiCrop((size,), (2,), (scale,), antialias=False)
     images = coord_image(n, H, W)
     params = mc.sample_params(n, H, W, generator=gen(3))
     crops = mc.apply_params(images, params)
@@ -640,7 +655,7 @@ def test_augmentation_ranges_and_dtypes() -> None:
 # --------------------------------------------------------------------------------------------
 # MultiCrop
 # --------------------------------------------------------------------------------------------
-def small_multicrop() -> MultiCrop:
+def small_multicrop(*, antialias: bool = True) -> MultiCrop:
     return MultiCrop(
         (12, 12, (6, 8)),
         (1, 1, 3),
@@ -650,11 +665,13 @@ def small_multicrop() -> MultiCrop:
             Augmentation(**{**FULL, "blur_prob": 0.1, "solarize_prob": 0.2}),  # type: ignore[arg-type]
             Augmentation(**FULL, mean=IMAGENET_MEAN, std=IMAGENET_STD),  # type: ignore[arg-type]
         ),
+        antialias=antialias,
     )
 
 
-def test_multicrop_matches_per_sample_loop() -> None:
-    mc = small_multicrop()
+@pytest.mark.parametrize("antialias", [False, True])
+def test_multicrop_matches_per_sample_loop(antialias: bool) -> None:
+    mc = small_multicrop(antialias=antialias)
     x = rand_images(5, 20, 18, seed=9)
     params = mc.sample_params(5, 20, 18, generator=gen(4))
     out = mc.apply_params(x, params)
@@ -1152,10 +1169,15 @@ def test_scale_bounds_the_area_not_the_side() -> None:
 
 
 def test_runs_on_another_device_without_data_dependent_ops() -> None:
-    """On the meta device any host synchronization or CPU-only step would raise."""
+    """On the meta device any host synchronization or CPU-only step would raise.
+
+    ``antialias=False``: the antialiased resize reads the boxes (documented), so only the
+    ``grid_sample`` path runs without a synchronization.
+    """
     images = torch.empty(4, 3, 40, 40, dtype=torch.uint8, device="meta")
     for generator in (None, gen(0)):  # the default generator of the device, or a CPU one
-        crops = dino_transform(32, 16, local_count=2)(images, generator=generator)
+        transform = dino_transform(32, 16, local_count=2, antialias=False)
+        crops = transform(images, generator=generator)
         assert [c.device.type for c in crops] == ["meta"] * 4
         assert [tuple(c.shape) for c in crops] == [(4, 3, 32, 32)] * 2 + [(4, 3, 16, 16)] * 2
         assert all(c.dtype == torch.float32 for c in crops)

@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import sslosses.transforms.functional as TF
-from sslosses.transforms import MultiCrop, RandomResizedCrop, swav_transform
+from sslosses.transforms import (
+    MultiCrop,
+    RandomResizedCrop,
+    byol_transform,
+    dino_transform,
+    simclr_transform,
+    swav_transform,
+)
 from sslosses.transforms.functional import resized_crop, sample_crop_boxes
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
@@ -82,7 +89,7 @@ def test_fixed_boxes_downscale_and_upscale() -> None:
 def test_differs_from_plain_bilinear_when_downscaling() -> None:
     x = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     boxes = torch.tensor([[0, 0, 64, 64], [4, 4, 48, 60]])
-    plain = resized_crop(x, boxes, 12)
+    plain = resized_crop(x, boxes, 12, antialias=False)
     aa = resized_crop(x, boxes, 12, antialias=True)
     assert (plain - aa).abs().max() > 1e-3
     # antialiasing smooths: less variance than point sampling of the same noise
@@ -155,15 +162,23 @@ def test_non_contiguous_input() -> None:
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
 
 
-def test_default_is_unchanged_plain_bilinear() -> None:
-    """antialias=False (the default) is the former behaviour: interpolate without antialias."""
+def test_default_is_antialiased_and_false_is_plain_bilinear() -> None:
+    """The default filters as interpolate(antialias=True); antialias=False does not filter."""
     x = torch.rand(5, 3, 60, 72)
     boxes = boxes_for(3, 5, 60, 72, (0.05, 1.0), seed=11)
     flip = torch.rand(3, 5) < 0.5
-    ref = crop_ref(x, boxes, (16, 20), flip, antialias=False)
     out = resized_crop(x, boxes, (16, 20), flip=flip)
-    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
-    assert torch.equal(out, resized_crop(x, boxes, (16, 20), flip=flip, antialias=False))
+    torch.testing.assert_close(
+        out, crop_ref(x, boxes, (16, 20), flip, antialias=True), rtol=0, atol=1e-5
+    )
+    assert torch.equal(out, resized_crop(x, boxes, (16, 20), flip=flip, antialias=True))
+    plain = resized_crop(x, boxes, (16, 20), flip=flip, antialias=False)
+    torch.testing.assert_close(
+        plain, crop_ref(x, boxes, (16, 20), flip, antialias=False), rtol=0, atol=1e-5
+    )
+    assert float((out - plain).abs().max()) > 1e-2
+    assert RandomResizedCrop(16).antialias
+    assert MultiCrop((8,), (1,), ((0.5, 1.0),)).antialias
 
 
 def test_random_resized_crop_module() -> None:
@@ -197,7 +212,7 @@ def test_multicrop_antialias_shapes_determinism_and_values() -> None:
     ]
     for c, e in zip(crops, expected, strict=True):
         torch.testing.assert_close(c, e, rtol=0, atol=1e-5)
-    plain = MultiCrop((32, 12), (2, 3), ((0.4, 1.0), (0.05, 0.4)))(
+    plain = MultiCrop((32, 12), (2, 3), ((0.4, 1.0), (0.05, 0.4)), antialias=False)(
         x, generator=torch.Generator().manual_seed(0)
     )
     assert any((c - p).abs().max() > 1e-3 for c, p in zip(crops, plain, strict=True))
@@ -205,11 +220,21 @@ def test_multicrop_antialias_shapes_determinism_and_values() -> None:
 
 def test_presets_accept_antialias() -> None:
     x = torch.rand(2, 3, 48, 48)
-    mc = swav_transform(24, 12, blur_kernel_size=None, antialias=True)
-    assert mc.antialias and all(c.antialias for c in mc.crops)
+    mc = swav_transform(24, 12, blur_kernel_size=None, antialias=False)
+    assert not mc.antialias and not any(c.antialias for c in mc.crops)
     crops = mc(x, generator=torch.Generator().manual_seed(0))
     assert [tuple(c.shape) for c in crops] == [(2, 3, 24, 24)] * 2 + [(2, 3, 12, 12)] * 6
-    assert not swav_transform(24, 12).antialias
+    assert simclr_transform(24, antialias=True).antialias
+    assert byol_transform(24, antialias=True).antialias
+    assert not dino_transform(24, 12, antialias=False).antialias
+
+
+def test_preset_defaults_follow_the_originals() -> None:
+    """PyTorch originals (PIL resize) antialias; the TF ones (tf.image.resize) do not."""
+    for mc in (swav_transform(24, 12), dino_transform(24, 12)):
+        assert mc.antialias and all(c.antialias for c in mc.crops)
+    for mc in (simclr_transform(24), byol_transform(24)):
+        assert not mc.antialias and not any(c.antialias for c in mc.crops)
 
 
 @pytest.mark.parametrize("bad", [1, 0, "yes", None, torch.tensor(True)])
@@ -253,3 +278,59 @@ def test_antialias_rejects_boxes_outside_the_image(box: tuple[int, int, int, int
     boxes = torch.tensor([box, (0, 0, 10, 12)])
     with pytest.raises(ValueError, match=r"boxes must lie inside the 10x12 images .* got"):
         resized_crop(x, boxes, 4, antialias=True)
+
+
+def checkerboard(height: int, width: int, cell: int) -> Tensor:
+    """``(1, 3, H, W)`` float64 checkerboard of ``cell`` x ``cell`` squares of 0 and 1."""
+    rows = torch.arange(height).view(height, 1) // cell
+    cols = torch.arange(width).view(1, width) // cell
+    board = ((rows + cols) % 2).to(torch.float64)
+    return board.expand(1, 3, height, width).contiguous()
+
+
+def alias_energy(images: Tensor) -> Tensor:
+    """Energy of everything but the mean, per image and channel: the sum of ``|FFT|^2`` over
+    the non-zero frequencies divided by ``(h w)^2`` (the variance, by Parseval). A pattern
+    whose frequencies all lie above the output's Nyquist limit has none after an ideal
+    low-pass resize, so what is left is aliasing."""
+    h, w = images.shape[-2:]
+    power = torch.fft.fft2(images).abs().square()
+    power[..., 0, 0] = 0.0
+    return power.sum(dim=(-2, -1)) / (h * w) ** 2
+
+
+@pytest.mark.parametrize("cell", [2, 3])
+def test_default_path_does_not_alias_a_downscaled_checkerboard(cell: int) -> None:
+    """A fine checkerboard (period 4 or 6 pixels, above the Nyquist limit of a 4x downscale)
+    cropped and resized 4x smaller: the default keeps its mean and leaves no more aliasing
+    energy than ``F.interpolate(..., antialias=True)``; unfiltered sampling (``antialias=False``)
+    breaks one or the other, so the test sees aliasing where it happens."""
+    x = checkerboard(140, 140, cell)
+    top, left, side, out = 5, 7, 128, 32  # a 128 x 128 box, 4x smaller
+    crop = x[:, :, top : top + side, left : left + side]
+    true_mean = float(crop.mean())
+    ref = F.interpolate(crop, size=(out, out), mode="bilinear", antialias=True)
+    ref_energy = alias_energy(ref)
+    # every default path: the function, the module, multi-crop (full-image box, no flip)
+    box = torch.tensor([[top, left, side, side]])
+    full = x[:, :, top : top + side, left : left + side].contiguous()
+    g = torch.Generator().manual_seed(0)
+    outputs = {
+        "resized_crop": resized_crop(x, box, out),
+        "RandomResizedCrop": RandomResizedCrop(
+            out, scale=(1.0, 1.0), ratio=(1.0, 1.0), flip_prob=0.0
+        )(full, generator=g),
+        "MultiCrop": MultiCrop((out,), (2,), ((1.0, 1.0),), ratio=(1.0, 1.0), flip_prob=0.0)(
+            full, generator=g
+        )[1],
+    }
+    for name, y in outputs.items():
+        assert y.shape == (1, 3, out, out), name
+        assert abs(float(y.mean()) - true_mean) < 1e-3, name
+        energy = alias_energy(y)
+        assert bool((energy <= ref_energy * (1 + 1e-9) + 1e-15).all()), (name, energy, ref_energy)
+        assert float(ref_energy.max()) < 1e-2 * float(crop.var())  # little is left at all
+    plain = resized_crop(x, box, out, antialias=False)
+    aliased_mean = abs(float(plain.mean()) - true_mean) > 0.1
+    aliased_energy = bool((alias_energy(plain) > 100 * ref_energy).all())
+    assert aliased_mean or aliased_energy

@@ -39,12 +39,13 @@ class RandomResizedCrop(nn.Module):
 
     Boxes follow torchvision's ``RandomResizedCrop`` (area fraction uniform in ``scale``,
     log-uniform aspect ratio in ``ratio``, 10 candidates and a centered fallback; see
-    :func:`~sslosses.transforms.functional.sample_crop_boxes`); all crops are then resampled by
-    bilinear :func:`torch.nn.functional.grid_sample`, batched, flips included
-    (:func:`~sslosses.transforms.functional.resized_crop`), without antialiasing unless
-    ``antialias=True`` (then as ``F.interpolate(..., antialias=True)`` on each crop, the
-    default of torchvision's v2 ``RandomResizedCrop``). Output is float32 in ``[0, 1]`` for
-    ``uint8`` input (float64 stays float64).
+    :func:`~sslosses.transforms.functional.sample_crop_boxes`); all crops are then resized,
+    batched, flips included (:func:`~sslosses.transforms.functional.resized_crop`),
+    antialiased by default: each crop as ``F.interpolate(..., mode="bilinear",
+    antialias=True)``, like torchvision's ``RandomResizedCrop`` (PIL's filters on PIL images;
+    ``antialias=True``, the default of its v2 transforms, on tensors). ``antialias=False`` is
+    the faster, unfiltered bilinear sampling by :func:`torch.nn.functional.grid_sample`.
+    Output is float32 in ``[0, 1]`` for ``uint8`` input (float64 stays float64).
 
     Args:
         size: output size ``s`` or ``(h, w)``.
@@ -52,8 +53,8 @@ class RandomResizedCrop(nn.Module):
             Default: ``(0.08, 1.0)`` (Inception / torchvision).
         ratio: aspect ratio (width / height) range. Default: ``(3/4, 4/3)``.
         flip_prob: probability of a horizontal flip. Default: ``0.5``.
-        antialias: filter before downscaling (antialiased bilinear resize). Default:
-            ``False``.
+        antialias: filter before downscaling (antialiased bilinear resize); ``False`` for
+            plain bilinear sampling. Default: ``True``.
 
     Shape:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`; output: :math:`(N, C, h, w)` or
@@ -70,7 +71,7 @@ class RandomResizedCrop(nn.Module):
         >>> crop = RandomResizedCrop(16, scale=(0.2, 1.0))
         >>> crop
         RandomResizedCrop(size=(16, 16), scale=(0.2, 1.0), ratio=(0.75, 1.33...), flip_prob=0.5,
-                          antialias=False)
+                          antialias=True)
         >>> crop(torch.rand(8, 3, 32, 32), generator=torch.Generator().manual_seed(0)).shape
         torch.Size([8, 3, 16, 16])
 
@@ -86,7 +87,7 @@ class RandomResizedCrop(nn.Module):
         scale: tuple[float, float] = (0.08, 1.0),
         ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
         flip_prob: float = 0.5,
-        antialias: bool = False,
+        antialias: bool = True,
     ) -> None:
         super().__init__()
         self.size: tuple[int, int] = check_size("size", size)

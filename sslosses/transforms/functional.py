@@ -759,44 +759,48 @@ def resized_crop(
     size: Size,
     *,
     flip: Tensor | None = None,
-    antialias: bool = False,
+    antialias: bool = True,
 ) -> Tensor:
     r"""Crop each image to its box, resize bilinearly to ``size`` and optionally flip it.
 
-    The crops are produced by :func:`torch.nn.functional.grid_sample` (bilinear,
-    ``align_corners=False``), one call per chunk of a few images (so that the sampling grid and
-    the intermediate result stay small): the sampling grid of every crop is built from its box,
-    and the ``V`` crops of an image are laid side by side along the grid's width so the images
-    are never copied. The result equals, for each crop,
+    By default (``antialias=True``) the result equals, for each crop,
     ``F.interpolate(image[:, top:top+h, left:left+w][None], size, mode="bilinear",
-    align_corners=False, antialias=False)`` followed by a horizontal flip where ``flip`` is
-    true: sampling positions are clamped to the box, as interpolation clamps them to the
-    cropped image. By default there is no antialiasing, so strong downscaling aliases (PIL's
-    resize, used by the original pipelines, and torchvision's ``RandomResizedCrop`` filter
-    first).
-
-    With ``antialias=True`` the result equals, for each crop, ``F.interpolate(...,
-    mode="bilinear", align_corners=False, antialias=True)`` on the cropped image (then the
-    flip), up to rounding: the separable triangle filter of PyTorch's and PIL's antialiased
+    align_corners=False, antialias=True)`` followed by a horizontal flip where ``flip`` is
+    true, up to rounding: the separable triangle filter of PyTorch's and PIL's antialiased
     bilinear resize, of support :math:`\max(b / s, 1)` input pixels on each side for a box side
     :math:`b` and an output side :math:`s`, centred at :math:`(i + 1/2)\,b / s` in the box,
-    restricted to the box and normalized per output pixel. It is applied as a banded weighted sum
-    of the box's rows (a few gathered rows per output row) followed by a batched matrix product
-    with the per-crop column weights (on CPU a few images at a time). It reads the boxes (a few
-    device synchronizations: the boxes are checked to lie inside the images, and the filter
-    length is taken from them). Where every crop upscales (box no larger than ``size`` on both
-    axes) the filter is the bilinear one and the ``grid_sample`` path is used.
+    restricted to the box and normalized per output pixel. This is how the PyTorch originals
+    resize (torchvision's ``RandomResizedCrop`` on PIL images, whose filters widen their support
+    with the downscale factor since Pillow 2.7.0; torchvision's v2 transforms default to
+    ``antialias=True`` on tensors). It is applied as a banded weighted sum of the box's rows (a
+    few gathered rows per output row) followed by a batched matrix product with the per-crop
+    column weights (on CPU a few images at a time). It reads the boxes (a few device
+    synchronizations: the boxes are checked to lie inside the images, and the filter length is
+    taken from them). Where every crop upscales (box no larger than ``size`` on both axes) the
+    filter is the bilinear one and the ``grid_sample`` path below is used.
+
+    With ``antialias=False`` (the fast path, as ``tf.image.resize``, whose ``antialias``
+    defaults to ``False``) the crops are produced by :func:`torch.nn.functional.grid_sample`
+    (bilinear, ``align_corners=False``), one call per chunk of a few images (so that the
+    sampling grid and the intermediate result stay small): the sampling grid of every crop is
+    built from its box, and the ``V`` crops of an image are laid side by side along the grid's
+    width so the images are never copied. The result equals, for each crop, the same
+    ``F.interpolate`` call with ``antialias=False``, then the flip: sampling positions are
+    clamped to the box, as interpolation clamps them to the cropped image. Strong downscaling
+    then aliases.
 
     Args:
         images: images.
         boxes: integer boxes ``(top, left, height, width)`` inside the image (as from
-            :func:`sample_crop_boxes`; not checked, to avoid a device synchronization), one
-            per image or ``V`` per image.
+            :func:`sample_crop_boxes`; checked only with ``antialias=True``, as the
+            ``antialias=False`` path avoids a device synchronization), one per image or ``V``
+            per image.
         size: output size ``s`` or ``(h, w)``.
         flip: a bool tensor, whether to flip each crop horizontally. Default: ``None`` (no
             flips).
-        antialias: filter before downscaling, as ``F.interpolate(..., antialias=True)``.
-            Default: ``False``.
+        antialias: filter before downscaling, as ``F.interpolate(..., antialias=True)``;
+            ``False`` samples bilinearly without filtering (faster, aliases). Default:
+            ``True``.
 
     Shape:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)` (then :math:`N = 1`).
@@ -819,6 +823,12 @@ def resized_crop(
         >>> resized_crop(x, torch.tensor([[1, 1, 2, 2]]), 2, flip=torch.tensor([True]))
         tensor([[[[ 6.,  5.],
                   [10.,  9.]]]])
+
+    References:
+        torchvision ``transforms/v2/functional/_geometry.py`` (``resized_crop``,
+        ``antialias=True`` by default); Pillow 2.7.0 release notes, "Bicubic and bilinear
+        downscaling" (convolution with a support scaled by the downscale factor); TensorFlow
+        ``tf.image.resize`` (``antialias=False`` by default).
     """
     x, unbatched = as_batch("images", images)
     n, c, H, W = x.shape

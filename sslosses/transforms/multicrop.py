@@ -39,8 +39,8 @@ class MultiCrop(nn.Module):
     ``augmentations[g]`` (:class:`Augmentation`). Every crop of every image has its own random
     box, flip and augmentation parameters. Groups with the same output size are resampled
     together (:func:`~sslosses.transforms.functional.resized_crop`, batched
-    :func:`torch.nn.functional.grid_sample` calls over chunks of images, or the antialiased
-    resize with ``antialias=True``); each group's pixel
+    antialiased resize by default, or :func:`torch.nn.functional.grid_sample` calls over chunks
+    of images with ``antialias=False``); each group's pixel
     pipeline runs once on all its crops, in place on the resampled buffer. Called on
     ``(N, C, H, W)`` images it returns a list of :math:`V = \sum_g` ``crop_counts[g]``
     tensors ``(N, C, h_g, w_g)``, in group order (put the global crops first, as the losses
@@ -60,8 +60,9 @@ class MultiCrop(nn.Module):
         ratio: aspect ratio range of every crop. Default: ``(3/4, 4/3)``.
         flip_prob: probability of a horizontal flip of every crop. Default: ``0.5``.
         antialias: resize every crop with the antialiased bilinear filter of
-            ``F.interpolate(..., antialias=True)`` (see
-            :func:`~sslosses.transforms.functional.resized_crop`). Default: ``False``.
+            ``F.interpolate(..., antialias=True)``, as torchvision's ``RandomResizedCrop`` does
+            in the PyTorch originals; ``False`` for the faster unfiltered sampling (see
+            :func:`~sslosses.transforms.functional.resized_crop`). Default: ``True``.
 
     Shape:
         - images: :math:`(N, C, H, W)` or :math:`(C, H, W)`.
@@ -99,7 +100,7 @@ class MultiCrop(nn.Module):
         augmentations: Augmentation | Sequence[Augmentation] | None = None,
         ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0),
         flip_prob: float = 0.5,
-        antialias: bool = False,
+        antialias: bool = True,
     ) -> None:
         super().__init__()
         sizes = _sequence("crop_sizes", crop_sizes)

@@ -1,9 +1,13 @@
 """The augmentation recipes of SimCLR, BYOL, SwAV and DINO as :class:`MultiCrop` instances.
 
-Every default names its source. Deliberate differences from the original pipelines, which
-transform one PIL or TF image at a time: crops are resized bilinearly, without antialiasing
-unless ``antialias=True`` (DINO resizes bicubically with PIL, which filters, SimCLR and BYOL
-bicubically in TF); colour jitter uses
+Every default names its source, the resize filter included: the PyTorch originals (SwAV,
+DINO) crop with torchvision's ``RandomResizedCrop`` on PIL images, whose resize filters widen
+with the downscale factor (Pillow 2.7.0 and later), so :func:`swav_transform` and
+:func:`dino_transform` antialias by default; the TF originals (SimCLR, BYOL) resize with
+``tf.image.resize``, whose ``antialias`` defaults to ``False``, so :func:`simclr_transform` and
+:func:`byol_transform` do not. Deliberate differences from the original pipelines, which
+transform one PIL or TF image at a time: crops are resized bilinearly (DINO resizes
+bicubically with PIL, SimCLR and BYOL bicubically in TF); colour jitter uses
 torchvision's formulas (BYOL's JAX code adds a brightness delta, and it and SimCLR's TF code
 take per-channel contrast means and scale saturation in HSV); blur uses a truncated,
 renormalized Gaussian kernel with reflection padding (SimCLR and BYOL pad with zeros, DINO uses
@@ -59,7 +63,9 @@ def simclr_transform(
     (``kernel_size=height // 10``, ``sigma`` in ``[0.1, 2.0]``), ``batch_random_blur``
     (``blur_probability=0.5``). SimCLR feeds ``[0, 1]`` images to the network without
     normalization, hence ``mean=std=None``; its CIFAR-10 recipe drops the blur
-    (``blur_prob=0.0``) and uses strength 0.5.
+    (``blur_prob=0.0``) and uses strength 0.5. ``crop_and_resize`` resizes with
+    ``tf.image.resize(..., method=BICUBIC)``, whose ``antialias`` argument defaults to
+    ``False``, hence ``antialias=False`` here.
 
     Args:
         size: crop size (e.g. 32 for CIFAR-sized data). Default: ``224``.
@@ -69,7 +75,7 @@ def simclr_transform(
         mean: normalization mean, or ``None``. Default: ``None``.
         std: normalization standard deviation, or ``None``. Default: ``None``.
         antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
-            ``False``.
+            ``False`` (as SimCLR's ``tf.image.resize``).
 
     Returns:
         A :class:`MultiCrop` making 2 views.
@@ -119,7 +125,8 @@ def byol_transform(
     ``byol/utils/augmentations.py`` (``augment_config``: ``view1``/``view2``,
     ``blur_divider=10``), ``byol/utils/dataset.py`` (``_decode_and_random_crop``: area
     ``(0.08, 1.0)``, log-uniform ratio ``(3/4, 4/3)``; ``normalize_images``: ImageNet mean and
-    std).
+    std; ``_preprocess_image``: ``tf.image.resize(image, [224, 224], BICUBIC)``, whose
+    ``antialias`` argument defaults to ``False``, hence ``antialias=False`` here).
 
     Args:
         size: crop size. Default: ``224``.
@@ -127,7 +134,7 @@ def byol_transform(
         mean: normalization mean, or ``None``. Default: ``IMAGENET_MEAN``.
         std: normalization standard deviation, or ``None``. Default: ``IMAGENET_STD``.
         antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
-            ``False``.
+            ``False`` (as BYOL's ``tf.image.resize``).
 
     Returns:
         A :class:`MultiCrop` making 2 views (view 1, view 2).
@@ -185,7 +192,7 @@ def swav_transform(
     blur_kernel_size: int | None = 23,
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = SWAV_STD,
-    antialias: bool = False,
+    antialias: bool = True,
 ) -> MultiCrop:
     r"""SwAV's multi-crop: 2 x 224 (area 0.14-1) + 6 x 96 (area 0.05-0.14).
 
@@ -196,7 +203,9 @@ def swav_transform(
     Sources: Caron et al. 2020, section 4; facebookresearch/swav ``src/multicropdataset.py``
     (``get_color_distortion(s=1.0)``, ``RandomGaussianBlur``: ``p=0.5``,
     ``cv2.GaussianBlur(img, (23, 23), sigma)``, ``sigma = 0.1 + 1.9 u``;
-    ``mean=[0.485, 0.456, 0.406]``, ``std=[0.228, 0.224, 0.225]``) and the README's
+    ``mean=[0.485, 0.456, 0.406]``, ``std=[0.228, 0.224, 0.225]``;
+    ``transforms.RandomResizedCrop(size_crops[i], scale=...)`` on PIL images, whose bilinear
+    filter antialiases, hence ``antialias=True``) and the README's
     multi-crop command (``--nmb_crops 2 6 --size_crops 224 96 --min_scale_crops 0.14 0.05
     --max_scale_crops 1. 0.14``). For small images pass ``blur_kernel_size=None`` (10% of
     the crop size) or smaller sizes' kernels.
@@ -212,8 +221,8 @@ def swav_transform(
             Default: ``23``.
         mean: normalization mean, or ``None``. Default: ``IMAGENET_MEAN``.
         std: normalization standard deviation, or ``None``. Default: ``SWAV_STD``.
-        antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
-            ``False``.
+        antialias: resize the crops with antialiasing (see :class:`MultiCrop`); ``False`` is
+            the faster unfiltered path. Default: ``True`` (as SwAV's PIL resize).
 
     Returns:
         A :class:`MultiCrop` making ``global_count + local_count`` crops, global first.
@@ -259,7 +268,7 @@ def dino_transform(
     local_scale: tuple[float, float] = (0.05, 0.4),
     mean: Sequence[float] | None = IMAGENET_MEAN,
     std: Sequence[float] | None = IMAGENET_STD,
-    antialias: bool = False,
+    antialias: bool = True,
 ) -> MultiCrop:
     r"""DINO's multi-crop: 2 x 224 global crops (area 0.4-1) + 8 x 96 local crops (0.05-0.4).
 
@@ -270,9 +279,12 @@ def dino_transform(
     :math:`\sigma \in [0.1, 2]`, kernel 10% of the crop size.
 
     Sources: Caron et al. 2021, appendix; facebookresearch/dino ``main_dino.py``
-    (``DataAugmentationDINO``; ``--global_crops_scale 0.4 1.``, ``--local_crops_number 8``,
-    ``--local_crops_scale 0.05 0.4``) and ``utils.py`` (``GaussianBlur``: ``radius_min=0.1``,
-    ``radius_max=2.``; ``Solarization``: ``ImageOps.solarize``, threshold 128 of 255).
+    (``DataAugmentationDINO``: ``transforms.RandomResizedCrop(...,
+    interpolation=Image.BICUBIC)`` on PIL images, whose filter antialiases, hence
+    ``antialias=True``; ``--global_crops_scale 0.4 1.``, ``--local_crops_number 8``,
+    ``--local_crops_scale 0.05 0.4``) and ``utils.py`` (``GaussianBlur``:
+    ``radius_min=0.1``, ``radius_max=2.``; ``Solarization``: ``ImageOps.solarize``, threshold
+    128 of 255).
 
     Args:
         global_size: size of the two global crops. Default: ``224``.
@@ -282,8 +294,8 @@ def dino_transform(
         local_scale: area fraction range of the local crops. Default: ``(0.05, 0.4)``.
         mean: normalization mean, or ``None``. Default: ``IMAGENET_MEAN``.
         std: normalization standard deviation, or ``None``. Default: ``IMAGENET_STD``.
-        antialias: resize the crops with antialiasing (see :class:`MultiCrop`). Default:
-            ``False``.
+        antialias: resize the crops with antialiasing (see :class:`MultiCrop`); ``False`` is
+            the faster unfiltered path. Default: ``True`` (as DINO's PIL resize).
 
     Returns:
         A :class:`MultiCrop` making ``2 + local_count`` crops: global 1, global 2, locals.
