@@ -35,7 +35,7 @@ pytest: install
 
 docs: install
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
-	$(PY) docs/check_math.py docs/_build/html --browser
+	$(PY) docs/check_math.py docs/_build/html --browser $(CHECK_MATH_FLAGS)
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b doctest docs docs/_build/doctest
 
 $(WHEEL_VENV)/.torch: $(VENV)/.installed
