@@ -160,7 +160,8 @@ def _check_crops(scores: object) -> list[Tensor]:
     if len(scores) < 2:
         raise ValueError(f"scores must hold at least 2 crops (V >= 2), got {len(scores)}")
     crops = [_check_scores(f"scores[{v}]", s) for v, s in enumerate(scores)]
-    for v, s in enumerate(crops[1:], start=1):
+    for v in range(1, len(crops)):
+        s = crops[v]
         if s.shape != crops[0].shape:
             raise ValueError(
                 f"all crops must have the same shape (N, K), got scores[0] with shape "
