@@ -879,7 +879,11 @@ class DINO(Method):
         f = backbone.out_dim
         k = DINO_SMALL_OUTPUTS if r.image_size <= 16 else 65_536  # small data: small K
         head = sslosses.DINOHead(
-            f, k, hidden_dim=8 * f, bottleneck_dim=4 * f, freeze_steps=max(1, r.steps // 50)
+            f,
+            k,
+            hidden_dim=8 * f,
+            bottleneck_dim=DINO_BOTTLENECK,
+            freeze_steps=max(1, r.steps // 50),
         )
         self.online = Encoder(backbone, head)
         self.target = sslosses.EMA(
@@ -893,7 +897,8 @@ class DINO(Method):
 
     def teacher_temperature(self) -> float:
         # the teacher's step count is saved in the checkpoint, so a resumed run continues here
-        return sslosses.linear_warmup_schedule(self.target.step, self.warmup_steps, 0.04, 0.07)
+        start, end = DINO_TEACHER_TEMPERATURES
+        return sslosses.linear_warmup_schedule(self.target.step, self.warmup_steps, start, end)
 
     def forward(self, views: list[Tensor]) -> Tensor:
         student = forward_multicrop(self.online, views)  # one pass per crop size
@@ -922,6 +927,8 @@ class DINO(Method):
 
 
 DINO_SMALL_OUTPUTS = 1024  # K of the DINO head on digits / Fashion-MNIST (paper: 65536)
+DINO_BOTTLENECK = 256
+DINO_TEACHER_TEMPERATURES = (0.04, 0.07)
 
 
 def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Method:
