@@ -174,7 +174,7 @@ def test_parse_args_fills_the_typed_config() -> None:
         False,
     )
     with pytest.raises(SystemExit):
-        train.parse_args(["--method", "dino"])
+        train.parse_args(["--method", "mae"])
     with pytest.raises(SystemExit):
         train.parse_args(["--data", "imagenet"])
 
