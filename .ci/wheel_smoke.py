@@ -78,6 +78,11 @@ def smoke_calls() -> dict[str, Smoke]:
         scores = _scores(4)
         return SF.swav_loss(scores), scores
 
+    def dino() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        student = _scores(4)
+        teacher = [s.detach() for s in _scores(2)]
+        return SF.dino_loss(student, teacher, center=torch.zeros(12)), student
+
     def ema_update() -> tuple[torch.Tensor, list[torch.Tensor]]:
         online, target = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
         SF.ema_update_(target=target, online=online, momentum=0.5)
@@ -86,6 +91,7 @@ def smoke_calls() -> dict[str, Smoke]:
     return {
         "barlow_twins_loss": pair_loss(SF.barlow_twins_loss),
         "byol_loss": pair_loss(SF.byol_loss, target_grad=False),
+        "dino_loss": dino,
         "ema_update_": ema_update,
         "info_nce": info_nce,
         "negative_cosine_similarity": pair_loss(SF.negative_cosine_similarity, target_grad=False),

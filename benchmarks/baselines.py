@@ -466,3 +466,32 @@ def multicrop_loop(
                 per_crop[v].append((crop - mean) / std)
                 v += 1
     return [torch.stack(crops) for crops in per_crop]
+
+
+def dino_loss(
+    student_output: Tensor,
+    teacher_output: Tensor,
+    center: Tensor,
+    *,
+    ncrops: int,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> Tensor:
+    """``DINOLoss.forward`` of facebookresearch/dino ``main_dino.py`` (without the center update).
+
+    The crops are concatenated (``(ncrops * B, K)`` student, ``(2 * B, K)`` teacher) and the
+    student's log-softmax is recomputed for every (teacher, student) pair, as the original does.
+    """
+    student_out = (student_output / student_temp).chunk(ncrops)
+    teacher_probs = F.softmax((teacher_output - center) / teacher_temp, dim=-1)
+    teacher_out = teacher_probs.detach().chunk(2)
+    total_loss = student_output.new_zeros(())
+    n_loss_terms = 0
+    for iq, q in enumerate(teacher_out):
+        for v in range(len(student_out)):
+            if v == iq:
+                continue
+            loss = torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1)
+            total_loss = total_loss + loss.mean()
+            n_loss_terms += 1
+    return total_loss / n_loss_terms

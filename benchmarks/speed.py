@@ -61,7 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ("barlow", "ntxent", "infonce", "swav", "byol", "simsiam", "ema", "multicrop")
+GROUPS = ("barlow", "ntxent", "infonce", "swav", "dino", "byol", "simsiam", "ema", "multicrop")
 MB = 1024.0 * 1024.0
 SLOW_CALL_S = 2.0
 
@@ -449,6 +449,54 @@ def _swav_case(n: int, k: int, crops: int) -> Case:
     )
 
 
+# DINO ---------------------------------------------------------------------------------------
+def _dino_setup(n: int, k: int, local: int) -> Callable[[torch.device], Inputs]:
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        student = [
+            torch.randn(n, k, generator=gen).to(device).requires_grad_(True)
+            for _ in range(2 + local)
+        ]
+        teacher = [torch.randn(n, k, generator=gen).to(device) for _ in range(2)]
+        center = 0.1 * torch.randn(k, generator=gen).to(device)
+        return {"student": student, "teacher": teacher, "center": center}
+
+    return setup
+
+
+def _dino_official(inputs: Inputs) -> Prepared:
+    student, teacher, center = inputs["student"], inputs["teacher"], inputs["center"]
+    # the original takes the crops concatenated; the concatenation is part of its cost
+    return Prepared(
+        lambda: baselines.dino_loss(
+            torch.cat(student), torch.cat(teacher), center[None], ncrops=len(student)
+        ),
+        list(student),
+    )
+
+
+def _dino_ours(inputs: Inputs) -> Prepared:
+    from sslosses.dino import dino_loss
+
+    student, teacher, center = inputs["student"], inputs["teacher"], inputs["center"]
+    return Prepared(lambda: dino_loss(student, teacher, center=center), list(student))
+
+
+def _dino_case(n: int, k: int, local: int) -> Case:
+    impls = (
+        Impl("official", "official main_dino.py DINOLoss (baseline)", "baseline", _dino_official),
+        Impl("sslosses", "sslosses dino_loss", "sslosses", _dino_ours),
+    )
+    return Case(
+        "dino",
+        f"{n}x{k}x2+{local}",
+        f"N={n} K={k} V=2+{local}",
+        _dino_setup(n, k, local),
+        impls,
+        "official",
+    )
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -816,6 +864,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _ntxent_case(24, 8, chunk_size=5),
             _infonce_case(6, 8, 40, chunk_size=4),
             _swav_case(12, 20, 4),
+            _dino_case(6, 16, 3),
             _byol_case(10, 8),
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
@@ -831,6 +880,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _ntxent_case(16384, 128, chunk_size=1024, simclr=False),
         _infonce_case(256, 128, 65536, chunk_size=1024),
         _swav_case(256, 3000, 8),
+        _dino_case(64, 65536, 8),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),
@@ -1381,6 +1431,7 @@ GROUP_TITLES = {
     "ntxent": "NT-Xent (SimCLR)",
     "infonce": "InfoNCE with a queue (MoCo v2)",
     "swav": "SwAV",
+    "dino": "DINO",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",

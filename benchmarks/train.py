@@ -57,12 +57,13 @@ from sslosses.transforms import (
     Augmentation,
     MultiCrop,
     byol_transform,
+    dino_transform,
     forward_multicrop,
     simclr_transform,
     swav_transform,
 )
 
-MethodName = Literal["simclr", "moco", "byol", "simsiam", "swav", "barlow-twins"]
+MethodName = Literal["simclr", "moco", "byol", "simsiam", "swav", "barlow-twins", "dino"]
 METHODS: tuple[MethodName, ...] = get_args(MethodName)
 DataName = Literal["digits", "fashion-mnist", "cifar10", "stl10"]
 BackboneName = Literal["resnet-tiny", "resnet10", "resnet18"]
@@ -101,7 +102,7 @@ class Config:
         default=None, metadata={"help": "temperature of NT-Xent / InfoNCE / SwAV"}
     )
     ema_momentum: float | None = field(
-        default=None, metadata={"help": "start of the EMA momentum schedule (MoCo, BYOL)"}
+        default=None, metadata={"help": "start of the EMA momentum schedule (MoCo, BYOL, DINO)"}
     )
     queue_size: int | None = field(default=None, metadata={"help": "MoCo queue length (negatives)"})
     prototypes: int | None = field(default=None, metadata={"help": "SwAV prototypes"})
@@ -244,6 +245,7 @@ METHOD_SPECS: dict[MethodName, MethodSpec] = {
     "simsiam": MethodSpec("SimSiam", 2e-3, 1e-6, None, None, False),
     "swav": MethodSpec("SwAV", 2e-3, 1e-6, 0.1, None, True),
     "barlow-twins": MethodSpec("Barlow Twins", 2e-3, 1e-6, None, None, True),
+    "dino": MethodSpec("DINO", 2e-3, 1e-6, 0.1, 0.996, False),
 }
 
 
@@ -531,7 +533,7 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
         # Grayscale images go through the pipeline with their one channel (brightness and
         # contrast jitter work on it; contrast's luma is the channel itself).
         sizes, counts, scales = [size], [2], [scale]
-        if method == "swav" and r.small_crops:
+        if method in ("swav", "dino") and r.small_crops:
             sizes, counts = [size, small], [2, r.small_crops]
             scales = [scale, preset.small_crop_scale]
         jitter = Augmentation(jitter=(0.4, 0.4, 0.0, 0.0), jitter_prob=0.8, mean=m, std=s)
@@ -544,6 +546,16 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.5, mean=m, std=s)
     elif method in ("byol", "barlow-twins"):
         multicrop = byol_transform(size, scale=scale, mean=m, std=s)
+    elif method == "dino":
+        multicrop = dino_transform(
+            size,
+            small,
+            local_count=r.small_crops,
+            global_scale=scale,
+            local_scale=preset.small_crop_scale,
+            mean=m,
+            std=s,
+        )
     else:
         multicrop = swav_transform(
             size,
@@ -851,6 +863,71 @@ class BarlowTwins(Method):
         return SF.barlow_twins_loss(z_a, z_b, lambd=self.lambd, gather_distributed=self.gather)
 
 
+class DINO(Method):
+    """DINO (Caron et al. 2021): every student crop predicts the centered, sharpened output of
+    the EMA teacher on the other global crops. The head is DINO's (L2-normalized bottleneck,
+    weight-normalized last layer, frozen for the first ~2% of steps, as the paper's first
+    epoch); the teacher's momentum follows a cosine from 0.996 to 1, its temperature warms up
+    linearly from 0.04 to 0.07 over the first 30% of steps (the paper's ViT-S setting), and
+    the center is updated explicitly after each loss. K is small for small data."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        k = DINO_SMALL_OUTPUTS if r.image_size <= 16 else 65_536  # small data: small K
+        head = sslosses.DINOHead(
+            f,
+            k,
+            hidden_dim=8 * f,
+            bottleneck_dim=DINO_BOTTLENECK,
+            freeze_steps=max(1, r.steps // 50),
+        )
+        self.online = Encoder(backbone, head)
+        self.target = sslosses.EMA(
+            self.online, momentum=r.ema_momentum, total_steps=r.steps, buffers="keep"
+        )
+        self.centering = sslosses.DINOCenter(k, momentum=0.9, gather_distributed=distributed)
+        self.criterion = sslosses.DINOLoss(
+            student_temperature=r.temperature, gather_distributed=distributed
+        )
+        self.warmup_steps = max(1, (3 * r.steps) // 10)
+
+    def teacher_temperature(self) -> float:
+        # the teacher's step count is saved in the checkpoint, so a resumed run continues here
+        start, end = DINO_TEACHER_TEMPERATURES
+        return sslosses.linear_warmup_schedule(self.target.step, self.warmup_steps, start, end)
+
+    def forward(self, views: list[Tensor]) -> Tensor:
+        student = forward_multicrop(self.online, views)  # one pass per crop size
+        with torch.no_grad():
+            teacher = forward_multicrop(self.target.module, views[:2])
+        loss: Tensor = self.criterion(
+            student,
+            teacher,
+            center=self.centering.center,
+            teacher_temperature=self.teacher_temperature(),
+        )
+        self.centering.update(teacher)
+        return loss
+
+    def before_optimizer_step(self, step: int) -> None:
+        typing.cast(sslosses.DINOHead, self.online.projector).cancel_gradients_(step)
+
+    def after_step(self, step: int) -> None:
+        self.target.update(self.online)
+
+    def log_values(self) -> dict[str, float]:
+        return {
+            "ema_momentum": self.target.momentum,
+            "teacher_temperature": self.teacher_temperature(),
+        }
+
+
+DINO_SMALL_OUTPUTS = 1024  # K of the DINO head on digits / Fashion-MNIST (paper: 65536)
+DINO_BOTTLENECK = 256
+DINO_TEACHER_TEMPERATURES = (0.04, 0.07)
+
+
 def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Method:
     """Backbone first (so every method starts from the same weights for a seed), then heads."""
     backbone = ResNet(data.train_x.shape[1], r.width, BLOCKS[r.backbone])
@@ -864,6 +941,8 @@ def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Met
         return SimSiam(backbone, r, distributed)
     if r.method == "swav":
         return SwAV(backbone, r, distributed, cfg.swav_queue)
+    if r.method == "dino":
+        return DINO(backbone, r, distributed)
     return BarlowTwins(backbone, r, distributed, cfg.barlow_lambda)
 
 

@@ -7,7 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 from sslosses import distributed, functional, heads, transforms
 from sslosses.barlow_twins import BarlowTwinsLoss
 from sslosses.byol import BYOLLoss
-from sslosses.ema import EMA, cosine_schedule
+from sslosses.dino import DINOCenter, DINOHead, DINOLoss
+from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
 from sslosses.info_nce import InfoNCELoss
 from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
@@ -24,6 +25,9 @@ __all__ = [
     "EMA",
     "BYOLLoss",
     "BarlowTwinsLoss",
+    "DINOCenter",
+    "DINOHead",
+    "DINOLoss",
     "InfoNCELoss",
     "MoCoQueue",
     "NTXentLoss",
@@ -35,5 +39,6 @@ __all__ = [
     "distributed",
     "functional",
     "heads",
+    "linear_warmup_schedule",
     "transforms",
 ]

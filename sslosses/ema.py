@@ -2,7 +2,8 @@ r"""Exponential moving average of a network: BYOL's target, MoCo's key encoder, 
 
 :class:`EMA` holds a frozen copy of a model and moves it towards the model with
 :func:`ema_update_` (one fused ``torch._foreach_lerp_`` over all parameters per step);
-:func:`cosine_schedule` is BYOL's momentum schedule as a pure function returning a Python float.
+:func:`cosine_schedule` is BYOL's momentum schedule and :func:`linear_warmup_schedule` DINO's
+teacher-temperature warm-up, both pure functions returning a Python float.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from sslosses._validation import (
     check_real,
 )
 
-__all__ = ["EMA", "BufferPolicy", "cosine_schedule", "ema_update_"]
+__all__ = ["EMA", "BufferPolicy", "cosine_schedule", "ema_update_", "linear_warmup_schedule"]
 
 BufferPolicy: TypeAlias = Literal["copy", "average", "keep"]
 _BUFFER_POLICIES: tuple[BufferPolicy, ...] = ("copy", "average", "keep")
@@ -78,6 +79,62 @@ def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> fl
     if step >= total_steps:
         return end
     return end - (end - start) * (math.cos(math.pi * step / total_steps) + 1) / 2
+
+
+def linear_warmup_schedule(step: int, warmup_steps: int, start: float, end: float) -> float:
+    r"""A linear ramp from ``start`` to ``end`` over ``warmup_steps`` steps, then ``end``.
+
+    .. math::
+        v_k = \text{start} + k \, \frac{\text{end} - \text{start}}{W - 1}
+              \quad (0 \le k < W - 1), \qquad v_k = \text{end} \quad (k \ge W - 1),
+
+    with :math:`W` = ``warmup_steps``. This is DINO's teacher-temperature schedule,
+    ``np.concatenate((np.linspace(start, end, W), np.ones(total - W) * end))`` indexed at
+    ``k``, computed in the same order of operations as :func:`numpy.linspace`, so the values
+    agree bit for bit: the ramp reaches ``end`` at its last step ``W - 1``; ``W = 1`` gives
+    ``start`` at step 0 (a one-point ``linspace``) and ``W = 0`` gives ``end`` everywhere.
+    The steps may be epochs (as in the official code, ``--warmup_teacher_temp_epochs``) or
+    iterations.
+
+    Args:
+        step: the current step :math:`k \ge 0`.
+        warmup_steps: the length :math:`W \ge 0` of the ramp.
+        start: the value at step 0 (``--warmup_teacher_temp``, 0.04 in the official code).
+        end: the value at step :math:`W - 1` and after (``--teacher_temp``).
+
+    Returns:
+        The value as a Python ``float``.
+
+    Raises:
+        TypeError: if ``step`` or ``warmup_steps`` is not an ``int`` or ``start``/``end`` is
+            not a real number.
+        ValueError: if ``step < 0``, ``warmup_steps < 0`` or ``start``/``end`` is not finite.
+
+    Examples:
+        >>> from sslosses import linear_warmup_schedule
+        >>> [round(linear_warmup_schedule(k, 4, 0.04, 0.07), 6) for k in range(6)]
+        [0.04, 0.05, 0.06, 0.07, 0.07, 0.07]
+
+    References:
+        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
+        arXiv:2104.14294. Official code: facebookresearch/dino, ``main_dino.py``
+        (``DINOLoss.teacher_temp_schedule``).
+    """
+    step = check_non_negative_int("step", step)
+    warmup_steps = check_non_negative_int("warmup_steps", warmup_steps)
+    start = check_real("start", start)
+    end = check_real("end", end)
+    if warmup_steps == 1 and step == 0:
+        return start
+    if step >= warmup_steps - 1:
+        return end
+    # numpy.linspace: arange(num) * (delta / div) + start, or (k / div) * delta if the step is 0
+    div = warmup_steps - 1
+    delta = end - start
+    increment = delta / div
+    if increment == 0:
+        return step / div * delta + start
+    return step * increment + start
 
 
 def _check_pairs(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sslosses.barlow_twins import barlow_twins_loss
 from sslosses.byol import byol_loss
+from sslosses.dino import dino_loss
 from sslosses.ema import ema_update_
 from sslosses.info_nce import info_nce
 from sslosses.nt_xent import nt_xent
@@ -14,6 +15,7 @@ from sslosses.swav import swav_loss
 __all__ = [
     "barlow_twins_loss",
     "byol_loss",
+    "dino_loss",
     "ema_update_",
     "info_nce",
     "negative_cosine_similarity",

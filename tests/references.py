@@ -175,3 +175,46 @@ def barlow_twins(z_a: Tensor, z_b: Tensor, lambd: float = 0.0051, eps: float = 1
     on_diag = torch.diagonal(c).add(-1).pow(2).sum()
     off_diag = off_diagonal(c).pow(2).sum()
     return on_diag + lambd * off_diag
+
+
+# --------------------------------------------------------------------------------------------
+# DINO: Caron et al. 2021 (arXiv:2104.14294); facebookresearch/dino, main_dino.py,
+# DINOLoss.forward and DINOLoss.update_center (single process: all_reduce is the identity).
+# --------------------------------------------------------------------------------------------
+def dino(
+    student_output: Tensor,
+    teacher_output: Tensor,
+    center: Tensor,
+    ncrops: int,
+    teacher_temp: float,
+    student_temp: float = 0.1,
+) -> Tensor:
+    """``DINOLoss.forward`` without its center update.
+
+    As the official code, ``student_output`` is all ``ncrops`` crops concatenated
+    (``(ncrops * B, K)``, global crops first), ``teacher_output`` the global crops concatenated
+    and ``center`` is ``(1, K)``. The official code chunks the teacher into 2 global crops; the
+    number of teacher chunks here is ``len(teacher_output) // B`` (1 or 2).
+    """
+    batch = student_output.shape[0] // ncrops
+    student_out = student_output / student_temp
+    student_out = student_out.chunk(ncrops)
+    teacher_out = F.softmax((teacher_output - center) / teacher_temp, dim=-1)
+    teacher_out = teacher_out.detach().chunk(teacher_output.shape[0] // batch)
+    total_loss = torch.zeros((), dtype=student_output.dtype)
+    n_loss_terms = 0
+    for iq, q in enumerate(teacher_out):
+        for v in range(len(student_out)):
+            if v == iq:
+                continue  # same view for student and teacher
+            loss = torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1)
+            total_loss = total_loss + loss.mean()
+            n_loss_terms += 1
+    return total_loss / n_loss_terms
+
+
+def dino_update_center(center: Tensor, teacher_output: Tensor, center_momentum: float) -> Tensor:
+    """``DINOLoss.update_center``: returns the new ``(1, K)`` center."""
+    batch_center = torch.sum(teacher_output, dim=0, keepdim=True)
+    batch_center = batch_center / len(teacher_output)  # world size 1
+    return center * center_momentum + batch_center * (1 - center_momentum)

@@ -89,6 +89,7 @@ def _same(a: object, b: object) -> bool:
     [
         ("moco", 10, []),  # one epoch, then the second epoch after resuming
         ("swav", 7, ["--swav-queue", "256"]),  # interrupted mid-epoch, with SwAV's queue
+        ("dino", 13, []),  # DINO's center, teacher step (temperature schedule), frozen layer
     ],
 )
 def test_resume_reproduces_an_uninterrupted_run(
@@ -110,6 +111,11 @@ def test_resume_reproduces_an_uninterrupted_run(
     if method == "moco":
         assert straight["target._extra_state"] == {"step": 20}  # the EMA's update counter
         assert straight["queue._extra_state"]["count"] == 1347 // 2  # full queue, restored
+    if method == "dino":
+        assert straight["target._extra_state"] == {"step": 20}  # drives the temperature
+        center = straight["centering.center"]
+        assert isinstance(center, torch.Tensor) and center.shape == (1024,)
+        assert bool(center.abs().sum() > 0)  # updated every step, saved and restored
     history = [
         json.loads(line)
         for line in (tmp_path / "resumed" / method / "metrics.jsonl").read_text().splitlines()
@@ -236,7 +242,7 @@ def test_parse_args_fills_the_typed_config() -> None:
         False,
     )
     with pytest.raises(SystemExit):
-        train.parse_args(["--method", "dino"])
+        train.parse_args(["--method", "mae"])
     with pytest.raises(SystemExit):
         train.parse_args(["--data", "imagenet"])
 

@@ -1,0 +1,559 @@
+r"""DINO: self-distillation with no labels (loss, centering, head)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrizations
+
+from sslosses import distributed
+from sslosses._validation import (
+    check_bool,
+    check_non_negative_int,
+    check_positive,
+    check_positive_int,
+    check_same_device,
+    check_tensor,
+    compute_dtype,
+    no_autocast,
+    upcast,
+)
+
+__all__ = ["DINOCenter", "DINOHead", "DINOLoss", "dino_loss"]
+
+
+def dino_loss(
+    student_scores: Sequence[Tensor],
+    teacher_scores: Sequence[Tensor],
+    *,
+    center: Tensor,
+    student_temperature: float = 0.1,
+    teacher_temperature: float = 0.04,
+    gather_distributed: bool = False,
+) -> Tensor:
+    r"""DINO loss: the student's crops predict the centered, sharpened teacher's global crops.
+
+    The teacher's targets for its :math:`G` global crops are
+    :math:`P^{g} = \operatorname{softmax}((T^{g} - c) / \tau_t)` (row-wise, no gradient), the
+    student's log-probabilities for its :math:`V` crops are
+    :math:`\log \operatorname{softmax}(S^{v} / \tau_s)`, and the loss averages the
+    cross-entropy over every pair of a teacher crop and a student crop of a *different* view
+    (student crop :math:`g < G` is the same view as teacher crop :math:`g`):
+
+    .. math::
+        \mathcal{L} = \frac{1}{G (V - 1)} \sum_{g=1}^{G} \sum_{v \neq g}
+            \frac{1}{N} \sum_{n=1}^{N} \left( -\sum_{k=1}^{K} P^{g}_{nk}
+            \log \operatorname{softmax}_k\!\left(\frac{S^{v}_{n}}{\tau_s}\right) \right)
+
+    This reproduces ``DINOLoss.forward`` of the official code (without its center update,
+    which here is an explicit step of :class:`sslosses.DINOCenter`). The original recomputes
+    the student's log-softmax for every (teacher, student) pair; here each crop's
+    log-softmax is computed once and met by the sum of the targets it is paired with,
+    :math:`\sum_{g \neq v} P^{g}`, which gives the same value with :math:`V` instead of
+    :math:`G (V - 1)` products of size :math:`N \times K`. Half-precision inputs (or autocast)
+    are computed in float32; float64 stays float64.
+
+    With ``gather_distributed=True`` and a process group of size :math:`W > 1`, rank :math:`r`
+    returns :math:`W N_r / N` times its local loss (:math:`N = \sum_r N_r`), so the mean over
+    ranks is the loss on the global batch and each rank's gradient divided by :math:`W`
+    (DDP's averaging) is its slice of the global gradient, also for unequal batch sizes. With
+    equal batch sizes (the official setting) the factor is 1. The loss needs no other
+    communication: the center, the only statistic over the batch, comes from
+    :class:`sslosses.DINOCenter`. Without a process group it acts locally.
+
+    Args:
+        student_scores: ``V >= 2`` tensors, the student head's outputs for all crops, the
+            :math:`G` global crops first, in the teacher's order.
+        teacher_scores: ``G >= 1`` tensors, the teacher head's outputs for the global crops
+            (``G <= V``). They get no gradient.
+        center: the center :math:`c` subtracted from the teacher's scores
+            (:attr:`sslosses.DINOCenter.center`); no gradient.
+        student_temperature: :math:`\tau_s`. Default: ``0.1`` (``--student_temp`` of the
+            official ``main_dino.py``, paper Sec. 3.1).
+        teacher_temperature: :math:`\tau_t`, usually from
+            :func:`sslosses.linear_warmup_schedule`. Default: ``0.04`` (``--teacher_temp`` of
+            ``main_dino.py``).
+        gather_distributed: scale each rank's loss by its share of the global batch as
+            described above. Default: ``False``.
+
+    Shape:
+        - student_scores: a sequence of :math:`V` tensors :math:`(N, K)`.
+        - teacher_scores: a sequence of :math:`G` tensors :math:`(N, K)`.
+        - center: :math:`(K)` or :math:`(1, K)`.
+        - output: :math:`()`.
+
+    Returns:
+        The loss in float32 (float64 if an input is float64).
+
+    Raises:
+        TypeError: if the scores are not lists or tuples of floating-point tensors, or a
+            hyperparameter has the wrong type.
+        ValueError: if there are fewer than 2 student crops, fewer student than teacher crops,
+            the crops' shapes (``N`` or ``K``) or devices differ, ``center`` does not have
+            shape ``(K)`` or ``(1, K)``, or a temperature is not positive.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.functional import dino_loss
+        >>> student = [torch.randn(8, 32, requires_grad=True) for _ in range(6)]  # 2 + 4 crops
+        >>> teacher = [torch.randn(8, 32) for _ in range(2)]
+        >>> loss = dino_loss(student, teacher, center=torch.zeros(32), teacher_temperature=0.04)
+        >>> loss.shape, bool(loss > 0)
+        (torch.Size([]), True)
+        >>> loss.backward()
+
+    References:
+        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
+        arXiv:2104.14294. Official code: facebookresearch/dino, ``main_dino.py``
+        (``DINOLoss``).
+    """
+    student = _check_crops("student_scores", student_scores, minimum=2)
+    teacher = _check_crops("teacher_scores", teacher_scores, minimum=1)
+    n_student, n_teacher = len(student), len(teacher)
+    if n_teacher > n_student:
+        raise ValueError(
+            "student_scores must hold at least as many crops as teacher_scores (the global "
+            f"crops come first in both), got {n_student} student and {n_teacher} teacher crops"
+        )
+    if teacher[0].shape != student[0].shape:
+        raise ValueError(
+            "teacher_scores and student_scores must have the same shape (N, K), got "
+            f"{tuple(teacher[0].shape)} and {tuple(student[0].shape)}"
+        )
+    check_same_device("student_scores[0]", student[0], "teacher_scores[0]", teacher[0])
+    center = _check_center("center", center, student[0].shape[1])
+    check_same_device("student_scores[0]", student[0], "center", center)
+    student_temperature = check_positive("student_temperature", student_temperature)
+    teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
+    gather_distributed = distributed._check_gather_distributed(gather_distributed)
+
+    dtype = compute_dtype(*student, *teacher, center)
+    n = student[0].shape[0]
+    with no_autocast(student[0]):
+        with torch.no_grad():
+            shift = upcast(center.detach(), dtype).reshape(1, -1)  # (1, K)
+            targets = [
+                F.softmax((upcast(t.detach(), dtype) - shift) / teacher_temperature, dim=1)
+                for t in teacher
+            ]  # G x (N, K)
+            # the summed targets each student crop is paired with: every teacher crop but
+            # the same view (student crop g < G is teacher crop g)
+            partners = [
+                _sum([p for g, p in enumerate(targets) if g != v]) for v in range(n_teacher)
+            ]
+            if n_student > n_teacher:
+                partners.append(_sum(targets))
+        total = torch.zeros((), dtype=dtype, device=student[0].device)
+        for v, s in enumerate(student):
+            weights = partners[min(v, n_teacher)]  # (N, K)
+            if weights is None:
+                continue  # G = 1: the first student crop's only partner is its own view
+            log_probs = F.log_softmax(upcast(s, dtype) / student_temperature, dim=1)  # (N, K)
+            total = total - torch.dot(weights.reshape(-1), log_probs.reshape(-1))
+        loss = total / (n * n_teacher * (n_student - 1))
+    if gather_distributed and distributed.world_size() > 1:
+        loss = loss * _global_share(n, student[0].device)
+    return loss
+
+
+def _sum(tensors: list[Tensor]) -> Tensor | None:
+    """The sum of a few tensors (``None`` for none), added in order."""
+    if not tensors:
+        return None
+    out = tensors[0]
+    for t in tensors[1:]:
+        out = out + t
+    return out
+
+
+def _global_share(n_local: int, device: torch.device) -> float:
+    """``W * N_r / N``: the factor that turns a local mean into this rank's share."""
+    counts = torch.tensor([n_local], dtype=torch.long, device=device)
+    total = int(distributed.all_reduce_sum(counts).item())
+    return distributed.world_size() * n_local / total
+
+
+def _check_crops(name: str, scores: object, *, minimum: int) -> list[Tensor]:
+    if not isinstance(scores, (list, tuple)):
+        raise TypeError(
+            f"{name} must be a list or tuple of tensors (N, K), got {type(scores).__name__}"
+        )
+    if len(scores) < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} crop(s), got {len(scores)}")
+    crops = [check_tensor(f"{name}[{v}]", s, ndim=2) for v, s in enumerate(scores)]
+    if crops[0].shape[0] == 0 or crops[0].shape[1] == 0:
+        raise ValueError(
+            f"{name}[0] must have at least one row and one column, got shape "
+            f"{tuple(crops[0].shape)}"
+        )
+    for v, s in enumerate(crops[1:], start=1):
+        if s.shape != crops[0].shape:
+            raise ValueError(
+                f"all crops of {name} must have the same shape (N, K), got {name}[0] with "
+                f"shape {tuple(crops[0].shape)} and {name}[{v}] with shape {tuple(s.shape)}"
+            )
+        check_same_device(f"{name}[0]", crops[0], f"{name}[{v}]", s)
+    return crops
+
+
+def _check_center(name: str, center: object, k: int) -> Tensor:
+    center = check_tensor(name, center)
+    if center.shape not in ((k,), (1, k)):
+        raise ValueError(
+            f"{name} must have shape ({k},) or (1, {k}) (K={k} like the scores), "
+            f"got {tuple(center.shape)}"
+        )
+    return center
+
+
+def _check_momentum(momentum: object) -> float:
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
+        raise TypeError(f"momentum must be a float, got {type(momentum).__name__}")
+    value = float(momentum)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    return value
+
+
+class DINOLoss(nn.Module):
+    r"""Module form of :func:`sslosses.functional.dino_loss`.
+
+    The center is explicit state of a separate component (:class:`sslosses.DINOCenter`),
+    passed to :meth:`forward`; the teacher temperature may be given per call (for a
+    warm-up schedule) and otherwise is the module's.
+
+    Args:
+        student_temperature: :math:`\tau_s`. Default: ``0.1``.
+        teacher_temperature: :math:`\tau_t` when :meth:`forward` is not given one.
+            Default: ``0.04``.
+        gather_distributed: scale each rank's loss by its share of the global batch.
+            Default: ``False``.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses import DINOCenter, DINOLoss
+        >>> criterion, centering = DINOLoss(), DINOCenter(32)
+        >>> criterion
+        DINOLoss(student_temperature=0.1, teacher_temperature=0.04, gather_distributed=False)
+        >>> student = [torch.randn(8, 32) for _ in range(4)]
+        >>> teacher = [torch.randn(8, 32) for _ in range(2)]
+        >>> criterion(student, teacher, center=centering.center, teacher_temperature=0.07).shape
+        torch.Size([])
+    """
+
+    def __init__(
+        self,
+        *,
+        student_temperature: float = 0.1,
+        teacher_temperature: float = 0.04,
+        gather_distributed: bool = False,
+    ) -> None:
+        super().__init__()
+        self.student_temperature = check_positive("student_temperature", student_temperature)
+        self.teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
+        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+
+    def forward(
+        self,
+        student_scores: Sequence[Tensor],
+        teacher_scores: Sequence[Tensor],
+        *,
+        center: Tensor,
+        teacher_temperature: float | None = None,
+    ) -> Tensor:
+        return dino_loss(
+            student_scores,
+            teacher_scores,
+            center=center,
+            student_temperature=self.student_temperature,
+            teacher_temperature=(
+                self.teacher_temperature if teacher_temperature is None else teacher_temperature
+            ),
+            gather_distributed=self.gather_distributed,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"student_temperature={self.student_temperature}, "
+            f"teacher_temperature={self.teacher_temperature}, "
+            f"gather_distributed={self.gather_distributed}"
+        )
+
+
+class DINOCenter(nn.Module):
+    r"""DINO's center: an exponential moving average of the teacher's mean output.
+
+    .. math::
+        c \leftarrow m \, c + (1 - m) \, \frac{1}{G N} \sum_{g=1}^{G} \sum_{n=1}^{N} T^{g}_{n}
+
+    :attr:`center` is a persistent buffer (saved in checkpoints), zero at the start as in the
+    official code. It changes only through :meth:`update`, an explicit step after the loss,
+    never inside a forward pass (the official ``DINOLoss`` updates it as a side effect of
+    ``forward``):
+
+    .. code-block:: python
+
+        loss = criterion(student_scores, teacher_scores, center=centering.center)
+        centering.update(teacher_scores)
+
+    With ``gather_distributed=True`` and a process group of size :math:`W > 1`, the batch
+    mean is the exact mean over all ranks' rows (sums and row counts are all-reduced, so
+    unequal per-rank batch sizes are weighted correctly; the official code divides the summed
+    rows by ``N * world_size``, which assumes equal sizes), and every rank holds the same
+    center. Without a process group it acts locally.
+
+    Args:
+        dim: the number of outputs :math:`K` of the head.
+        momentum: the EMA momentum :math:`m`. Default: ``0.9`` (``center_momentum`` of the
+            official ``DINOLoss``).
+        gather_distributed: average the teacher's outputs over all ranks. Default: ``False``.
+        dtype: the dtype of :attr:`center`. Default: ``torch.float32``.
+        device: the device of :attr:`center`. Default: ``None`` (the current default device).
+
+    Shape:
+        - center: :math:`(K)`.
+
+    Raises:
+        TypeError: if ``dim`` is not an ``int``, ``momentum`` not a real number,
+            ``gather_distributed`` not a ``bool`` or ``dtype`` not floating-point.
+        ValueError: if ``dim <= 0`` or ``momentum`` is outside :math:`[0, 1]`.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses import DINOCenter
+        >>> centering = DINOCenter(4, momentum=0.9)
+        >>> centering
+        DINOCenter(dim=4, momentum=0.9, gather_distributed=False)
+        >>> centering.update([torch.ones(2, 4), 3 * torch.ones(2, 4)])  # batch mean 2
+        >>> centering.center
+        tensor([0.2000, 0.2000, 0.2000, 0.2000])
+
+    References:
+        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
+        arXiv:2104.14294, Sec. 3.1 and Eq. (4). Official code: facebookresearch/dino,
+        ``main_dino.py`` (``DINOLoss.update_center``).
+    """
+
+    center: Tensor
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        momentum: float = 0.9,
+        gather_distributed: bool = False,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__()
+        self.dim = check_positive_int("dim", dim)
+        self.momentum = _check_momentum(momentum)
+        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
+        self.register_buffer("center", torch.zeros(self.dim, dtype=dtype, device=device))
+
+    @torch.no_grad()
+    def update(self, teacher_scores: Sequence[Tensor] | Tensor) -> None:
+        """One EMA step of :attr:`center` towards the mean of the teacher's outputs.
+
+        Args:
+            teacher_scores: the teacher's outputs for the global crops, a list or tuple of
+                :math:`(N, K)` tensors or one :math:`(M, K)` tensor (the crops concatenated);
+                every row counts once.
+
+        Raises:
+            TypeError: if ``teacher_scores`` is not a tensor or a list or tuple of
+                floating-point tensors.
+            ValueError: if a tensor is not 2-D with :math:`K` columns, the crops differ in
+                shape or device, or they are on another device than :attr:`center`.
+        """
+        if isinstance(teacher_scores, Tensor):
+            rows = check_tensor("teacher_scores", teacher_scores, ndim=2)
+            name = "teacher_scores"
+        else:
+            crops = _check_crops("teacher_scores", teacher_scores, minimum=1)
+            rows = torch.cat(crops) if len(crops) > 1 else crops[0]  # (G N, K)
+            name = "teacher_scores[0]"
+        if rows.shape[1] != self.dim:
+            raise ValueError(
+                f"{name} must have K={self.dim} columns like the center, got shape "
+                f"{tuple(rows.shape)}"
+            )
+        check_same_device(name, rows, "center", self.center)
+        dtype = compute_dtype(rows, self.center)
+        with no_autocast(rows):
+            batch_sum = upcast(rows.detach(), dtype).sum(dim=0)  # (K,)
+            count = rows.shape[0]
+            if self.gather_distributed and distributed.world_size() > 1:
+                counts = torch.tensor([count], dtype=torch.long, device=rows.device)
+                batch_sum = distributed.all_reduce_sum(batch_sum)
+                count = int(distributed.all_reduce_sum(counts).item())
+            if count == 0:
+                return
+            batch_center = batch_sum / count  # (K,)
+            new = self.center.to(dtype) * self.momentum + batch_center * (1 - self.momentum)
+            self.center.copy_(new)
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, momentum={self.momentum}, "
+            f"gather_distributed={self.gather_distributed}"
+        )
+
+
+class DINOHead(nn.Module):
+    r"""The DINO projection head: an MLP, L2-normalization, and a weight-normalized layer.
+
+    .. math::
+        h(x) = W \, \frac{u}{\lVert u \rVert_2}, \quad u = \operatorname{MLP}(x), \qquad
+        W_{k} = g_k \frac{V_{k}}{\lVert V_{k} \rVert_2},
+
+    where the MLP has ``n_layers`` linear layers (``in_dim -> hidden_dim -> ... ->
+    bottleneck_dim``, GELU after each but the last, BatchNorm before each GELU if ``use_bn``;
+    a single linear layer for ``n_layers=1``) and the last layer :math:`W` maps the
+    bottleneck to :math:`K` outputs without bias, weight-normalized with
+    :func:`torch.nn.utils.parametrizations.weight_norm` (gain :math:`g` per output, set to 1).
+    With ``norm_last_layer=True`` the gain stays fixed at 1 (it gets no gradient), so every
+    row of :math:`W` has unit norm, as in the official ``DINOHead``. The MLP's linear layers
+    are initialized with ``trunc_normal_(std=0.02)`` and zero bias; the last layer's
+    direction :math:`V` is initialized as :class:`torch.nn.Linear` is (the official code
+    wraps it after applying its initialization).
+
+    DINO keeps the last layer fixed during the first epoch (``--freeze_last_layer 1``) by
+    dropping its gradient after the backward pass and before the optimizer step; here this is
+    :meth:`cancel_gradients_`, counted in steps:
+
+    .. code-block:: python
+
+        loss.backward()
+        head.cancel_gradients_(step)  # drops last_layer's gradient while step < freeze_steps
+        optimizer.step()
+
+    Args:
+        in_dim: the backbone's feature dimension.
+        out_dim: the number of outputs :math:`K`. Default: ``65536`` (``--out_dim``).
+        hidden_dim: the MLP's hidden width. Default: ``2048``.
+        bottleneck_dim: the MLP's output (bottleneck) width. Default: ``256``.
+        n_layers: the number of linear layers of the MLP, ``>= 1``. Default: ``3``.
+        use_bn: BatchNorm in the MLP's hidden layers. Default: ``False``
+            (``--use_bn_in_head``).
+        norm_last_layer: fix the last layer's weight-norm gain at 1. Default: ``True``
+            (``--norm_last_layer``).
+        freeze_steps: the number of initial steps during which :meth:`cancel_gradients_`
+            drops the last layer's gradient. Default: ``0`` (never).
+
+    Shape:
+        - input: :math:`(N, \text{in\_dim})`.
+        - output: :math:`(N, K)`.
+
+    Raises:
+        TypeError: if a dimension, ``n_layers`` or ``freeze_steps`` is not an ``int``, or
+            ``use_bn`` / ``norm_last_layer`` is not a ``bool``.
+        ValueError: if a dimension or ``n_layers`` is not positive or ``freeze_steps < 0``.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses import DINOHead
+        >>> head = DINOHead(16, 100, hidden_dim=32, bottleneck_dim=8, freeze_steps=1)
+        >>> head(torch.randn(4, 16)).shape
+        torch.Size([4, 100])
+        >>> head(torch.randn(4, 16)).sum().backward()
+        >>> head.cancel_gradients_(0), head.last_layer.parametrizations.weight.original1.grad
+        (True, None)
+
+    References:
+        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
+        arXiv:2104.14294, Appendix. Official code: facebookresearch/dino,
+        ``vision_transformer.py`` (``DINOHead``) and ``utils.py``
+        (``cancel_gradients_last_layer``).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        *,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        n_layers: int = 3,
+        use_bn: bool = False,
+        norm_last_layer: bool = True,
+        freeze_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        self.out_dim = check_positive_int("out_dim", out_dim)
+        self.hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+        self.bottleneck_dim = check_positive_int("bottleneck_dim", bottleneck_dim)
+        self.n_layers = check_positive_int("n_layers", n_layers)
+        self.use_bn = check_bool("use_bn", use_bn)
+        self.norm_last_layer = check_bool("norm_last_layer", norm_last_layer)
+        self.freeze_steps = check_non_negative_int("freeze_steps", freeze_steps)
+
+        self.mlp: nn.Module
+        if self.n_layers == 1:
+            self.mlp = nn.Linear(self.in_dim, self.bottleneck_dim)
+        else:
+            layers: list[nn.Module] = []
+            width = self.in_dim
+            for _ in range(self.n_layers - 1):
+                layers.append(nn.Linear(width, self.hidden_dim))
+                if self.use_bn:
+                    layers.append(nn.BatchNorm1d(self.hidden_dim))
+                layers.append(nn.GELU())
+                width = self.hidden_dim
+            layers.append(nn.Linear(width, self.bottleneck_dim))
+            self.mlp = nn.Sequential(*layers)
+        for module in self.mlp.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        last = nn.Linear(self.bottleneck_dim, self.out_dim, bias=False)
+        self.last_layer = parametrizations.weight_norm(last, name="weight", dim=0)
+        weight = self.last_layer.parametrizations.weight
+        with torch.no_grad():
+            weight.original0.fill_(1.0)  # the gain g: (K, 1)
+        if self.norm_last_layer:
+            weight.original0.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.mlp(x)  # (N, bottleneck_dim)
+        x = F.normalize(x, dim=-1, p=2)
+        out: Tensor = self.last_layer(x)  # (N, K)
+        return out
+
+    def cancel_gradients_(self, step: int) -> bool:
+        """Drop the last layer's gradients (set them to ``None``) if ``step < freeze_steps``.
+
+        Call it after ``loss.backward()`` and before ``optimizer.step()``, with the global
+        0-based iteration.
+
+        Args:
+            step: the current training iteration, ``>= 0``.
+
+        Returns:
+            Whether the gradients were dropped.
+
+        Raises:
+            TypeError: if ``step`` is not an ``int``.
+            ValueError: if ``step < 0``.
+        """
+        step = check_non_negative_int("step", step)
+        if step < self.freeze_steps:
+            for p in self.last_layer.parameters():
+                p.grad = None
+            return True
+        return False
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden_dim={self.hidden_dim}, "
+            f"bottleneck_dim={self.bottleneck_dim}, n_layers={self.n_layers}, "
+            f"use_bn={self.use_bn}, norm_last_layer={self.norm_last_layer}, "
+            f"freeze_steps={self.freeze_steps}"
+        )

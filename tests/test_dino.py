@@ -1,0 +1,635 @@
+"""DINO: loss (main_dino.py DINOLoss), centering, teacher-temperature warm-up, head."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+from references import dino as dino_reference
+from references import dino_update_center
+from strategies import SEEDS
+
+import sslosses
+from sslosses.dino import DINOCenter, DINOHead, DINOLoss, dino_loss
+from sslosses.ema import linear_warmup_schedule
+
+F64 = torch.float64
+
+
+def _scores(
+    v: int, n: int = 5, k: int = 7, *, seed: int = 0, scale: float = 3.0, dtype: torch.dtype = F64
+) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [(scale * torch.randn(n, k, generator=gen, dtype=F64)).to(dtype) for _ in range(v)]
+
+
+def _leaves(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.detach().clone().requires_grad_(True) for t in tensors]
+
+
+@st.composite
+def dino_problems(
+    draw: st.DrawFn,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float]:
+    """Student crops (V in 2..10), teacher crops (G in 1..2), center and temperatures."""
+    v = draw(st.integers(2, 10))
+    g = draw(st.integers(1, 2))
+    n = draw(st.integers(1, 8))
+    k = draw(st.integers(1, 12))
+    seed = draw(SEEDS)
+    student = _scores(v, n, k, seed=seed)
+    teacher = _scores(g, n, k, seed=seed + 1)
+    center = _scores(1, 1, k, seed=seed + 2, scale=0.5)[0][0]
+    t_s = draw(st.floats(0.05, 1.0))
+    t_t = draw(st.floats(0.02, 1.0))
+    return student, teacher, center, t_s, t_t
+
+
+# ------------------------------------------------------------------------- reference agreement
+@given(dino_problems())
+def test_matches_reference_value_and_student_gradient(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+) -> None:
+    student, teacher, center, t_s, t_t = problem
+    mine_s, mine_t = _leaves(student), _leaves(teacher)
+    loss = dino_loss(
+        mine_s, mine_t, center=center, student_temperature=t_s, teacher_temperature=t_t
+    )
+    loss.backward()
+    ref_s, ref_t = _leaves([torch.cat(student)])[0], _leaves([torch.cat(teacher)])[0]
+    expected = dino_reference(ref_s, ref_t, center[None], len(student), t_t, t_s)
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-10)
+    assert ref_s.grad is not None
+    torch.testing.assert_close(
+        # with G = 1 student crop 0 (the teacher's own view) does not enter: no gradient
+        torch.cat([torch.zeros_like(s) if s.grad is None else s.grad for s in mine_s]),
+        ref_s.grad,
+        rtol=1e-10,
+        atol=1e-10,
+    )
+    assert all(t.grad is None for t in mine_t)  # the teacher gets no gradient
+    assert (mine_s[0].grad is None) == (len(teacher) == 1)
+
+
+def test_teacher_and_center_get_no_gradient_even_when_they_require_it() -> None:
+    student, teacher = _leaves(_scores(4)), _leaves(_scores(2, seed=1))
+    center = torch.zeros(7, dtype=F64, requires_grad=True)
+    loss = dino_loss(student, teacher, center=center)
+    assert loss.requires_grad
+    loss.backward()
+    assert all(t.grad is None for t in teacher) and center.grad is None
+    assert all(s.grad is not None for s in student)
+
+
+def test_center_shapes_k_and_1k_agree() -> None:
+    student, teacher = _scores(3), _scores(2, seed=1)
+    center = _scores(1, 1, 7, seed=2)[0]
+    torch.testing.assert_close(
+        dino_loss(student, teacher, center=center),
+        dino_loss(student, teacher, center=center[0]),
+        rtol=0,
+        atol=0,
+    )
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("g", [1, 2])
+def test_center_update_matches_reference(momentum: float, g: int) -> None:
+    centering = DINOCenter(7, momentum=momentum, dtype=F64)
+    expected = torch.zeros(1, 7, dtype=F64)
+    for step in range(3):
+        teacher = _scores(g, 5, 7, seed=step)
+        centering.update(teacher)
+        expected = dino_update_center(expected, torch.cat(teacher), momentum)
+        torch.testing.assert_close(centering.center, expected[0], rtol=1e-12, atol=1e-12)
+    if momentum < 1:
+        assert centering.center.abs().sum() > 0
+
+
+def test_center_update_takes_one_concatenated_tensor_and_no_grad() -> None:
+    teacher = _leaves(_scores(2, 4, 7, dtype=torch.float32))
+    a, b = DINOCenter(7), DINOCenter(7)
+    a.update(teacher)
+    b.update(torch.cat(teacher))
+    torch.testing.assert_close(a.center, b.center, rtol=0, atol=0)
+    assert not a.center.requires_grad and all(t.grad is None for t in teacher)
+
+
+def test_center_is_a_persistent_buffer_and_round_trips() -> None:
+    centering = DINOCenter(7, momentum=0.8)
+    centering.update(_scores(2, 4, 7, dtype=torch.float32))
+    state = centering.state_dict()
+    assert list(state) == ["center"]
+    restored = DINOCenter(7, momentum=0.8)
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored.center, centering.center, rtol=0, atol=0)
+    assert restored.center.abs().sum() > 0
+    assert repr(restored) == "DINOCenter(dim=7, momentum=0.8, gather_distributed=False)"
+
+
+def test_center_half_inputs_update_a_float32_center() -> None:
+    teacher = _scores(2, 4, 7, dtype=torch.float32)
+    a, b = DINOCenter(7), DINOCenter(7)
+    a.update([t.to(torch.bfloat16) for t in teacher])
+    b.update([t.to(torch.bfloat16).float() for t in teacher])
+    assert a.center.dtype == torch.float32
+    torch.testing.assert_close(a.center, b.center, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------- properties
+def _entropy(teacher: Sequence[torch.Tensor], center: torch.Tensor, t_t: float) -> torch.Tensor:
+    p = [F.softmax((t - center) / t_t, dim=1) for t in teacher]
+    return torch.stack([-(q * q.log()).sum(dim=1).mean() for q in p]).mean()
+
+
+@given(dino_problems())
+def test_loss_is_at_least_the_target_entropy_with_equality_at_the_teacher(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+) -> None:
+    student, teacher, center, t_s, t_t = problem
+    # every student crop paired with the same teacher crop: the loss is that pair's cross-entropy
+    one_teacher = teacher[:1]
+    loss = dino_loss(
+        student, one_teacher, center=center, student_temperature=t_s, teacher_temperature=t_t
+    )
+    entropy = _entropy(one_teacher, center, t_t)
+    assert loss >= entropy - 1e-10
+    # a student whose softmax is the sharpened teacher: cross-entropy == entropy
+    sharpened = (one_teacher[0] - center) * (t_s / t_t)
+    equal = dino_loss(
+        [student[0], *[sharpened] * (len(student) - 1)],
+        one_teacher,
+        center=center,
+        student_temperature=t_s,
+        teacher_temperature=t_t,
+    )
+    torch.testing.assert_close(equal, entropy, rtol=1e-10, atol=1e-10)
+
+
+@given(dino_problems(), st.floats(-50.0, 50.0))
+def test_targets_invariant_to_a_constant_added_to_the_teacher(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+    constant: float,
+) -> None:
+    student, teacher, center, t_s, t_t = problem
+    kwargs = {"center": center, "student_temperature": t_s, "teacher_temperature": t_t}
+    shifted = [t + constant for t in teacher]
+    per_row = [t + torch.linspace(-3, 3, t.shape[0], dtype=F64)[:, None] for t in teacher]
+    base = dino_loss(student, teacher, **kwargs)  # type: ignore[arg-type]
+    torch.testing.assert_close(dino_loss(student, shifted, **kwargs), base, rtol=1e-9, atol=1e-9)  # type: ignore[arg-type]
+    torch.testing.assert_close(dino_loss(student, per_row, **kwargs), base, rtol=1e-9, atol=1e-9)  # type: ignore[arg-type]
+
+
+@given(dino_problems())
+def test_the_skipped_pairs_are_exactly_the_same_view_pairs(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+) -> None:
+    student, teacher, center, t_s, t_t = problem
+    kwargs = {"center": center, "student_temperature": t_s, "teacher_temperature": t_t}
+    loss = dino_loss(student, teacher, **kwargs)  # type: ignore[arg-type]
+    pairs = []
+    for g in range(len(teacher)):
+        for v in range(len(student)):
+            if v != g:
+                # one pair alone: a student crop set of [filler..., crop v at a position != g]
+                pairs.append(_pair_loss(student[v], teacher[g], center, t_s, t_t))
+    torch.testing.assert_close(loss, torch.stack(pairs).mean(), rtol=1e-10, atol=1e-10)
+    # changing a student crop changes the loss only through its different-view pairs: with
+    # G = 1, student crop 0 (the teacher's own view) does not enter the loss at all
+    if len(teacher) == 1:
+        replaced = [torch.zeros_like(student[0]), *student[1:]]
+        torch.testing.assert_close(
+            dino_loss(replaced, teacher, **kwargs),  # type: ignore[arg-type]
+            loss,
+            rtol=0,
+            atol=0,
+        )
+
+
+def _pair_loss(
+    s: torch.Tensor, t: torch.Tensor, center: torch.Tensor, t_s: float, t_t: float
+) -> torch.Tensor:
+    """The cross-entropy of one (teacher, student) pair, written out."""
+    target = F.softmax((t - center) / t_t, dim=1)
+    return -(target * F.log_softmax(s / t_s, dim=1)).sum(dim=1).mean()
+
+
+@given(dino_problems(), st.data())
+def test_invariant_to_batch_permutation(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+    data: st.DataObject,
+) -> None:
+    student, teacher, center, t_s, t_t = problem
+    perm = torch.tensor(data.draw(st.permutations(range(student[0].shape[0]))))
+    kwargs = {"center": center, "student_temperature": t_s, "teacher_temperature": t_t}
+    torch.testing.assert_close(
+        dino_loss([s[perm] for s in student], [t[perm] for t in teacher], **kwargs),  # type: ignore[arg-type]
+        dino_loss(student, teacher, **kwargs),  # type: ignore[arg-type]
+        rtol=1e-10,
+        atol=1e-10,
+    )
+
+
+# --------------------------------------------------------------------------------- numerics
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_compute_in_float32(dtype: torch.dtype) -> None:
+    student = [s.to(dtype) for s in _scores(4, dtype=torch.float32)]
+    teacher = [t.to(dtype) for t in _scores(2, seed=1, dtype=torch.float32)]
+    center = torch.zeros(7, dtype=dtype)
+    out = dino_loss(student, teacher, center=center)
+    assert out.dtype == torch.float32
+    expected = dino_loss(
+        [s.float() for s in student], [t.float() for t in teacher], center=center.float()
+    )
+    torch.testing.assert_close(out, expected)
+
+
+def test_autocast_returns_float32() -> None:
+    student = _scores(4, dtype=torch.float32)
+    teacher = _scores(2, seed=1, dtype=torch.float32)
+    center = torch.zeros(7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = dino_loss(student, teacher, center=center)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, dino_loss(student, teacher, center=center))
+
+
+def test_float64_stays_float64() -> None:
+    assert dino_loss(_scores(2), _scores(1), center=torch.zeros(7, dtype=F64)).dtype == F64
+
+
+def test_finite_at_small_teacher_temperature_and_large_k() -> None:
+    k = 65536
+    student = _leaves(_scores(4, 3, k, scale=30.0, dtype=torch.float32))
+    teacher = _scores(2, 3, k, seed=1, scale=30.0, dtype=torch.float32)
+    loss = dino_loss(student, teacher, center=torch.zeros(k), teacher_temperature=0.01)
+    loss.backward()
+    assert bool(torch.isfinite(loss))
+    assert all(bool(torch.isfinite(s.grad).all()) for s in student)  # type: ignore[arg-type]
+    exact = dino_loss(
+        [s.detach().double() for s in student],
+        [t.double() for t in teacher],
+        center=torch.zeros(k, dtype=F64),
+        teacher_temperature=0.01,
+    )
+    torch.testing.assert_close(loss.double(), exact, rtol=1e-5, atol=0)
+
+
+def test_compile_fullgraph_matches_eager() -> None:
+    student = _scores(5, dtype=torch.float32)
+    teacher = _scores(2, seed=1, dtype=torch.float32)
+    center = 0.1 * torch.ones(7)
+    compiled = torch.compile(dino_loss, fullgraph=True)
+    torch.testing.assert_close(
+        compiled(student, teacher, center=center, teacher_temperature=0.07),
+        dino_loss(student, teacher, center=center, teacher_temperature=0.07),
+    )
+
+
+# ----------------------------------------------------------------------------------- module
+def test_module_equals_functional() -> None:
+    student, teacher = _scores(5), _scores(2, seed=1)
+    center = _scores(1, 1, 7, seed=2)[0][0]
+    module = DINOLoss(student_temperature=0.2, teacher_temperature=0.05)
+    torch.testing.assert_close(
+        module(student, teacher, center=center),
+        dino_loss(
+            student, teacher, center=center, student_temperature=0.2, teacher_temperature=0.05
+        ),
+        rtol=0,
+        atol=0,
+    )
+    torch.testing.assert_close(
+        module(student, teacher, center=center, teacher_temperature=0.07),
+        dino_loss(
+            student, teacher, center=center, student_temperature=0.2, teacher_temperature=0.07
+        ),
+        rtol=0,
+        atol=0,
+    )
+    assert repr(module) == (
+        "DINOLoss(student_temperature=0.2, teacher_temperature=0.05, gather_distributed=False)"
+    )
+
+
+def test_exported() -> None:
+    assert sslosses.DINOLoss is DINOLoss and sslosses.DINOCenter is DINOCenter
+    assert sslosses.DINOHead is DINOHead
+    assert sslosses.functional.dino_loss is dino_loss
+    assert sslosses.linear_warmup_schedule is linear_warmup_schedule
+
+
+# --------------------------------------------------------------------------------- schedule
+@pytest.mark.parametrize(
+    ("start", "end", "warmup", "total"),
+    [(0.04, 0.07, 30, 100), (0.04, 0.04, 0, 10), (0.07, 0.04, 5, 9), (0.04, 0.07, 1, 4),
+     (0.04, 0.07, 2, 2), (-1.5, 3.25, 17, 20), (0.04, 0.07, 50, 50)],
+)  # fmt: skip
+def test_warmup_schedule_equals_linspace_and_constant(
+    start: float, end: float, warmup: int, total: int
+) -> None:
+    reference = np.concatenate((np.linspace(start, end, warmup), np.ones(total - warmup) * end))
+    mine = [linear_warmup_schedule(k, warmup, start, end) for k in range(total)]
+    assert mine == reference.tolist()  # bit for bit
+    assert linear_warmup_schedule(total + 100, warmup, start, end) == end
+
+
+@given(
+    st.integers(0, 300),
+    st.integers(0, 200),
+    st.floats(-10, 10, allow_nan=False),
+    st.floats(-10, 10, allow_nan=False),
+)
+def test_warmup_schedule_equals_linspace_everywhere(
+    warmup: int, extra: int, start: float, end: float
+) -> None:
+    reference = np.concatenate((np.linspace(start, end, warmup), np.ones(extra) * end))
+    assert [linear_warmup_schedule(k, warmup, start, end) for k in range(warmup + extra)] == (
+        reference.tolist()
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        ((-1, 5, 0.04, 0.07), ValueError, r"step must be an int >= 0, got -1"),
+        ((0, -5, 0.04, 0.07), ValueError, r"warmup_steps must be an int >= 0, got -5"),
+        ((0.5, 5, 0.04, 0.07), TypeError, r"step must be an int, got float"),
+        ((0, 5, float("nan"), 0.07), ValueError, r"start must be a finite number, got nan"),
+        ((0, 5, 0.04, "0.07"), TypeError, r"end must be a float, got str"),
+    ],
+)
+def test_warmup_schedule_errors(args: tuple[object, ...], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        linear_warmup_schedule(*args)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------- head
+def test_head_default_configuration_and_parameter_count() -> None:
+    head = DINOHead(384)
+    linears = [m for m in head.mlp.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (384, 2048),
+        (2048, 2048),
+        (2048, 256),
+    ]
+    assert [type(m).__name__ for m in head.mlp] == [  # type: ignore[union-attr]
+        "Linear", "GELU", "Linear", "GELU", "Linear"
+    ]  # fmt: skip
+    mlp_params = 384 * 2048 + 2048 + 2048 * 2048 + 2048 + 2048 * 256 + 256
+    last_params = 65536 * 256 + 65536  # direction V and gain g
+    assert sum(p.numel() for p in head.parameters()) == mlp_params + last_params
+    trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
+    assert trainable == mlp_params + 65536 * 256  # norm_last_layer: the gain is fixed
+    assert head.last_layer.bias is None
+
+
+def test_head_with_bn_and_one_layer() -> None:
+    bn = DINOHead(8, 10, hidden_dim=16, bottleneck_dim=4, n_layers=4, use_bn=True)
+    assert [type(m).__name__ for m in bn.mlp] == [  # type: ignore[union-attr]
+        "Linear", "BatchNorm1d", "GELU", "Linear", "BatchNorm1d", "GELU",
+        "Linear", "BatchNorm1d", "GELU", "Linear",
+    ]  # fmt: skip
+    one = DINOHead(8, 10, bottleneck_dim=4, n_layers=1)
+    assert isinstance(one.mlp, torch.nn.Linear) and one.mlp.out_features == 4
+
+
+def test_head_initialization() -> None:
+    torch.manual_seed(0)
+    head = DINOHead(256, 1000, hidden_dim=512, bottleneck_dim=128)
+    for m in head.mlp.modules():
+        if isinstance(m, torch.nn.Linear):
+            assert m.bias is not None and bool((m.bias == 0).all())
+            assert abs(m.weight.std().item() - 0.02) < 0.002
+            assert m.weight.abs().max().item() <= 2.0  # truncated at [-2, 2]
+    gain = head.last_layer.parametrizations.weight.original0
+    assert gain.shape == (1000, 1) and bool((gain == 1).all()) and not gain.requires_grad
+    # unit-norm rows of the effective last-layer weight
+    torch.testing.assert_close(head.last_layer.weight.norm(dim=1), torch.ones(1000))
+
+
+def test_head_forward_is_the_normalized_bottleneck_times_the_unit_rows() -> None:
+    head = DINOHead(6, 9, hidden_dim=8, bottleneck_dim=5, norm_last_layer=False)
+    assert head.last_layer.parametrizations.weight.original0.requires_grad
+    x = torch.randn(4, 6)
+    u = F.normalize(head.mlp(x), dim=1)
+    v = head.last_layer.parametrizations.weight.original1
+    torch.testing.assert_close(head(x), u @ F.normalize(v, dim=1).T)
+
+
+def test_head_cancel_gradients() -> None:
+    head = DINOHead(6, 9, hidden_dim=8, bottleneck_dim=5, norm_last_layer=False, freeze_steps=2)
+    for step, dropped in [(0, True), (1, True), (2, False), (5, False)]:
+        head.zero_grad(set_to_none=True)
+        head(torch.randn(4, 6)).pow(2).sum().backward()
+        assert head.cancel_gradients_(step) is dropped
+        last = list(head.last_layer.parameters())
+        assert len(last) == 2
+        assert all((p.grad is None) is dropped for p in last)
+        assert all(p.grad is not None for p in head.mlp.parameters())
+    with pytest.raises(ValueError, match=r"step must be an int >= 0, got -1"):
+        head.cancel_gradients_(-1)
+    assert "freeze_steps=2" in repr(head)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"in_dim": 0}, ValueError, r"in_dim must be an int > 0, got 0"),
+        ({"out_dim": 2.0}, TypeError, r"out_dim must be an int, got float"),
+        ({"n_layers": 0}, ValueError, r"n_layers must be an int > 0, got 0"),
+        ({"use_bn": 1}, TypeError, r"use_bn must be a bool, got int"),
+        ({"freeze_steps": -1}, ValueError, r"freeze_steps must be an int >= 0, got -1"),
+    ],
+)
+def test_head_errors(kwargs: dict[str, object], error: type, match: str) -> None:
+    args: dict[str, object] = {"in_dim": 4, "out_dim": 5, "hidden_dim": 6, "bottleneck_dim": 3}
+    with pytest.raises(error, match=match):
+        DINOHead(**{**args, **kwargs})  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("student", "teacher", "center", "kwargs", "error", "match"),
+    [
+        (_scores(3), _scores(2, k=6), torch.zeros(7, dtype=F64), {}, ValueError,
+         r"teacher_scores and student_scores must have the same shape \(N, K\), "
+         r"got \(5, 6\) and \(5, 7\)"),
+        (_scores(3), _scores(2, n=4), torch.zeros(7, dtype=F64), {}, ValueError,
+         r"must have the same shape \(N, K\), got \(4, 7\) and \(5, 7\)"),
+        (_scores(2) + _scores(1, k=6), _scores(2), torch.zeros(7, dtype=F64), {}, ValueError,
+         r"all crops of student_scores must have the same shape"),
+        (_scores(2), _scores(3), torch.zeros(7, dtype=F64), {}, ValueError,
+         r"student_scores must hold at least as many crops as teacher_scores .* got 2 student "
+         r"and 3 teacher crops"),
+        (_scores(1), _scores(1), torch.zeros(7, dtype=F64), {}, ValueError,
+         r"student_scores must hold at least 2 crop\(s\), got 1"),
+        (_scores(3), [], torch.zeros(7, dtype=F64), {}, ValueError,
+         r"teacher_scores must hold at least 1 crop\(s\), got 0"),
+        (_scores(3), _scores(2), torch.zeros(6, dtype=F64), {}, ValueError,
+         r"center must have shape \(7,\) or \(1, 7\) \(K=7 like the scores\), got \(6,\)"),
+        (_scores(3), _scores(2), torch.zeros(2, 7, dtype=F64), {}, ValueError,
+         r"center must have shape \(7,\) or \(1, 7\)"),
+        (_scores(3), _scores(2), torch.zeros(7, dtype=torch.long), {}, TypeError,
+         r"center must have a floating-point dtype, got torch.int64"),
+        (_scores(3), _scores(2), torch.zeros(7, dtype=F64), {"student_temperature": 0.0},
+         ValueError, r"student_temperature must be a finite number > 0, got 0.0"),
+        (_scores(3), _scores(2), torch.zeros(7, dtype=F64), {"teacher_temperature": -0.04},
+         ValueError, r"teacher_temperature must be a finite number > 0, got -0.04"),
+        (_scores(3)[0], _scores(2), torch.zeros(7, dtype=F64), {}, TypeError,
+         r"student_scores must be a list or tuple of tensors \(N, K\), got Tensor"),
+        ([1, 2], _scores(1), torch.zeros(7), {}, TypeError,
+         r"student_scores\[0\] must be a torch.Tensor, got int"),
+        (_scores(3), [torch.zeros(5, 7, 1, dtype=F64)], torch.zeros(7, dtype=F64), {},
+         ValueError, r"teacher_scores\[0\] must be a 2-D tensor, got 3-D"),
+        (_scores(3), _scores(2), torch.zeros(7, dtype=F64), {"gather_distributed": 1},
+         TypeError, r"gather_distributed must be a bool, got int"),
+    ],
+)  # fmt: skip
+def test_errors(
+    student: object,
+    teacher: object,
+    center: object,
+    kwargs: dict[str, object],
+    error: type,
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        dino_loss(student, teacher, center=center, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"momentum": 1.5}, ValueError, r"momentum must be in \[0, 1\], got 1.5"),
+        ({"momentum": -0.1}, ValueError, r"momentum must be in \[0, 1\], got -0.1"),
+        ({"momentum": "0.9"}, TypeError, r"momentum must be a float, got str"),
+        ({"dim": 0}, ValueError, r"dim must be an int > 0, got 0"),
+        ({"dtype": torch.long}, TypeError, r"dtype must be a floating-point torch.dtype"),
+        ({"gather_distributed": "no"}, TypeError, r"gather_distributed must be a bool, got str"),
+    ],
+)
+def test_center_errors(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        DINOCenter(**{"dim": 7, **kwargs})  # type: ignore[arg-type]
+
+
+def test_center_update_errors() -> None:
+    centering = DINOCenter(7)
+    with pytest.raises(ValueError, match=r"teacher_scores\[0\] must have K=7 columns like the "
+                       r"center, got shape \(4, 6\)"):  # fmt: skip
+        centering.update([torch.zeros(4, 6)])
+    with pytest.raises(ValueError, match=r"teacher_scores must be a 2-D tensor, got 1-D"):
+        centering.update(torch.zeros(7))
+    with pytest.raises(TypeError, match=r"teacher_scores must be a list or tuple of tensors"):
+        centering.update(None)  # type: ignore[arg-type]
+    assert bool((centering.center == 0).all())  # nothing was applied
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"student_temperature": 0}, ValueError, r"student_temperature must be a finite number"),
+        ({"teacher_temperature": float("inf")}, ValueError, r"teacher_temperature must be a"),
+        ({"gather_distributed": None}, TypeError, r"gather_distributed must be a bool"),
+    ],
+)
+def test_module_validates_in_init(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        DINOLoss(**kwargs)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- distributed
+@pytest.fixture(scope="module", params=[2, 3], ids=["W2", "W3"])
+def pool(request: pytest.FixtureRequest, dist_pool: object) -> Iterator[object]:
+    """The session's 2-rank pool, or a 3-rank pool for this module."""
+    if request.param == 2:
+        yield dist_pool
+        return
+    from dist_harness import DistPool
+
+    three = DistPool(world_size=3)
+    yield three
+    three.close()
+
+
+def _dino_case(
+    rank: int,
+    world: int,
+    student: list[list[torch.Tensor]],
+    teacher: list[list[torch.Tensor]],
+    center: torch.Tensor,
+) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    mine = _leaves(student[rank])
+    loss = dino_loss(mine, teacher[rank], center=center, gather_distributed=True)
+    loss.backward()
+    centering = DINOCenter(center.shape[0], gather_distributed=True, dtype=F64)
+    centering.center.copy_(center)
+    centering.update(teacher[rank])
+    return loss.detach(), [s.grad for s in mine], centering.center  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "v", "g"), [([4, 4, 4], 4, 2), ([2, 5, 3], 6, 2), ([1, 6, 2], 3, 1)]
+)
+def test_distributed_equals_single_process_on_global_batch(
+    pool: object, sizes: list[int], v: int, g: int
+) -> None:
+    world = pool.world_size  # type: ignore[attr-defined]
+    sizes = sizes[:world]
+    student = [_scores(v, n, 9, seed=r) for r, n in enumerate(sizes)]
+    teacher = [_scores(g, n, 9, seed=10 + r) for r, n in enumerate(sizes)]
+    center = _scores(1, 1, 9, seed=99, scale=0.5)[0][0]
+    outs = pool.run(_dino_case, student, teacher, center)  # type: ignore[attr-defined]
+
+    global_student = _leaves([torch.cat([s[j] for s in student]) for j in range(v)])
+    global_teacher = [torch.cat([t[j] for t in teacher]) for j in range(g)]
+    expected = dino_loss(global_student, global_teacher, center=center)
+    expected.backward()
+    mean_loss = sum(loss for loss, _, _ in outs) / world
+    torch.testing.assert_close(mean_loss, expected.detach(), rtol=1e-10, atol=1e-10)
+    starts = np.cumsum([0, *sizes]).tolist()
+    for r, (_, grads, _) in enumerate(outs):
+        for j in range(v):
+            grad = global_student[j].grad
+            if grad is None:  # G = 1: crop 0 is the teacher's own view and does not enter
+                assert g == 1 and j == 0 and grads[j] is None
+                continue
+            torch.testing.assert_close(
+                grads[j] / world, grad[starts[r] : starts[r + 1]], rtol=1e-10, atol=1e-10
+            )
+    # the center: the single-process center on the global batch, the same on every rank
+    single = DINOCenter(9, dtype=F64)
+    single.center.copy_(center)
+    single.update(global_teacher)
+    for _, _, c in outs:
+        torch.testing.assert_close(c, single.center, rtol=1e-12, atol=1e-12)
+    if len(set(sizes)) > 1:  # the official N * world_size division would differ here
+        official = dino_update_center(
+            center[None],
+            torch.cat(global_teacher).sum(dim=0, keepdim=True)
+            * (len(global_teacher[0]) / (g * sizes[0] * world)),
+            0.9,
+        )
+        assert not torch.allclose(official[0], single.center)
+
+
+def test_gather_distributed_without_process_group_is_local() -> None:
+    student, teacher = _scores(3), _scores(2, seed=1)
+    center = torch.zeros(7, dtype=F64)
+    torch.testing.assert_close(
+        dino_loss(student, teacher, center=center, gather_distributed=True),
+        dino_loss(student, teacher, center=center),
+        rtol=0,
+        atol=0,
+    )
+    a, b = DINOCenter(7, gather_distributed=True), DINOCenter(7)
+    a.update([t.float() for t in teacher])
+    b.update([t.float() for t in teacher])
+    torch.testing.assert_close(a.center, b.center, rtol=0, atol=0)
