@@ -20,7 +20,7 @@ from torch import nn
 import sslosses
 
 RECIPES = Path(__file__).resolve().parents[1] / "docs" / "recipes"
-NAMES = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "swav", "barlow_twins"]
+NAMES = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "swav", "barlow_twins", "dino"]
 FEATURES = 16
 N = 8
 
@@ -61,6 +61,19 @@ SMALL: dict[str, dict[str, object]] = {
         "freeze_prototypes_steps": 1,
     },
     "barlow_twins": {"image_size": 24, "projector": "64-64-64"},
+    "dino": {
+        "global_size": 24,
+        "local_size": 12,
+        "local_count": 2,
+        "out_dim": 32,
+        "hidden_dim": 32,
+        "bottleneck_dim": 8,
+        "warmup_steps": 3,
+        "warmup_teacher_temperature": 0.04,
+        "teacher_temperature": 0.07,
+        "freeze_last_layer_steps": 1,
+        "total_steps": 10,
+    },
 }
 
 
@@ -135,3 +148,21 @@ def test_swav_uses_mixed_crop_sizes_a_full_queue_and_frozen_prototypes() -> None
     assert all(q.is_full for q in recipe.queues)
     loss = recipe.step(_images(2))  # with the queue
     assert math.isfinite(loss.item())
+
+
+def test_dino_teacher_sees_global_crops_and_center_updates_explicitly() -> None:
+    module = _load("dino")
+    recipe = module.Recipe(_backbone(), module.Config(feature_dim=FEATURES, **SMALL["dino"]))
+    crops = recipe.transform(_images(0))
+    assert [tuple(c.shape[-2:]) for c in crops] == [(24, 24)] * 2 + [(12, 12)] * 2
+    last = recipe.student[1].last_layer
+    frozen = [p.detach().clone() for p in last.parameters()]
+    assert torch.equal(recipe.center.center, torch.zeros(32))
+    recipe.step(_images(0))  # step 0: last layer frozen (freeze_last_layer_steps=1)
+    for before, after in zip(frozen, last.parameters(), strict=True):
+        torch.testing.assert_close(after.detach(), before)
+    assert not torch.equal(recipe.center.center, torch.zeros(32))  # updated by the step
+    assert recipe.teacher.step == 1
+    recipe.step(_images(1))  # step 1: the last layer trains
+    assert any(not torch.equal(a, b) for a, b in zip(frozen, last.parameters(), strict=True))
+    assert math.isfinite(recipe.step(_images(2)).item())
