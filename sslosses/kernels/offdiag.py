@@ -92,7 +92,8 @@ def _gram_loss(
 ) -> Tensor:
     r"""The loss by the Gram identity: :math:`\|C\|_F^2 = \sum (A A^\top) \circ (B B^\top) / s^2`.
 
-    The off-diagonal sum is :math:`\|C\|_F^2 - \sum_i C_{ii}^2`. When :math:`2 N > D` (where
+    The off-diagonal sum is :math:`\|C\|_F^2 - \sum_i C_{ii}^2`, clamped at zero against
+    rounding (the exact value is a sum of squares). When :math:`2 N > D` (where
     :math:`C` may be close to diagonal, and the subtraction would cancel in float32) it is
     computed in float64.
     """
@@ -102,12 +103,13 @@ def _gram_loss(
         A = upcast(A, torch.float64)
         B = None if B is None else upcast(B, torch.float64)
     c = (A * (A if B is None else B)).sum(dim=0) / divisor  # (D,): the diagonal C_ii
-    local = on_weight * (c - 1).square().sum() - off_weight * c.square().sum()
     start, stop = _my_shard(n, sharded)
     frob = gram_frobenius(A, B, divisor, start, stop)
     if sharded:
         frob = distributed.all_reduce_sum(frob)
-    return upcast(local + off_weight * frob, dtype)
+    # a sum of squares: rounding must not make it negative (its gradient vanishes near 0 too)
+    off = (frob - c.square().sum()).clamp_min(0)
+    return upcast(on_weight * (c - 1).square().sum() + off_weight * off, dtype)
 
 
 def offdiag_loss(
