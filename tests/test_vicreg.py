@@ -186,6 +186,18 @@ def test_variance_term_zero_when_every_std_is_at_least_one(
     assert float(vicreg_terms(shrunk, z_b).variance) > 0.0
 
 
+def test_gram_off_diagonal_sum_never_rounds_below_zero() -> None:
+    # One feature: the off-diagonal sum is exactly 0, and "Frobenius minus diagonal" rounds to
+    # +-1 ulp; unclamped, the covariance term came out negative for some of these inputs.
+    gen = torch.Generator().manual_seed(0)
+    values = []
+    for n in range(2, 40):
+        z_a, z_b = 3 * torch.randn(2, n, 1, generator=gen, dtype=torch.float64)
+        values.append(float(vicreg_terms(z_a, z_b, algorithm="gram").covariance))
+    assert min(values) >= 0.0
+    assert max(values) < 1e-12
+
+
 def test_collapsed_views_value() -> None:
     # All samples equal: invariance 0, covariance 0, variance (1 - sqrt(eps)) per view / 2.
     z = torch.full((5, 3), 2.0, dtype=torch.float64)
