@@ -216,23 +216,25 @@ _TRITON_SCRIPT = textwrap.dedent(
             "grad_b": rel(b.grad, b64.grad),
             "grad_dtype": str(a.grad.dtype),
         }
-    # VICReg's use: B=None (A^T A), divisor N - 1, no diagonal term, off weight 1/D
+    # VICReg's use: B=None (A^T A), divisor N - 1, no diagonal term, off weight 1/D; all rows
+    # (the backward's one-product symmetric path) and a range of rows (both factors)
     gen = torch.Generator().manual_seed(1)
     Z = torch.randn(37, 21, generator=gen)
     Z = Z - Z.mean(0)
-    a = Z.clone().requires_grad_()
-    out = T.triton_loss(a, None, 36, 0.0, 1 / 21, 3, 21, 4 * 21, (16, 16, 16))
-    out.backward()
-    a64 = Z.double().requires_grad_()
-    ref = dense_loss(a64, None, 36, 0.0, 1 / 21, 3, 21)
-    ref.backward()
-    rel = lambda x, y: float((x.double() - y).abs().max() / y.abs().max())
-    results["fp32_symmetric"] = {
-        "dtype": str(out.dtype),
-        "value": rel(out.detach(), ref.detach()),
-        "grad_a": rel(a.grad, a64.grad),
-        "grad_b": rel(a.grad, a64.grad),
-    }
+    for name, (start, stop) in {"fp32_symmetric": (3, 21), "fp32_symmetric_whole": (0, 21)}.items():
+        a = Z.clone().requires_grad_()
+        out = T.triton_loss(a, None, 36, 0.0, 1 / 21, start, stop, 4 * 21, (16, 16, 16))
+        out.backward()
+        a64 = Z.double().requires_grad_()
+        ref = dense_loss(a64, None, 36, 0.0, 1 / 21, start, stop)
+        ref.backward()
+        rel = lambda x, y: float((x.double() - y).abs().max() / y.abs().max())
+        results[name] = {
+            "dtype": str(out.dtype),
+            "value": rel(out.detach(), ref.detach()),
+            "grad_a": rel(a.grad, a64.grad),
+            "grad_b": rel(a.grad, a64.grad),
+        }
     print(json.dumps(results))
     """
 )
@@ -255,6 +257,7 @@ def test_triton_kernels_under_interpreter_match_dense() -> None:
         ("fp32_rows_strips", 1e-5),
         ("fp16_whole", 2e-3),
         ("fp32_symmetric", 1e-5),
+        ("fp32_symmetric_whole", 1e-5),
     )
     for name, tol in cases:
         r = results[name]

@@ -260,10 +260,19 @@ class TritonOffDiagonalLoss(torch.autograd.Function):
         symmetric = B is None
         other = A if symmetric else B
         height = strip_height(A.shape[1], budget)
-        need_a = ctx.needs_input_grad[0]
-        need_b = ctx.needs_input_grad[1] or (symmetric and need_a)
+        if symmetric and start == 0 and stop == A.shape[1]:
+            # all of M, which is symmetric: both factors' contributions equal A M
+            grad = grad * 2
+            need_a, need_b = False, ctx.needs_input_grad[0]
+        else:
+            need_a = ctx.needs_input_grad[0]
+            need_b = ctx.needs_input_grad[1] or (symmetric and need_a)
         grad_a = torch.zeros_like(A) if need_a else None
-        grad_b = (grad_a if symmetric else torch.zeros_like(other)) if need_b else None
+        grad_b = (
+            (grad_a if grad_a is not None and symmetric else torch.zeros_like(other))
+            if need_b
+            else None
+        )
         for s in range(start, stop, height):
             t = min(s + height, stop)
             m = grad_strip(A, other, grad, weights, s, t, blocks)  # (S, D)
@@ -271,7 +280,9 @@ class TritonOffDiagonalLoss(torch.autograd.Function):
                 grad_a[:, s:t] += torch.mm(other, m.t())
             if grad_b is not None:
                 grad_b.addmm_(A[:, s:t], m)
-        return grad_a, None if symmetric else grad_b, None, None, None, None, None
+        if symmetric:
+            return grad_b if grad_a is None else grad_a, None, None, None, None, None, None
+        return grad_a, grad_b, None, None, None, None, None
 
 
 def triton_loss(
