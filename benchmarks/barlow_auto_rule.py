@@ -211,7 +211,7 @@ def main() -> None:
     for n, d in cases:
         mem = {m: _run_child("memory", m, n, d)["extra_mib"] for m in METHODS}
         sec = _run_child("time", n, d, args.reps, args.slow)
-        auto = select_algorithm(n, d)
+        auto = select_algorithm(n, d, symmetric=LOSS == "vicreg")
         line = f"{n:>6} {d:>6} {n / d:>6.3g} {auto:>6}"
         for m in METHODS:
             line += f" | {sec[m]:>11.4g} {mem[m]:>12.1f}"

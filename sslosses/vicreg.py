@@ -106,7 +106,7 @@ def vicreg_terms(
         std_a = (xa.var(dim=0) + eps).sqrt()  # (D,): unbiased variance, as torch.var
         std_b = (xb.var(dim=0) + eps).sqrt()
         variance = F.relu(1 - std_a).mean() / 2 + F.relu(1 - std_b).mean() / 2
-        chosen = select_algorithm(n, d) if algorithm == "auto" else algorithm
+        chosen = select_algorithm(n, d, symmetric=True) if algorithm == "auto" else algorithm
 
         def off_diagonal_term(x: Tensor) -> Tensor:
             # sum_{i != j} cov_ij^2 / D, cov = X^T X / (N - 1): the off-diagonal primitive with
@@ -168,12 +168,14 @@ def vicreg_loss(
       :math:`2N > D`, where the covariance can be close to diagonal and the subtraction would
       cancel in float32, it computes in float64.
     - ``"fused"`` streams tiles of the covariance, squaring and summing each without storing
-      it; the backward recomputes the tiles (Triton kernels on CUDA when Triton is installed,
-      strips of at most :math:`2^{22}` elements in PyTorch elsewhere).
-    - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`; else ``"fused"`` when
-      :math:`D^2 > 2^{26}`; else ``"dense"`` (:func:`sslosses.barlow_twins.select_algorithm`,
-      the rule shared with Barlow Twins; the measurements are on the documentation page).
-      :math:`N` is the global batch when distributed.
+      it; the backward recomputes the tiles and, the covariance being symmetric, needs one
+      product per tile, so it costs what ``"dense"`` and the official code cost (Triton
+      kernels on CUDA when Triton is installed, strips of at most :math:`2^{22}` elements in
+      PyTorch elsewhere).
+    - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`, else ``"fused"``
+      (:func:`sslosses.barlow_twins.select_algorithm` with ``symmetric=True``; the
+      measurements are on the documentation page). :math:`N` is the global batch when
+      distributed.
 
     Args:
         z_a: embeddings of the first view.

@@ -41,23 +41,30 @@ DENSE_MAX_ELEMENTS = 1 << 26
 """``"auto"`` picks ``"fused"`` over ``"dense"`` when ``D * D`` exceeds this (256 MiB float32)."""
 
 
-def select_algorithm(n: int, d: int) -> Literal["dense", "gram", "fused"]:
+def select_algorithm(
+    n: int, d: int, *, symmetric: bool = False
+) -> Literal["dense", "gram", "fused"]:
     """The algorithm ``algorithm="auto"`` runs for a (global) batch of ``n`` rows of ``d`` features.
 
-    ``"gram"`` when ``n <= GRAM_MAX_RATIO * d``; otherwise ``"fused"`` when the ``(d, d)``
-    matrix would exceed ``DENSE_MAX_ELEMENTS`` elements; else ``"dense"``. The rule is the same
-    on every device and for both losses that use it (Barlow Twins, VICReg): it was measured on
-    CPU (the docs pages of the two losses give the measurements), and the Triton kernels that
-    ``"fused"`` uses on CUDA have not been timed on a GPU yet, so it does not prefer them there.
+    ``"gram"`` when ``n <= GRAM_MAX_RATIO * d``. Otherwise, for a cross-correlation
+    ``A^T B`` (Barlow Twins), ``"fused"`` when the ``(d, d)`` matrix would exceed
+    ``DENSE_MAX_ELEMENTS`` elements, else ``"dense"``; for a covariance ``X^T X``
+    (``symmetric=True``, VICReg), ``"fused"``: its backward needs one product per strip
+    instead of two, so it costs what ``"dense"`` costs, without the ``(d, d)`` buffers. The
+    rule is the same on every device: it was measured on CPU (the docs pages of the two
+    losses give the measurements), and the Triton kernels that ``"fused"`` uses on CUDA have
+    not been timed on a GPU yet.
 
     Examples:
         >>> from sslosses.barlow_twins import select_algorithm
         >>> select_algorithm(256, 8192), select_algorithm(8192, 2048)
         ('gram', 'dense')
+        >>> select_algorithm(8192, 2048, symmetric=True)
+        'fused'
     """
     if n <= GRAM_MAX_RATIO * d:
         return "gram"
-    if d * d > DENSE_MAX_ELEMENTS:
+    if symmetric or d * d > DENSE_MAX_ELEMENTS:
         return "fused"
     return "dense"
 
