@@ -88,6 +88,10 @@ def smoke_calls() -> dict[str, Smoke]:
         SF.ema_update_(target=target, online=online, momentum=0.5)
         return target.weight.detach().sum(), []
 
+    def vicreg_terms() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        return SF.vicreg_terms(a, b).loss, [a, b]
+
     return {
         "barlow_twins_loss": pair_loss(SF.barlow_twins_loss),
         "byol_loss": pair_loss(SF.byol_loss, target_grad=False),
@@ -98,6 +102,8 @@ def smoke_calls() -> dict[str, Smoke]:
         "nt_xent": pair_loss(SF.nt_xent),
         "sinkhorn": sinkhorn,
         "swav_loss": swav,
+        "vicreg_loss": pair_loss(SF.vicreg_loss),
+        "vicreg_terms": vicreg_terms,
     }
 
 

@@ -1,4 +1,8 @@
-"""The measurements behind Barlow Twins' ``algorithm="auto"`` rule, against the official code.
+"""The measurements behind the ``algorithm="auto"`` rule of Barlow Twins and VICReg.
+
+Both losses run on one off-diagonal primitive with one rule; ``--loss vicreg`` measures VICReg
+(the whole loss; its covariance term is where the algorithms differ) against the official
+``main_vicreg.py`` formulation instead of Barlow Twins against ``main.py``.
 
 For every case ``(N, D)`` and method, a fresh subprocess (one CPU thread, float32) builds
 ``z_a, z_b`` with ``requires_grad``, runs forward + backward once at a tiny shape (code
@@ -19,6 +23,7 @@ Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/barlow_auto_rule.py            # full table (~15 min)
     OMP_NUM_THREADS=1 python benchmarks/barlow_auto_rule.py --quick    # small smoke run
+    OMP_NUM_THREADS=1 python benchmarks/barlow_auto_rule.py --loss vicreg --cases 1024
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ FULL_CASES = [
 ]
 QUICK_CASES = [(64, 512), (256, 512), (1024, 256)]
 LAMBD = 0.0051
+LOSS = os.environ.get("SSLOSSES_AUTO_RULE_LOSS", "barlow")  # passed on to the subprocesses
 
 
 def _off_diagonal(x: torch.Tensor) -> torch.Tensor:
@@ -62,7 +68,25 @@ def _off_diagonal(x: torch.Tensor) -> torch.Tensor:
     return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
 
 
+def _official_vicreg(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """facebookresearch/vicreg ``main_vicreg.py`` ``VICReg.forward`` after the projector."""
+    n, d = x.shape
+    repr_loss = torch.nn.functional.mse_loss(x, y)
+    x = x - x.mean(dim=0)
+    y = y - y.mean(dim=0)
+    std_x = torch.sqrt(x.var(dim=0) + 0.0001)
+    std_y = torch.sqrt(y.var(dim=0) + 0.0001)
+    relu = torch.nn.functional.relu
+    std_loss = torch.mean(relu(1 - std_x)) / 2 + torch.mean(relu(1 - std_y)) / 2
+    cov_x = (x.T @ x) / (n - 1)
+    cov_y = (y.T @ y) / (n - 1)
+    cov_loss = _off_diagonal(cov_x).pow_(2).sum().div(d) + _off_diagonal(cov_y).pow_(2).sum().div(d)
+    return 25.0 * repr_loss + 25.0 * std_loss + cov_loss
+
+
 def _official(d: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if LOSS == "vicreg":
+        return _official_vicreg
     bn = torch.nn.BatchNorm1d(d, affine=False)
 
     def loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -80,6 +104,10 @@ def _method(name: str, d: int) -> Callable[[torch.Tensor, torch.Tensor], torch.T
         return _official(d)
     sys.path.insert(0, str(ROOT))
     from sslosses.barlow_twins import barlow_twins_loss
+    from sslosses.vicreg import vicreg_loss
+
+    if LOSS == "vicreg":
+        return lambda z1, z2: vicreg_loss(z1, z2, algorithm=name)  # type: ignore[arg-type]
 
     def loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         return barlow_twins_loss(z1, z2, lambd=LAMBD, algorithm=name)  # type: ignore[arg-type]
@@ -138,7 +166,7 @@ def child_time(n: int, d: int, reps: int, slow: float) -> None:
 
 def _run_child(*args: object) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child", *map(str, args)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", SSLOSSES_AUTO_RULE_LOSS=LOSS)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -148,6 +176,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes, for a smoke run")
     parser.add_argument("--reps", type=int, default=5, help="timed rounds (median)")
+    parser.add_argument("--loss", choices=("barlow", "vicreg"), default="barlow")
+    parser.add_argument("--cases", default="", help="only the cases with this D (e.g. 1024)")
     parser.add_argument("--slow", type=float, default=40.0, help="time once above this")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -159,13 +189,18 @@ def main() -> None:
         child_time(int(n), int(d), int(reps), float(slow))
         return
 
+    global LOSS
+    LOSS = args.loss
     sys.path.insert(0, str(ROOT))
     from sslosses.barlow_twins import select_algorithm
 
     cases = QUICK_CASES if args.quick else FULL_CASES
+    if args.cases:
+        cases = [(n, d) for n, d in cases if d == int(args.cases)]
     print(
-        f"# Barlow Twins forward+backward, CPU float32, 1 thread, torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}, lambd={LAMBD}"
+        f"# {'VICReg' if LOSS == 'vicreg' else 'Barlow Twins'} forward+backward, CPU float32, "
+        f"1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}"
+        + ("" if LOSS == "vicreg" else f", lambd={LAMBD}")
     )
     print("# time: median CPU seconds; mem: extra peak RSS in MiB (ru_maxrss, fresh process)")
     header = f"{'N':>6} {'D':>6} {'N/D':>6} {'auto':>6}"
@@ -176,7 +211,7 @@ def main() -> None:
     for n, d in cases:
         mem = {m: _run_child("memory", m, n, d)["extra_mib"] for m in METHODS}
         sec = _run_child("time", n, d, args.reps, args.slow)
-        auto = select_algorithm(n, d, torch.device("cpu"))
+        auto = select_algorithm(n, d, symmetric=LOSS == "vicreg")
         line = f"{n:>6} {d:>6} {n / d:>6.3g} {auto:>6}"
         for m in METHODS:
             line += f" | {sec[m]:>11.4g} {mem[m]:>12.1f}"

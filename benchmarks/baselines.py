@@ -16,6 +16,9 @@ Sources (read for facts; no code is copied):
   (``barlow_loss_func``): a fresh ``BatchNorm1d(D, affine=False)`` per call, ``einsum`` for
   ``c``, ``(c - eye).pow(2)``, off-diagonal entries scaled through a boolean mask, times
   ``scale_loss``.
+- VICReg, official: facebookresearch/vicreg ``main_vicreg.py`` (``VICReg.forward``, one process
+  so no ``FullGatherLayer``): ``F.mse_loss``, centring, ``sqrt(var + 1e-4)`` hinge, and
+  ``off_diagonal(x.T @ x / (N - 1)).pow_(2).sum() / D`` per view.
 - NT-Xent, the plain logits matrix: the ``(2N, 2N)`` cosine-similarity matrix of both views,
   self-similarity masked out, cross-entropy against the other view (SimCLR, arXiv:2002.05709).
 - InfoNCE with a queue: facebookresearch/moco ``moco/builder.py`` (``MoCo.forward``):
@@ -55,6 +58,7 @@ __all__ = [
     "moco_info_nce",
     "multicrop_loop",
     "off_diagonal",
+    "official_vicreg",
     "plain_nt_xent",
     "resnet50_parameter_shapes",
     "simclr_nt_xent",
@@ -94,6 +98,29 @@ class OfficialBarlowTwins(nn.Module):
         on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
         off_diag = off_diagonal(c).pow_(2).sum()
         return on_diag + self.lambd * off_diag
+
+
+def official_vicreg(
+    x: Tensor,
+    y: Tensor,
+    *,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+) -> Tensor:
+    """The loss part of the official ``VICReg.forward`` (one process: no gather)."""
+    batch_size, num_features = x.shape
+    repr_loss = F.mse_loss(x, y)
+    x = x - x.mean(dim=0)
+    y = y - y.mean(dim=0)
+    std_x = torch.sqrt(x.var(dim=0) + 0.0001)
+    std_y = torch.sqrt(y.var(dim=0) + 0.0001)
+    std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
+    cov_x = (x.T @ x) / (batch_size - 1)  # (D, D)
+    cov_y = (y.T @ y) / (batch_size - 1)  # (D, D)
+    cov_loss = off_diagonal(cov_x).pow_(2).sum().div(num_features)
+    cov_loss = cov_loss + off_diagonal(cov_y).pow_(2).sum().div(num_features)
+    return sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss
 
 
 def solo_learn_barlow_twins(

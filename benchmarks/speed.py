@@ -61,7 +61,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines
 
 ROOT = Path(__file__).resolve().parent.parent
-GROUPS = ("barlow", "ntxent", "infonce", "swav", "dino", "byol", "simsiam", "ema", "multicrop")
+GROUPS = (
+    "barlow",
+    "vicreg",
+    "ntxent",
+    "infonce",
+    "swav",
+    "dino",
+    "byol",
+    "simsiam",
+    "ema",
+    "multicrop",
+)
 MB = 1024.0 * 1024.0
 SLOW_CALL_S = 2.0
 
@@ -184,7 +195,8 @@ def _barlow_auto_choice(n: int, d: int, device: torch.device, dtype: torch.dtype
         from sslosses.barlow_twins import select_algorithm
     except ImportError:
         return None
-    return str(select_algorithm(n, d, device, dtype))
+    del device, dtype  # the measured rule depends on the shape only
+    return str(select_algorithm(n, d))
 
 
 def _barlow_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
@@ -243,6 +255,74 @@ def _barlow_case(
             )
     return Case(
         "barlow",
+        f"{n}x{d}",
+        f"N={n} D={d}",
+        _pair_setup(n, d),
+        tuple(impls),
+        "official",
+        min_repeats=min_repeats,
+    )
+
+
+# VICReg -------------------------------------------------------------------------------------
+def _vicreg_official(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: baselines.official_vicreg(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def _vicreg_lightly(inputs: Inputs) -> Prepared:
+    loss = _lightly("lightly.loss", "VICRegLoss")()
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def _vicreg_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        from sslosses.functional import vicreg_loss
+
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        alg: Any = algorithm
+        prep = _loss_step(lambda: vicreg_loss(z_a, z_b, algorithm=alg), inputs, "z_a", "z_b")
+        if algorithm == "auto":
+            prep.note = f"runs {_vicreg_auto_choice(z_a.shape[0], z_a.shape[1])}"
+        return prep
+
+    return prepare
+
+
+def _vicreg_auto_choice(n: int, d: int) -> str:
+    from sslosses.barlow_twins import select_algorithm
+
+    return str(select_algorithm(n, d, symmetric=True))
+
+
+def _vicreg_case(
+    n: int,
+    d: int,
+    algorithms: Sequence[str],
+    *,
+    device: torch.device | None = None,
+    min_repeats: int = 3,
+) -> Case:
+    """The official formulation, lightly (where importable), ``"auto"`` and ``algorithms``.
+
+    VICReg's covariance term uses the rule and kernels of Barlow Twins (one shared primitive).
+    With a ``device``, the explicit algorithm that ``"auto"`` picks is left out.
+    """
+    dd = 4.0 * d * d  # one D x D float32 matrix
+    impls = [
+        Impl("official", "official main_vicreg.py", "baseline", _vicreg_official, estimate=8 * dd),
+        Impl("lightly", "lightly VICRegLoss", "lightly", _vicreg_lightly, estimate=8 * dd),
+        Impl("auto", "sslosses auto", "sslosses", _vicreg_ours("auto"), estimate=8 * dd),
+    ]
+    choice = None if device is None else _vicreg_auto_choice(n, d)
+    for alg in algorithms:
+        if alg != choice:
+            impls.append(
+                Impl(alg, f"sslosses {alg}", "sslosses", _vicreg_ours(alg), estimate=8 * dd)
+            )
+    return Case(
+        "vicreg",
         f"{n}x{d}",
         f"N={n} D={d}",
         _pair_setup(n, d),
@@ -861,6 +941,8 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         return [
             _barlow_case(16, 48, ("dense", "gram", "fused")),
             _barlow_case(48, 16, ("dense", "gram", "fused")),
+            _vicreg_case(16, 48, ("dense", "gram", "fused")),
+            _vicreg_case(48, 16, ("dense", "gram", "fused")),
             _ntxent_case(24, 8, chunk_size=5),
             _infonce_case(6, 8, 40, chunk_size=4),
             _swav_case(12, 20, 4),
@@ -875,6 +957,9 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _barlow_case(2048, 8192, ("gram",), device=device, solo=False),
         # auto runs the official algorithm here: more runs, so that noise does not decide
         _barlow_case(8192, 2048, ("dense", "fused"), device=device, solo=False, min_repeats=5),
+        _vicreg_case(256, 8192, ("dense", "fused"), device=device),
+        _vicreg_case(2048, 8192, (), device=device),
+        _vicreg_case(8192, 2048, ("dense",), device=device, min_repeats=5),
         _ntxent_case(4096, 128, chunk_size=1024),
         _ntxent_case(8192, 128, chunk_size=1024, simclr=False),
         _ntxent_case(16384, 128, chunk_size=1024, simclr=False),
@@ -1257,6 +1342,29 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
             t,
             None if t is None else t >= 1,
         )
+    t = ratio("vicreg:256x8192", "official", "auto", "total_ms")
+    add(
+        "VICReg N=256 D=8192: time, official / sslosses auto",
+        ">= 20x",
+        t,
+        None if t is None else t >= 20,
+    )
+    m = ratio("vicreg:256x8192", "official", "auto", "peak_extra_mb")
+    add(
+        "VICReg N=256 D=8192: peak extra memory, official / sslosses auto",
+        ">= 10x",
+        m,
+        None if m is None else m >= 10,
+    )
+    for case in dict.fromkeys(r.case for r in rows if r.group == "vicreg"):
+        t = ratio(case, "official", "auto", "total_ms")
+        shape = next(r.shape for r in rows if r.case == case)
+        add(
+            f"VICReg {shape}: sslosses auto never slower than official",
+            ">= 1x",
+            t,
+            None if t is None else t >= 1,
+        )
     for den, what in (
         ("plain", "the plain logits baseline"),
         ("dense", "sslosses chunk_size=None"),
@@ -1428,6 +1536,7 @@ def _table(
 
 GROUP_TITLES = {
     "barlow": "Barlow Twins",
+    "vicreg": "VICReg",
     "ntxent": "NT-Xent (SimCLR)",
     "infonce": "InfoNCE with a queue (MoCo v2)",
     "swav": "SwAV",

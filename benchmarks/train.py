@@ -63,7 +63,7 @@ from sslosses.transforms import (
     swav_transform,
 )
 
-MethodName = Literal["simclr", "moco", "byol", "simsiam", "swav", "barlow-twins", "dino"]
+MethodName = Literal["simclr", "moco", "byol", "simsiam", "swav", "barlow-twins", "dino", "vicreg"]
 METHODS: tuple[MethodName, ...] = get_args(MethodName)
 DataName = Literal["digits", "fashion-mnist", "cifar10", "stl10"]
 BackboneName = Literal["resnet-tiny", "resnet10", "resnet18"]
@@ -246,6 +246,7 @@ METHOD_SPECS: dict[MethodName, MethodSpec] = {
     "swav": MethodSpec("SwAV", 2e-3, 1e-6, 0.1, None, True),
     "barlow-twins": MethodSpec("Barlow Twins", 2e-3, 1e-6, None, None, True),
     "dino": MethodSpec("DINO", 2e-3, 1e-6, 0.1, 0.996, False),
+    "vicreg": MethodSpec("VICReg", 2e-3, 1e-6, None, None, True),
 }
 
 
@@ -544,7 +545,7 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.0, mean=m, std=s)
     elif method in ("moco", "simsiam"):
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.5, mean=m, std=s)
-    elif method in ("byol", "barlow-twins"):
+    elif method in ("byol", "barlow-twins", "vicreg"):  # VICReg uses BYOL's augmentations
         multicrop = byol_transform(size, scale=scale, mean=m, std=s)
     elif method == "dino":
         multicrop = dino_transform(
@@ -928,6 +929,22 @@ DINO_BOTTLENECK = 256
 DINO_TEACHER_TEMPERATURES = (0.04, 0.07)
 
 
+class VICReg(Method):
+    """VICReg (Bardes et al. 2022): invariance, variance and covariance of the two views'
+    embeddings. The expander is the paper's three layers (8192-8192-8192 on ResNet-50's 2048
+    features) scaled to the backbone: 4F-4F-4F, BatchNorm and ReLU between, no final bias."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, mlp([f, 4 * f, 4 * f, 4 * f], last_bias=False))
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor]) -> Tensor:
+        z_a, z_b = per_view(self.online, views[:2])
+        return SF.vicreg_loss(z_a, z_b, gather_distributed=self.gather)  # 25 / 25 / 1
+
+
 def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Method:
     """Backbone first (so every method starts from the same weights for a seed), then heads."""
     backbone = ResNet(data.train_x.shape[1], r.width, BLOCKS[r.backbone])
@@ -943,6 +960,8 @@ def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Met
         return SwAV(backbone, r, distributed, cfg.swav_queue)
     if r.method == "dino":
         return DINO(backbone, r, distributed)
+    if r.method == "vicreg":
+        return VICReg(backbone, r, distributed)
     return BarlowTwins(backbone, r, distributed, cfg.barlow_lambda)
 
 

@@ -15,6 +15,7 @@ from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
 from sslosses.simsiam import NegativeCosineSimilarity
 from sslosses.swav import SwAVLoss
+from sslosses.vicreg import VICRegLoss, VICRegTerms
 
 try:
     __version__ = version("sslosses")
@@ -34,6 +35,8 @@ __all__ = [
     "NegativeCosineSimilarity",
     "SwAVLoss",
     "SwAVPrototypes",
+    "VICRegLoss",
+    "VICRegTerms",
     "__version__",
     "cosine_schedule",
     "distributed",

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -20,80 +17,11 @@ from sslosses._validation import (
     no_autocast,
     upcast,
 )
-from sslosses.kernels.barlow_twins_torch import dense_loss, gram_frobenius, tiled_loss
+from sslosses.kernels.offdiag import ALGORITHMS as _ALGORITHMS
+from sslosses.kernels.offdiag import Algorithm, offdiag_loss
+from sslosses.kernels.offdiag import select_algorithm as select_algorithm
 
 __all__ = ["BarlowTwinsLoss", "barlow_twins_loss"]
-
-Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
-_ALGORITHMS: tuple[Algorithm, ...] = ("auto", "dense", "gram", "fused")
-
-GRAM_MAX_RATIO = 0.5
-"""``"auto"`` picks ``"gram"`` when ``N <= GRAM_MAX_RATIO * D`` (measured crossover: see docs)."""
-
-DENSE_MAX_ELEMENTS = 1 << 26
-"""``"auto"`` picks ``"fused"`` over ``"dense"`` when ``D * D`` exceeds this (256 MiB float32)."""
-
-
-def _triton_usable(device: torch.device, dtype: torch.dtype) -> bool:
-    """Whether the Triton fused kernels serve this device and dtype (imports Triton lazily)."""
-    if device.type != "cuda":
-        return False
-    from sslosses.kernels import barlow_twins_triton
-
-    return barlow_twins_triton.usable(device, dtype)
-
-
-def select_algorithm(
-    n: int, d: int, device: torch.device, dtype: torch.dtype = torch.float32
-) -> Literal["dense", "gram", "fused"]:
-    """The algorithm ``algorithm="auto"`` runs for a (global) batch of ``n`` rows of ``d`` features.
-
-    ``"gram"`` when ``n <= GRAM_MAX_RATIO * d``; otherwise ``"fused"`` when the ``(d, d)``
-    cross-correlation would exceed ``DENSE_MAX_ELEMENTS``; else ``"dense"``. The rule is the
-    same on every device: it was measured on CPU, and the Triton kernels (which ``"fused"``
-    uses on CUDA) have not been timed on a GPU yet, so ``"auto"`` does not prefer them there.
-    See :func:`barlow_twins_loss` for the measurements behind the rule.
-    """
-    del device, dtype  # the measured rule does not depend on them (see above)
-    if n <= GRAM_MAX_RATIO * d:
-        return "gram"
-    if d * d > DENSE_MAX_ELEMENTS:
-        return "fused"
-    return "dense"
-
-
-def _shard(size: int, parts: int, index: int) -> tuple[int, int]:
-    """Bounds of the ``index``-th of ``parts`` nearly equal contiguous ranges of ``range(size)``."""
-    return size * index // parts, size * (index + 1) // parts
-
-
-def _cross_correlation_partial(
-    A: Tensor, B: Tensor, lambd: float, start: int, stop: int, algorithm: str
-) -> Tensor:
-    """Rows ``[start, stop)`` of the loss, from the ``(D, D)`` cross-correlation (dense/fused)."""
-    if algorithm == "dense":
-        return dense_loss(A, B, lambd, start, stop)
-    if _triton_usable(A.device, A.dtype):
-        from sslosses.kernels.barlow_twins_triton import triton_loss
-
-        return triton_loss(A, B, lambd, start, stop).to(A.dtype)
-    return tiled_loss(A, B, lambd, start, stop)
-
-
-def _gram_loss(A: Tensor, B: Tensor, lambd: float, sharded: bool) -> Tensor:
-    """The loss by the Gram identity; float64 when ``N > D / 2`` (see the docstring)."""
-    dtype = A.dtype
-    n, d = A.shape
-    if 2 * n > d:  # C may approach the identity: avoid cancellation in full - diagonal
-        A, B = upcast(A, torch.float64), upcast(B, torch.float64)
-    c = (A * B).sum(dim=0) / n  # (D,): the diagonal C_ii
-    local = (c - 1).square().sum() - lambd * c.square().sum()
-    if sharded:
-        start, stop = _shard(n, distributed.world_size(), distributed.rank())
-        frob = distributed.all_reduce_sum(gram_frobenius(A, B, start, stop))
-    else:
-        frob = gram_frobenius(A, B, 0, n)
-    return upcast(local + lambd * frob, dtype)
 
 
 def barlow_twins_loss(
@@ -121,8 +49,9 @@ def barlow_twins_loss(
 
     Algorithms, all exact (tests check value and gradient against the dense path):
 
-    - ``"dense"`` builds :math:`C` (``(D, D)``), the official formulation; the off-diagonal sum
-      is taken over the off-diagonal entries themselves.
+    - ``"dense"`` builds :math:`C` (``(D, D)``), the official formulation in plain autograd
+      ops (the reference the other paths are tested against; it supports a double backward);
+      the off-diagonal sum is taken over the off-diagonal entries themselves.
     - ``"gram"`` uses :math:`\sum_{ij} C_{ij}^2 = \sum (A A^\top) \circ (B B^\top) / N^2` with
       the ``(N, N)`` Gram matrices, and :math:`C_{ii} = \sum_n A_{ni} B_{ni} / N`; it never forms
       a ``(D, D)`` tensor and costs :math:`O(N^2 D)` instead of :math:`O(N D^2)`. The
@@ -177,10 +106,12 @@ def barlow_twins_loss(
         ValueError: if an input is not 2-D or has no features, the shapes or devices differ,
             the (global) batch has fewer than 2 samples, ``lambd < 0``, ``eps <= 0``, or
             ``algorithm`` is unknown.
-        RuntimeError: from the backward, when it is asked for a differentiable gradient
-            (``create_graph=True``, e.g. a gradient penalty): every algorithm is a custom
-            autograd function with a first-order backward, and raising is safer than the
-            constant gradient PyTorch's ``once_differentiable`` would silently give.
+        RuntimeError: from the backward of ``"gram"`` and ``"fused"`` (and ``"auto"``, which
+            runs one of them or ``"dense"``), when it is asked for a differentiable gradient
+            (``create_graph=True``, e.g. a gradient penalty): they are custom autograd functions
+            with a first-order backward, and raising is safer than the constant gradient
+            PyTorch's ``once_differentiable`` would silently give. ``"dense"`` is written in
+            plain autograd ops and supports it.
 
     Examples:
         >>> import torch
@@ -230,14 +161,16 @@ def barlow_twins_loss(
         A = F.batch_norm(za, None, None, training=True, eps=eps)  # (N, D)
         B = F.batch_norm(zb, None, None, training=True, eps=eps)  # (N, D)
         if algorithm == "auto":
-            algorithm = select_algorithm(n, d, A.device, A.dtype)
-        if algorithm == "gram":
-            return _gram_loss(A, B, lambd, sharded)
-        if not sharded:
-            return _cross_correlation_partial(A, B, lambd, 0, d, algorithm)
-        start, stop = _shard(d, distributed.world_size(), distributed.rank())
-        partial = _cross_correlation_partial(A, B, lambd, start, stop, algorithm)
-        return distributed.all_reduce_sum(partial)
+            algorithm = select_algorithm(n, d)
+        return offdiag_loss(
+            A,
+            B,
+            divisor=n,
+            on_weight=1.0,
+            off_weight=lambd,
+            algorithm=algorithm,
+            sharded=sharded,
+        )
 
 
 class BarlowTwinsLoss(nn.Module):

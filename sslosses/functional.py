@@ -11,6 +11,7 @@ from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
 from sslosses.swav import swav_loss
+from sslosses.vicreg import vicreg_loss, vicreg_terms
 
 __all__ = [
     "barlow_twins_loss",
@@ -22,4 +23,6 @@ __all__ = [
     "nt_xent",
     "sinkhorn",
     "swav_loss",
+    "vicreg_loss",
+    "vicreg_terms",
 ]

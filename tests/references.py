@@ -218,3 +218,38 @@ def dino_update_center(center: Tensor, teacher_output: Tensor, center_momentum: 
     batch_center = torch.sum(teacher_output, dim=0, keepdim=True)
     batch_center = batch_center / len(teacher_output)  # world size 1
     return center * center_momentum + batch_center * (1 - center_momentum)
+
+
+# --------------------------------------------------------------------------------------------
+# VICReg: Bardes, Ponce, LeCun, ICLR 2022 (arXiv:2105.04906); facebookresearch/vicreg,
+# main_vicreg.py, VICReg.forward after the projector, one process (no FullGatherLayer), with
+# num_features = D and args.batch_size = N.
+# --------------------------------------------------------------------------------------------
+def vicreg_terms(x: Tensor, y: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tensor, Tensor]:
+    """``(repr_loss, std_loss, cov_loss)`` as the official forward computes them."""
+    batch_size, num_features = x.shape
+    repr_loss = F.mse_loss(x, y)
+    x = x - x.mean(dim=0)
+    y = y - y.mean(dim=0)
+    std_x = torch.sqrt(x.var(dim=0) + eps)
+    std_y = torch.sqrt(y.var(dim=0) + eps)
+    std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
+    cov_x = (x.T @ x) / (batch_size - 1)
+    cov_y = (y.T @ y) / (batch_size - 1)
+    cov_loss = off_diagonal(cov_x).pow(2).sum().div(num_features) + off_diagonal(cov_y).pow(
+        2
+    ).sum().div(num_features)
+    return repr_loss, std_loss, cov_loss
+
+
+def vicreg(
+    x: Tensor,
+    y: Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    eps: float = 1e-4,
+) -> Tensor:
+    """``sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss``."""
+    repr_loss, std_loss, cov_loss = vicreg_terms(x, y, eps)
+    return sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss

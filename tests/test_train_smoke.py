@@ -1,7 +1,7 @@
 """Smoke tests of the reference training script ``benchmarks/train.py``.
 
 The script is imported in-process (not run as a subprocess) and driven through ``main(argv)``:
-two short methods on the bundled digits must beat their untrained encoder; an interrupted and
+three short methods on the bundled digits must beat their untrained encoder; an interrupted and
 resumed run must end with the same weights as an uninterrupted one; a non-finite loss must stop
 the run; and the dataset readers are checked on small synthetic files with a known layout.
 """
@@ -43,7 +43,7 @@ train = _load_script()
 # --- training learns --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol"])
+@pytest.mark.parametrize("method", ["simclr", "byol", "vicreg"])
 def test_short_run_beats_untrained_encoder(method: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     steps = 40

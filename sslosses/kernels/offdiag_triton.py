@@ -1,18 +1,20 @@
-r"""Triton kernels for the fused Barlow Twins loss (private, optional).
+r"""Triton kernels for the fused off-diagonal loss of Barlow Twins and VICReg (private, optional).
 
-The forward kernel gives each program one ``(BLOCK_I, BLOCK_J)`` tile of the cross-correlation
-:math:`C = A^\top B / N`: it accumulates the tile over the batch in float32 registers, squares,
-weights (1 on the diagonal, :math:`\lambda` off it) and sums it, and writes one partial sum.
+The loss and its notation are those of :mod:`sslosses.kernels.offdiag_torch`. The forward
+kernel gives each program one ``(BLOCK_I, BLOCK_J)`` tile of :math:`C = A^\top B / s`: it
+accumulates the tile over the batch in float32 registers, squares, weights
+(:math:`w_\mathrm{on}` on the diagonal against a target of 1, :math:`w_\mathrm{off}` off it)
+and sums it, and writes one partial sum.
 Neither :math:`C` nor any ``(D, D)`` tensor is stored. The backward recomputes :math:`C` strip by
 strip: a second kernel turns each tile into :math:`M = 2\,W \circ (C - I)` scaled by
-``grad / N`` (the same fused tile, written out for the strip only), and two matrix products
+``grad / s`` (the same fused tile, written out for the strip only), and two matrix products
 give :math:`\partial L/\partial A = B M^\top` and :math:`\partial L/\partial B \mathrel{+}= A M`.
 
 Float32 tiles use ``input_precision="ieee"`` unless ``torch.backends.cuda.matmul.allow_tf32``
 is set, so the kernel matches the dense path's cuBLAS products under the same setting.
 
 Triton is optional: without it ``HAS_TRITON`` is ``False`` and nothing here may be called; the
-loss then uses :mod:`sslosses.kernels.barlow_twins_torch` everywhere. On CPU the kernels run
+loss then uses :mod:`sslosses.kernels.offdiag_torch` everywhere. On CPU the kernels run
 only under ``TRITON_INTERPRET=1`` (the tests do this).
 """
 
@@ -24,7 +26,7 @@ import torch
 from torch import Tensor
 
 from sslosses._autograd import apply_function, first_order_only
-from sslosses.kernels.barlow_twins_torch import NO_DOUBLE_BACKWARD, STRIP_ELEMENTS, strip_height
+from sslosses.kernels.offdiag_torch import NO_DOUBLE_BACKWARD, STRIP_ELEMENTS, WHAT, strip_height
 
 try:
     import triton
@@ -33,7 +35,7 @@ except ImportError:
     triton = None
     tl = None
 
-__all__ = ["BLOCKS", "HAS_TRITON", "TritonCrossCorrelationLoss", "triton_loss", "usable"]
+__all__ = ["BLOCKS", "HAS_TRITON", "TritonOffDiagonalLoss", "triton_loss", "usable"]
 
 HAS_TRITON: bool = triton is not None
 """Whether Triton imported; the fused path falls back to PyTorch silently when it did not."""
@@ -97,8 +99,9 @@ def _forward_impl(
     stride_ad: Any,
     stride_bn: Any,
     stride_bd: Any,
-    inv_n: Any,
-    lambd: Any,
+    inv_div: Any,
+    on_weight: Any,
+    off_weight: Any,
     BLOCK_I: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -115,10 +118,10 @@ def _forward_impl(
         stride_an, stride_ad, stride_bn, stride_bd,
         BLOCK_I, BLOCK_J, BLOCK_N, PRECISION,
     )  # fmt: skip
-    c = acc * inv_n
+    c = acc * inv_div
     on_diag = offs_i[:, None] == offs_j[None, :]
     dev = tl.where(on_diag, c - 1.0, c)
-    weight = tl.where(on_diag, 1.0, lambd)
+    weight = tl.where(on_diag, on_weight, off_weight)
     val = tl.where(mask_i[:, None] & mask_j[None, :], weight * dev * dev, 0.0)
     tl.store(out_ptr + pid_i * tl.num_programs(1) + pid_j, tl.sum(tl.sum(val, axis=1), axis=0))
 
@@ -138,8 +141,9 @@ def _grad_impl(
     stride_bd: Any,
     stride_mi: Any,
     stride_mj: Any,
-    inv_n: Any,
-    lambd: Any,
+    inv_div: Any,
+    on_weight: Any,
+    off_weight: Any,
     BLOCK_I: tl.constexpr,
     BLOCK_J: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -156,10 +160,10 @@ def _grad_impl(
         stride_an, stride_ad, stride_bn, stride_bd,
         BLOCK_I, BLOCK_J, BLOCK_N, PRECISION,
     )  # fmt: skip
-    c = acc * inv_n
-    scale = 2.0 * inv_n * tl.load(g_ptr).to(tl.float32)
+    c = acc * inv_div
+    scale = 2.0 * inv_div * tl.load(g_ptr).to(tl.float32)
     on_diag = offs_i[:, None] == offs_j[None, :]
-    m = tl.where(on_diag, c - 1.0, lambd * c) * scale
+    m = tl.where(on_diag, on_weight * (c - 1.0), off_weight * c) * scale
     tl.store(
         m_ptr + (offs_i - row_start)[:, None] * stride_mi + offs_j[None, :] * stride_mj,
         m.to(m_ptr.dtype.element_ty),
@@ -184,7 +188,12 @@ def _cdiv(a: int, b: int) -> int:
 
 
 def forward(
-    A: Tensor, B: Tensor, lambd: float, start: int, stop: int, blocks: tuple[int, int, int]
+    A: Tensor,
+    B: Tensor,
+    weights: tuple[float, float, float],
+    start: int,
+    stop: int,
+    blocks: tuple[int, int, int],
 ) -> Tensor:
     """The partial loss over rows ``[start, stop)`` of ``C`` (0-d, float32)."""
     n, d = A.shape
@@ -195,7 +204,7 @@ def forward(
         _forward_kernel[grid](
             A, B, partial, n, d, start, stop,
             A.stride(0), A.stride(1), B.stride(0), B.stride(1),
-            1.0 / n, lambd,
+            1.0 / weights[0], weights[1], weights[2],
             BLOCK_I=bi, BLOCK_J=bj, BLOCK_N=bn, PRECISION=_precision(A),
         )  # fmt: skip
     return partial.sum()
@@ -205,12 +214,12 @@ def grad_strip(
     A: Tensor,
     B: Tensor,
     grad: Tensor,
-    lambd: float,
+    weights: tuple[float, float, float],
     start: int,
     stop: int,
     blocks: tuple[int, int, int],
 ) -> Tensor:
-    """Rows ``[start, stop)`` of ``grad * 2 W o (C - I) / N`` as a ``(stop - start, D)`` tensor."""
+    """Rows ``[start, stop)`` of ``grad * 2 W o (C - I) / s`` as a ``(stop - start, D)`` tensor."""
     n, d = A.shape
     bi, bj, bn = blocks
     m = torch.empty(stop - start, d, dtype=A.dtype, device=A.device)
@@ -219,55 +228,74 @@ def grad_strip(
     _grad_kernel[grid](
         A, B, m, g, n, d, start, stop,
         A.stride(0), A.stride(1), B.stride(0), B.stride(1), m.stride(0), m.stride(1),
-        1.0 / n, lambd,
+        1.0 / weights[0], weights[1], weights[2],
         BLOCK_I=bi, BLOCK_J=bj, BLOCK_N=bn, PRECISION=_precision(A),
     )  # fmt: skip
     return m
 
 
-class TritonCrossCorrelationLoss(torch.autograd.Function):
+class TritonOffDiagonalLoss(torch.autograd.Function):
     """``"fused"`` with Triton: tiles reduced in registers; the backward recomputes strips."""
 
     @staticmethod
     def forward(
         ctx: Any,
         A: Tensor,
-        B: Tensor,
-        lambd: float,
+        B: Tensor | None,
+        weights: tuple[float, float, float],
         start: int,
         stop: int,
         budget: int = STRIP_ELEMENTS,
         blocks: tuple[int, int, int] = BLOCKS,
     ) -> Tensor:
         ctx.save_for_backward(A, B)
-        ctx.lambd, ctx.start, ctx.stop, ctx.budget, ctx.blocks = lambd, start, stop, budget, blocks
-        return forward(A, B, lambd, start, stop, blocks)
+        ctx.args = (weights, start, stop, budget, blocks)
+        return forward(A, A if B is None else B, weights, start, stop, blocks)
 
     @staticmethod
-    @first_order_only("barlow_twins_loss", NO_DOUBLE_BACKWARD)
+    @first_order_only(WHAT, NO_DOUBLE_BACKWARD)
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         A, B = ctx.saved_tensors
-        height = strip_height(A.shape[1], ctx.budget)
-        grad_a = torch.zeros_like(A) if ctx.needs_input_grad[0] else None
-        grad_b = torch.zeros_like(B) if ctx.needs_input_grad[1] else None
-        for s in range(ctx.start, ctx.stop, height):
-            t = min(s + height, ctx.stop)
-            m = grad_strip(A, B, grad, ctx.lambd, s, t, ctx.blocks)  # (S, D)
+        weights, start, stop, budget, blocks = ctx.args
+        symmetric = B is None
+        other = A if symmetric else B
+        height = strip_height(A.shape[1], budget)
+        if symmetric and start == 0 and stop == A.shape[1]:
+            # all of M, which is symmetric: both factors' contributions equal A M
+            grad = grad * 2
+            need_a, need_b = False, ctx.needs_input_grad[0]
+        else:
+            need_a = ctx.needs_input_grad[0]
+            need_b = ctx.needs_input_grad[1] or (symmetric and need_a)
+        grad_a = torch.zeros_like(A) if need_a else None
+        grad_b = (
+            (grad_a if grad_a is not None and symmetric else torch.zeros_like(other))
+            if need_b
+            else None
+        )
+        for s in range(start, stop, height):
+            t = min(s + height, stop)
+            m = grad_strip(A, other, grad, weights, s, t, blocks)  # (S, D)
             if grad_a is not None:
-                grad_a[:, s:t] = torch.mm(B, m.t())
+                grad_a[:, s:t] += torch.mm(other, m.t())
             if grad_b is not None:
                 grad_b.addmm_(A[:, s:t], m)
+        if symmetric:
+            return grad_b if grad_a is None else grad_a, None, None, None, None, None, None
         return grad_a, grad_b, None, None, None, None, None
 
 
 def triton_loss(
     A: Tensor,
-    B: Tensor,
-    lambd: float,
+    B: Tensor | None,
+    divisor: float,
+    on_weight: float,
+    off_weight: float,
     start: int,
     stop: int,
     budget: int = STRIP_ELEMENTS,
     blocks: tuple[int, int, int] = BLOCKS,
 ) -> Tensor:
     """Rows ``[start, stop)`` of the loss with the Triton kernels (0-d float32, differentiable)."""
-    return apply_function(TritonCrossCorrelationLoss, A, B, lambd, start, stop, budget, blocks)
+    weights = (float(divisor), float(on_weight), float(off_weight))
+    return apply_function(TritonOffDiagonalLoss, A, B, weights, start, stop, budget, blocks)

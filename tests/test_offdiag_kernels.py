@@ -1,5 +1,6 @@
-"""Barlow Twins kernels: the PyTorch cores (strips, tiles, Gram rows) and the Triton kernels
-under ``TRITON_INTERPRET=1`` (in a subprocess, as the variable must precede importing Triton)."""
+"""The off-diagonal kernels shared by Barlow Twins and VICReg: the PyTorch cores (strips, tiles,
+Gram rows; general and symmetric ``B=None``) and the Triton kernels under ``TRITON_INTERPRET=1``
+(in a subprocess, as the variable must precede importing Triton)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslosses.kernels import barlow_twins_triton
-from sslosses.kernels.barlow_twins_torch import (
+from sslosses.kernels import offdiag_triton
+from sslosses.kernels.offdiag_torch import (
     dense_loss,
     gram_frobenius,
     strip_height,
@@ -62,8 +63,10 @@ def _close(xs: list[torch.Tensor], ys: list[torch.Tensor], tol: float = 1e-12) -
 def test_strip_functions_match_explicit_formula(budget: int, start: int, stop: int) -> None:
     A, B = _normalized(9, 7)
     expected = _value_and_grads(lambda a, b: _explicit(a, b, start, stop), A, B)
-    dense = _value_and_grads(lambda a, b: dense_loss(a, b, LAMBD, start, stop), A, B)
-    tiled = _value_and_grads(lambda a, b: tiled_loss(a, b, LAMBD, start, stop, budget), A, B)
+    dense = _value_and_grads(lambda a, b: dense_loss(a, b, 9, 1.0, LAMBD, start, stop), A, B)
+    tiled = _value_and_grads(
+        lambda a, b: tiled_loss(a, b, 9, 1.0, LAMBD, start, stop, budget), A, B
+    )
     _close(dense, expected)
     _close(tiled, expected)
 
@@ -71,9 +74,9 @@ def test_strip_functions_match_explicit_formula(budget: int, start: int, stop: i
 def test_strips_partition_the_loss() -> None:
     # Distributed ranks each take a range of rows of C: the pieces add up to the whole.
     A, B = _normalized(6, 11)
-    whole = _value_and_grads(lambda a, b: dense_loss(a, b, LAMBD, 0, 11), A, B)
+    whole = _value_and_grads(lambda a, b: dense_loss(a, b, 6, 1.0, LAMBD, 0, 11), A, B)
     pieces = [
-        _value_and_grads(lambda a, b, s=s, t=t: tiled_loss(a, b, LAMBD, s, t, 12), A, B)
+        _value_and_grads(lambda a, b, s=s, t=t: tiled_loss(a, b, 6, 1.0, LAMBD, s, t, 12), A, B)
         for s, t in itertools.pairwise([0, 4, 5, 11])
     ]
     _close([sum(p[i] for p in pieces) for i in range(3)], whole)  # type: ignore[misc]
@@ -82,9 +85,9 @@ def test_strips_partition_the_loss() -> None:
 def test_empty_strip_is_zero_with_zero_gradient() -> None:
     A, B = _normalized(4, 3)
     for fn in (
-        lambda a, b: dense_loss(a, b, LAMBD, 2, 2),
-        lambda a, b: tiled_loss(a, b, LAMBD, 2, 2, 100),
-        lambda a, b: gram_frobenius(a, b, 1, 1),
+        lambda a, b: dense_loss(a, b, 4, 1.0, LAMBD, 2, 2),
+        lambda a, b: tiled_loss(a, b, 4, 1.0, LAMBD, 2, 2, 100),
+        lambda a, b: gram_frobenius(a, b, 4, 1, 1),
     ):
         value, grad_a, grad_b = _value_and_grads(fn, A, B)
         assert float(value) == 0.0
@@ -98,7 +101,7 @@ def test_gram_rows_match_frobenius_of_cross_correlation(start: int, stop: int) -
     def explicit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return ((a[start:stop] @ a.T) * (b[start:stop] @ b.T)).sum() / a.shape[0] ** 2
 
-    ours = _value_and_grads(lambda a, b: gram_frobenius(a, b, start, stop), A, B)
+    ours = _value_and_grads(lambda a, b: gram_frobenius(a, b, 8, start, stop), A, B)
     _close(ours, _value_and_grads(explicit, A, B))
     if (start, stop) == (0, 8):  # all rows: the squared Frobenius norm of C
         c = A.T @ B / 8
@@ -109,9 +112,53 @@ def test_gradcheck_partial_ranges() -> None:
     A, B = _normalized(5, 6)
     a = A.detach().requires_grad_(True)
     b = B.detach().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x, y: dense_loss(x, y, LAMBD, 1, 4), (a, b))
-    assert torch.autograd.gradcheck(lambda x, y: tiled_loss(x, y, LAMBD, 1, 6, 12), (a, b))
-    assert torch.autograd.gradcheck(lambda x, y: gram_frobenius(x, y, 1, 4), (a, b))
+    assert torch.autograd.gradcheck(lambda x, y: dense_loss(x, y, 5, 1.0, LAMBD, 1, 4), (a, b))
+    assert torch.autograd.gradcheck(lambda x, y: tiled_loss(x, y, 5, 1.0, LAMBD, 1, 6, 12), (a, b))
+    assert torch.autograd.gradcheck(lambda x, y: gram_frobenius(x, y, 5, 1, 4), (a, b))
+
+
+def _explicit_general(
+    A: torch.Tensor, B: torch.Tensor, divisor: float, on: float, off: float, start: int, stop: int
+) -> torch.Tensor:
+    """The weighted loss with a (D, D) weight matrix, any divisor and diagonal weight."""
+    d = A.shape[1]
+    c = A.T @ B / divisor
+    weight = torch.full((d, d), off, dtype=A.dtype).fill_diagonal_(on)
+    return (weight * (c - torch.eye(d, dtype=A.dtype)) ** 2)[start:stop].sum()
+
+
+@pytest.mark.parametrize(("start", "stop"), [(0, 7), (2, 5)])
+@pytest.mark.parametrize("on", [0.0, 0.7])
+def test_symmetric_and_weighted_cores_match_explicit_formula(
+    start: int, stop: int, on: float
+) -> None:
+    # B=None is B=A (a covariance, VICReg): the gradient collects both factors' contributions.
+    A, _ = _normalized(9, 7)
+    A = A - A.mean(0)
+    divisor, off = 8.0, 1 / 7
+
+    def sym(fn: object) -> list[torch.Tensor]:
+        a = A.detach().clone().requires_grad_(True)
+        value = fn(a)  # type: ignore[operator]
+        return [value.detach(), *torch.autograd.grad(value, (a,))]
+
+    expected = sym(lambda a: _explicit_general(a, a, divisor, on, off, start, stop))
+    _close(sym(lambda a: dense_loss(a, None, divisor, on, off, start, stop)), expected)
+    for budget in (7, 3 * 7, 10_000):
+        _close(
+            sym(lambda a, k=budget: tiled_loss(a, None, divisor, on, off, start, stop, k)), expected
+        )
+    frob = sym(lambda a: ((a.T @ a) ** 2).sum() / divisor**2)
+    _close(sym(lambda a: gram_frobenius(a, None, divisor, 0, 9)), frob)
+    rows = sym(lambda a: ((a[2:6] @ a.T) ** 2).sum() / divisor**2)
+    _close(sym(lambda a: gram_frobenius(a, None, divisor, 2, 6)), rows)
+
+
+def test_gradcheck_symmetric() -> None:
+    A, _ = _normalized(5, 6)
+    a = A.detach().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x: tiled_loss(x, None, 4, 0.0, 0.5, 1, 6, 12), (a,))
+    assert torch.autograd.gradcheck(lambda x: gram_frobenius(x, None, 4, 1, 4), (a,))
 
 
 def test_strip_height() -> None:
@@ -122,14 +169,14 @@ def test_strip_height() -> None:
 
 
 def test_triton_usable_only_on_cuda_float32_or_float16(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(barlow_twins_triton, "HAS_TRITON", True)
+    monkeypatch.setattr(offdiag_triton, "HAS_TRITON", True)
     cuda = torch.device("cuda")
-    assert barlow_twins_triton.usable(cuda, torch.float32)
-    assert barlow_twins_triton.usable(cuda, torch.float16)
-    assert not barlow_twins_triton.usable(cuda, torch.float64)
-    assert not barlow_twins_triton.usable(torch.device("cpu"), torch.float32)
-    monkeypatch.setattr(barlow_twins_triton, "HAS_TRITON", False)
-    assert not barlow_twins_triton.usable(cuda, torch.float32)
+    assert offdiag_triton.usable(cuda, torch.float32)
+    assert offdiag_triton.usable(cuda, torch.float16)
+    assert not offdiag_triton.usable(cuda, torch.float64)
+    assert not offdiag_triton.usable(torch.device("cpu"), torch.float32)
+    monkeypatch.setattr(offdiag_triton, "HAS_TRITON", False)
+    assert not offdiag_triton.usable(cuda, torch.float32)
 
 
 _TRITON_SCRIPT = textwrap.dedent(
@@ -137,8 +184,8 @@ _TRITON_SCRIPT = textwrap.dedent(
     import json, os
     assert os.environ["TRITON_INTERPRET"] == "1"
     import torch
-    from sslosses.kernels import barlow_twins_triton as T
-    from sslosses.kernels.barlow_twins_torch import dense_loss
+    from sslosses.kernels import offdiag_triton as T
+    from sslosses.kernels.offdiag_torch import dense_loss
 
     assert T.HAS_TRITON
     bn = torch.nn.functional.batch_norm
@@ -156,10 +203,10 @@ _TRITON_SCRIPT = textwrap.dedent(
         A = bn(z_a, None, None, training=True).to(dtype)
         B = bn(z_b, None, None, training=True).to(dtype)
         a, b = A.clone().requires_grad_(), B.clone().requires_grad_()
-        out = T.triton_loss(a, b, 0.3, start, stop, budget, (16, 16, 16))
+        out = T.triton_loss(a, b, n, 1.0, 0.3, start, stop, budget, (16, 16, 16))
         (out * upstream).backward()
         a64, b64 = A.double().requires_grad_(), B.double().requires_grad_()
-        ref = dense_loss(a64, b64, 0.3, start, stop)
+        ref = dense_loss(a64, b64, n, 1.0, 0.3, start, stop)
         (ref * upstream).backward()
         rel = lambda x, y: float((x.double() - y).abs().max() / y.abs().max())
         results[name] = {
@@ -168,6 +215,25 @@ _TRITON_SCRIPT = textwrap.dedent(
             "grad_a": rel(a.grad, a64.grad),
             "grad_b": rel(b.grad, b64.grad),
             "grad_dtype": str(a.grad.dtype),
+        }
+    # VICReg's use: B=None (A^T A), divisor N - 1, no diagonal term, off weight 1/D; all rows
+    # (the backward's one-product symmetric path) and a range of rows (both factors)
+    gen = torch.Generator().manual_seed(1)
+    Z = torch.randn(37, 21, generator=gen)
+    Z = Z - Z.mean(0)
+    for name, (start, stop) in {"fp32_symmetric": (3, 21), "fp32_symmetric_whole": (0, 21)}.items():
+        a = Z.clone().requires_grad_()
+        out = T.triton_loss(a, None, 36, 0.0, 1 / 21, start, stop, 4 * 21, (16, 16, 16))
+        out.backward()
+        a64 = Z.double().requires_grad_()
+        ref = dense_loss(a64, None, 36, 0.0, 1 / 21, start, stop)
+        ref.backward()
+        rel = lambda x, y: float((x.double() - y).abs().max() / y.abs().max())
+        results[name] = {
+            "dtype": str(out.dtype),
+            "value": rel(out.detach(), ref.detach()),
+            "grad_a": rel(a.grad, a64.grad),
+            "grad_b": rel(a.grad, a64.grad),
         }
     print(json.dumps(results))
     """
@@ -186,7 +252,14 @@ def test_triton_kernels_under_interpreter_match_dense() -> None:
     )
     assert out.returncode == 0, out.stderr
     results = json.loads(out.stdout.strip().splitlines()[-1])
-    for name, tol in (("fp32_whole", 1e-5), ("fp32_rows_strips", 1e-5), ("fp16_whole", 2e-3)):
+    cases = (
+        ("fp32_whole", 1e-5),
+        ("fp32_rows_strips", 1e-5),
+        ("fp16_whole", 2e-3),
+        ("fp32_symmetric", 1e-5),
+        ("fp32_symmetric_whole", 1e-5),
+    )
+    for name, tol in cases:
         r = results[name]
         assert r["dtype"] == "torch.float32", name  # partial sums accumulate in float32
         assert r["value"] < tol, (name, r)

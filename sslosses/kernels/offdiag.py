@@ -1,0 +1,150 @@
+r"""The off-diagonal primitive shared by Barlow Twins and VICReg (private).
+
+:func:`offdiag_loss` computes, for :math:`C = A^\top B / s` built from ``(N, D)`` inputs,
+
+.. math::
+    L = w_\mathrm{on} \sum_i (C_{ii} - 1)^2 + w_\mathrm{off} \sum_i \sum_{j \ne i} C_{ij}^2
+
+by one of the algorithms ``"dense"`` (the plain-autograd reference), ``"gram"`` (the Gram
+identity, never a ``(D, D)`` tensor) or ``"fused"`` (tiles of :math:`C` reduced without storing
+it), optionally split over the ranks of a process group. ``B=None`` stands for ``B = A`` (a
+covariance), which the Gram path uses to build one Gram matrix instead of two. The cores live
+in :mod:`sslosses.kernels.offdiag_torch` and :mod:`sslosses.kernels.offdiag_triton`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+import torch
+from torch import Tensor
+
+from sslosses import distributed
+from sslosses._validation import upcast
+from sslosses.kernels.offdiag_torch import dense_loss, gram_frobenius, tiled_loss
+
+__all__ = [
+    "DENSE_MAX_ELEMENTS",
+    "GRAM_MAX_RATIO",
+    "Algorithm",
+    "offdiag_loss",
+    "select_algorithm",
+]
+
+Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
+ALGORITHMS: tuple[Algorithm, ...] = ("auto", "dense", "gram", "fused")
+
+GRAM_MAX_RATIO = 0.5
+"""``"auto"`` picks ``"gram"`` when ``N <= GRAM_MAX_RATIO * D`` (measured crossover: see docs)."""
+
+DENSE_MAX_ELEMENTS = 1 << 26
+"""``"auto"`` picks ``"fused"`` over ``"dense"`` when ``D * D`` exceeds this (256 MiB float32)."""
+
+
+def select_algorithm(
+    n: int, d: int, *, symmetric: bool = False
+) -> Literal["dense", "gram", "fused"]:
+    """The algorithm ``algorithm="auto"`` runs for a (global) batch of ``n`` rows of ``d`` features.
+
+    ``"gram"`` when ``n <= GRAM_MAX_RATIO * d``. Otherwise, for a cross-correlation
+    ``A^T B`` (Barlow Twins), ``"fused"`` when the ``(d, d)`` matrix would exceed
+    ``DENSE_MAX_ELEMENTS`` elements, else ``"dense"``; for a covariance ``X^T X``
+    (``symmetric=True``, VICReg), ``"fused"``: its backward needs one product per strip
+    instead of two, so it costs what ``"dense"`` costs, without the ``(d, d)`` buffers. The
+    rule is the same on every device: it was measured on CPU (the docs pages of the two
+    losses give the measurements), and the Triton kernels that ``"fused"`` uses on CUDA have
+    not been timed on a GPU yet.
+
+    Examples:
+        >>> from sslosses.barlow_twins import select_algorithm
+        >>> select_algorithm(256, 8192), select_algorithm(8192, 2048)
+        ('gram', 'dense')
+        >>> select_algorithm(8192, 2048, symmetric=True)
+        'fused'
+    """
+    if n <= GRAM_MAX_RATIO * d:
+        return "gram"
+    if symmetric or d * d > DENSE_MAX_ELEMENTS:
+        return "fused"
+    return "dense"
+
+
+def _triton_usable(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the Triton fused kernels serve this device and dtype (imports Triton lazily)."""
+    if device.type != "cuda":
+        return False
+    from sslosses.kernels import offdiag_triton
+
+    return offdiag_triton.usable(device, dtype)
+
+
+def _shard(size: int, parts: int, index: int) -> tuple[int, int]:
+    """Bounds of the ``index``-th of ``parts`` nearly equal contiguous ranges of ``range(size)``."""
+    return size * index // parts, size * (index + 1) // parts
+
+
+def _my_shard(size: int, sharded: bool) -> tuple[int, int]:
+    if not sharded:
+        return 0, size
+    return _shard(size, distributed.world_size(), distributed.rank())
+
+
+def _gram_loss(
+    A: Tensor,
+    B: Tensor | None,
+    divisor: float,
+    on_weight: float,
+    off_weight: float,
+    sharded: bool,
+) -> Tensor:
+    r"""The loss by the Gram identity: :math:`\|C\|_F^2 = \sum (A A^\top) \circ (B B^\top) / s^2`.
+
+    The off-diagonal sum is :math:`\|C\|_F^2 - \sum_i C_{ii}^2`, clamped at zero against
+    rounding (the exact value is a sum of squares). When :math:`2 N > D` (where
+    :math:`C` may be close to diagonal, and the subtraction would cancel in float32) it is
+    computed in float64.
+    """
+    dtype = A.dtype
+    n, d = A.shape
+    if 2 * n > d:
+        A = upcast(A, torch.float64)
+        B = None if B is None else upcast(B, torch.float64)
+    c = (A * (A if B is None else B)).sum(dim=0) / divisor  # (D,): the diagonal C_ii
+    start, stop = _my_shard(n, sharded)
+    frob = gram_frobenius(A, B, divisor, start, stop)
+    if sharded:
+        frob = distributed.all_reduce_sum(frob)
+    # a sum of squares: rounding must not make it negative (its gradient vanishes near 0 too)
+    off = (frob - c.square().sum()).clamp_min(0)
+    return upcast(on_weight * (c - 1).square().sum() + off_weight * off, dtype)
+
+
+def offdiag_loss(
+    A: Tensor,
+    B: Tensor | None,
+    *,
+    divisor: float,
+    on_weight: float,
+    off_weight: float,
+    algorithm: Literal["dense", "gram", "fused"],
+    sharded: bool = False,
+) -> Tensor:
+    r"""The weighted sum of squares of :math:`C - I` (see the module docstring), 0-d.
+
+    ``A`` and ``B`` hold the global batch on every rank when ``sharded``: each rank then
+    computes a share (rows of :math:`C` for ``"dense"``/``"fused"``, rows of the Gram matrices
+    for ``"gram"``) and the shares are summed over ranks with gradient, so every rank returns
+    the whole value and its gradient is the sum over ranks of the shares' gradients.
+    """
+    if algorithm == "gram":
+        return _gram_loss(A, B, divisor, on_weight, off_weight, sharded)
+    start, stop = _my_shard(A.shape[1], sharded)
+    if algorithm == "dense":
+        partial = dense_loss(A, B, divisor, on_weight, off_weight, start, stop)
+    elif _triton_usable(A.device, A.dtype):
+        from sslosses.kernels.offdiag_triton import triton_loss
+
+        partial = triton_loss(A, B, divisor, on_weight, off_weight, start, stop).to(A.dtype)
+    else:
+        partial = tiled_loss(A, B, divisor, on_weight, off_weight, start, stop)
+    return distributed.all_reduce_sum(partial) if sharded else partial

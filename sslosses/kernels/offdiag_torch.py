@@ -1,0 +1,236 @@
+r"""PyTorch cores of the off-diagonal loss shared by Barlow Twins and VICReg (private).
+
+Every function here takes two ``(N, D)`` matrices ``A`` and ``B`` (``B=None`` means ``B = A``,
+the symmetric case of a covariance) and returns a 0-d partial loss. With
+:math:`C = A^\top B / s` (``(D, D)``, :math:`s` the ``divisor``), the partial loss over the rows
+:math:`i \in [r, t)` of :math:`C` (a *strip*) is
+
+.. math::
+    L_{[r, t)} = \sum_{i=r}^{t-1} \Big[w_\mathrm{on} (C_{ii} - 1)^2
+        + w_\mathrm{off} \sum_{j \ne i} C_{ij}^2\Big],
+
+so the full loss is :math:`L_{[0, D)}`; distributed callers split the rows over ranks. Barlow
+Twins is :math:`A, B` the batch-normalized views, :math:`s = N`, :math:`w_\mathrm{on} = 1`,
+:math:`w_\mathrm{off} = \lambda`; a VICReg covariance term is :math:`A = B` the centred
+embeddings, :math:`s = N - 1`, :math:`w_\mathrm{on} = 0`, :math:`w_\mathrm{off} = 1/D`.
+
+With :math:`W_{ij} = w_\mathrm{on}` on the diagonal and :math:`w_\mathrm{off}` off it,
+:math:`\partial L / \partial C = M = 2\,W \circ (C - I)`, hence :math:`\partial L/\partial A =
+B M^\top / s` and :math:`\partial L/\partial B = A M / s`, restricted to the strip's rows of
+:math:`M` (for ``B=None`` the two add up).
+
+``dense_loss`` is the readable reference, plain differentiable ops (so it supports a double
+backward); the tiled and Gram cores are custom autograd functions with a first-order backward.
+The off-diagonal sum is always computed from the off-diagonal entries themselves (the diagonal
+is zeroed first), never as a full sum minus the diagonal: when :math:`N \gg D`, :math:`C` can
+approach the identity and that difference cancels catastrophically in float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sslosses._autograd import apply_function, first_order_only
+
+__all__ = [
+    "NO_DOUBLE_BACKWARD",
+    "STRIP_ELEMENTS",
+    "WHAT",
+    "GramFrobenius",
+    "TiledOffDiagonalLoss",
+    "dense_loss",
+    "gram_frobenius",
+    "strip_height",
+    "tiled_loss",
+]
+
+WHAT = "barlow_twins_loss / vicreg_loss with algorithm 'gram' or 'fused'"
+"""What the custom Functions' refusal of a double backward names."""
+
+NO_DOUBLE_BACKWARD = (
+    "algorithm='dense' (the reference path in plain autograd ops, which supports it) where a "
+    "gradient of the gradient is needed"
+)
+"""What the custom Functions' refusal of a double backward suggests instead."""
+
+STRIP_ELEMENTS = 1 << 22
+"""The most elements of :math:`C` the tiled path holds at once (16 MiB in float32)."""
+
+
+def strip_height(d: int, budget: int = STRIP_ELEMENTS) -> int:
+    """Rows of :math:`C` per strip: a ``(rows, d)`` strip holds at most ``budget`` elements."""
+    return max(1, budget // max(d, 1))
+
+
+def dense_loss(
+    A: Tensor,
+    B: Tensor | None,
+    divisor: float,
+    on_weight: float,
+    off_weight: float,
+    start: int,
+    stop: int,
+) -> Tensor:
+    """Rows ``[start, stop)`` of the loss from the stored strip of ``C``, in plain autograd ops.
+
+    The reference the fast paths are tested against; differentiable any number of times.
+    """
+    B = A if B is None else B
+    c = A[:, start:stop].t() @ B / divisor  # (S, D): rows [start, stop) of C
+    diag = c.diagonal(offset=start)  # (S,): C_ii for the strip's rows
+    off = c.diagonal_scatter(torch.zeros_like(diag), offset=start)  # C with C_ii = 0
+    return on_weight * (diag - 1).square().sum() + off_weight * off.square().sum()
+
+
+def _strip(A: Tensor, B: Tensor, divisor: float, start: int, stop: int, out: Tensor) -> Tensor:
+    """Rows ``[start, stop)`` of ``C = A^T B / divisor`` into the reusable buffer ``out``."""
+    c = torch.mm(A[:, start:stop].t(), B, out=out[: stop - start])  # (S, D)
+    return c.div_(divisor)
+
+
+def _strip_value_(c: Tensor, start: int, on_weight: float, off_weight: float) -> Tensor:
+    """The partial loss of strip ``c`` (rows from ``start``); overwrites ``c``."""
+    diag = c.diagonal(offset=start)  # (S,): C_ii for the strip's rows
+    on = (diag - 1).square().sum()
+    diag.zero_()
+    return on_weight * on + off_weight * c.square_().sum()
+
+
+def _strip_grad_(
+    c: Tensor, start: int, on_weight: float, off_weight: float, scale: Tensor
+) -> Tensor:
+    """Turn strip ``c`` into ``scale * 2 W o (C - I)`` in place and return it."""
+    diag = c.diagonal(offset=start)
+    on = (diag - 1).mul_(scale * (2 * on_weight))  # (S,)
+    c.mul_(scale * (2 * off_weight))
+    diag.copy_(on)
+    return c
+
+
+class TiledOffDiagonalLoss(torch.autograd.Function):
+    """``"fused"`` on the PyTorch path: strips of at most ``budget`` elements, recomputed."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        A: Tensor,
+        B: Tensor | None,
+        divisor: float,
+        on_weight: float,
+        off_weight: float,
+        start: int,
+        stop: int,
+        budget: int,
+    ) -> Tensor:
+        other = A if B is None else B
+        height = min(strip_height(A.shape[1], budget), max(stop - start, 1))
+        buffer = A.new_empty(height, A.shape[1])  # one strip, reused
+        parts = [A.new_zeros(())]
+        for s in range(start, stop, height):
+            c = _strip(A, other, divisor, s, min(s + height, stop), buffer)
+            parts.append(_strip_value_(c, s, on_weight, off_weight))
+        ctx.save_for_backward(A, B)
+        ctx.args = (divisor, on_weight, off_weight, start, stop, height)
+        return torch.stack(parts).sum()
+
+    @staticmethod
+    @first_order_only(WHAT, NO_DOUBLE_BACKWARD)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        A, B = ctx.saved_tensors
+        divisor, on_weight, off_weight, start, stop, height = ctx.args
+        symmetric = B is None
+        other = A if symmetric else B
+        scale = grad / divisor
+        if symmetric and start == 0 and stop == A.shape[1]:
+            # all of M, which is symmetric: both factors' contributions equal A M, so one
+            # product per strip instead of two
+            scale = scale * 2
+            need_a, need_b = False, ctx.needs_input_grad[0]
+        else:
+            need_a = ctx.needs_input_grad[0]
+            need_b = ctx.needs_input_grad[1] or (symmetric and need_a)
+        grad_a = torch.zeros_like(A) if need_a else None
+        grad_b = (
+            (grad_a if grad_a is not None and symmetric else torch.zeros_like(other))
+            if need_b
+            else None
+        )
+        buffer = A.new_empty(height, A.shape[1])  # one strip, reused
+        for s in range(start, stop, height):
+            t = min(s + height, stop)
+            c = _strip(A, other, divisor, s, t, buffer)
+            m = _strip_grad_(c, s, on_weight, off_weight, scale)  # (S, D)
+            if grad_a is not None:
+                grad_a[:, s:t] += torch.mm(other, m.t())
+            if grad_b is not None:
+                grad_b.addmm_(A[:, s:t], m)
+        if symmetric:
+            return grad_b if grad_a is None else grad_a, None, None, None, None, None, None, None
+        return grad_a, grad_b, None, None, None, None, None, None
+
+
+class GramFrobenius(torch.autograd.Function):
+    r"""``"gram"``: :math:`\sum_{n \in [r, t)} \sum_m (A A^\top)_{nm} (B B^\top)_{nm} / s^2`.
+
+    Over all rows this is :math:`\|C\|_F^2 = \sum_{ij} C_{ij}^2`, computed from the ``(N, N)``
+    Gram matrices without forming ``C``; distributed callers split the rows ``n`` over ranks.
+    For ``B=None`` one Gram matrix serves both factors.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int
+    ) -> Tensor:
+        ga = torch.mm(A[start:stop], A.t())  # (R, N)
+        gb = ga if B is None else torch.mm(B[start:stop], B.t())  # (R, N)
+        value = (ga * gb).sum() / divisor**2
+        ctx.save_for_backward(A, B, ga, None if B is None else gb)
+        ctx.args = (divisor, start, stop)
+        return value
+
+    @staticmethod
+    @first_order_only(WHAT, NO_DOUBLE_BACKWARD)
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        A, B, ga, gb = ctx.saved_tensors
+        divisor, start, stop = ctx.args
+        symmetric = B is None
+        scale = grad / divisor**2
+        whole = start == 0 and stop == A.shape[0]
+
+        def one(x: Tensor, g: Tensor, factor: float) -> Tensor:
+            if whole:  # g is symmetric: d/dX sum(X X^T o G) = 2 G X
+                return torch.mm(g, x).mul_(scale * (2 * factor))
+            out = torch.mm(g.t(), x[start:stop])  # (N, D)
+            out[start:stop] += torch.mm(g, x)
+            return out.mul_(scale * factor)
+
+        if symmetric:  # sum(G o G): twice the gradient through one factor
+            grad_a = one(A, ga, 2.0) if ctx.needs_input_grad[0] else None
+            return grad_a, None, None, None, None
+        grad_a = one(A, gb, 1.0) if ctx.needs_input_grad[0] else None
+        grad_b = one(B, ga, 1.0) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None, None, None
+
+
+def tiled_loss(
+    A: Tensor,
+    B: Tensor | None,
+    divisor: float,
+    on_weight: float,
+    off_weight: float,
+    start: int,
+    stop: int,
+    budget: int = STRIP_ELEMENTS,
+) -> Tensor:
+    """Rows ``[start, stop)`` of the loss in recomputed strips of ``budget`` elements."""
+    return apply_function(
+        TiledOffDiagonalLoss, A, B, divisor, on_weight, off_weight, start, stop, budget
+    )
+
+
+def gram_frobenius(A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int) -> Tensor:
+    """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` (``"gram"``)."""
+    return apply_function(GramFrobenius, A, B, divisor, start, stop)
