@@ -105,6 +105,7 @@ class Context:
     device: torch.device
     dry_run: bool
     out: Path
+    train_steps: int = 200
     results: list[Result] = field(default_factory=list)
 
     @property
@@ -557,7 +558,8 @@ def check_timing(ctx: Context) -> None:
             detail = {"shape": case.shape, "times_ms": paths, "rule_picks": picked}
             detail["measured_fastest"] = fastest
             detail["auto_ms"] = timings.get("auto")
-            note = f"rule picks {picked}; fastest measured {fastest}"
+            times = ", ".join(f"{k} {v:.3f} ms" for k, v in paths.items())
+            note = f"rule picks {picked}; fastest measured {fastest} ({times})"
             ctx.add(Result("timing", f"auto rule {case.id}", "info", detail, note))
         del inputs
         _free(ctx.device)
@@ -568,7 +570,7 @@ def _baseline(case: speed.Case, key: str) -> bool:
 
 
 def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc)
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc)
 
 
 def _free(device: torch.device) -> None:
@@ -590,7 +592,7 @@ def _load_train() -> Any:
 
 def check_training(ctx: Context) -> None:
     train = _load_train()
-    steps = 4 if ctx.dry_run else 200
+    steps = 4 if ctx.dry_run else ctx.train_steps
     for method in train.METHODS:
         argv = ["--method", method, "--data", "digits", "--steps", str(steps)]
         argv += ["--eval-every", str(steps), "--out", str(ctx.out / "train"), "--quiet"]
@@ -705,6 +707,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="output folder (default: benchmarks/results; dry run: a temp dir)",
     )
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=200,
+        help="steps per method in the training section (the digits preset's; dry run: 4)",
+    )
     return parser.parse_args(argv)
 
 
@@ -727,24 +735,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         else (Path(tempfile.mkdtemp(prefix="gpu_check_")) if args.dry_run else HERE / "results")
     )
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(device, args.dry_run, out)
+    ctx = Context(device, args.dry_run, out, args.train_steps)
     t0 = time.perf_counter()
     steps: dict[str, list[Callable[[Context], None]]] = {
         "correctness": [check_losses, check_triton_kernels, check_ema, check_transforms],
         "timing": [check_timing],
         "training": [check_training],
     }
+    section_seconds: dict[str, float] = {}
     for section in sections:
+        t_section = time.perf_counter()
         for step in steps[section]:
             try:
                 step(ctx)
             except Exception as exc:  # one broken step must not lose the rest of the report
                 ctx.add(Result(section, step.__name__, "fail", {"error": _error(exc)}))
+        section_seconds[section] = round(time.perf_counter() - t_section, 1)
+        print(f"--- {section}: {section_seconds[section]:.0f} s", flush=True)
     counts = {s: sum(r.status == s for r in ctx.results) for s in ("pass", "fail", "skip", "info")}
     report = {
         "machine": machine(device, args.dry_run),
         "sections": sections,
         "seconds": time.perf_counter() - t0,
+        "section_seconds": section_seconds,
         "counts": ", ".join(f"{v} {k}" for k, v in counts.items()),
         "results": [r.__dict__ for r in ctx.results],
     }
