@@ -263,8 +263,10 @@ def ema_update_(
             tensors, a sequence holds a non-tensor or a non-floating tensor, a pair's dtypes
             differ, or ``momentum`` is not a real number.
         ValueError: if the numbers of parameters (buffers, tensors) differ, a pair's shapes or
-            devices differ, ``momentum`` is outside :math:`[0, 1]`, ``buffers`` is unknown, or
-            ``target`` requires gradient while ``online`` does not (swapped arguments).
+            devices differ, one of a pair is sharded by FSDP (a DTensor) and the other is not
+            or is sharded differently, ``momentum`` is outside :math:`[0, 1]`, ``buffers`` is
+            unknown, or ``target`` requires gradient while ``online`` does not (swapped
+            arguments).
 
     Examples:
         >>> import torch
@@ -382,7 +384,9 @@ class EMA(nn.Module):
 
     **Mode and distributed**: the copy keeps ``model``'s training mode (MoCo and BYOL run their
     target in training mode); ``ema.eval()`` switches it as for any module. Every rank holds its
-    own copy; with DDP the online weights agree across ranks, so the copies do too.
+    own copy; with DDP the online weights agree across ranks, so the copies do too. With FSDP
+    (``fully_shard``), build the ``EMA`` from the unsharded model and shard :attr:`module` the
+    same way as ``model``; each rank then averages its own shards.
     ``forward`` simply calls :attr:`module`.
 
     Args:
@@ -399,7 +403,8 @@ class EMA(nn.Module):
         TypeError: if ``model`` is not a :class:`torch.nn.Module` or a hyperparameter has the
             wrong type.
         ValueError: if ``momentum`` or ``final_momentum`` is outside :math:`[0, 1]`,
-            ``total_steps <= 0`` or ``buffers`` is unknown.
+            ``total_steps <= 0``, ``buffers`` is unknown, or ``model`` is already wrapped with
+            FSDP (``fully_shard``), which cannot be deep-copied.
 
     Examples:
         >>> import torch
@@ -482,7 +487,8 @@ class EMA(nn.Module):
         Raises:
             TypeError: if ``model`` is not a module or a dtype differs from the copy's.
             ValueError: if the parameters or buffers do not match the copy's in number, shape
-                or device.
+                or device, or one of a pair is sharded by FSDP (a DTensor) and the other is
+                not or is sharded differently.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

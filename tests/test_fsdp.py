@@ -107,6 +107,14 @@ def _ema_case(rank: int, world: int) -> dict[str, Any]:
     _shard(fresh.module)
     fresh.load_state_dict(state)
     out["loaded"] = (_full(fresh.module), _full(ema.module), fresh.step)
+    # the full (unsharded) state dict, e.g. to evaluate the teacher on one device, loads into a
+    # plain EMA
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(ema, options=StateDictOptions(full_state_dict=True))
+    plain = EMA(nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 7)).to(F64), **kwargs)
+    plain.load_state_dict(full)
+    out["full_state"] = (_full(plain.module), _full(ref_ema.module), plain.step)
     # ... and continues exactly like the uninterrupted EMA and the unsharded reference
     _train_step(ref, ref_opt, batches[-1])
     ref_ema.update(ref)
@@ -127,6 +135,9 @@ def test_sharded_ema_matches_unsharded(dist_pool_w: Any) -> None:
         loaded, original, step = out["loaded"]
         _close(loaded, original)
         assert step == STEPS - 1
+        unsharded, reference, step = out["full_state"]
+        _close(unsharded, reference)
+        assert step == STEPS - 1
         resumed, uninterrupted, reference = out["continued"]
         _close(resumed, uninterrupted)
         _close(uninterrupted, reference)
@@ -144,6 +155,12 @@ def _fsdp_errors_case(rank: int, world: int) -> list[str]:
         (plain, online),
         ([p.detach() for p in plain.parameters()], [p.detach() for p in online.parameters()]),
     ]
+    # weights sharded along dim 1 instead of dim 0 (4 columns: even shards at W = 2)
+    from torch.distributed.tensor import Shard
+
+    other = nn.Sequential(nn.Linear(4, 6)).to(F64).requires_grad_(False)
+    fsdp.fully_shard(other, shard_placement_fn=lambda p: Shard(p.ndim - 1))
+    pairs.append((other, _shard(nn.Sequential(nn.Linear(4, 6)).to(F64))))
     for target, source in pairs:
         try:
             ema_update_(target=target, online=source, momentum=0.9)
@@ -154,11 +171,13 @@ def _fsdp_errors_case(rank: int, world: int) -> list[str]:
 
 def test_fsdp_misuse_raises_naming_fsdp(dist_pool: Any) -> None:
     for messages in dist_pool.run(_fsdp_errors_case):
-        assert len(messages) == 3
+        assert len(messages) == 4
         assert "wrapped with FSDP" in messages[0] and "ema.module" in messages[0]
         sharded = "is sharded (a DTensor, e.g. by FSDP fully_shard) in online only"
         assert f"parameter 0.weight {sharded}" in messages[1]
         assert f"tensor 0 {sharded}" in messages[2]
+        assert "parameter 0.weight is sharded differently in target and online" in messages[3]
+        assert "Shard(dim=1)" in messages[3] and "Shard(dim=0)" in messages[3]
 
 
 # ------------------------------------------------------- losses inside FSDP vs DDP
