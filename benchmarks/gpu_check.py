@@ -72,7 +72,6 @@ import speed
 
 import sslosses
 import sslosses.functional as SF
-from sslosses.kernels import barlow_twins_triton
 
 SECTIONS = ("correctness", "timing", "training")
 DTYPES = ("float32", "bfloat16", "float16", "autocast")
@@ -119,6 +118,38 @@ class Context:
         if result.note:
             text += f"  ({result.note})"
         print(text, flush=True)
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The Barlow Twins kernels in this sslosses' layout, with one calling convention.
+
+    ``triton_loss(A, B, lambd, start, stop, budget, blocks)`` and ``dense_loss(A, B, lambd,
+    start, stop)`` are rows ``[start, stop)`` of the loss from the normalized views.
+    """
+
+    triton: Any  # the Triton module: HAS_TRITON, usable(device, dtype)
+    triton_loss: Callable[..., Tensor]
+    dense_loss: Callable[..., Tensor]
+
+
+def kernels() -> Kernels:
+    try:  # the off-diagonal kernels shared by Barlow Twins and VICReg
+        from sslosses.kernels import offdiag_torch, offdiag_triton
+
+        def triton_loss(A: Tensor, B: Tensor, lambd: float, *rest: Any) -> Tensor:
+            return offdiag_triton.triton_loss(A, B, A.shape[0], 1.0, lambd, *rest)
+
+        def dense_loss(A: Tensor, B: Tensor, lambd: float, start: int, stop: int) -> Tensor:
+            return offdiag_torch.dense_loss(A, B, A.shape[0], 1.0, lambd, start, stop)
+
+        return Kernels(offdiag_triton, triton_loss, dense_loss)
+    except ImportError:  # Barlow Twins' own kernels
+        from sslosses.kernels import barlow_twins_torch, barlow_twins_triton
+
+        return Kernels(
+            barlow_twins_triton, barlow_twins_triton.triton_loss, barlow_twins_torch.dense_loss
+        )
 
 
 def _rel(x: Tensor, ref: Tensor) -> float:
@@ -324,7 +355,7 @@ def check_losses(ctx: Context) -> None:
                         "tolerance": [value_tol, grad_tol],
                     }
                     if check.name in ("barlow_twins", "vicreg"):
-                        detail["triton"] = barlow_twins_triton.usable(ctx.device, cast)
+                        detail["triton"] = kernels().triton.usable(ctx.device, cast)
                     ok = (
                         detail["value_rel_err"] <= value_tol
                         and detail["grad_rel_err"] <= grad_tol
@@ -338,15 +369,14 @@ def check_losses(ctx: Context) -> None:
 
 def check_triton_kernels(ctx: Context) -> None:
     """The kernels called directly (float32, float16; row range and strips) vs dense float64."""
-    if not barlow_twins_triton.HAS_TRITON:
+    k = kernels()
+    if not k.triton.HAS_TRITON:
         status = "fail" if ctx.device.type == "cuda" else "skip"
         ctx.add(Result("correctness", "triton kernels", status, note="triton is not installed"))
         return
     if ctx.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
         ctx.add(Result("correctness", "triton kernels", "skip", note="no CUDA, no interpreter"))
         return
-    from sslosses.kernels.barlow_twins_torch import dense_loss
-
     configs = {  # n, d, dtype, row range, strip budget (elements), tile sizes
         "float32 whole": (37, 40, torch.float32, (0, 40), 10**6, (16, 16, 16)),
         "float32 rows+strips": (37, 21, torch.float32, (5, 19), 3 * 21, (16, 16, 16)),
@@ -360,11 +390,11 @@ def check_triton_kernels(ctx: Context) -> None:
         a, b = (nn.functional.batch_norm(x, None, None, training=True) for x in (a, b))
         a, b = a.to(ctx.device, dtype), b.to(ctx.device, dtype)
         ref_a, ref_b = a.double().requires_grad_(), b.double().requires_grad_()
-        ref = dense_loss(ref_a, ref_b, 0.3, start, stop)
+        ref = k.dense_loss(ref_a, ref_b, 0.3, start, stop)
         ref.backward()
         x_a, x_b = a.clone().requires_grad_(), b.clone().requires_grad_()
         extra = () if blocks is None else (blocks,)
-        out = barlow_twins_triton.triton_loss(x_a, x_b, 0.3, start, stop, budget, *extra)
+        out = k.triton_loss(x_a, x_b, 0.3, start, stop, budget, *extra)
         out.backward()
         value_tol, grad_tol = TOLERANCES[str(dtype).removeprefix("torch.")]
         assert x_a.grad is not None and x_b.grad is not None and ref_a.grad is not None
@@ -481,10 +511,8 @@ def _peak_mb(prep: speed.Prepared, backward: bool, device: torch.device) -> floa
 
 
 def _barlow_rule(inputs: speed.Inputs, device: torch.device) -> str:
-    from sslosses.barlow_twins import select_algorithm
-
     n, d = inputs["z_a"].shape
-    return str(select_algorithm(n, d, device, torch.float32))
+    return speed._barlow_auto_choice(n, d, device, torch.float32) or "?"
 
 
 def _chunk_rule(rows: int, cols: int, device: torch.device) -> str:
@@ -665,7 +693,8 @@ def machine(device: torch.device, dry_run: bool) -> dict[str, Any]:
 
 
 def _triton_version() -> str | None:
-    if not barlow_twins_triton.HAS_TRITON:
+    k = kernels()
+    if not k.triton.HAS_TRITON:
         return None
     import triton
 
