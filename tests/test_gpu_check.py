@@ -53,6 +53,7 @@ def test_dry_run_passes_every_check(dry_run: tuple[int, dict[str, Any], str]) ->
     failed = [r for r in report["results"] if r["status"] == "fail"]
     assert code == 0 and not failed, (failed, output[-3000:])
     assert report["machine"]["dry_run"] is True
+    assert report["complete"] is True and set(report["section_seconds"]) == set(gpu_check.SECTIONS)
     assert report["machine"]["triton_interpret"] == "1"
 
 
