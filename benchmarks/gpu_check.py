@@ -762,7 +762,10 @@ def write_report(
         "counts": ", ".join(f"{v} {k}" for k, v in counts.items()),
         "results": [r.__dict__ for r in ctx.results],
     }
-    stem = ctx.out / f"gpu_check_{device_slug(ctx.device)}"
+    name = f"gpu_check_{device_slug(ctx.device)}"
+    if sections != list(SECTIONS):  # a partial run does not overwrite another part's report
+        name += "_" + "-".join(sections)
+    stem = ctx.out / name
     stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
     stem.with_suffix(".md").write_text(render_markdown(report))
     return counts, stem

@@ -120,7 +120,7 @@ def test_a_wrong_path_is_reported_as_a_failure(
     monkeypatch.setattr(gpu_check, "transform_checks", lambda: {})
     argv = ["--dry-run", "--sections", "correctness", "--out", str(tmp_path)]
     assert gpu_check.main(argv) == 1
-    report = json.loads((tmp_path / "gpu_check_cpu-dry-run.json").read_text())
+    report = json.loads((tmp_path / "gpu_check_cpu-dry-run_correctness.json").read_text())
     results = _by_name(report, "correctness")
     assert results["nt_xent_wrong reference 6x4 float32"]["status"] == "pass"
     bad = results["nt_xent_wrong wrong 6x4 float32"]
