@@ -5,7 +5,7 @@
 A GPU is available to this project rarely and for minutes at a time, so this script turns
 those minutes into a complete report, with no manual steps and no downloads:
 
-1. **correctness**: every loss path (the entries of :data:`LOSS_CHECKS`: Barlow Twins
+1. **correctness**: every loss path (the entries of :func:`loss_checks`: Barlow Twins
    ``dense``/``gram``/``fused``/``auto`` with the Triton kernels, NT-Xent and InfoNCE plain vs
    blockwise, Sinkhorn, SwAV) in float32, bfloat16 and float16 inputs and under bf16 autocast,
    against the float64 reference path on the same (rounded) inputs, values and input
