@@ -1,5 +1,7 @@
 # One command per job; each creates .venv and installs what it needs on a fresh machine.
 #   make train   the reference training run (every method on bundled digits, prints a table)
+#   make gpu-check  on a CUDA machine: every accelerator path checked, timed and trained, in one
+#                report under benchmarks/results/ (~10 min; --dry-run runs it on CPU)
 #   make test    every check: ruff, ruff format, mypy --strict, pytest (+doctests), sphinx -W,
 #                and the release check (wheel + sdist built, metadata checked, the wheel installed
 #                into a clean venv with only torch and smoke-tested from outside the tree)
@@ -14,7 +16,7 @@ TOOLS  ?= constraints/tools.txt
 WHEEL_VENV ?= .venv-wheel
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: install test lint typecheck pytest docs package train bench lock clean
+.PHONY: install test lint typecheck pytest docs package train bench gpu-check lock clean
 
 $(VENV)/.installed: pyproject.toml $(TOOLS)
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +61,9 @@ train: install
 
 bench: install
 	$(PY) benchmarks/speed.py
+
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py
 
 # Re-pin the tools after changing the extras: the versions .venv resolved, minus torch/triton.
 lock: install

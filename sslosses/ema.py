@@ -9,6 +9,7 @@ teacher-temperature warm-up, both pure functions returning a Python float.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
@@ -163,6 +164,64 @@ def _check_pairs(
             )
 
 
+@functools.cache
+def _sharded_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """``(DTensor,), (FSDPModule,)`` where this torch has them (looked up once, lazily)."""
+    dtensor: tuple[type, ...] = ()
+    fsdp: tuple[type, ...] = ()
+    try:
+        from torch.distributed.tensor import DTensor
+
+        dtensor = (DTensor,)
+    except ImportError:  # torch < 2.5 or built without distributed
+        pass
+    try:
+        from torch.distributed.fsdp import FSDPModule
+
+        fsdp = (FSDPModule,)
+    except ImportError:  # torch < 2.6 or built without distributed
+        pass
+    return dtensor, fsdp
+
+
+def _refuse_fsdp(model: nn.Module) -> None:
+    """EMA deep-copies its model, which FSDP2 forbids: say what to do instead."""
+    fsdp = _sharded_types()[1]
+    if fsdp and any(isinstance(m, fsdp) for m in model.modules()):
+        raise ValueError(
+            "model is wrapped with FSDP (torch.distributed.fsdp.fully_shard), which cannot be "
+            "deep-copied: build EMA(model) from the unsharded model first, then apply the same "
+            "fully_shard calls to ema.module as to model"
+        )
+
+
+def _check_sharding(
+    kind: str, target: Sequence[Tensor], online: Sequence[Tensor], names: Sequence[str]
+) -> None:
+    """A sharded (DTensor) tensor averages only with one sharded the same way."""
+    dtensor = _sharded_types()[0]
+    if not dtensor:
+        return
+    for name, t, o in zip(names, target, online, strict=True):
+        t_sharded, o_sharded = isinstance(t, dtensor), isinstance(o, dtensor)
+        if t_sharded != o_sharded:
+            which = "target" if t_sharded else "online"
+            raise ValueError(
+                f"{kind[:-1]} {name} is sharded (a DTensor, e.g. by FSDP fully_shard) in "
+                f"{which} only: shard target (ema.module) with the same fully_shard calls as "
+                "online, or neither"
+            )
+        if t_sharded and (
+            t.placements != o.placements  # type: ignore[attr-defined]
+            or t.device_mesh != o.device_mesh  # type: ignore[attr-defined]
+        ):
+            raise ValueError(
+                f"{kind[:-1]} {name} is sharded differently in target and online (FSDP "
+                f"placements {t.placements} and {o.placements}): shard both with the same "  # type: ignore[attr-defined]
+                "fully_shard calls and mesh"
+            )
+
+
 def _tensor_list(name: str, value: Sequence[object]) -> list[Tensor]:
     out: list[Tensor] = []
     for i, t in enumerate(value):
@@ -251,8 +310,10 @@ def ema_update_(
             tensors, a sequence holds a non-tensor or a non-floating tensor, a pair's dtypes
             differ, or ``momentum`` is not a real number.
         ValueError: if the numbers of parameters (buffers, tensors) differ, a pair's shapes or
-            devices differ, ``momentum`` is outside :math:`[0, 1]`, ``buffers`` is unknown, or
-            ``target`` requires gradient while ``online`` does not (swapped arguments).
+            devices differ, one of a pair is sharded by FSDP (a DTensor) and the other is not
+            or is sharded differently, ``momentum`` is outside :math:`[0, 1]`, ``buffers`` is
+            unknown, or ``target`` requires gradient while ``online`` does not (swapped
+            arguments).
 
     Examples:
         >>> import torch
@@ -279,6 +340,7 @@ def ema_update_(
         t_params: list[Tensor] = [p for _, p in named]
         o_params: list[Tensor] = list(online.parameters())
         _check_pairs("parameters", t_params, o_params, [n for n, _ in named])
+        _check_sharding("parameters", t_params, o_params, [n for n, _ in named])
         _check_direction(t_params, o_params)
         to_lerp: list[Tensor] = []
         from_lerp: list[Tensor] = []
@@ -296,6 +358,7 @@ def ema_update_(
             t_bufs = [b for _, b in named_bufs]
             o_bufs = list(online.buffers())
             _check_pairs("buffers", t_bufs, o_bufs, [n for n, _ in named_bufs])
+            _check_sharding("buffers", t_bufs, o_bufs, [n for n, _ in named_bufs])
             for t, o in zip(t_bufs, o_bufs, strict=True):
                 if buffers == "average" and t.is_floating_point():
                     to_lerp.append(t)
@@ -322,6 +385,7 @@ def ema_update_(
         if not t.is_floating_point():
             raise TypeError(f"target[{i}] must have a floating-point dtype, got {t.dtype}")
     _check_pairs("tensors", t_list, o_list, [str(i) for i in range(len(t_list))])
+    _check_sharding("tensors", t_list, o_list, [str(i) for i in range(len(t_list))])
     _check_direction(t_list, o_list)
     _lerp_(t_list, o_list, weight)
 
@@ -367,7 +431,9 @@ class EMA(nn.Module):
 
     **Mode and distributed**: the copy keeps ``model``'s training mode (MoCo and BYOL run their
     target in training mode); ``ema.eval()`` switches it as for any module. Every rank holds its
-    own copy; with DDP the online weights agree across ranks, so the copies do too.
+    own copy; with DDP the online weights agree across ranks, so the copies do too. With FSDP
+    (``fully_shard``), build the ``EMA`` from the unsharded model and shard :attr:`module` the
+    same way as ``model``; each rank then averages its own shards.
     ``forward`` simply calls :attr:`module`.
 
     Args:
@@ -384,7 +450,8 @@ class EMA(nn.Module):
         TypeError: if ``model`` is not a :class:`torch.nn.Module` or a hyperparameter has the
             wrong type.
         ValueError: if ``momentum`` or ``final_momentum`` is outside :math:`[0, 1]`,
-            ``total_steps <= 0`` or ``buffers`` is unknown.
+            ``total_steps <= 0``, ``buffers`` is unknown, or ``model`` is already wrapped with
+            FSDP (``fully_shard``), which cannot be deep-copied.
 
     Examples:
         >>> import torch
@@ -428,6 +495,7 @@ class EMA(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _refuse_fsdp(model)
         self.base_momentum = check_real("momentum", momentum, low=0, high=1)
         self.final_momentum = check_real("final_momentum", final_momentum, low=0, high=1)
         self.total_steps = (
@@ -464,7 +532,8 @@ class EMA(nn.Module):
         Raises:
             TypeError: if ``model`` is not a module or a dtype differs from the copy's.
             ValueError: if the parameters or buffers do not match the copy's in number, shape
-                or device.
+                or device, or one of a pair is sharded by FSDP (a DTensor) and the other is
+                not or is sharded differently.
         """
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
