@@ -27,6 +27,7 @@ from sslosses.transforms import (
     CropParams,
     MultiCrop,
     RandomResizedCrop,
+    _blur,
     byol_transform,
     dino_transform,
     forward_multicrop,
@@ -396,7 +397,7 @@ def test_blur_matmul_and_conv_paths_match_2d_reference(
     monkeypatch: pytest.MonkeyPatch, max_side: int
 ) -> None:
     """Sides up to _MATMUL_BLUR_MAX_SIDE use a banded matmul, larger ones a conv: both exact."""
-    monkeypatch.setattr(TF, "_MATMUL_BLUR_MAX_SIDE", max_side)
+    monkeypatch.setattr(_blur, "_MATMUL_BLUR_MAX_SIDE", max_side)
     x = rand_images(2, 13, 10)
     sigma = torch.tensor([0.7, 1.9], dtype=F64)
     out = TF.gaussian_blur(x, sigma, 9)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-import sslosses.transforms.functional as TF
+import sslosses.transforms._kernels as _kernels
 from sslosses.transforms import (
     MultiCrop,
     RandomResizedCrop,
@@ -145,7 +145,7 @@ def test_single_image_and_single_box_forms() -> None:
 @pytest.mark.parametrize("chunk_bytes", [1, 500_000, 4 << 20])
 def test_v_crops_per_image_and_chunks(monkeypatch: pytest.MonkeyPatch, chunk_bytes: int) -> None:
     """V crops per image, with 1, a few or all 9 images per chunk (a ragged last chunk too)."""
-    monkeypatch.setattr(TF, "_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(_kernels, "CHUNK_BYTES", chunk_bytes)
     x = torch.rand(9, 3, 96, 80)
     boxes = boxes_for(4, 9, 96, 80, (0.05, 1.0), seed=7)
     flip = torch.rand(4, 9) < 0.5

@@ -1,7 +1,7 @@
 """``sslosses.transforms``: the chunked CPU paths give the same values as one-shot formulas.
 
 ``resized_crop``, ``gaussian_blur`` and the random-order colour jitter process a few images at a
-time (``functional._CHUNK_BYTES``, ``augment._JITTER_CHUNK_PIXELS``); here the chunks are forced
+time (``_kernels.CHUNK_BYTES``, ``augment._JITTER_CHUNK_PIXELS``); here the chunks are forced
 down to one image and the results compared with the unchunked code paths and with
 straightforward references (one ``grid_sample`` call with the grid built by ``torch.stack``, a
 dense band matrix applied with ``torch.matmul``: the formulas used before chunking).
@@ -20,6 +20,9 @@ from sslosses.transforms import (
     IMAGENET_STD,
     Augmentation,
     MultiCrop,
+    _blur,
+    _geometry,
+    _kernels,
     swav_transform,
 )
 from sslosses.transforms import functional as TF
@@ -37,8 +40,8 @@ def resized_crop_one_call(x: Tensor, boxes: Tensor, size: int, flip: Tensor) -> 
     c = x.shape[1]
     H, W = x.shape[-2:]
     top, left, ch, cw = boxes.to(x.dtype).unbind(-1)
-    gx = TF._sample_positions(left, cw, size, W)
-    gy = TF._sample_positions(top, ch, size, H)
+    gx = _geometry._sample_positions(left, cw, size, W)
+    gy = _geometry._sample_positions(top, ch, size, H)
     gx = torch.where(flip.view(v, n, 1), gx.flip(-1), gx)
     grid = torch.stack(
         [
@@ -55,8 +58,8 @@ def blur_dense(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
     """Both passes as dense band-matrix products on the whole batch (broadcast matmul)."""
     n, c, h, w = x.shape
     r = kernel_size // 2
-    mw = TF._blur_matrices(TF.gaussian_kernels(sigma, 2 * min(r, w - 1) + 1), w)
-    mh = TF._blur_matrices(TF.gaussian_kernels(sigma, 2 * min(r, h - 1) + 1), h)
+    mw = _blur._blur_matrices(TF.gaussian_kernels(sigma, 2 * min(r, w - 1) + 1), w)
+    mh = _blur._blur_matrices(TF.gaussian_kernels(sigma, 2 * min(r, h - 1) + 1), h)
     y = torch.bmm(x.reshape(n, c * h, w), mw.transpose(1, 2)).view(n, c, h, w)
     return torch.matmul(mh.unsqueeze(1), y)
 
@@ -74,7 +77,7 @@ def test_resized_crop_chunks_match_one_call(
     out = TF.resized_crop(x, boxes, 7, flip=flip, antialias=False)  # the grid_sample path
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     default = TF.resized_crop(x, boxes, 7, flip=flip)  # antialiased
-    monkeypatch.setattr(TF, "_CHUNK_BYTES", 1)  # one image per chunk
+    monkeypatch.setattr(_kernels, "CHUNK_BYTES", 1)  # one image per chunk
     out = TF.resized_crop(x, boxes, 7, flip=flip, antialias=False)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     # antialiased: the same filter; the batched matrix product may round differently per chunk
@@ -93,7 +96,7 @@ def test_blur_chunks_match_dense_band_matmul(
         torch.testing.assert_close(TF.gaussian_blur(x, sigma, 7), ref, rtol=0, atol=1e-15)
     else:
         ref = TF.gaussian_blur(x, sigma, 7)
-    monkeypatch.setattr(TF, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(_kernels, "CHUNK_BYTES", 1)
     torch.testing.assert_close(TF.gaussian_blur(x, sigma, 7), ref, rtol=0, atol=1e-15)
     assert TF.gaussian_blur(x, sigma, 7).data_ptr() != x.data_ptr()  # never aliases x
 
@@ -111,7 +114,7 @@ def test_multicrop_chunked_equals_unchunked(monkeypatch: pytest.MonkeyPatch) -> 
     mc = MultiCrop((16, 8), (2, 4), ((0.3, 1.0), (0.05, 0.3)), augmentations=aug)
     x = torch.rand(12, 3, 24, 20, generator=gen(3))
     whole = mc(x, generator=gen(4))
-    monkeypatch.setattr(TF, "_CHUNK_BYTES", 1)
+    monkeypatch.setattr(_kernels, "CHUNK_BYTES", 1)
     monkeypatch.setattr(augment_module, "_JITTER_CHUNK_PIXELS", 1)
     chunked = mc(x, generator=gen(4))
     for a, b in zip(whole, chunked, strict=True):
@@ -122,9 +125,9 @@ def test_multicrop_chunked_equals_unchunked(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_accelerator_layout_takes_the_whole_batch_in_one_piece() -> None:
-    assert TF._chunk_rows(64, 10**9, torch.device("meta")) == 64
-    assert TF._chunk_rows(64, 10**9, torch.device("cpu")) == 1
-    assert TF._chunk_rows(0, 10**9, torch.device("meta")) == 1
+    assert _kernels.chunk_rows(64, 10**9, torch.device("meta")) == 64
+    assert _kernels.chunk_rows(64, 10**9, torch.device("cpu")) == 1
+    assert _kernels.chunk_rows(0, 10**9, torch.device("meta")) == 1
 
 
 def test_accelerator_paths_compute_the_same_crops(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,15 +135,15 @@ def test_accelerator_paths_compute_the_same_crops(monkeypatch: pytest.MonkeyPatc
     x = torch.rand(6, 3, 40, 36, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     multicrop = swav_transform(24, 12, local_count=2, mean=IMAGENET_MEAN, std=IMAGENET_STD)
     want = multicrop(x, generator=torch.Generator().manual_seed(7))
-    monkeypatch.setattr(TF, "_cache_tuned", lambda device: False)
+    monkeypatch.setattr(_kernels, "cache_tuned", lambda device: False)
     calls: list[tuple[int, int]] = []
-    original = TF._chunk_rows
+    original = _kernels.chunk_rows
 
     def spy(n: int, row_bytes: int, device: torch.device) -> int:
         calls.append((n, original(n, row_bytes, device)))
         return calls[-1][1]
 
-    monkeypatch.setattr(TF, "_chunk_rows", spy)
+    monkeypatch.setattr(_kernels, "chunk_rows", spy)
     got = multicrop(x, generator=torch.Generator().manual_seed(7))
     assert calls and all(step == max(1, n) for n, step in calls)  # one piece each time
     for g, w in zip(got, want, strict=True):

@@ -18,7 +18,7 @@ from sslosses._validation import (
     check_real,
     check_reals,
 )
-from sslosses.transforms import functional as TF
+from sslosses.transforms import _blur, _color, _kernels
 from sslosses.transforms._checks import as_batch, random_devices
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Augmentation", "AugmentationParams"]
@@ -92,9 +92,9 @@ def _blur_rows(x: Tensor, mask: Tensor, sigma: Tensor, size: int, *, inplace: bo
     if index.numel() == 0:
         return x
     out = x if inplace else x.clone()
-    step = TF._chunk_rows(index.numel(), 3 * x[0].numel() * x.element_size(), x.device)
+    step = _kernels.chunk_rows(index.numel(), 3 * x[0].numel() * x.element_size(), x.device)
     for rows in torch.split(index, step):
-        out[rows] = TF._gaussian_blur(x[rows], sigma[rows], size)
+        out[rows] = _blur.blur_batch(x[rows], sigma[rows], size)
     return out
 
 
@@ -104,13 +104,13 @@ def _jitter_ops(y: Tensor, f: Tensor, ops: Iterable[int], enabled: Sequence[bool
         if not enabled[op]:
             continue
         if op == _BRIGHTNESS:
-            y = TF._blend(y, f[:, _BRIGHTNESS], 0.0)
+            y = _color.blend(y, f[:, _BRIGHTNESS], 0.0)
         elif op == _CONTRAST:
-            y = TF._blend(y, f[:, _CONTRAST], TF._mean_gray(y))
+            y = _color.blend(y, f[:, _CONTRAST], _color.mean_gray(y))
         elif op == _SATURATION:
-            y = TF._blend(y, f[:, _SATURATION], TF._gray(y))
+            y = _color.blend(y, f[:, _SATURATION], _color.gray(y))
         else:
-            y = TF._hue(y, f[:, _HUE])
+            y = _color.rotate_hue(y, f[:, _HUE])
     return y
 
 
@@ -335,24 +335,24 @@ class Augmentation(nn.Module):
         if self.grayscale_prob > 0 and c == 3:  # 1-channel images are gray already
             y = _where_rows(
                 p.grayscale,
-                lambda index: TF._gray(_rows(x, index)).repeat(1, 3, 1, 1),
+                lambda index: _color.gray(_rows(x, index)).repeat(1, 3, 1, 1),
                 x,
                 inplace=owned,
             )
             owned, x = owned or y is not x, y
         if self.blur_prob > 0:
-            size = self.blur_kernel_size or TF.blur_kernel_size(x.shape[2])
+            size = self.blur_kernel_size or _blur.blur_kernel_size(x.shape[2])
             sigma = p.sigma.to(x.dtype)
             if _subset_rows(x.device):
                 y = _blur_rows(x, p.blur, sigma, size, inplace=owned)
             else:
-                y = torch.where(p.blur.view(n, 1, 1, 1), TF._gaussian_blur(x, sigma, size), x)
+                y = torch.where(p.blur.view(n, 1, 1, 1), _blur.blur_batch(x, sigma, size), x)
             owned, x = owned or y is not x, y
         if self.solarize_prob > 0:
             mask = p.solarize.view(n, 1, 1, 1) & (x >= self.solarize_threshold)
             x = torch.where(mask, 1.0 - x, x)
         if self.mean is not None and self.std is not None:
-            x = TF._normalize(x, self.mean, self.std, inplace=owned)
+            x = _color.normalize_batch(x, self.mean, self.std, inplace=owned)
         return x.squeeze(0) if unbatched else x
 
     def _check_channels(self, c: int) -> None:
@@ -425,16 +425,16 @@ class Augmentation(nn.Module):
             y_lin = y
             if linear:
                 factor = torch.where(op4 == _HUE, 1.0, factors.gather(1, op).view(m, 1, 1, 1))
-                gray = TF._gray(y)  # (M, 1, H, W)
+                gray = _color.gray(y)  # (M, 1, H, W)
                 mean = gray.mean(dim=(1, 2, 3), keepdim=True)  # (M, 1, 1, 1)
                 ref = torch.where(
                     op4 == _BRIGHTNESS, 0.0, torch.where(op4 == _CONTRAST, mean, gray)
                 )
-                y_lin = TF._blend(y, factor, ref)
+                y_lin = _color.blend(y, factor, ref)
             if enabled[_HUE]:
 
                 def hue(index: Tensor | None, y: Tensor = y) -> Tensor:
-                    return TF._hue(_rows(y, index), _rows(shift, index))
+                    return _color.rotate_hue(_rows(y, index), _rows(shift, index))
 
                 y = _where_rows(op[:, 0] == _HUE, hue, y_lin)
             else:
