@@ -560,6 +560,10 @@ def check_timing(ctx: Context) -> None:
                 if _is_oom(exc):
                     ctx.add(Result("timing", name, "skip", note="out of memory"))
                     continue
+                if isinstance(exc, ImportError) and impl.source in speed.OPTIONAL_SOURCES:
+                    note = f"{impl.source} not importable here: {exc}"
+                    ctx.add(Result("timing", name, "skip", note=note))
+                    continue
                 ctx.add(Result("timing", name, "fail", {"error": _error(exc)}))
                 continue
             finally:

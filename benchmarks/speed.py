@@ -74,6 +74,7 @@ GROUPS = (
     "multicrop",
 )
 MB = 1024.0 * 1024.0
+OPTIONAL_SOURCES = ("lightly", "torchvision", "kornia")  # timed only where they import
 SLOW_CALL_S = 2.0
 
 
@@ -1220,7 +1221,7 @@ def run_case(
             if prepared[impl.key].note:
                 row.label += f" ({prepared[impl.key].note})"
         except ImportError as exc:
-            optional = impl.source in ("lightly", "torchvision", "kornia")
+            optional = impl.source in OPTIONAL_SOURCES
             row.status = "unavailable" if optional else "missing"
             row.reason = str(exc) or type(exc).__name__
         except Exception as exc:
