@@ -354,10 +354,10 @@ class EMA(nn.Module):
     buffers with the same momentum. Integer buffers such as ``num_batches_tracked`` are copied
     under ``"copy"`` and ``"average"``, never averaged.
 
-    **State**: :meth:`~torch.nn.Module.state_dict` holds the copy's weights and buffers (keys ``module.*``) and
-    the update counter (``_extra_state``), so loading a checkpoint into a fresh ``EMA`` and
-    continuing reproduces an uninterrupted run bit for bit. The counter is a Python ``int``:
-    no device synchronization per step.
+    **State**: :meth:`~torch.nn.Module.state_dict` holds the copy's weights and buffers (keys
+    ``module.*``) and the update counter (``_extra_state``), so loading a checkpoint into a fresh
+    ``EMA`` and continuing reproduces an uninterrupted run bit for bit. The counter is a Python
+    ``int``: no device synchronization per step.
 
     **Gradients and optimizers**: the copy's parameters do not require gradient, but they are
     still :class:`torch.nn.Parameter` s, so an ``EMA`` registered inside a wrapper module shows up
@@ -442,7 +442,10 @@ class EMA(nn.Module):
 
     @property
     def step(self) -> int:
-        """The number of :meth:`update` calls so far (restored by :meth:`~torch.nn.Module.load_state_dict`)."""
+        """The number of :meth:`update` calls so far.
+
+        Restored by :meth:`~torch.nn.Module.load_state_dict`.
+        """
         return self._step
 
     @property
