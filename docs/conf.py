@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import importlib
 import importlib.util
 import sys
 from importlib.metadata import version as _version
@@ -28,12 +29,24 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": False}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-intersphinx_mapping: dict[str, tuple[str, None]] = {}
+# Links to PyTorch's, Python's and NumPy's docs resolve offline: each project's inventory is a
+# small committed file listing only the names these docs reference, with their real locations
+# (written by ``docs/make_inventories.py``; add a name there and rerun it). Nothing is fetched.
+_INVENTORIES = Path(__file__).resolve().parent / "_inventories"
+intersphinx_mapping: dict[str, tuple[str, str]] = {
+    "torch": ("https://docs.pytorch.org/docs/stable/", str(_INVENTORIES / "torch.inv")),
+    "python": ("https://docs.python.org/3/", str(_INVENTORIES / "python.inv")),
+    "numpy": ("https://numpy.org/doc/stable/", str(_INVENTORIES / "numpy.inv")),
+}
 # Formulas render offline: MathJax 3 (TeX input, SVG output, all TeX extensions, one
 # self-contained file) is copied from the installed PyPI package ``django-static-mathjax``
 # (pure static files, no dependency; the ``docs`` extra) into ``_static``; no CDN. The
 # ``build-finished`` hook below fails the build if a page would load MathJax from elsewhere.
 _MATHJAX_FILE = "tex-svg-full.js"
+
+
+def _missing(module: str, name: str) -> bool:
+    raise RuntimeError(f"conf.py: {module}.{name} no longer exists; update nitpick_ignore")
 
 
 def _mathjax_source() -> str:
@@ -54,7 +67,25 @@ html_static_path = [_mathjax_source()]
 html_theme = "furo"
 html_title = f"sslosses {release}"
 exclude_patterns = ["_build"]
-nitpicky = False
+nitpicky = True
+# Every cross-reference must resolve, except these private type aliases (``Literal`` choices,
+# documented in each argument's text). Autodoc evaluates a function's hints, so those show the
+# expansion, but it reads a class's hints from the class (``typing.get_type_hints(cls)``), not
+# from ``__init__``, so a class signature keeps the alias name, which has no page to link to.
+# The table names where each alias lives; the import fails the build if one is renamed.
+_PRIVATE_TYPE_ALIASES = {
+    "sslosses._validation": ("Reduction", "Size", "ChunkSize"),
+    "sslosses.barlow_twins": ("Algorithm",),
+    "sslosses.ema": ("BufferPolicy",),
+    "sslosses.heads": ("OutputNorm", "Activation"),
+    "sslosses.transforms.augment": ("JitterOrder",),
+}
+nitpick_ignore = [
+    ("py:class", name)
+    for module, names in _PRIVATE_TYPE_ALIASES.items()
+    for name in names
+    if hasattr(importlib.import_module(module), name) or _missing(module, name)
+]
 # The same option flags as pytest's doctests (pyproject.toml), so both runners accept the same
 # examples: Sphinx's defaults plus NORMALIZE_WHITESPACE (long reprs are wrapped in docstrings).
 doctest_default_flags = (

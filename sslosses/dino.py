@@ -70,7 +70,7 @@ def dino_loss(
         teacher_scores: ``G >= 1`` tensors, the teacher head's outputs for the global crops
             (``G <= V``). They get no gradient.
         center: the center :math:`c` subtracted from the teacher's scores
-            (:attr:`sslosses.DINOCenter.center`); no gradient.
+            (``DINOCenter.center``); no gradient.
         student_temperature: :math:`\tau_s`. Default: ``0.1`` (``--student_temp`` of the
             official ``main_dino.py``, paper Sec. 3.1).
         teacher_temperature: :math:`\tau_t`, usually from
@@ -289,7 +289,7 @@ class DINOCenter(nn.Module):
     .. math::
         c \leftarrow m \, c + (1 - m) \, \frac{1}{G N} \sum_{g=1}^{G} \sum_{n=1}^{N} T^{g}_{n}
 
-    :attr:`center` is a persistent buffer (saved in checkpoints), zero at the start as in the
+    ``center`` is a persistent buffer (saved in checkpoints), zero at the start as in the
     official code. It changes only through :meth:`update`, an explicit step after the loss,
     never inside a forward pass (the official ``DINOLoss`` updates it as a side effect of
     ``forward``):
@@ -310,8 +310,8 @@ class DINOCenter(nn.Module):
         momentum: the EMA momentum :math:`m`. Default: ``0.9`` (``center_momentum`` of the
             official ``DINOLoss``).
         gather_distributed: average the teacher's outputs over all ranks. Default: ``False``.
-        dtype: the dtype of :attr:`center`. Default: ``torch.float32``.
-        device: the device of :attr:`center`. Default: ``None`` (the current default device).
+        dtype: the dtype of ``center``. Default: ``torch.float32``.
+        device: the device of ``center``. Default: ``None`` (the current default device).
 
     Shape:
         - center: :math:`(K)`.
@@ -358,7 +358,7 @@ class DINOCenter(nn.Module):
 
     @torch.no_grad()
     def update(self, teacher_scores: Sequence[Tensor] | Tensor) -> None:
-        """One EMA step of :attr:`center` towards the mean of the teacher's outputs.
+        """One EMA step of ``center`` towards the mean of the teacher's outputs.
 
         Args:
             teacher_scores: the teacher's outputs for the global crops, a list or tuple of
@@ -369,7 +369,7 @@ class DINOCenter(nn.Module):
             TypeError: if ``teacher_scores`` is not a tensor or a list or tuple of
                 floating-point tensors.
             ValueError: if a tensor is not 2-D with :math:`K` columns, the crops differ in
-                shape or device, or they are on another device than :attr:`center`.
+                shape or device, or they are on another device than ``center``.
         """
         if isinstance(teacher_scores, Tensor):
             rows = check_tensor("teacher_scores", teacher_scores, ndim=2)

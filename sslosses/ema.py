@@ -270,7 +270,7 @@ def ema_update_(
 
     (the BYOL / MoCo convention: ``momentum=0.996`` keeps 99.6% of the target). All tensors are
     updated by one fused ``torch._foreach_lerp_(target, online, 1 - momentum)`` under
-    :func:`torch.no_grad`; ``momentum=1`` leaves the target unchanged and ``momentum=0`` copies
+    :class:`torch.no_grad`; ``momentum=1`` leaves the target unchanged and ``momentum=0`` copies
     ``online`` exactly.
 
     **Argument order.** ``target`` and ``online`` are keyword-only, because the libraries
@@ -394,7 +394,7 @@ class EMA(nn.Module):
     r"""A frozen copy of a model that follows it by exponential moving average.
 
     The BYOL target network, MoCo's key (momentum) encoder and DINO's teacher. At construction
-    ``model`` is deep-copied into :attr:`module`, whose parameters get ``requires_grad=False``;
+    ``model`` is deep-copied into ``module``, whose parameters get ``requires_grad=False``;
     each :meth:`update` then moves the copy towards ``model``:
 
     .. math::
@@ -407,7 +407,7 @@ class EMA(nn.Module):
 
     where :math:`k` is the number of updates done so far. The update is
     :func:`sslosses.functional.ema_update_`: one fused ``torch._foreach_lerp_`` over all
-    floating-point parameters, under :func:`torch.no_grad`.
+    floating-point parameters, under :class:`torch.no_grad`.
 
     **Which tensors are averaged** (``buffers``): parameters always; buffers by policy.
     ``"keep"`` (default) leaves the buffers to the copy's own forward passes, as the original
@@ -418,10 +418,10 @@ class EMA(nn.Module):
     buffers with the same momentum. Integer buffers such as ``num_batches_tracked`` are copied
     under ``"copy"`` and ``"average"``, never averaged.
 
-    **State**: :meth:`state_dict` holds the copy's weights and buffers (keys ``module.*``) and
-    the update counter (``_extra_state``), so loading a checkpoint into a fresh ``EMA`` and
-    continuing reproduces an uninterrupted run bit for bit. The counter is a Python ``int``:
-    no device synchronization per step.
+    **State**: :meth:`~torch.nn.Module.state_dict` holds the copy's weights and buffers (keys
+    ``module.*``) and the update counter (``_extra_state``), so loading a checkpoint into a fresh
+    ``EMA`` and continuing reproduces an uninterrupted run bit for bit. The counter is a Python
+    ``int``: no device synchronization per step.
 
     **Gradients and optimizers**: the copy's parameters do not require gradient, but they are
     still :class:`torch.nn.Parameter` s, so an ``EMA`` registered inside a wrapper module shows up
@@ -432,9 +432,9 @@ class EMA(nn.Module):
     **Mode and distributed**: the copy keeps ``model``'s training mode (MoCo and BYOL run their
     target in training mode); ``ema.eval()`` switches it as for any module. Every rank holds its
     own copy; with DDP the online weights agree across ranks, so the copies do too. With FSDP
-    (``fully_shard``), build the ``EMA`` from the unsharded model and shard :attr:`module` the
+    (``fully_shard``), build the ``EMA`` from the unsharded model and shard ``module`` the
     same way as ``model``; each rank then averages its own shards.
-    ``forward`` simply calls :attr:`module`.
+    ``forward`` simply calls ``module``.
 
     Args:
         model: the online network to copy and follow.
@@ -510,7 +510,10 @@ class EMA(nn.Module):
 
     @property
     def step(self) -> int:
-        """The number of :meth:`update` calls so far (restored by :meth:`load_state_dict`)."""
+        """The number of :meth:`update` calls so far.
+
+        Restored by :meth:`~torch.nn.Module.load_state_dict`.
+        """
         return self._step
 
     @property
@@ -547,9 +550,11 @@ class EMA(nn.Module):
         return self.module(*args, **kwargs)
 
     def get_extra_state(self) -> dict[str, int]:
+        """Return the step count, saved in :meth:`~torch.nn.Module.state_dict`."""
         return {"step": self._step}
 
     def set_extra_state(self, state: Any) -> None:
+        """Restore the step count (called by :meth:`~torch.nn.Module.load_state_dict`)."""
         step = state.get("step") if isinstance(state, dict) else None
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
             raise ValueError(

@@ -76,7 +76,7 @@ def info_nce(
 
     Gradients flow into ``query``, ``key`` and ``negatives`` as given: MoCo's keys come from a
     momentum encoder and carry no gradient, so pass them detached (or produced under
-    :func:`torch.no_grad`), as MoCo v1/v2 do; the function does not detach them for you.
+    :class:`torch.no_grad`), as MoCo v1/v2 do; the function does not detach them for you.
     MoCo v3 computes ``ctr(q1, k2) + ctr(q2, k1)`` and scales each term by :math:`2\tau`;
     this function is one unscaled term. Half-precision inputs (or autocast) are computed in
     float32; float64 stays float64.

@@ -26,7 +26,7 @@ class SwAVPrototypes(nn.Module):
     .. math::
         s_{nk} = \langle z_n, c_k \rangle, \qquad S = Z C^\top,
 
-    a bias-free linear layer with :attr:`weight` :math:`C` of shape :math:`(K, D)`, initialized
+    a bias-free linear layer with ``weight`` :math:`C` of shape :math:`(K, D)`, initialized
     as :class:`torch.nn.Linear` is (SwAV uses ``nn.Linear(dim, n_prototypes, bias=False)``).
     The forward pass is a plain linear layer (autocast applies as to any
     :class:`~torch.nn.Linear`); :func:`sslosses.functional.swav_loss` computes in float32.
@@ -105,7 +105,7 @@ class SwAVPrototypes(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Re-initialize :attr:`weight` as :class:`torch.nn.Linear` does (uniform, fan-in)."""
+        """Re-initialize ``weight`` as :class:`torch.nn.Linear` does (uniform, fan-in)."""
         # Kaiming-uniform with a = sqrt(5): U(-1/sqrt(D), 1/sqrt(D)), as nn.Linear
         nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
 
@@ -123,7 +123,7 @@ class SwAVPrototypes(nn.Module):
 
     @torch.no_grad()
     def normalize_(self) -> None:
-        """L2-normalize the rows of :attr:`weight` in place (under no_grad; ``.grad`` untouched).
+        """L2-normalize the rows of ``weight`` in place (under no_grad; ``.grad`` untouched).
 
         Half-precision weights are normalized in float32 and written back.
         """
@@ -131,7 +131,7 @@ class SwAVPrototypes(nn.Module):
         self.weight.copy_(F.normalize(w, dim=1, p=2))
 
     def cancel_gradients_(self, step: int) -> bool:
-        """Drop the gradient of :attr:`weight` (set it to ``None``) if ``step < freeze_steps``.
+        """Drop the gradient of ``weight`` (set it to ``None``) if ``step < freeze_steps``.
 
         Call it after ``loss.backward()`` and before ``optimizer.step()``, with the global
         0-based iteration.

@@ -25,10 +25,10 @@ class MoCoQueue(nn.Module):
     original MoCo starts from random unit vectors, SwAV from zeros that it skips).
 
     The contents (buffer ``queue``), the write position and the fill count (``_extra_state``)
-    are in :meth:`state_dict`, so a run resumed from a checkpoint continues bit for bit. A
-    checkpoint of another ``size`` or ``dim`` is refused with a size-mismatch error, and a load
-    that fails leaves the queue exactly as it was (contents, write position and fill count).
-    The queue changes only through :meth:`push`; it has no ``forward``.
+    are in :meth:`~torch.nn.Module.state_dict`, so a run resumed from a checkpoint continues bit
+    for bit. A checkpoint of another ``size`` or ``dim`` is refused with a size-mismatch error,
+    and a load that fails leaves the queue exactly as it was (contents, write position and fill
+    count). The queue changes only through :meth:`push`; it has no ``forward``.
 
     **Non-finite features.** A NaN or infinite row stays among the negatives for the next
     ``size`` pushes. Usually the loss of the step that produced it is non-finite too and a
@@ -206,9 +206,11 @@ class MoCoQueue(nn.Module):
         return torch.cat([self.queue[self._ptr :], self.queue[: self._ptr]])
 
     def get_extra_state(self) -> dict[str, int]:
+        """Return the write position and fill count (in :meth:`~torch.nn.Module.state_dict`)."""
         return {"ptr": self._ptr, "count": self._count}
 
     def set_extra_state(self, state: Any) -> None:
+        """Restore the write position and fill count (:meth:`~torch.nn.Module.load_state_dict`)."""
         self._ptr, self._count = self._parse_extra_state(state)
 
     def _parse_extra_state(self, state: Any) -> tuple[int, int]:

@@ -59,7 +59,7 @@ def sinkhorn(
     ``epsilon`` down to 0.01 and ``|scores|`` up to ``1 / epsilon`` and beyond; wherever the
     original is finite, both agree to rounding (tested in float64).
 
-    The computation runs under :func:`torch.no_grad` and the result carries no gradient, as the
+    The computation runs under :class:`torch.no_grad` and the result carries no gradient, as the
     codes are targets. Half-precision inputs (or autocast) are computed and returned in float32;
     float64 stays float64.
 
