@@ -55,7 +55,7 @@ def vicreg_terms(
     arguments and the errors.
 
     Returns:
-        :class:`VICRegTerms` ``(loss, invariance, variance, covariance)``, 0-d tensors in
+        :class:`~sslosses.VICRegTerms` ``(loss, invariance, variance, covariance)``, 0-d tensors in
         float32 (float64 for float64 inputs); the terms are unweighted, as the official code
         computes ``repr_loss``, ``std_loss`` and ``cov_loss``.
 
@@ -173,7 +173,7 @@ def vicreg_loss(
       kernels on CUDA when Triton is installed, strips of at most :math:`2^{22}` elements in
       PyTorch elsewhere).
     - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`, else ``"fused"``
-      (:func:`sslosses.barlow_twins.select_algorithm` with ``symmetric=True``; the
+      (``select_algorithm(n, d, symmetric=True)`` (``sslosses/kernels/offdiag.py``); the
       measurements are on the documentation page). :math:`N` is the global batch when
       distributed.
 
