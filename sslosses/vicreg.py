@@ -174,8 +174,8 @@ def vicreg_loss(
       PyTorch elsewhere).
     - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`, else ``"fused"``
       (:func:`sslosses.barlow_twins.select_algorithm` with ``symmetric=True``; the
-      measurements are on the documentation page). :math:`N` is the global batch when
-      distributed.
+      measurements behind the rule are in :ref:`the VICReg page <vicreg-measurements>`).
+      :math:`N` is the global batch when distributed.
 
     Args:
         z_a: embeddings of the first view.
