@@ -88,6 +88,12 @@ def smoke_calls() -> dict[str, Smoke]:
         SF.ema_update_(target=target, online=online, momentum=0.5)
         return target.weight.detach().sum(), []
 
+    def resolve_chunk_size() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        block = SF.resolve_chunk_size("auto", 2048, 2048, "cpu")
+        if block != 512:
+            raise AssertionError(f"resolve_chunk_size('auto', 2048, 2048, 'cpu') gave {block}")
+        return torch.tensor(float(block)), []
+
     def vicreg_terms() -> tuple[torch.Tensor, list[torch.Tensor]]:
         a, b = _pair()
         return SF.vicreg_terms(a, b).loss, [a, b]
@@ -100,6 +106,7 @@ def smoke_calls() -> dict[str, Smoke]:
         "info_nce": info_nce,
         "negative_cosine_similarity": pair_loss(SF.negative_cosine_similarity, target_grad=False),
         "nt_xent": pair_loss(SF.nt_xent),
+        "resolve_chunk_size": resolve_chunk_size,
         "sinkhorn": sinkhorn,
         "swav_loss": swav,
         "vicreg_loss": pair_loss(SF.vicreg_loss),

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import references
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,41 +63,11 @@ LAMBD = 0.0051
 LOSS = os.environ.get("SSLOSSES_AUTO_RULE_LOSS", "barlow")  # passed on to the subprocesses
 
 
-def _off_diagonal(x: torch.Tensor) -> torch.Tensor:
-    n, m = x.shape
-    assert n == m
-    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
-
-
-def _official_vicreg(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """facebookresearch/vicreg ``main_vicreg.py`` ``VICReg.forward`` after the projector."""
-    n, d = x.shape
-    repr_loss = torch.nn.functional.mse_loss(x, y)
-    x = x - x.mean(dim=0)
-    y = y - y.mean(dim=0)
-    std_x = torch.sqrt(x.var(dim=0) + 0.0001)
-    std_y = torch.sqrt(y.var(dim=0) + 0.0001)
-    relu = torch.nn.functional.relu
-    std_loss = torch.mean(relu(1 - std_x)) / 2 + torch.mean(relu(1 - std_y)) / 2
-    cov_x = (x.T @ x) / (n - 1)
-    cov_y = (y.T @ y) / (n - 1)
-    cov_loss = _off_diagonal(cov_x).pow_(2).sum().div(d) + _off_diagonal(cov_y).pow_(2).sum().div(d)
-    return 25.0 * repr_loss + 25.0 * std_loss + cov_loss
-
-
 def _official(d: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The official formulation (``references.py``), built once per case as the official code."""
     if LOSS == "vicreg":
-        return _official_vicreg
-    bn = torch.nn.BatchNorm1d(d, affine=False)
-
-    def loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        c = bn(z1).T @ bn(z2)
-        c.div_(z1.shape[0])
-        on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
-        off_diag = _off_diagonal(c).pow_(2).sum()
-        return on_diag + LAMBD * off_diag
-
-    return loss
+        return references.vicreg
+    return references.BarlowTwins(d, lambd=LAMBD)
 
 
 def _method(name: str, d: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

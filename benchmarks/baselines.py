@@ -2,7 +2,11 @@
 
 These restate, in plain PyTorch and single process, the code that people run today, so that the
 speed benchmark compares sslosses with what it replaces rather than with a straw man. Each
-function names its source. Nothing here is imported by the package; the smoke test
+function names its source. The original formulations themselves (official Barlow Twins,
+VICReg, SimCLR, MoCo, SwAV, BYOL, SimSiam, DINO, and the colour operations of the multi-crop
+loop) live in ``references.py``, shared with the tests; this module imports them and adds the
+baselines that intentionally differ from them (solo-learn, the plain logits matrix, the EMA
+loops, the per-image multi-crop pipeline). Nothing here is imported by the package; the smoke test
 (``tests/test_benchmarks_smoke.py``) checks that every baseline computes the same value as the
 sslosses function it is timed against.
 
@@ -44,8 +48,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import references
 import torch
 import torch.nn.functional as F
+from references import BarlowTwins as OfficialBarlowTwins
+from references import off_diagonal, simclr_nt_xent
+from references import vicreg as official_vicreg
 from torch import Tensor, nn
 
 __all__ = [
@@ -71,58 +79,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # Barlow Twins
 # --------------------------------------------------------------------------------------------
-def off_diagonal(x: Tensor) -> Tensor:
-    """A flattened view of the off-diagonal entries of a square matrix (the official helper)."""
-    n, m = x.shape
-    if n != m:
-        raise ValueError(f"x must be square, got {tuple(x.shape)}")
-    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
-
-
-class OfficialBarlowTwins(nn.Module):
-    """The loss part of the official ``BarlowTwins`` module (one process, so no all-reduce).
-
-    ``self.bn`` is built once, as in the official ``__init__``, and used in training mode on
-    each view separately (batch statistics, biased variance, ``eps``).
-    """
-
-    def __init__(self, dim: int, *, lambd: float = 0.0051, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.lambd = lambd
-        self.bn = nn.BatchNorm1d(dim, affine=False, eps=eps)
-
-    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
-        batch_size = z1.shape[0]
-        c = self.bn(z1).T @ self.bn(z2)  # (D, D)
-        c.div_(batch_size)
-        on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
-        off_diag = off_diagonal(c).pow_(2).sum()
-        return on_diag + self.lambd * off_diag
-
-
-def official_vicreg(
-    x: Tensor,
-    y: Tensor,
-    *,
-    sim_coeff: float = 25.0,
-    std_coeff: float = 25.0,
-    cov_coeff: float = 1.0,
-) -> Tensor:
-    """The loss part of the official ``VICReg.forward`` (one process: no gather)."""
-    batch_size, num_features = x.shape
-    repr_loss = F.mse_loss(x, y)
-    x = x - x.mean(dim=0)
-    y = y - y.mean(dim=0)
-    std_x = torch.sqrt(x.var(dim=0) + 0.0001)
-    std_y = torch.sqrt(y.var(dim=0) + 0.0001)
-    std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
-    cov_x = (x.T @ x) / (batch_size - 1)  # (D, D)
-    cov_y = (y.T @ y) / (batch_size - 1)  # (D, D)
-    cov_loss = off_diagonal(cov_x).pow_(2).sum().div(num_features)
-    cov_loss = cov_loss + off_diagonal(cov_y).pow_(2).sum().div(num_features)
-    return sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss
-
-
 def solo_learn_barlow_twins(
     z1: Tensor, z2: Tensor, *, lamb: float = 0.0051, scale_loss: float = 1.0, eps: float = 1e-5
 ) -> Tensor:
@@ -157,56 +113,14 @@ def plain_nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1) -> Tens
     return F.cross_entropy(logits, labels)
 
 
-def simclr_nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1) -> Tensor:
-    """google-research/simclr ``add_contrastive_loss`` restated: four ``(N, N)`` blocks.
-
-    Returns ``(loss_a + loss_b) / 2``, the mean over the 2N anchors (the official code returns
-    the sum of the two means).
-    """
-    large_num = 1e9
-    a = F.normalize(z_a, dim=1)
-    b = F.normalize(z_b, dim=1)
-    n = a.shape[0]
-    labels = torch.arange(n, device=a.device)
-    masks = torch.eye(n, dtype=a.dtype, device=a.device)
-    logits_aa = a @ a.T / temperature - masks * large_num  # (N, N)
-    logits_bb = b @ b.T / temperature - masks * large_num  # (N, N)
-    logits_ab = a @ b.T / temperature  # (N, N)
-    logits_ba = b @ a.T / temperature  # (N, N)
-    loss_a = F.cross_entropy(torch.cat([logits_ab, logits_aa], dim=1), labels)
-    loss_b = F.cross_entropy(torch.cat([logits_ba, logits_bb], dim=1), labels)
-    return (loss_a + loss_b) / 2
-
-
 def moco_info_nce(q: Tensor, k: Tensor, queue: Tensor, *, temperature: float = 0.2) -> Tensor:
-    """MoCo v1/v2 loss: ``queue`` is ``(D, K)`` as the official buffer; keys are detached."""
-    q = F.normalize(q, dim=1)
-    k = F.normalize(k, dim=1).detach()
-    l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # (N, 1)
-    l_neg = torch.einsum("nc,ck->nk", q, queue.clone().detach())  # (N, K)
-    logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1 + K)
-    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=q.device)
-    return F.cross_entropy(logits, labels)
+    """MoCo v1/v2 loss (:func:`references.moco_v2`): ``queue`` is ``(D, K)``, keys detached."""
+    return references.moco_v2(q, k, queue, temperature)
 
 
 # --------------------------------------------------------------------------------------------
 # SwAV, BYOL, SimSiam
 # --------------------------------------------------------------------------------------------
-def _distributed_sinkhorn(out: Tensor, *, epsilon: float, iterations: int) -> Tensor:
-    """``distributed_sinkhorn`` for one process: ``(B, K)`` scores to ``(B, K)`` codes."""
-    Q = torch.exp(out / epsilon).t()  # (K, B)
-    B = Q.shape[1]
-    K = Q.shape[0]
-    Q /= torch.sum(Q)
-    for _ in range(iterations):
-        Q /= torch.sum(Q, dim=1, keepdim=True)
-        Q /= K
-        Q /= torch.sum(Q, dim=0, keepdim=True)
-        Q /= B
-    Q *= B
-    return Q.t()
-
-
 def swav_loss(
     scores: Sequence[Tensor],
     *,
@@ -215,42 +129,18 @@ def swav_loss(
     iterations: int = 3,
     assign_crops: Sequence[int] = (0, 1),
 ) -> Tensor:
-    """The swapped-prediction loop of ``main_swav.py`` (no queue), ``scores[v]`` is ``(B, K)``."""
-    n_crops = len(scores)
-    loss = scores[0].new_zeros(())
-    for crop_id in assign_crops:
-        with torch.no_grad():
-            q = _distributed_sinkhorn(
-                scores[crop_id].detach(), epsilon=epsilon, iterations=iterations
-            )
-        subloss = scores[0].new_zeros(())
-        for v in range(n_crops):
-            if v == crop_id:
-                continue
-            x = scores[v] / temperature
-            subloss = subloss - torch.mean(torch.sum(q * F.log_softmax(x, dim=1), dim=1))
-        loss = loss + subloss / (n_crops - 1)
-    return loss / len(assign_crops)
-
-
-def _l2_normalize(x: Tensor, epsilon: float = 1e-12) -> Tensor:
-    """BYOL's ``l2_normalize``: ``x * rsqrt(max(sum(x**2), epsilon))`` along the last axis."""
-    return x * torch.rsqrt(torch.clamp(torch.sum(x**2, dim=-1, keepdim=True), min=epsilon))
+    """The swapped-prediction loop of ``main_swav.py`` (:func:`references.swav`, no queue)."""
+    return references.swav(scores, temperature, epsilon, iterations, assign_crops)
 
 
 def byol_loss(p: Tensor, z: Tensor) -> Tensor:
-    """BYOL ``regression_loss`` (squared distance of the normalized vectors), batch mean.
-
-    The target is under stop-gradient, as the target network's output in BYOL.
-    """
-    normed_p, normed_z = _l2_normalize(p), _l2_normalize(z.detach())
-    return torch.sum((normed_p - normed_z) ** 2, dim=-1).mean()
+    """BYOL ``regression_loss`` (:func:`references.byol`), batch mean; ``z`` under stop-gradient."""
+    return references.byol(p, z).mean()
 
 
 def simsiam_loss(p: Tensor, z: Tensor) -> Tensor:
-    """SimSiam ``-CosineSimilarity(p, z.detach())``, mean over the batch."""
-    cos: Tensor = nn.CosineSimilarity(dim=1)(p, z.detach())  # (N,)
-    return -cos.mean()
+    """SimSiam ``-CosineSimilarity(p, z.detach())`` (:func:`references.simsiam`), batch mean."""
+    return references.simsiam(p, z).mean()
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,84 +254,21 @@ def _resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _gray(img: Tensor) -> Tensor:
-    """ITU-R 601-2 luma of a ``(3, H, W)`` image, shape ``(1, H, W)``."""
-    r, g, b = img.unbind(0)
-    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(0)
-
-
-def _blend(img: Tensor, other: Tensor, factor: float) -> Tensor:
-    return (factor * img + (1 - factor) * other).clamp_(0, 1)
-
-
-def _rgb_to_hsv(img: Tensor) -> Tensor:
-    r, g, b = img.unbind(0)
-    maxc = img.max(dim=0).values
-    minc = img.min(dim=0).values
-    delta = maxc - minc
-    v = maxc
-    s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
-    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
-    rc = (maxc - r) / safe
-    gc = (maxc - g) / safe
-    bc = (maxc - b) / safe
-    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta == 0, torch.zeros_like(h), h)
-    h = (h / 6.0) % 1.0
-    return torch.stack([h, s, v])
-
-
-def _hsv_to_rgb(img: Tensor) -> Tensor:
-    h, s, v = img.unbind(0)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.to(torch.int64) % 6
-    p = v * (1 - s)
-    q = v * (1 - s * f)
-    t = v * (1 - s * (1 - f))
-    sector = torch.arange(6, device=img.device).view(6, 1, 1) == i.unsqueeze(0)  # (6, H, W)
-    r = torch.stack([v, q, p, p, t, v])
-    g = torch.stack([t, v, v, q, p, p])
-    b = torch.stack([p, p, t, v, v, q])
-    out = torch.stack([(c * sector).sum(0) for c in (r, g, b)])
-    return out
-
-
-def _adjust_hue(img: Tensor, shift: float) -> Tensor:
-    hsv = _rgb_to_hsv(img)
-    hsv[0] = (hsv[0] + shift) % 1.0
-    return _hsv_to_rgb(hsv)
-
-
 def _color_jitter(img: Tensor, cfg: ColorJitterConfig, generator: torch.Generator | None) -> Tensor:
     """``ColorJitter``: the four adjustments in a random order, factors drawn per call."""
     for op in torch.randperm(4, generator=generator).tolist():
         if op == 0 and cfg.brightness > 0:
             f = _uniform(max(0.0, 1 - cfg.brightness), 1 + cfg.brightness, generator)
-            img = (img * f).clamp_(0, 1)
         elif op == 1 and cfg.contrast > 0:
             f = _uniform(max(0.0, 1 - cfg.contrast), 1 + cfg.contrast, generator)
-            img = _blend(img, _gray(img).mean(), f)
         elif op == 2 and cfg.saturation > 0:
             f = _uniform(max(0.0, 1 - cfg.saturation), 1 + cfg.saturation, generator)
-            img = _blend(img, _gray(img), f)
         elif op == 3 and cfg.hue > 0:
-            img = _adjust_hue(img, _uniform(-cfg.hue, cfg.hue, generator))
+            f = _uniform(-cfg.hue, cfg.hue, generator)
+        else:
+            continue
+        img = references.jitter_op(img, op, f)
     return img
-
-
-def _gaussian_blur(img: Tensor, kernel: int, sigma: float) -> Tensor:
-    """Separable Gaussian blur with reflect padding, as torchvision's tensor ``gaussian_blur``."""
-    half = (kernel - 1) * 0.5
-    x = torch.linspace(-half, half, kernel, dtype=img.dtype, device=img.device)
-    k1 = torch.exp(-0.5 * (x / sigma) ** 2)
-    k1 = k1 / k1.sum()
-    c = img.shape[0]
-    pad = kernel // 2
-    out = F.pad(img.unsqueeze(0), (pad, pad, pad, pad), mode="reflect")
-    out = F.conv2d(out, k1.view(1, 1, 1, kernel).expand(c, 1, 1, kernel), groups=c)
-    out = F.conv2d(out, k1.view(1, 1, kernel, 1).expand(c, 1, kernel, 1), groups=c)
-    return out.squeeze(0)
 
 
 def multicrop_loop(
@@ -486,10 +313,10 @@ def multicrop_loop(
                 ):
                     crop = _color_jitter(crop, cfg.jitter, generator)
                 if float(torch.rand((), generator=generator)) < cfg.grayscale_p:
-                    crop = _gray(crop).expand(3, -1, -1)
+                    crop = references.gray(crop).expand(3, -1, -1)
                 if float(torch.rand((), generator=generator)) < cfg.blur_p:
                     sigma = _uniform(cfg.blur_sigma[0], cfg.blur_sigma[1], generator)
-                    crop = _gaussian_blur(crop, cfg.blur_kernel, sigma)
+                    crop = references.gaussian_blur(crop, sigma, cfg.blur_kernel)
                 per_crop[v].append((crop - mean) / std)
                 v += 1
     return [torch.stack(crops) for crops in per_crop]
@@ -504,21 +331,11 @@ def dino_loss(
     student_temp: float = 0.1,
     teacher_temp: float = 0.04,
 ) -> Tensor:
-    """``DINOLoss.forward`` of facebookresearch/dino ``main_dino.py`` (without the center update).
+    """``DINOLoss.forward`` of facebookresearch/dino ``main_dino.py`` (:func:`references.dino`).
 
     The crops are concatenated (``(ncrops * B, K)`` student, ``(2 * B, K)`` teacher) and the
     student's log-softmax is recomputed for every (teacher, student) pair, as the original does.
     """
-    student_out = (student_output / student_temp).chunk(ncrops)
-    teacher_probs = F.softmax((teacher_output - center) / teacher_temp, dim=-1)
-    teacher_out = teacher_probs.detach().chunk(2)
-    total_loss = student_output.new_zeros(())
-    n_loss_terms = 0
-    for iq, q in enumerate(teacher_out):
-        for v in range(len(student_out)):
-            if v == iq:
-                continue
-            loss = torch.sum(-q * F.log_softmax(student_out[v], dim=-1), dim=-1)
-            total_loss = total_loss + loss.mean()
-            n_loss_terms += 1
-    return total_loss / n_loss_terms
+    return references.dino(
+        student_output, teacher_output, center, ncrops, teacher_temp, student_temp
+    )

@@ -24,14 +24,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sslosses._chunked_ce import ChunkSize, resolve_chunk_size  # noqa: E402
-from sslosses.functional import info_nce, nt_xent  # noqa: E402
+from sslosses.functional import info_nce, nt_xent, resolve_chunk_size  # noqa: E402
+
+ChunkSize = int | Literal["auto"] | None
+"""A ``chunk_size`` argument of the contrastive losses."""
 
 FIXED = (64, 256, 1024)
 

@@ -516,7 +516,7 @@ def _barlow_rule(inputs: speed.Inputs, device: torch.device) -> str:
 
 
 def _chunk_rule(rows: int, cols: int, device: torch.device) -> str:
-    from sslosses._chunked_ce import resolve_chunk_size
+    from sslosses.functional import resolve_chunk_size
 
     block = resolve_chunk_size("auto", rows, cols, device)
     return "dense" if block is None else f"chunked ({block} rows)"

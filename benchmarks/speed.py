@@ -375,7 +375,7 @@ def _ntxent_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
 def _chunk_auto_choice(rows: int, cols: int, device: torch.device) -> str:
     """What ``chunk_size="auto"`` runs for these logits: ``"plain"``, a block size, or ``"?"``."""
     try:
-        from sslosses._chunked_ce import resolve_chunk_size
+        from sslosses.functional import resolve_chunk_size
     except ImportError:  # an sslosses without the "auto" rule
         return "?"
     picked = resolve_chunk_size("auto", rows, cols, device)

@@ -19,7 +19,7 @@ import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 
 from sslosses._autograd import apply_function
-from sslosses._validation import ChunkSize
+from sslosses._validation import ChunkSize, check_chunk_size, check_non_negative_int
 
 CPU_BLOCK_ELEMENTS = 1 << 20
 """``"auto"`` on CPU: a block holds about this many logits (4 MiB in float32) ..."""
@@ -32,21 +32,77 @@ ACCELERATOR_BLOCK_ELEMENTS = 1 << 24
 
 
 def resolve_chunk_size(
-    chunk_size: ChunkSize, rows: int, cols: int, device: torch.device
+    chunk_size: ChunkSize, rows: int, cols: int, device: torch.device | str
 ) -> int | None:
-    """The rows per block that ``chunk_size`` means for an ``(rows, cols)`` logit matrix.
+    r"""The rows per block that ``chunk_size`` means for an ``(rows, cols)`` logit matrix.
 
-    ``"auto"`` (measured on one CPU thread, ``benchmarks/results/chunk_auto_rule.md``): on CPU
-    the blockwise path took 0.6-0.8x the time of the plain path for NT-Xent from 2048 x 2048
-    logits up (0.77-0.79x with fixed blocks at 1024 x 1024, where the rule is conservative),
-    because its backward works in place on one block instead of several full-size
-    temporaries, about the same time (0.95-1.02x) for MoCo queries against a 65536-entry queue
-    (where it saves the memory), and up to 1.45x the time on small matrices; so blocks of
-    about ``CPU_BLOCK_ELEMENTS`` logits and at least ``CPU_MIN_BLOCK_ROWS`` rows, used once
-    there are two of them. On other devices (unmeasured: no GPU was available), chunk only
-    where the full matrix would pass 1 GiB in float32, in 64 MiB blocks, so per-block launches
-    cannot dominate. Under :func:`torch.compile` tracing ``"auto"`` keeps the plain path.
+    :func:`~sslosses.functional.nt_xent` and :func:`~sslosses.functional.info_nce` call this
+    to decide between the plain path (``None``: the full logit matrix, plain autograd) and the
+    blockwise path (an integer :math:`B`: row blocks reduced to their log-sum-exp in the
+    forward and recomputed in the backward, :math:`O(B \cdot \text{cols})` extra memory). An
+    integer or ``None`` is returned as given. ``"auto"``, the losses' default, is the rule:
+
+    .. math::
+        B = \begin{cases}
+        \max\bigl(128,\ \lfloor 2^{20} / \text{cols} \rfloor\bigr)
+            & \text{on CPU,} \\
+        \max\bigl(1,\ \lfloor 2^{24} / \text{cols} \rfloor\bigr)
+            & \text{elsewhere, if } \text{rows} \cdot \text{cols} \ge 2^{28},
+        \end{cases}
+
+    used only when :math:`\text{rows} \ge 2B` (at least two blocks); otherwise, and on a
+    non-CPU device below :math:`2^{28}` logits (1 GiB in float32), the plain path. On CPU the
+    blockwise path is faster than the plain path from about a million logits on (its backward
+    works in place on one block instead of several full-size temporaries) and slower on small
+    matrices, hence blocks of about :math:`2^{20}` logits. On other devices the threshold
+    keeps per-block kernel launches from dominating. Under :func:`torch.compile` tracing
+    ``"auto"`` keeps the plain path; so do the losses under :mod:`torch.func` transforms and
+    forward-mode AD (the blockwise autograd Function has neither a vmap nor a forward-mode
+    rule: pass ``chunk_size=None`` there, not an integer). A double backward
+    (``create_graph=True``) is exact on both paths; through the blockwise one, that second
+    backward builds the full matrix.
+
+    For NT-Xent over :math:`N` pairs, ``rows = cols = 2N`` (on CPU ``"auto"`` chunks from
+    :math:`N = 724`); for InfoNCE with :math:`N` queries and :math:`K` queue negatives,
+    ``rows = N`` and ``cols = N + K`` (with :math:`K = 65536`, from :math:`N = 256`). The
+    measurements behind the rule are in :ref:`benchmarks-chunk-size`.
+
+    Args:
+        chunk_size: rows per block (an integer > 0), ``None`` for the plain path, or
+            ``"auto"``.
+        rows: rows of the logit matrix (anchors or queries).
+        cols: columns of the logit matrix (candidates: the positive and the negatives).
+        device: the device the logits are computed on.
+
+    Returns:
+        The rows per block, or ``None`` for the plain path.
+
+    Raises:
+        TypeError: if ``chunk_size``, ``rows`` or ``cols`` has the wrong type, or ``device`` is
+            not a :class:`torch.device` or string.
+        ValueError: if ``chunk_size`` is not > 0 or ``"auto"``, or ``rows`` or ``cols`` is
+            negative.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses.functional import resolve_chunk_size
+        >>> resolve_chunk_size("auto", 2 * 1024, 2 * 1024, torch.device("cpu"))  # NT-Xent, N=1024
+        512
+        >>> resolve_chunk_size("auto", 2 * 256, 2 * 256, "cpu") is None  # small: plain path
+        True
+        >>> resolve_chunk_size(64, 2 * 256, 2 * 256, "cpu")
+        64
     """
+    chunk_size = check_chunk_size(chunk_size)
+    rows = check_non_negative_int("rows", rows)
+    cols = check_non_negative_int("cols", cols)
+    if not isinstance(device, (torch.device, str)):
+        raise TypeError(f"device must be a torch.device or str, got {type(device).__name__}")
+    return _resolve(chunk_size, rows, cols, torch.device(device))
+
+
+def _resolve(chunk_size: ChunkSize, rows: int, cols: int, device: torch.device) -> int | None:
+    """:func:`resolve_chunk_size` on checked arguments."""
     if chunk_size != "auto":
         return chunk_size
     if torch.compiler.is_compiling():
@@ -83,9 +139,7 @@ def similarity_logsumexp(
         Shape ``(R,)``.
     """
     auto = chunk_size == "auto"
-    chunk_size = resolve_chunk_size(
-        chunk_size, anchors.shape[0], candidates.shape[0], anchors.device
-    )
+    chunk_size = _resolve(chunk_size, anchors.shape[0], candidates.shape[0], anchors.device)
     if auto and chunk_size is not None and _transformed(anchors, candidates):
         chunk_size = None  # the blockwise Function has no vmap rule and no forward-mode AD
     if chunk_size is not None:

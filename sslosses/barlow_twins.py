@@ -65,13 +65,10 @@ def barlow_twins_loss(
       is installed), strips of at most :math:`2^{22}` elements of :math:`C` in PyTorch elsewhere.
     - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`; else ``"fused"`` when
       :math:`D^2 > 2^{26}` (the ``(D, D)`` buffers would pass 256 MiB each in float32); else
-      ``"dense"``, on every device (the Triton kernels are not yet timed on a GPU).
-      Forward + backward, one CPU thread, float32, vs the official formulation
-      (``benchmarks/barlow_auto_rule.py``; the docs page has the full table):
-      at :math:`N{=}256, D{=}8192` ``"gram"`` is 41x faster with 20x less extra peak memory;
-      at :math:`N{=}2048, D{=}8192` ``"gram"`` is 3.5x faster with 3.3x less; at
-      :math:`N{=}8192, D{=}2048` ``"dense"`` is on par (1.02x, 1.2x less memory). ``N`` is
-      the global batch when distributed.
+      ``"dense"``, on every device (``select_algorithm`` in ``sslosses/kernels/offdiag.py``; the
+      measurements behind the rule are in
+      :ref:`the Barlow Twins page <barlow-twins-measurements>`). ``N`` is the global batch
+      when distributed.
 
     Args:
         z_a: embeddings of the first view.

@@ -1,7 +1,11 @@
-"""The functional interface: every loss as a plain function (``sslosses.functional.<loss>``)."""
+"""The functional interface: every loss as a plain function (``sslosses.functional.<loss>``).
+
+Also :func:`resolve_chunk_size`, the ``chunk_size="auto"`` rule of the contrastive losses.
+"""
 
 from __future__ import annotations
 
+from sslosses._chunked_ce import resolve_chunk_size
 from sslosses.barlow_twins import barlow_twins_loss
 from sslosses.byol import byol_loss
 from sslosses.dino import dino_loss
@@ -21,6 +25,7 @@ __all__ = [
     "info_nce",
     "negative_cosine_similarity",
     "nt_xent",
+    "resolve_chunk_size",
     "sinkhorn",
     "swav_loss",
     "vicreg_loss",

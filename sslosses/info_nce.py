@@ -86,12 +86,9 @@ def info_nce(
     their log-sum-exp in the forward and recomputed in the backward (a custom autograd
     Function), so the extra memory is :math:`O(B (N + K))`. Value and gradient equal the plain
     path up to rounding. A block holds about :math:`3 \cdot B \cdot (N + K)` floats. ``None``
-    always builds the full matrix (the plain path). ``"auto"`` (the default) applies the same
-    rule as :func:`nt_xent`: on CPU, blocks of about :math:`2^{20}` logits (at least 128 rows)
-    once there are two of them (e.g. :math:`N \ge 256` with a 65536-entry queue); on CUDA and
-    other devices only above :math:`2^{28}` logits; under :func:`torch.compile`,
-    :mod:`torch.func` and forward-mode AD the plain path. Double backward is exact on both
-    paths (the blockwise one builds the full matrix in that backward).
+    always builds the full matrix (the plain path). ``"auto"`` (the default) decides by shape
+    and device with the rule of :func:`~sslosses.functional.resolve_chunk_size` (called with
+    ``rows = N``, ``cols = N + K``).
 
     **Distributed.** With ``gather_distributed=True`` and a process group of size
     :math:`W > 1`, the keys of all ranks are gathered with gradient
@@ -120,8 +117,8 @@ def info_nce(
             Default: ``False``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         chunk_size: queries per block for the memory-saving blockwise path, ``None`` for the
-            plain path, or ``"auto"`` to decide by shape and device (see above).
-            Default: ``"auto"``.
+            plain path, or ``"auto"`` to decide by shape and device
+            (:func:`~sslosses.functional.resolve_chunk_size`). Default: ``"auto"``.
 
     Shape:
         - query: :math:`(N, D)`
@@ -217,7 +214,7 @@ class InfoNCELoss(nn.Module):
         gather_distributed: gather the keys of all ranks. Default: ``False``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         chunk_size: queries per block for the blockwise path, ``None`` for the plain path or
-            ``"auto"``. Default: ``"auto"``.
+            ``"auto"`` (:func:`~sslosses.functional.resolve_chunk_size`). Default: ``"auto"``.
 
     Examples:
         >>> import torch

@@ -56,19 +56,11 @@ def nt_xent(
     never stored: row blocks of :math:`B` = ``chunk_size`` anchors are reduced to their
     log-sum-exp in the forward and recomputed in the backward (a custom autograd Function), so
     the extra memory is :math:`O(B N)` instead of :math:`O(N^2)`. Value and gradient equal the
-    plain path up to rounding. A block holds about :math:`3 \cdot B \cdot 2N` floats; at
-    :math:`N = 8192` on one CPU thread ``chunk_size=256`` took 1/40 of the plain path's extra
-    memory and 0.7x its time. ``None`` always builds the full matrix (the plain path).
-    ``"auto"`` (the default) decides by shape and device: on CPU it uses blocks of about
-    :math:`2^{20}` logits (at least 128 rows) once the batch holds two of them (from
-    :math:`N = 724`, :math:`2N \ge 1448` rows), where the blockwise path measured 0.6-0.8x the
-    plain path's time; on CUDA and other devices it chunks only when the full
-    matrix would exceed :math:`2^{28}` logits (1 GiB in float32, :math:`N \ge 8192`), in
-    blocks of about :math:`2^{24}` logits; under :func:`torch.compile`, :mod:`torch.func`
-    transforms and forward-mode AD it keeps the plain path (the blockwise Function has no vmap
-    or forward-mode rule, so pass ``chunk_size=None`` there rather than an integer). A double
-    backward (``create_graph=True``, e.g. a gradient penalty) through the blockwise path is
-    exact but builds the full matrix in that backward.
+    plain path up to rounding. A block holds about :math:`3 \cdot B \cdot 2N` floats. ``None``
+    always builds the full matrix (the plain path). ``"auto"`` (the default) decides by shape
+    and device with the rule of :func:`~sslosses.functional.resolve_chunk_size` (called with
+    ``rows = cols = 2N``), which also covers :func:`torch.compile`, :mod:`torch.func` and
+    double backward.
 
     **Distributed.** With ``gather_distributed=True`` and a process group of size
     :math:`W > 1`, both views are gathered from all ranks with gradient
@@ -90,8 +82,8 @@ def nt_xent(
         gather_distributed: contrast against the embeddings of all ranks. Default: ``False``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         chunk_size: anchors per block for the memory-saving blockwise path, ``None`` for the
-            plain path, or ``"auto"`` to decide by shape and device (see above).
-            Default: ``"auto"``.
+            plain path, or ``"auto"`` to decide by shape and device
+            (:func:`~sslosses.functional.resolve_chunk_size`). Default: ``"auto"``.
 
     Shape:
         - z_a: :math:`(N, D)`
@@ -172,7 +164,7 @@ class NTXentLoss(nn.Module):
         gather_distributed: contrast against the embeddings of all ranks. Default: ``False``.
         reduction: ``"none"`` | ``"mean"`` | ``"sum"``. Default: ``"mean"``.
         chunk_size: anchors per block for the blockwise path, ``None`` for the plain path or
-            ``"auto"``. Default: ``"auto"``.
+            ``"auto"`` (:func:`~sslosses.functional.resolve_chunk_size`). Default: ``"auto"``.
 
     Examples:
         >>> import torch

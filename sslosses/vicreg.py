@@ -173,9 +173,9 @@ def vicreg_loss(
       kernels on CUDA when Triton is installed, strips of at most :math:`2^{22}` elements in
       PyTorch elsewhere).
     - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`, else ``"fused"``
-      (``select_algorithm(n, d, symmetric=True)`` (``sslosses/kernels/offdiag.py``); the
-      measurements are on the documentation page). :math:`N` is the global batch when
-      distributed.
+      (``select_algorithm(n, d, symmetric=True)`` in ``sslosses/kernels/offdiag.py``; the
+      measurements behind the rule are in :ref:`the VICReg page <vicreg-measurements>`).
+      :math:`N` is the global batch when distributed.
 
     Args:
         z_a: embeddings of the first view.

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sslosses import _chunked_ce
-from sslosses._chunked_ce import resolve_chunk_size
+from sslosses.functional import resolve_chunk_size
 from sslosses.info_nce import info_nce
 from sslosses.nt_xent import NTXentLoss, nt_xent
 
@@ -179,3 +179,25 @@ def test_auto_keeps_the_plain_path_under_torch_func_and_forward_ad(
     assert seen == []  # neither transform reached the blockwise Function
     nt_xent(a, b)  # without a transform, "auto" chunks this batch
     assert seen == [512]
+
+
+def test_public_resolver_accepts_a_device_string() -> None:
+    assert resolve_chunk_size("auto", 2048, 2048, "cpu") == 512
+    assert resolve_chunk_size("auto", 2048, 2048, "meta") is None
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "match"),
+    [
+        (("auto", -1, 10, CPU), ValueError, "rows"),
+        (("auto", 10, 2.5, CPU), TypeError, "cols"),
+        ((0, 10, 10, CPU), ValueError, "chunk_size"),
+        (("fast", 10, 10, CPU), ValueError, "chunk_size"),
+        (("auto", 10, 10, 0), TypeError, "device must be a torch.device or str, got int"),
+    ],
+)
+def test_public_resolver_rejects_bad_arguments(
+    args: tuple[object, ...], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        resolve_chunk_size(*args)  # type: ignore[arg-type]

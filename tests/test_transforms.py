@@ -10,6 +10,7 @@ import colorsys
 from collections.abc import Callable, Sequence
 
 import pytest
+import references
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -37,7 +38,6 @@ from sslosses.transforms import (
 from sslosses.transforms import functional as TF
 
 F64 = torch.float64
-W_R, W_G, W_B = 0.299, 0.587, 0.114
 
 
 def gen(seed: int) -> torch.Generator:
@@ -51,63 +51,11 @@ def rand_images(n: int, h: int, w: int, seed: int = 0, dtype: torch.dtype = F64)
 # --------------------------------------------------------------------------------------------
 # Oracles: one image at a time, formulas written out
 # --------------------------------------------------------------------------------------------
-def gray_ref(img: Tensor) -> Tensor:
-    """(3, H, W) -> (1, H, W) luma with the ITU-R 601 weights."""
-    return (W_R * img[0] + W_G * img[1] + W_B * img[2]).unsqueeze(0)
-
-
-def hsv_ref(img: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """colorsys.rgb_to_hsv, vectorized over pixels."""
-    r, g, b = img
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    minc = torch.minimum(torch.minimum(r, g), b)
-    delta = maxc - minc
-    s = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, 1.0), 0.0)
-    d = torch.where(delta > 0, delta, 1.0)
-    rc, gc, bc = (maxc - r) / d, (maxc - g) / d, (maxc - b) / d
-    h = torch.where(r == maxc, bc - gc, torch.where(g == maxc, 2.0 + rc - bc, 4.0 + gc - rc))
-    h = torch.where(delta > 0, (h / 6.0) % 1.0, 0.0)
-    return h, s, maxc
-
-
-def rgb_from_hsv_ref(h: Tensor, s: Tensor, v: Tensor) -> Tensor:
-    """colorsys.hsv_to_rgb, vectorized over pixels."""
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    p, q, t = v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f))
-    i = i.long() % 6
-    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    out = torch.zeros(3, *h.shape, dtype=h.dtype)
-    for k, (rr, gg, bb) in enumerate(table):
-        m = i == k
-        out[0][m], out[1][m], out[2][m] = rr[m], gg[m], bb[m]
-    return out
-
-
-def hue_ref(img: Tensor, shift: float) -> Tensor:
-    h, s, v = hsv_ref(img)
-    return rgb_from_hsv_ref((h + shift) % 1.0, s, v)
-
-
-def blur_ref(img: Tensor, sigma: float, kernel_size: int) -> Tensor:
-    """2-D convolution with the outer product of the normalized Gaussian, reflection padding."""
-    r = kernel_size // 2
-    i = torch.arange(-r, r + 1, dtype=img.dtype)
-    k = torch.exp(-(i**2) / (2 * sigma**2))
-    k = k / k.sum()
-    k2 = torch.outer(k, k)
-    padded = F.pad(img[None], (r, r, r, r), mode="reflect")
-    return F.conv2d(padded, k2.expand(3, 1, -1, -1), groups=3)[0]
-
-
-def jitter_op_ref(img: Tensor, op: int, factor: float) -> Tensor:
-    if op == 0:  # brightness: blend with black
-        return (factor * img).clamp(0, 1)
-    if op == 1:  # contrast: blend with the mean luma
-        return (factor * img + (1 - factor) * gray_ref(img).mean()).clamp(0, 1)
-    if op == 2:  # saturation: blend with the luma
-        return (factor * img + (1 - factor) * gray_ref(img)).clamp(0, 1)
-    return hue_ref(img, factor)
+# The colour and blur formulas are the shared originals of ``benchmarks/references.py``.
+gray_ref = references.gray
+hue_ref = references.adjust_hue
+jitter_op_ref = references.jitter_op
+blur_ref = references.gaussian_blur
 
 
 def augment_ref(img: Tensor, aug: Augmentation, p: AugmentationParams, i: int) -> Tensor:

