@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
 import torch
@@ -47,3 +47,16 @@ def first_order_only(what: str, instead: str) -> Callable[[_Backward], _Backward
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def drop_gradients_while_frozen(step: int, freeze_steps: int, params: Iterable[Tensor]) -> bool:
+    """Set the ``.grad`` of ``params`` to ``None`` if ``step < freeze_steps``; whether it did.
+
+    The one rule behind ``cancel_gradients_`` of the layers frozen for the first steps
+    (SwAV's prototypes, DINO's last layer); ``step`` is validated by the caller.
+    """
+    if step >= freeze_steps:
+        return False
+    for p in params:
+        p.grad = None
+    return True

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
 from sslosses import distributed
+from sslosses._autograd import drop_gradients_while_frozen
 from sslosses._validation import (
     check_bool,
     check_non_negative_int,
@@ -544,11 +545,7 @@ class DINOHead(nn.Module):
             ValueError: if ``step < 0``.
         """
         step = check_non_negative_int("step", step)
-        if step < self.freeze_steps:
-            for p in self.last_layer.parameters():
-                p.grad = None
-            return True
-        return False
+        return drop_gradients_while_frozen(step, self.freeze_steps, self.last_layer.parameters())
 
     def extra_repr(self) -> str:
         return (

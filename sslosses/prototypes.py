@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslosses._autograd import drop_gradients_while_frozen
 from sslosses._validation import (
     check_non_negative_int,
     check_positive_int,
@@ -147,10 +148,7 @@ class SwAVPrototypes(nn.Module):
             ValueError: if ``step < 0``.
         """
         step = check_non_negative_int("step", step)
-        if step < self.freeze_steps:
-            self.weight.grad = None
-            return True
-        return False
+        return drop_gradients_while_frozen(step, self.freeze_steps, [self.weight])
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_prototypes={self.n_prototypes}, freeze_steps={self.freeze_steps}"
