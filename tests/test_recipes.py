@@ -20,7 +20,17 @@ from torch import nn
 import sslosses
 
 RECIPES = Path(__file__).resolve().parents[1] / "docs" / "recipes"
-NAMES = ["simclr", "moco_v2", "moco_v3", "byol", "simsiam", "swav", "barlow_twins", "dino"]
+NAMES = [
+    "simclr",
+    "moco_v2",
+    "moco_v3",
+    "byol",
+    "simsiam",
+    "swav",
+    "barlow_twins",
+    "dino",
+    "vicreg",
+]
 FEATURES = 16
 N = 8
 
@@ -61,6 +71,7 @@ SMALL: dict[str, dict[str, object]] = {
         "freeze_prototypes_steps": 1,
     },
     "barlow_twins": {"image_size": 24, "projector": "64-64-64"},
+    "vicreg": {"image_size": 24, "mlp": "64-64-64", "lr": 0.05},
     "dino": {
         "global_size": 24,
         "local_size": 12,
@@ -166,3 +177,14 @@ def test_dino_teacher_sees_global_crops_and_center_updates_explicitly() -> None:
     recipe.step(_images(1))  # step 1: the last layer trains
     assert any(not torch.equal(a, b) for a, b in zip(frozen, last.parameters(), strict=True))
     assert math.isfinite(recipe.step(_images(2)).item())
+
+
+def test_vicreg_recipe_keeps_the_three_terms_of_its_loss() -> None:
+    module = _load("vicreg")
+    recipe = module.Recipe(_backbone(), module.Config(feature_dim=FEATURES, **SMALL["vicreg"]))
+    loss = recipe.step(_images(0))
+    terms = recipe.last_terms
+    assert terms is not None
+    weighted = 25.0 * terms.invariance + 25.0 * terms.variance + 1.0 * terms.covariance
+    torch.testing.assert_close(loss, weighted.detach())
+    assert min(terms.invariance.item(), terms.variance.item(), terms.covariance.item()) >= 0
