@@ -4,15 +4,16 @@ Both losses run on one off-diagonal primitive with one rule; ``--loss vicreg`` m
 (the whole loss; its covariance term is where the algorithms differ) against the official
 ``main_vicreg.py`` formulation instead of Barlow Twins against ``main.py``.
 
-For every case ``(N, D)`` and method, a fresh subprocess (one CPU thread, float32) builds
-``z_a, z_b`` with ``requires_grad``, runs forward + backward once at a tiny shape (code
-warm-up), then once at full size while reading ``ru_maxrss`` before and after: the difference
-is the *extra peak memory* of the loss (normalized views, cross-correlation or Gram matrices,
-temporaries and the input gradients). Time is measured in one more subprocess per case, with
-the methods interleaved round by round (one warm-up pass each, then ``--reps`` rounds; the
-median per method); it is the CPU time of the single-threaded process (``time.process_time``:
-user + system, page faults included), which other load on a shared machine disturbs far less
-than wall-clock time.
+Measured with the harness of ``speed.py`` (``benchmarks/harness.py``). For every case
+``(N, D)`` and method, a fresh subprocess (one CPU thread, float32) builds ``z_a, z_b`` with
+``requires_grad``, runs every method forward + backward once at a tiny shape (code warm-up),
+then the method once at full size: the peak resident set size during the call minus the one
+after setup is the *extra peak memory* of the loss (normalized views, cross-correlation or
+Gram matrices, temporaries and the input gradients). Time is measured in one more subprocess
+per case: wall-clock (``time.perf_counter``) forward + backward, the methods round-robin after
+warm-up, at least ``--reps`` runs each (more for short calls, up to 25 or about 2 s per
+method), the median per method; a method whose first call takes over ``--slow`` seconds is
+timed by that call alone.
 
 Methods: ``official`` is facebookresearch/barlowtwins ``main.py`` as written there
 (``BatchNorm1d(affine=False)``, ``c = bn(z1).T @ bn(z2)``, ``c.div_(N)``, in-place
@@ -28,22 +29,26 @@ Usage::
 
 from __future__ import annotations
 
+import os
+
+os.environ["OMP_NUM_THREADS"] = "1"  # before torch is imported, as in speed.py
+
 import argparse
 import json
-import os
-import platform
-import resource
-import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import harness
 import references
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sslosses.barlow_twins import select_algorithm
+from sslosses.functional import barlow_twins_loss, vicreg_loss
+
 METHODS = ("official", "dense", "gram", "fused")
 # The D = 1024 sweep over N/D locates the gram crossover; the last three are the project's
 # performance targets.
@@ -60,86 +65,76 @@ FULL_CASES = [
 ]
 QUICK_CASES = [(64, 512), (256, 512), (1024, 256)]
 LAMBD = 0.0051
-LOSS = os.environ.get("SSLOSSES_AUTO_RULE_LOSS", "barlow")  # passed on to the subprocesses
+CPU = torch.device("cpu")
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _official(d: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The official formulation (``references.py``), built once per case as the official code."""
-    if LOSS == "vicreg":
-        return references.vicreg
-    return references.BarlowTwins(d, lambd=LAMBD)
-
-
-def _method(name: str, d: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _loss_fn(loss: str, name: str, d: int) -> Loss:
+    """The official formulation (``references.py``, built once per case as the official code
+    does) or an sslosses algorithm."""
+    alg: Any = name
     if name == "official":
-        return _official(d)
-    sys.path.insert(0, str(ROOT))
-    from sslosses.barlow_twins import barlow_twins_loss
-    from sslosses.vicreg import vicreg_loss
-
-    if LOSS == "vicreg":
-        return lambda z1, z2: vicreg_loss(z1, z2, algorithm=name)  # type: ignore[arg-type]
-
-    def loss(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-        return barlow_twins_loss(z1, z2, lambd=LAMBD, algorithm=name)  # type: ignore[arg-type]
-
-    return loss
+        return references.vicreg if loss == "vicreg" else references.BarlowTwins(d, lambd=LAMBD)
+    if loss == "vicreg":
+        return lambda z1, z2: vicreg_loss(z1, z2, algorithm=alg)
+    return lambda z1, z2: barlow_twins_loss(z1, z2, lambd=LAMBD, algorithm=alg)
 
 
-def _inputs(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(0)
-    z1 = torch.randn(n, d, generator=gen).requires_grad_()
-    z2 = (z1.detach() + 0.5 * torch.randn(n, d, generator=gen)).requires_grad_()
-    return z1, z2
+def _case(loss: str, n: int, d: int) -> harness.Case:
+    """One shape, every method, as a harness case (the inputs: a correlated pair)."""
+
+    def setup(device: torch.device) -> harness.Inputs:
+        gen = torch.Generator().manual_seed(0)
+        z1 = torch.randn(n, d, generator=gen)
+        z2 = z1 + 0.5 * torch.randn(n, d, generator=gen)
+        return {"z1": z1.to(device).requires_grad_(), "z2": z2.to(device).requires_grad_()}
+
+    def prepare(name: str) -> Callable[[harness.Inputs], harness.Prepared]:
+        def run(inputs: harness.Inputs) -> harness.Prepared:
+            fn = _loss_fn(loss, name, d)
+            z1, z2 = inputs["z1"], inputs["z2"]
+            return harness.Prepared(lambda: fn(z1, z2), [z1, z2])
+
+        return run
+
+    impls = tuple(
+        harness.Impl(m, m, "baseline" if m == "official" else "sslosses", prepare(m))
+        for m in METHODS
+    )
+    return harness.Case(loss, f"{n}x{d}", f"N={n} D={d}", setup, impls, "official")
 
 
-def _step(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n: int, d: int) -> float:
-    """CPU seconds of one forward + backward on fresh inputs."""
-    z1, z2 = _inputs(n, d)
-    start = time.process_time()
-    fn(z1, z2).backward()
-    return time.process_time() - start
-
-
-def child_memory(name: str, n: int, d: int) -> None:
+def child_memory(loss: str, name: str, n: int, d: int) -> None:
     """Extra peak RSS of one forward + backward, in this fresh process; print one JSON line."""
     torch.set_num_threads(1)
-    _step(_method(name, 32), 16, 32)  # load the code paths at a tiny shape
-    fn = _method(name, d)
-    z1, z2 = _inputs(n, d)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    fn(z1, z2).backward()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-    print(json.dumps({"extra_mib": peak_kib / 1024}))
+    case = _case(loss, n, d)
+    impl = next(i for i in case.impls if i.key == name)
+    res = harness.measure_memory_here(case, impl, CPU, warmup=[_case(loss, 16, 32)])
+    print(json.dumps({"extra_mib": res["peak_extra_mb"], "method": res["method"]}))
 
 
-def child_time(n: int, d: int, reps: int, slow: float) -> None:
-    """Median CPU time of every method on one case; print one JSON line.
-
-    The methods run interleaved, round by round, so that slow drifts of the machine's load hit
-    them alike. After one warm-up pass each, ``reps`` rounds follow; a method whose warm-up took
-    over ``slow`` seconds is timed in the first round only, and short cases get extra rounds
-    (up to 25, about 2 s per method).
-    """
+def child_time(loss: str, n: int, d: int, reps: int, slow: float) -> None:
+    """Median wall-clock seconds of every method on one case; print one JSON line."""
     torch.set_num_threads(1)
-    fns = {m: _method(m, d) for m in METHODS}
-    first = {m: _step(fn, n, d) for m, fn in fns.items()}  # warm-up
-    timed = [t for t in first.values() if t <= slow]
-    if timed and max(timed) * reps < 2.0:
-        reps = min(25, max(reps, int(2.0 / max(max(timed), 1e-3))))
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
-    for r in range(reps):
-        for m in METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]:
-            if r == 0 or first[m] <= slow:
-                times[m].append(_step(fns[m], n, d))
-    print(json.dumps({m: statistics.median(t) for m, t in times.items()}))
+    case = _case(loss, n, d)
+    inputs = case.setup(CPU)
+    prepared = {impl.key: impl.prepare(inputs) for impl in case.impls}
+    timings = harness.time_impls(
+        prepared,
+        backward=True,
+        device=CPU,
+        repeats=max(25, reps),
+        budget_s=2.0,
+        min_repeats=reps,
+        once_above_s=slow,
+    )
+    print(json.dumps({m: t.total_ms / 1e3 for m, t in timings.items()}))
 
 
 def _run_child(*args: object) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", *map(str, args)]
-    env = dict(os.environ, OMP_NUM_THREADS="1", SSLOSSES_AUTO_RULE_LOSS=LOSS)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result = harness.run_json_child([sys.executable, __file__, "--child", *map(str, args)])
+    if "error" in result:
+        raise RuntimeError(f"barlow_auto_rule child {args}: {result['error']}")
     return result
 
 
@@ -152,37 +147,38 @@ def main() -> None:
     parser.add_argument("--slow", type=float, default=40.0, help="time once above this")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child and args.child[0] == "memory":
-        child_memory(args.child[1], int(args.child[2]), int(args.child[3]))
+    if args.child and args.child[1] == "memory":
+        loss, _, name, n, d = args.child
+        child_memory(loss, name, int(n), int(d))
         return
     if args.child:
-        n, d, reps, slow = args.child[1:]
-        child_time(int(n), int(d), int(reps), float(slow))
+        loss, _, n, d, reps, slow = args.child
+        child_time(loss, int(n), int(d), int(reps), float(slow))
         return
 
-    global LOSS
-    LOSS = args.loss
-    sys.path.insert(0, str(ROOT))
-    from sslosses.barlow_twins import select_algorithm
-
+    loss = args.loss
     cases = QUICK_CASES if args.quick else FULL_CASES
     if args.cases:
         cases = [(n, d) for n, d in cases if d == int(args.cases)]
+    torch.set_num_threads(1)
     print(
-        f"# {'VICReg' if LOSS == 'vicreg' else 'Barlow Twins'} forward+backward, CPU float32, "
-        f"1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}"
-        + ("" if LOSS == "vicreg" else f", lambd={LAMBD}")
+        f"# {'VICReg' if loss == 'vicreg' else 'Barlow Twins'} forward+backward, CPU float32, "
+        f"1 thread, {harness.environment_line(harness.machine_info(CPU))}"
+        + ("" if loss == "vicreg" else f", lambd={LAMBD}")
     )
-    print("# time: median CPU seconds; mem: extra peak RSS in MiB (ru_maxrss, fresh process)")
+    print(
+        "# time: median wall-clock seconds (perf_counter); mem: extra peak RSS in MiB "
+        "(peak minus after setup, fresh process)"
+    )
     header = f"{'N':>6} {'D':>6} {'N/D':>6} {'auto':>6}"
     for m in METHODS:
         header += f" | {m + ' s':>11} {m + ' MiB':>12}"
     header += " | auto speedup  mem ratio"
     print(header)
     for n, d in cases:
-        mem = {m: _run_child("memory", m, n, d)["extra_mib"] for m in METHODS}
-        sec = _run_child("time", n, d, args.reps, args.slow)
-        auto = select_algorithm(n, d, symmetric=LOSS == "vicreg")
+        mem = {m: _run_child(loss, "memory", m, n, d)["extra_mib"] for m in METHODS}
+        sec = _run_child(loss, "time", n, d, args.reps, args.slow)
+        auto = select_algorithm(n, d, symmetric=loss == "vicreg")
         line = f"{n:>6} {d:>6} {n / d:>6.3g} {auto:>6}"
         for m in METHODS:
             line += f" | {sec[m]:>11.4g} {mem[m]:>12.1f}"

@@ -2,9 +2,9 @@
 
 For each shape, forward + backward of the plain path (``chunk_size=None``), of what ``"auto"``
 picks, and of fixed block sizes run round-robin on the same float32 inputs (one CPU thread,
-one warm-up round, then ``--reps`` rounds; the median per variant). Time is the CPU time of
-this single-threaded process (``time.process_time``), which other load on a shared machine
-disturbs less than wall-clock time. Ratios are variant / plain (< 1 is faster).
+after warm-up ``--reps`` rounds; the median per variant), timed by the harness of ``speed.py``
+(``benchmarks/harness.py``: wall-clock ``time.perf_counter``). Ratios are variant / plain
+(< 1 is faster).
 
 Usage::
 
@@ -19,13 +19,11 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
+import harness
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,21 +46,17 @@ def _cases(quick: bool) -> list[tuple[str, int, int, int]]:
     return ntxent + moco
 
 
-def _step(loss: str, n: int, k: int, d: int, chunk: ChunkSize) -> Callable[[], None]:
+def _prepared(loss: str, n: int, k: int, d: int, chunk: ChunkSize) -> harness.Prepared:
+    """One variant on its own float32 inputs (the same seed for every variant)."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, d, generator=gen, requires_grad=True)
     b = torch.randn(n, d, generator=gen, requires_grad=loss == "nt_xent")
     u = torch.nn.functional.normalize(torch.randn(k, d, generator=gen), dim=1)
-
-    def step() -> None:
-        a.grad = b.grad = None
-        if loss == "nt_xent":
-            out = nt_xent(a, b, chunk_size=chunk)
-        else:
-            out = info_nce(a, b, negatives=u, in_batch_negatives=False, chunk_size=chunk)
-        out.backward()
-
-    return step
+    if loss == "nt_xent":
+        return harness.Prepared(lambda: nt_xent(a, b, chunk_size=chunk), [a, b])
+    return harness.Prepared(
+        lambda: info_nce(a, b, negatives=u, in_batch_negatives=False, chunk_size=chunk), [a]
+    )
 
 
 def _shape(loss: str, n: int, k: int) -> tuple[int, int]:
@@ -76,43 +70,44 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chunk_auto_rule.md")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    lines = [
-        "| loss | N | K | logits (rows x cols) | plain ms | auto picks | auto / plain | "
-        + " | ".join(f"{c} / plain" for c in FIXED)
-        + " |",
-        "|---|---:|---:|---|---:|---|---:|" + "---:|" * len(FIXED),
-    ]
+    cpu = torch.device("cpu")
+    info = harness.machine_info(cpu)
+    header = ["loss", "N", "K", "logits (rows x cols)", "plain ms", "auto picks", "auto / plain"]
+    header += [f"{c} / plain" for c in FIXED]
+    body: list[list[str]] = []
     for loss, n, k, d in _cases(args.quick):
         rows, cols = _shape(loss, n, k)
         picked = resolve_chunk_size("auto", rows, cols, torch.device("cpu"))
         variants: dict[str, ChunkSize] = {"plain": None, "auto": "auto"}
         variants.update({str(c): c for c in FIXED if c < rows})
-        steps = {name: _step(loss, n, k, d, chunk) for name, chunk in variants.items()}
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for rep in range(args.reps + 1):
-            for name, step in steps.items():
-                start = time.process_time()
-                step()
-                if rep:  # round 0 warms up
-                    times[name].append(time.process_time() - start)
-        med = {name: statistics.median(ts) for name, ts in times.items()}
+        prepared = {name: _prepared(loss, n, k, d, chunk) for name, chunk in variants.items()}
+        timings = harness.time_impls(
+            prepared,
+            backward=True,
+            device=cpu,
+            repeats=args.reps,
+            budget_s=0.0,  # exactly --reps runs
+            min_repeats=args.reps,
+        )
+        med = {name: t.total_ms for name, t in timings.items()}
         ratio = {name: f"{med[name] / med['plain']:.2f}x" for name in med}
-        fixed = " | ".join(ratio.get(str(c), "-") for c in FIXED)
-        line = (
-            f"| {loss} | {n} | {k or '-'} | {rows} x {cols} | {med['plain'] * 1e3:.1f} | "
-            f"{picked or 'plain'} | {ratio['auto']} | {fixed} |"
-        )
-        lines.append(line)
-        print(line, flush=True)
+        cells = [loss, str(n), str(k or "-"), f"{rows} x {cols}", f"{med['plain']:.1f}"]
+        cells += [str(picked or "plain"), ratio["auto"], *(ratio.get(str(c), "-") for c in FIXED)]
+        body.append(cells)
+        print("| " + " | ".join(cells) + " |", flush=True)
     if not args.quick:
-        header = (
-            "# chunk_size='auto' measurements\n\n"
+        table = harness.markdown_table(header, body, [False, *[True] * 4, False, *[True] * 4])
+        lines = [
+            "# chunk_size='auto' measurements",
+            "",
             "- Command: `OMP_NUM_THREADS=1 python benchmarks/chunk_auto_rule.py "
-            f"--reps {args.reps}`\n"
-            f"- torch {torch.__version__}, one CPU thread, float32, D=128, forward + backward, "
-            "CPU time, median; ratios < 1 are faster than the plain path\n\n"
-        )
-        args.out.write_text(header + "\n".join(lines) + "\n")
+            f"--reps {args.reps}`",
+            f"- {harness.environment_line(info)}; one CPU thread, float32, D=128, forward + "
+            "backward, wall-clock time, median; ratios < 1 are faster than the plain path",
+            "",
+            *table,
+        ]
+        args.out.write_text("\n".join(lines) + "\n")
         print(f"wrote {args.out}")
 
 

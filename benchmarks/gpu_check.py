@@ -49,7 +49,6 @@ if DRY_RUN:  # before Triton is imported: the kernels then run on CPU tensors
 import argparse
 import contextlib
 import importlib.util
-import json
 import math
 import re
 import statistics
@@ -68,10 +67,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-import speed
+import cases
+import harness
 
 import sslosses
 import sslosses.functional as SF
+from sslosses.kernels import offdiag_torch, offdiag_triton
 
 SECTIONS = ("correctness", "timing", "training")
 DTYPES = ("float32", "bfloat16", "float16", "autocast")
@@ -134,22 +135,15 @@ class Kernels:
 
 
 def kernels() -> Kernels:
-    try:  # the off-diagonal kernels shared by Barlow Twins and VICReg
-        from sslosses.kernels import offdiag_torch, offdiag_triton
+    """The off-diagonal kernels shared by Barlow Twins and VICReg (private: checked directly)."""
 
-        def triton_loss(A: Tensor, B: Tensor, lambd: float, *rest: Any) -> Tensor:
-            return offdiag_triton.triton_loss(A, B, A.shape[0], 1.0, lambd, *rest)
+    def triton_loss(A: Tensor, B: Tensor, lambd: float, *rest: Any) -> Tensor:
+        return offdiag_triton.triton_loss(A, B, A.shape[0], 1.0, lambd, *rest)
 
-        def dense_loss(A: Tensor, B: Tensor, lambd: float, start: int, stop: int) -> Tensor:
-            return offdiag_torch.dense_loss(A, B, A.shape[0], 1.0, lambd, start, stop)
+    def dense_loss(A: Tensor, B: Tensor, lambd: float, start: int, stop: int) -> Tensor:
+        return offdiag_torch.dense_loss(A, B, A.shape[0], 1.0, lambd, start, stop)
 
-        return Kernels(offdiag_triton, triton_loss, dense_loss)
-    except ImportError:  # Barlow Twins' own kernels
-        from sslosses.kernels import barlow_twins_torch, barlow_twins_triton
-
-        return Kernels(
-            barlow_twins_triton, barlow_twins_triton.triton_loss, barlow_twins_torch.dense_loss
-        )
+    return Kernels(offdiag_triton, triton_loss, dense_loss)
 
 
 def _rel(x: Tensor, ref: Tensor) -> float:
@@ -158,11 +152,6 @@ def _rel(x: Tensor, ref: Tensor) -> float:
     scale = ref.abs().max().item()
     err = (x - ref).abs().max().item()
     return err / scale if scale > 0 else err
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -215,11 +204,7 @@ def _scores(shape: tuple[int, ...], gen: torch.Generator) -> Inputs:
 
 
 def loss_checks() -> list[LossCheck]:
-    """The losses the correctness section runs: one entry per loss.
-
-    A new loss is one more entry. VICReg and DINO are added here when ``sslosses.functional``
-    has them (their own branches add the functions), with the signatures of DESIGN.md.
-    """
+    """The losses the correctness section runs: one entry per loss (a new loss is one more)."""
     checks = [
         LossCheck(
             "barlow_twins",
@@ -277,33 +262,25 @@ def loss_checks() -> list[LossCheck]:
             reference="default",
             n_grad=4,
         ),
+        LossCheck(
+            "vicreg",
+            lambda x, kw: SF.vicreg_loss(x[0], x[1], **kw),
+            _pair,
+            {"full": [(256, 2048), (2050, 520)], "dry": [(12, 40), (37, 21)]},
+            {a: {"algorithm": a} for a in ("dense", "gram", "fused", "auto")},
+            reference="dense",
+        ),
+        LossCheck(
+            "dino",
+            # student crops (all but the last input), teacher = the first two, a center
+            lambda x, kw: SF.dino_loss(x[:-1], x[:2], center=x[-1].mean(0), **kw),
+            _crop_scores,
+            {"full": [(5, 256, 4096)], "dry": [(5, 12, 20)]},
+            {"default": {"student_temperature": 0.1, "teacher_temperature": 0.04}},
+            reference="default",
+            n_grad=4,
+        ),
     ]
-    vicreg = getattr(SF, "vicreg_loss", None)
-    if vicreg is not None:
-        checks.append(
-            LossCheck(
-                "vicreg",
-                lambda x, kw: vicreg(x[0], x[1], **kw),
-                _pair,
-                {"full": [(256, 2048), (2050, 520)], "dry": [(12, 40), (37, 21)]},
-                {a: {"algorithm": a} for a in ("dense", "gram", "fused", "auto")},
-                reference="dense",
-            )
-        )
-    dino = getattr(SF, "dino_loss", None)
-    if dino is not None:
-        checks.append(
-            LossCheck(
-                "dino",
-                # student crops (all but the last input), teacher = the first two, a center
-                lambda x, kw: dino(x[:-1], x[:2], center=x[-1].mean(0), **kw),
-                _crop_scores,
-                {"full": [(5, 256, 4096)], "dry": [(5, 12, 20)]},
-                {"default": {"student_temperature": 0.1, "teacher_temperature": 0.04}},
-                reference="default",
-                n_grad=4,
-            )
-        )
     return checks
 
 
@@ -477,53 +454,18 @@ def check_transforms(ctx: Context) -> None:
 # --------------------------------------------------------------------------------------------
 # 2. Timing: the speed.py cases, and what the auto rules pick
 # --------------------------------------------------------------------------------------------
-def _time_call(prep: speed.Prepared, backward: bool, device: torch.device) -> tuple[float, float]:
-    """One call: (forward ms, backward ms), with CUDA events on CUDA."""
-    for leaf in prep.leaves:
-        leaf.grad = None
-    if device.type == "cuda":
-        start, mid, end = (torch.cuda.Event(enable_timing=True) for _ in range(3))
-        start.record()
-        out = prep.step()
-        mid.record()
-        if backward:
-            out.backward()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(mid), mid.elapsed_time(end)
-    t0 = time.perf_counter()
-    out = prep.step()
-    t1 = time.perf_counter()
-    if backward:
-        out.backward()
-    return 1e3 * (t1 - t0), 1e3 * (time.perf_counter() - t1)
-
-
-def _peak_mb(prep: speed.Prepared, backward: bool, device: torch.device) -> float | None:
-    """``max_memory_allocated`` during one call, above what was allocated before it."""
-    if device.type != "cuda":
-        return None
-    _sync(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    _time_call(prep, backward, device)
-    return (torch.cuda.max_memory_allocated(device) - before) / speed.MB
-
-
-def _barlow_rule(inputs: speed.Inputs, device: torch.device) -> str:
+def _barlow_rule(inputs: harness.Inputs, device: torch.device) -> str:
     n, d = inputs["z_a"].shape
-    return speed._barlow_auto_choice(n, d, device, torch.float32) or "?"
+    return cases.barlow_auto_choice(n, d)
 
 
 def _chunk_rule(rows: int, cols: int, device: torch.device) -> str:
-    from sslosses.functional import resolve_chunk_size
-
-    block = resolve_chunk_size("auto", rows, cols, device)
+    block = SF.resolve_chunk_size("auto", rows, cols, device)
     return "dense" if block is None else f"chunked ({block} rows)"
 
 
 # What each "auto" rule picks for a speed.py case's inputs (one entry per rule).
-AUTO_RULES: dict[str, Callable[[speed.Inputs, torch.device], str]] = {
+AUTO_RULES: dict[str, Callable[[harness.Inputs, torch.device], str]] = {
     "barlow": _barlow_rule,
     "ntxent": lambda x, dev: _chunk_rule(2 * x["z_a"].shape[0], 2 * x["z_a"].shape[0], dev),
     "infonce": lambda x, dev: _chunk_rule(x["q"].shape[0], 1 + x["queue_kd"].shape[0], dev),
@@ -531,8 +473,10 @@ AUTO_RULES: dict[str, Callable[[speed.Inputs, torch.device], str]] = {
 
 
 def check_timing(ctx: Context) -> None:
-    warmup, repeats = (1, 2) if ctx.dry_run else (3, 10)
-    for case in speed.build_cases(quick=ctx.dry_run):
+    """Each implementation alone (an out-of-memory one is skipped): ``harness.time_impls`` with
+    CUDA events, the median of up to 10 runs (3 for calls over 0.6 s; dry run: 2)."""
+    repeats = 2 if ctx.dry_run else 10
+    for case in cases.build_cases(quick=ctx.dry_run):
         inputs = case.setup(ctx.device)
         timings: dict[str, float] = {}
         for impl in case.impls:
@@ -541,26 +485,30 @@ def check_timing(ctx: Context) -> None:
             name = f"{case.id} {impl.key}"
             try:
                 prep = impl.prepare(inputs)
-                if ctx.device.type == "cuda" and impl.estimate > speed._available_bytes(ctx.device):
+                if ctx.device.type == "cuda" and impl.estimate > harness.available_bytes(
+                    ctx.device
+                ):
                     ctx.add(Result("timing", name, "skip", note="would not fit in memory"))
                     continue
-                first = _time_call(prep, case.backward, ctx.device)
-                calls = []
-                if sum(first) > 1e3 * speed.SLOW_CALL_S:  # its own warm-up, and fewer runs
-                    calls.append(first)
-                    n_runs, n_warm = 2, 0
-                else:
-                    n_runs, n_warm = repeats, warmup - 1
-                for i in range(n_warm + n_runs):
-                    fwd, bwd = _time_call(prep, case.backward, ctx.device)
-                    if i >= n_warm:
-                        calls.append((fwd, bwd))
-                peak = _peak_mb(prep, case.backward, ctx.device)
+                (timing,) = harness.time_impls(
+                    {impl.key: prep},
+                    backward=case.backward,
+                    device=ctx.device,
+                    repeats=repeats,
+                    budget_s=6.0,
+                    min_repeats=min(3, repeats),
+                    events=True,
+                ).values()
+                peak = (
+                    harness.cuda_peak_extra_mb(prep, case.backward, ctx.device)
+                    if ctx.device.type == "cuda"
+                    else None
+                )
             except Exception as exc:
                 if _is_oom(exc):
                     ctx.add(Result("timing", name, "skip", note="out of memory"))
                     continue
-                if isinstance(exc, ImportError) and impl.source in speed.OPTIONAL_SOURCES:
+                if isinstance(exc, ImportError) and impl.source in harness.OPTIONAL_SOURCES:
                     note = f"{impl.source} not importable here: {exc}"
                     ctx.add(Result("timing", name, "skip", note=note))
                     continue
@@ -568,17 +516,17 @@ def check_timing(ctx: Context) -> None:
                 continue
             finally:
                 _free(ctx.device)
-            total = statistics.median(f + b for f, b in calls)
+            total = timing.total_ms
             timings[impl.key] = total
             detail = {
                 "shape": case.shape,
                 "source": impl.source,
-                "forward_ms": statistics.median(f for f, _ in calls),
-                "backward_ms": statistics.median(b for _, b in calls) if case.backward else None,
+                "forward_ms": timing.forward_ms,
+                "backward_ms": timing.backward_ms,
                 "total_ms": total,
                 "peak_mb": peak,
-                "repeats": len(calls),
-                "warmup": 1 + n_warm if len(calls) == n_runs else n_warm,
+                "repeats": timing.repeats,
+                "warmup": timing.warmup,
             }
             mem = "" if peak is None else f", peak {peak:.1f} MB"
             ctx.add(Result("timing", name, "info", detail, f"{total:.3f} ms{mem}"))
@@ -597,7 +545,7 @@ def check_timing(ctx: Context) -> None:
         _free(ctx.device)
 
 
-def _baseline(case: speed.Case, key: str) -> bool:
+def _baseline(case: harness.Case, key: str) -> bool:
     return any(i.key == key and i.source != "sslosses" for i in case.impls)
 
 
@@ -680,7 +628,7 @@ def device_slug(device: torch.device) -> str:
 
 
 def machine(device: torch.device, dry_run: bool) -> dict[str, Any]:
-    info = speed.machine_info(device)
+    info = harness.machine_info(device)
     info.update(
         {
             "dry_run": dry_run,
@@ -770,8 +718,7 @@ def write_report(
     if sections != list(SECTIONS):  # a partial run does not overwrite another part's report
         name += "_" + "-".join(sections)
     stem = ctx.out / name
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=1, default=str) + "\n")
-    stem.with_suffix(".md").write_text(render_markdown(report))
+    harness.write_report(stem, report, render_markdown(report), indent=1)
     return counts, stem
 
 

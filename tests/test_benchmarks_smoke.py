@@ -1,4 +1,5 @@
-"""Smoke test of ``benchmarks/speed.py`` and honesty checks of ``benchmarks/baselines.py``.
+"""Smoke test of ``benchmarks/speed.py`` (its cases ``cases.py``, its harness ``harness.py``)
+and honesty checks of ``benchmarks/baselines.py``.
 
 Timings are never asserted. What is checked: every ``--quick`` case runs in-process for one
 repeat; each baseline computes the same value (and input gradient) as the sslosses function it
@@ -22,11 +23,13 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import baselines
+import cases
+import harness
 import references
 import speed
 
 CPU = torch.device("cpu")
-QUICK = speed.build_cases(quick=True)
+QUICK = cases.build_cases(quick=True)
 
 
 def _double(value: Any) -> Any:
@@ -44,7 +47,7 @@ def _double(value: Any) -> Any:
     return value
 
 
-def _outputs(case: speed.Case, impl: speed.Impl, inputs: speed.Inputs) -> list[Tensor]:
+def _outputs(case: harness.Case, impl: harness.Impl, inputs: harness.Inputs) -> list[Tensor]:
     """The value(s) of one call and, for losses, the gradients of the inputs."""
     prep = impl.prepare(inputs)
     for leaf in prep.leaves:
@@ -58,7 +61,7 @@ def _outputs(case: speed.Case, impl: speed.Impl, inputs: speed.Inputs) -> list[T
 
 
 @pytest.mark.parametrize("case", [c for c in QUICK if c.group != "multicrop"], ids=lambda c: c.id)
-def test_baselines_equal_sslosses(case: speed.Case) -> None:
+def test_baselines_equal_sslosses(case: harness.Case) -> None:
     inputs = _double(case.setup(CPU))
     if "queue_kd" in inputs:  # unit rows in float64: sslosses normalizes negatives, MoCo does not
         inputs["queue_kd"] = nn.functional.normalize(inputs["queue_kd"], dim=1)
@@ -81,7 +84,7 @@ def test_baselines_equal_sslosses(case: speed.Case) -> None:
 
 def _lightly_importable() -> bool:
     try:
-        speed._lightly("lightly.loss", "NTXentLoss")
+        cases.optional_import("lightly.loss", "NTXentLoss")
     except ImportError:
         return False
     return True
@@ -165,7 +168,7 @@ def test_quick_suite_runs_every_case() -> None:
         memory_limit=math.inf,
         log=lines.append,
     )
-    assert {r.group for r in rows} == set(speed.GROUPS)
+    assert {r.group for r in rows} == set(cases.GROUPS)
     for row in rows:
         if row.source in ("lightly", "torchvision", "kornia") and row.status == "unavailable":
             continue
@@ -185,22 +188,24 @@ def test_quick_suite_runs_every_case() -> None:
 def test_memory_measurement_sees_an_allocation() -> None:
     size = 32 * 2**20  # 128 MiB of float32
 
-    def setup(device: torch.device) -> speed.Inputs:
+    def setup(device: torch.device) -> harness.Inputs:
         return {}
 
-    def prepare(inputs: speed.Inputs) -> speed.Prepared:
-        return speed.Prepared(lambda: torch.ones(size).sum())
+    def prepare(inputs: harness.Inputs) -> harness.Prepared:
+        return harness.Prepared(lambda: torch.ones(size).sum())
 
-    impl = speed.Impl("alloc", "alloc", "baseline", prepare)
-    case = speed.Case("simsiam", "alloc", "alloc", setup, (impl,), "alloc", backward=False)
-    result = speed.measure_memory_here(case, impl, CPU)
+    impl = harness.Impl("alloc", "alloc", "baseline", prepare)
+    case = harness.Case("simsiam", "alloc", "alloc", setup, (impl,), "alloc", backward=False)
+    result = harness.measure_memory_here(case, impl, CPU)
     assert 120 <= result["peak_extra_mb"] <= 200
     assert "RSS" in result["method"] or "ru_maxrss" in result["method"]
 
 
 def test_memory_subprocess_reports_json() -> None:
     case = next(c for c in QUICK if c.group == "simsiam")
-    result = speed.measure_memory_subprocess(case, case.impls[0], quick=True, device=CPU)
+    result = harness.measure_memory_subprocess(
+        case, case.impls[0], script=speed.SCRIPT, quick=True, device=CPU
+    )
     assert "error" not in result, result
     assert 0 <= result["peak_extra_mb"] < 50
 

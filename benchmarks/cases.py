@@ -1,0 +1,941 @@
+"""The benchmark case catalogue: what ``benchmarks/speed.py`` measures, and its targets.
+
+Each case is one shape of one loss or component (a :class:`harness.Case`), with its
+implementations: sslosses (through its public API), the original repositories' formulations
+(``benchmarks/baselines.py``, built on ``benchmarks/references.py``) and lightly, torchvision
+or Kornia where they import. :func:`build_cases` lists the cases (the issue's shapes, or tiny
+ones for a smoke run); :func:`evaluate_targets` judges the project's targets on a run's rows.
+How they are timed and measured is ``benchmarks/harness.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import baselines
+import torch
+from harness import Case, Impl, Inputs, Prepared, Row, Targets
+from torch import Tensor, nn
+
+import sslosses
+import sslosses.functional as SF
+from sslosses.barlow_twins import select_algorithm
+from sslosses.transforms import swav_transform
+
+GROUPS = (
+    "barlow",
+    "vicreg",
+    "ntxent",
+    "infonce",
+    "swav",
+    "dino",
+    "byol",
+    "simsiam",
+    "ema",
+    "multicrop",
+)
+
+GROUP_TITLES = {
+    "barlow": "Barlow Twins",
+    "vicreg": "VICReg",
+    "ntxent": "NT-Xent (SimCLR)",
+    "infonce": "InfoNCE with a queue (MoCo v2)",
+    "swav": "SwAV",
+    "dino": "DINO",
+    "byol": "BYOL",
+    "simsiam": "SimSiam",
+    "ema": "EMA (target network update)",
+    "multicrop": "Multi-crop augmentation",
+}
+
+
+def _leaf(*shape: int, device: torch.device, gen: torch.Generator, scale: float = 1.0) -> Tensor:
+    x = torch.randn(*shape, generator=gen)
+    if scale != 1.0:
+        x.mul_(scale)
+    return x.to(device).requires_grad_(True)
+
+
+def optional_import(module: str, name: str | None = None) -> Any:
+    """``import_module(module)`` (or its attribute ``name``) from an optional package
+    (lightly, torchvision, Kornia), or ``ImportError`` when the package is absent or broken."""
+    package = module.split(".")[0]
+    if importlib.util.find_spec(package) is None:
+        raise ImportError(f"{package} is not installed")
+    try:
+        mod = importlib.import_module(module)
+        return mod if name is None else getattr(mod, name)
+    except Exception as exc:  # a broken optional install counts as absent
+        what = module if name is None else f"{module}.{name}"
+        raise ImportError(f"{what} failed to import: {exc!r}") from exc
+
+
+def _loss_step(fn: Callable[[], Tensor], inputs: Inputs, *names: str) -> Prepared:
+    return Prepared(step=fn, leaves=[inputs[n] for n in names])
+
+
+def _pair_setup(n: int, d: int) -> Callable[[torch.device], Inputs]:
+    """Two ``(N, D)`` embeddings ``z_a``, ``z_b`` that require grad (Barlow Twins, NT-Xent, ...)."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        return {
+            "z_a": _leaf(n, d, device=device, gen=gen),
+            "z_b": _leaf(n, d, device=device, gen=gen),
+        }
+
+    return setup
+
+
+# Barlow Twins --------------------------------------------------------------------------------
+
+
+def _barlow_official(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    loss = baselines.OfficialBarlowTwins(z_a.shape[1], lambd=0.0051)
+    loss = loss.to(device=z_a.device, dtype=z_a.dtype)
+    return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def _barlow_solo(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(
+        lambda: baselines.solo_learn_barlow_twins(z_a, z_b, lamb=0.0051, scale_loss=1.0),
+        inputs,
+        "z_a",
+        "z_b",
+    )
+
+
+def _barlow_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "BarlowTwinsLoss")(lambda_param=0.0051)
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def barlow_auto_choice(n: int, d: int) -> str:
+    """What ``algorithm="auto"`` of Barlow Twins runs for ``N = n``, ``D = d`` (any device)."""
+    return str(select_algorithm(n, d))
+
+
+def _barlow_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        alg: Any = algorithm
+        prep = _loss_step(
+            lambda: SF.barlow_twins_loss(z_a, z_b, lambd=0.0051, algorithm=alg),
+            inputs,
+            "z_a",
+            "z_b",
+        )
+        if algorithm == "auto":
+            prep.note = f"runs {barlow_auto_choice(z_a.shape[0], z_a.shape[1])}"
+        return prep
+
+    return prepare
+
+
+def _barlow_case(
+    n: int,
+    d: int,
+    algorithms: Sequence[str],
+    *,
+    device: torch.device | None = None,
+    solo: bool = True,
+    min_repeats: int = 3,
+) -> Case:
+    """Baselines, ``"auto"`` and the explicit ``algorithms``.
+
+    With a ``device``, the explicit algorithm that ``"auto"`` picks there is left out (it would
+    time the same code twice).
+    """
+    dd = 4.0 * d * d  # one D x D float32 matrix
+    impls = [
+        Impl(
+            "official", "official main.py (baseline)", "baseline", _barlow_official, estimate=4 * dd
+        )
+    ]
+    if solo:
+        impls.append(
+            Impl("solo-learn", "solo-learn barlow.py", "baseline", _barlow_solo, estimate=12 * dd)
+        )
+    impls.append(
+        Impl("lightly", "lightly BarlowTwinsLoss", "lightly", _barlow_lightly, estimate=6 * dd)
+    )
+    impls.append(Impl("auto", "sslosses auto", "sslosses", _barlow_ours("auto"), estimate=4 * dd))
+    choice = None if device is None else barlow_auto_choice(n, d)
+    for alg in algorithms:
+        if alg != choice:
+            impls.append(
+                Impl(alg, f"sslosses {alg}", "sslosses", _barlow_ours(alg), estimate=4 * dd)
+            )
+    return Case(
+        "barlow",
+        f"{n}x{d}",
+        f"N={n} D={d}",
+        _pair_setup(n, d),
+        tuple(impls),
+        "official",
+        min_repeats=min_repeats,
+    )
+
+
+# VICReg -------------------------------------------------------------------------------------
+def _vicreg_official(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: baselines.official_vicreg(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def _vicreg_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "VICRegLoss")()
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def _vicreg_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        alg: Any = algorithm
+        prep = _loss_step(lambda: SF.vicreg_loss(z_a, z_b, algorithm=alg), inputs, "z_a", "z_b")
+        if algorithm == "auto":
+            prep.note = f"runs {_vicreg_auto_choice(z_a.shape[0], z_a.shape[1])}"
+        return prep
+
+    return prepare
+
+
+def _vicreg_auto_choice(n: int, d: int) -> str:
+    """What ``algorithm="auto"`` of VICReg runs for ``N = n``, ``D = d`` (any device)."""
+    return str(select_algorithm(n, d, symmetric=True))
+
+
+def _vicreg_case(
+    n: int,
+    d: int,
+    algorithms: Sequence[str],
+    *,
+    device: torch.device | None = None,
+    min_repeats: int = 3,
+) -> Case:
+    """The official formulation, lightly (where importable), ``"auto"`` and ``algorithms``.
+
+    VICReg's covariance term uses the rule and kernels of Barlow Twins (one shared primitive).
+    With a ``device``, the explicit algorithm that ``"auto"`` picks is left out.
+    """
+    dd = 4.0 * d * d  # one D x D float32 matrix
+    impls = [
+        Impl("official", "official main_vicreg.py", "baseline", _vicreg_official, estimate=8 * dd),
+        Impl("lightly", "lightly VICRegLoss", "lightly", _vicreg_lightly, estimate=8 * dd),
+        Impl("auto", "sslosses auto", "sslosses", _vicreg_ours("auto"), estimate=8 * dd),
+    ]
+    choice = None if device is None else _vicreg_auto_choice(n, d)
+    for alg in algorithms:
+        if alg != choice:
+            impls.append(
+                Impl(alg, f"sslosses {alg}", "sslosses", _vicreg_ours(alg), estimate=8 * dd)
+            )
+    return Case(
+        "vicreg",
+        f"{n}x{d}",
+        f"N={n} D={d}",
+        _pair_setup(n, d),
+        tuple(impls),
+        "official",
+        min_repeats=min_repeats,
+    )
+
+
+# NT-Xent ------------------------------------------------------------------------------------
+def _ntxent_plain(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(
+        lambda: baselines.plain_nt_xent(z_a, z_b, temperature=0.1), inputs, "z_a", "z_b"
+    )
+
+
+def _ntxent_simclr(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(
+        lambda: baselines.simclr_nt_xent(z_a, z_b, temperature=0.1), inputs, "z_a", "z_b"
+    )
+
+
+def _ntxent_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "NTXentLoss")(temperature=0.1)
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def _ntxent_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        chunk: Any = chunk_size
+        prep = _loss_step(
+            lambda: SF.nt_xent(z_a, z_b, temperature=0.1, chunk_size=chunk), inputs, "z_a", "z_b"
+        )
+        if chunk_size == "auto":
+            rows = 2 * z_a.shape[0]
+            prep.note = f"runs {chunk_auto_choice(rows, rows, z_a.device)}"
+        return prep
+
+    return prepare
+
+
+def chunk_auto_choice(rows: int, cols: int, device: torch.device) -> str:
+    """What ``chunk_size="auto"`` runs for these logits: ``"plain"`` or ``"chunk_size=<b>"``."""
+    picked = SF.resolve_chunk_size("auto", rows, cols, device)
+    return "plain" if picked is None else f"chunk_size={picked}"
+
+
+def _ntxent_auto_estimate(n: int) -> float:
+    """Extra bytes of ``chunk_size="auto"`` under the CPU rule (for skipping what cannot fit)."""
+    picked = chunk_auto_choice(2 * n, 2 * n, torch.device("cpu"))
+    block = int(picked.split("=")[1]) if picked.startswith("chunk_size=") else 2 * n
+    return 4 * 4.0 * block * 2 * n
+
+
+def _ntxent_case(n: int, d: int, chunk_size: int, *, simclr: bool = True) -> Case:
+    full = 4.0 * (2 * n) ** 2  # one (2N, 2N) float32 matrix
+    impls = [
+        Impl(
+            "plain", "plain 2Nx2N logits (baseline)", "baseline", _ntxent_plain, estimate=5 * full
+        ),
+        Impl("simclr", "SimCLR 4-block logits", "baseline", _ntxent_simclr, estimate=5 * full),
+        Impl("lightly", "lightly NTXentLoss", "lightly", _ntxent_lightly, estimate=6 * full),
+        Impl(
+            "dense", "sslosses chunk_size=None", "sslosses", _ntxent_ours(None), estimate=4 * full
+        ),
+        Impl(
+            "auto",
+            'sslosses chunk_size="auto"',
+            "sslosses",
+            _ntxent_ours("auto"),
+            estimate=_ntxent_auto_estimate(n),
+        ),
+        Impl(
+            "chunked",
+            f"sslosses chunk_size={chunk_size}",
+            "sslosses",
+            _ntxent_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * 2 * n,
+        ),
+    ]
+    if not simclr:
+        impls = [i for i in impls if i.key != "simclr"]
+    return Case("ntxent", str(n), f"N={n} D={d}", _pair_setup(n, d), tuple(impls), "plain")
+
+
+# InfoNCE with a queue -----------------------------------------------------------------------
+def _infonce_setup(n: int, d: int, k: int) -> Callable[[torch.device], Inputs]:
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        queue = torch.nn.functional.normalize(torch.randn(k, d, generator=gen), dim=1).to(device)
+        return {
+            "q": _leaf(n, d, device=device, gen=gen),
+            # keys come from the momentum encoder: no gradient (as in MoCo)
+            "k": torch.randn(n, d, generator=gen).to(device),
+            "queue_kd": queue,  # sslosses / MoCoQueue layout (K, D)
+            "queue_dk": queue.t().contiguous(),  # the official buffer layout (D, K)
+        }
+
+    return setup
+
+
+def _infonce_moco(inputs: Inputs) -> Prepared:
+    q, k, queue = inputs["q"], inputs["k"], inputs["queue_dk"]
+    return _loss_step(lambda: baselines.moco_info_nce(q, k, queue, temperature=0.2), inputs, "q")
+
+
+def _infonce_ours(chunk_size: int | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        q, k, queue = inputs["q"], inputs["k"], inputs["queue_kd"]
+        return _loss_step(
+            lambda: SF.info_nce(
+                q,
+                k,
+                negatives=queue,
+                temperature=0.2,
+                in_batch_negatives=False,
+                chunk_size=chunk_size,
+            ),
+            inputs,
+            "q",
+        )
+
+    return prepare
+
+
+def _infonce_case(n: int, d: int, k: int, chunk_size: int) -> Case:
+    logits = 4.0 * n * (k + 1)
+    impls = (
+        Impl("moco", "MoCo l_pos/l_neg (baseline)", "baseline", _infonce_moco, estimate=6 * logits),
+        Impl(
+            "dense",
+            "sslosses chunk_size=None",
+            "sslosses",
+            _infonce_ours(None),
+            estimate=5 * logits,
+        ),
+        Impl("chunked", f"sslosses chunk_size={chunk_size}", "sslosses", _infonce_ours(chunk_size)),
+    )
+    return Case("infonce", f"{n}x{k}", f"N={n} D={d} K={k}", _infonce_setup(n, d, k), impls, "moco")
+
+
+# SwAV ---------------------------------------------------------------------------------------
+def _swav_setup(n: int, k: int, crops: int) -> Callable[[torch.device], Inputs]:
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        scores = [
+            torch.nn.functional.normalize(torch.randn(n, k, generator=gen), dim=1)
+            .to(device)
+            .requires_grad_(True)
+            for _ in range(crops)
+        ]
+        return {"scores": scores}
+
+    return setup
+
+
+def _swav_official(inputs: Inputs) -> Prepared:
+    scores = inputs["scores"]
+    return Prepared(lambda: baselines.swav_loss(scores), list(scores))
+
+
+def _swav_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "SwaVLoss")(
+        temperature=0.1, sinkhorn_iterations=3, sinkhorn_epsilon=0.05
+    )
+    scores = inputs["scores"]
+    # lightly returns shape (1,); reshape to the 0-d loss the other implementations return
+    return Prepared(lambda: loss(scores[:2], scores[2:]).reshape(()), list(scores))
+
+
+def _swav_ours(inputs: Inputs) -> Prepared:
+    scores = inputs["scores"]
+    return Prepared(lambda: SF.swav_loss(scores), list(scores))
+
+
+def _swav_case(n: int, k: int, crops: int) -> Case:
+    impls = (
+        Impl("official", "official main_swav.py (baseline)", "baseline", _swav_official),
+        Impl("lightly", "lightly SwaVLoss", "lightly", _swav_lightly),
+        Impl("sslosses", "sslosses swav_loss", "sslosses", _swav_ours),
+    )
+    return Case(
+        "swav",
+        f"{n}x{k}x{crops}",
+        f"N={n} K={k} V={crops}",
+        _swav_setup(n, k, crops),
+        impls,
+        "official",
+    )
+
+
+# DINO ---------------------------------------------------------------------------------------
+def _dino_setup(n: int, k: int, local: int) -> Callable[[torch.device], Inputs]:
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        student = [
+            torch.randn(n, k, generator=gen).to(device).requires_grad_(True)
+            for _ in range(2 + local)
+        ]
+        teacher = [torch.randn(n, k, generator=gen).to(device) for _ in range(2)]
+        center = 0.1 * torch.randn(k, generator=gen).to(device)
+        return {"student": student, "teacher": teacher, "center": center}
+
+    return setup
+
+
+def _dino_official(inputs: Inputs) -> Prepared:
+    student, teacher, center = inputs["student"], inputs["teacher"], inputs["center"]
+    # the original takes the crops concatenated; the concatenation is part of its cost
+    return Prepared(
+        lambda: baselines.dino_loss(
+            torch.cat(student), torch.cat(teacher), center[None], ncrops=len(student)
+        ),
+        list(student),
+    )
+
+
+def _dino_ours(inputs: Inputs) -> Prepared:
+    student, teacher, center = inputs["student"], inputs["teacher"], inputs["center"]
+    return Prepared(lambda: SF.dino_loss(student, teacher, center=center), list(student))
+
+
+def _dino_case(n: int, k: int, local: int) -> Case:
+    impls = (
+        Impl("official", "official main_dino.py DINOLoss (baseline)", "baseline", _dino_official),
+        Impl("sslosses", "sslosses dino_loss", "sslosses", _dino_ours),
+    )
+    return Case(
+        "dino",
+        f"{n}x{k}x2+{local}",
+        f"N={n} K={k} V=2+{local}",
+        _dino_setup(n, k, local),
+        impls,
+        "official",
+    )
+
+
+# BYOL and SimSiam ---------------------------------------------------------------------------
+def _pair_loss_case(
+    group: str,
+    n: int,
+    d: int,
+    baseline: tuple[str, Callable[[Tensor, Tensor], Tensor]],
+    ours: tuple[str, Callable[[Tensor, Tensor], Tensor]],
+) -> Case:
+    """A case timing ``loss(prediction, target)`` on a random ``(N, D)`` pair, baseline vs ours."""
+
+    def prepare(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Inputs], Prepared]:
+        def run(inputs: Inputs) -> Prepared:
+            p, z = inputs["z_a"], inputs["z_b"]
+            return _loss_step(lambda: loss(p, z), inputs, "z_a", "z_b")
+
+        return run
+
+    impls = (
+        Impl("official", baseline[0], "baseline", prepare(baseline[1])),
+        Impl("sslosses", ours[0], "sslosses", prepare(ours[1])),
+    )
+    return Case(group, f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "official")
+
+
+def _byol_case(n: int, d: int) -> Case:
+    return _pair_loss_case(
+        "byol",
+        n,
+        d,
+        ("deepmind regression_loss (baseline)", baselines.byol_loss),
+        ("sslosses byol_loss", SF.byol_loss),
+    )
+
+
+def _simsiam_case(n: int, d: int) -> Case:
+    return _pair_loss_case(
+        "simsiam",
+        n,
+        d,
+        ("official CosineSimilarity (baseline)", baselines.simsiam_loss),
+        ("sslosses negative_cosine_similarity", SF.negative_cosine_similarity),
+    )
+
+
+# EMA ----------------------------------------------------------------------------------------
+MOMENTUM = 0.996
+
+
+def _ema_setup(width: int, classes: int) -> Callable[[torch.device], Inputs]:
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        shapes = baselines.resnet50_parameter_shapes(width=width, num_classes=classes)
+        online = nn.ParameterList(
+            [nn.Parameter(0.02 * torch.randn(s, generator=gen).to(device)) for s in shapes]
+        )
+        return {"online": online}
+
+    return setup
+
+
+def _ema_copy(online: nn.Module) -> nn.Module:
+    target = copy.deepcopy(online)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+def _ema_baseline(update: Callable[..., None]) -> Callable[[Inputs], Prepared]:
+    """Timing of ``update(target=..., online=..., momentum=m)`` on a frozen parameter copy."""
+
+    def prepare(inputs: Inputs) -> Prepared:
+        online = inputs["online"]
+        target = _ema_copy(online)
+
+        def step() -> list[Tensor]:
+            update(target=target, online=online, momentum=MOMENTUM)
+            return list(target.parameters())
+
+        return Prepared(step)
+
+    return prepare
+
+
+def _ema_lightly(inputs: Inputs) -> Prepared:
+    update_momentum = optional_import("lightly.models.utils", "update_momentum")
+    online = inputs["online"]
+    target = _ema_copy(online)
+
+    def step() -> list[Tensor]:
+        update_momentum(online, target, MOMENTUM)
+        return list(target.parameters())
+
+    return Prepared(step)
+
+
+def _ema_functional(inputs: Inputs) -> Prepared:
+    return _ema_baseline(SF.ema_update_)(inputs)
+
+
+def _ema_module(inputs: Inputs) -> Prepared:
+    online = inputs["online"]
+    ema = sslosses.EMA(online, momentum=MOMENTUM)
+
+    def step() -> list[Tensor]:
+        ema.update(online)
+        return list(ema.module.parameters())
+
+    return Prepared(step)
+
+
+def _ema_case(width: int = 64, classes: int = 1000) -> Case:
+    shapes = baselines.resnet50_parameter_shapes(width=width, num_classes=classes)
+    numel = sum(math.prod(s) for s in shapes)
+    impls = (
+        Impl(
+            "moco",
+            "MoCo per-parameter loop, out of place (baseline)",
+            "baseline",
+            _ema_baseline(baselines.ema_moco_),
+        ),
+        Impl(
+            "loop",
+            "per-parameter loop, in place",
+            "baseline",
+            _ema_baseline(baselines.ema_loop_),
+        ),
+        Impl("lightly", "lightly update_momentum", "lightly", _ema_lightly),
+        Impl("functional", "sslosses ema_update_", "sslosses", _ema_functional),
+        Impl("module", "sslosses EMA.update", "sslosses", _ema_module),
+    )
+    name = "ResNet-50" if (width, classes) == (64, 1000) else f"ResNet-50/width {width}"
+    return Case(
+        "ema",
+        f"resnet50w{width}",
+        f"{name}: {len(shapes)} tensors, {numel / 1e6:.1f}M values",
+        _ema_setup(width, classes),
+        impls,
+        "moco",
+        backward=False,
+    )
+
+
+# Multi-crop ---------------------------------------------------------------------------------
+def _multicrop_setup(n: int, size: int) -> Callable[[torch.device], Inputs]:
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        return {"images": torch.rand(n, 3, size, size, generator=gen).to(device)}
+
+    return setup
+
+
+def _multicrop_loop(
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int, antialias: bool
+) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        images = inputs["images"]
+        cfg = baselines.MultiCropConfig(
+            crop_sizes=sizes, crop_counts=counts, blur_kernel=blur_kernel, antialias=antialias
+        )
+        gen = torch.Generator().manual_seed(1)  # parameters drawn on the CPU, one by one
+        return Prepared(lambda: baselines.multicrop_loop(images, cfg, generator=gen))
+
+    return prepare
+
+
+def _multicrop_ours(
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int, antialias: bool
+) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        images = inputs["images"]
+        transform = swav_transform(
+            sizes[0],
+            sizes[1],
+            global_count=counts[0],
+            local_count=counts[1],
+            blur_kernel_size=blur_kernel,
+            antialias=antialias,
+        )
+        gen = torch.Generator(device=images.device).manual_seed(1)
+        return Prepared(lambda: transform(images, generator=gen))
+
+    return prepare
+
+
+_SWAV_MEAN, _SWAV_STD = (0.485, 0.456, 0.406), (0.228, 0.224, 0.225)
+
+
+def _multicrop_torchvision(
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int, antialias: bool
+) -> Callable[[Inputs], Prepared]:
+    """SwAV's recipe (``src/multicropdataset.py``) with torchvision's ``transforms.v2`` on uint8
+    tensors, one image and one crop at a time, then stacked: what a DataLoader does."""
+
+    def prepare(inputs: Inputs) -> Prepared:
+        v2 = optional_import("torchvision.transforms.v2")
+        images = (inputs["images"] * 255).round_().to(torch.uint8)  # the loader's input
+        scales = ((0.14, 1.0), (0.05, 0.14))
+        pipelines = [
+            v2.Compose(
+                [
+                    v2.RandomResizedCrop(size, scale=scale, antialias=antialias),
+                    v2.RandomHorizontalFlip(p=0.5),
+                    v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+                    v2.RandomGrayscale(p=0.2),
+                    v2.RandomApply([v2.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=0.5),
+                    v2.ToDtype(torch.float32, scale=True),
+                    v2.Normalize(_SWAV_MEAN, _SWAV_STD),
+                ]
+            )
+            for size, scale in zip(sizes, scales, strict=True)
+        ]
+
+        def step() -> list[Tensor]:
+            per_image = [
+                [t(img) for t, c in zip(pipelines, counts, strict=True) for _ in range(c)]
+                for img in images
+            ]
+            return [torch.stack(crops) for crops in zip(*per_image, strict=True)]
+
+        torch.manual_seed(1)
+        return Prepared(step)
+
+    return prepare
+
+
+def _multicrop_kornia(
+    sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int
+) -> Callable[[Inputs], Prepared]:
+    """SwAV's recipe with Kornia's batched augmentations: one ``AugmentationSequential`` per
+    crop size, called once on the batch repeated ``count`` times (per-sample parameters).
+    Kornia's ``RandomResizedCrop`` has no antialias option."""
+
+    def prepare(inputs: Inputs) -> Prepared:
+        K = optional_import("kornia.augmentation")
+        images = inputs["images"]
+        scales = ((0.14, 1.0), (0.05, 0.14))
+        mean = torch.tensor(_SWAV_MEAN, device=images.device)
+        std = torch.tensor(_SWAV_STD, device=images.device)
+        pipelines = [
+            K.AugmentationSequential(
+                K.RandomResizedCrop((size, size), scale=scale),
+                K.RandomHorizontalFlip(p=0.5),
+                K.ColorJitter(0.8, 0.8, 0.8, 0.2, p=0.8),
+                K.RandomGrayscale(p=0.2),
+                K.RandomGaussianBlur((blur_kernel, blur_kernel), (0.1, 2.0), p=0.5),
+                K.Normalize(mean=mean, std=std),
+            )
+            for size, scale in zip(sizes, scales, strict=True)
+        ]
+
+        def step() -> list[Tensor]:
+            out: list[Tensor] = []
+            for pipeline, count in zip(pipelines, counts, strict=True):
+                batch = pipeline(images.repeat(count, 1, 1, 1))
+                out.extend(batch.chunk(count))
+            return out
+
+        torch.manual_seed(1)
+        return Prepared(step)
+
+    return prepare
+
+
+def _multicrop_case(
+    n: int, size: int, sizes: tuple[int, int], counts: tuple[int, int], blur_kernel: int = 23
+) -> Case:
+    """SwAV's multi-crop; the baseline is the per-sample loop with SwAV's (antialiased) resize.
+
+    Every implementation with a resize setting runs with both (``antialias=True``, the
+    default of sslosses and of the PyTorch originals, and ``False``), in the same run.
+    """
+    label = " + ".join(f"{c}x{s}" for s, c in zip(sizes, counts, strict=True))
+    args = (sizes, counts, blur_kernel)
+    impls = (
+        Impl(
+            "loop",
+            "per-sample loop, antialias (baseline)",
+            "baseline",
+            _multicrop_loop(*args, True),
+        ),
+        Impl(
+            "loop-noaa",
+            "per-sample loop, antialias=False",
+            "baseline",
+            _multicrop_loop(*args, False),
+        ),
+        Impl(
+            "sslosses",
+            "sslosses swav_transform (default: antialias)",
+            "sslosses",
+            _multicrop_ours(*args, True),
+        ),
+        Impl(
+            "sslosses-noaa",
+            "sslosses swav_transform, antialias=False",
+            "sslosses",
+            _multicrop_ours(*args, False),
+        ),
+        Impl(
+            "torchvision",
+            "torchvision v2 per sample, uint8, antialias",
+            "torchvision",
+            _multicrop_torchvision(*args, True),
+            exact=False,
+        ),
+        Impl(
+            "torchvision-noaa",
+            "torchvision v2 per sample, uint8, antialias=False",
+            "torchvision",
+            _multicrop_torchvision(*args, False),
+            exact=False,
+        ),
+        Impl(
+            "kornia",
+            "Kornia batched (no antialias option)",
+            "kornia",
+            _multicrop_kornia(*args),
+            exact=False,
+        ),
+    )
+    return Case(
+        "multicrop",
+        f"{n}x{size}",
+        f"{n} images {size}x{size}, {label}",
+        _multicrop_setup(n, size),
+        impls,
+        "loop",
+        backward=False,
+        items=n,
+    )
+
+
+def build_cases(quick: bool = False, device: torch.device | None = None) -> list[Case]:
+    """The benchmark cases: the issue's shapes, or tiny ones with ``quick=True``.
+
+    Barlow Twins at full size: ``"auto"`` and the algorithms it does not pick on ``device``,
+    except those that cost the most and are never picked on CPU (``"dense"`` and ``"fused"``
+    at N=2048/D=8192, ``"gram"`` at N > D); solo-learn at N=256/D=8192 only. These cuts keep
+    the whole run near 15 minutes on one core.
+    """
+    if quick:
+        return [
+            _barlow_case(16, 48, ("dense", "gram", "fused")),
+            _barlow_case(48, 16, ("dense", "gram", "fused")),
+            _vicreg_case(16, 48, ("dense", "gram", "fused")),
+            _vicreg_case(48, 16, ("dense", "gram", "fused")),
+            _ntxent_case(24, 8, chunk_size=5),
+            _infonce_case(6, 8, 40, chunk_size=4),
+            _swav_case(12, 20, 4),
+            _dino_case(6, 16, 3),
+            _byol_case(10, 8),
+            _simsiam_case(10, 8),
+            _ema_case(width=4, classes=10),
+            _multicrop_case(2, 40, (24, 12), (2, 2), blur_kernel=5),
+        ]
+    return [
+        _barlow_case(256, 8192, ("dense", "gram", "fused"), device=device),
+        _barlow_case(2048, 8192, ("gram",), device=device, solo=False),
+        # auto runs the official algorithm here: more runs, so that noise does not decide
+        _barlow_case(8192, 2048, ("dense", "fused"), device=device, solo=False, min_repeats=5),
+        _vicreg_case(256, 8192, ("dense", "fused"), device=device),
+        _vicreg_case(2048, 8192, (), device=device),
+        _vicreg_case(8192, 2048, ("dense",), device=device, min_repeats=5),
+        _ntxent_case(4096, 128, chunk_size=1024),
+        _ntxent_case(8192, 128, chunk_size=1024, simclr=False),
+        _ntxent_case(16384, 128, chunk_size=1024, simclr=False),
+        _infonce_case(256, 128, 65536, chunk_size=1024),
+        _swav_case(256, 3000, 8),
+        _dino_case(64, 65536, 8),
+        _byol_case(4096, 256),
+        _simsiam_case(4096, 256),
+        _ema_case(),
+        _multicrop_case(64, 256, (224, 96), (2, 6)),
+        _multicrop_case(64, 512, (224, 96), (2, 6)),
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------------
+def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The issue's targets, measured in this run (``None`` where a case did not run)."""
+    t = Targets(rows)
+    for group, title in (("barlow", "Barlow Twins"), ("vicreg", "VICReg")):
+        # the same targets for both losses on the shared off-diagonal kernel
+        t.at_least(
+            f"{title} N=256 D=8192: time, official / sslosses auto",
+            20,
+            t.ratio(f"{group}:256x8192", "official", "auto", "total_ms"),
+        )
+        t.at_least(
+            f"{title} N=256 D=8192: peak extra memory, official / sslosses auto",
+            10,
+            t.ratio(f"{group}:256x8192", "official", "auto", "peak_extra_mb"),
+        )
+        for case in dict.fromkeys(r.case for r in rows if r.group == group):
+            shape = next(r.shape for r in rows if r.case == case)
+            t.at_least(
+                f"{title} {shape}: sslosses auto never slower than official",
+                1,
+                t.ratio(case, "official", "auto", "total_ms"),
+            )
+    for den, what in (
+        ("plain", "the plain logits baseline"),
+        ("dense", "sslosses chunk_size=None"),
+    ):
+        t.at_least(
+            f"NT-Xent N=8192: peak extra memory, {what} / chunked",
+            10,
+            t.ratio("ntxent:8192", den, "chunked", "peak_extra_mb"),
+        )
+        r = t.ratio("ntxent:8192", "chunked", den, "total_ms")
+        t.add(
+            f"NT-Xent N=8192: time, chunked / {what}", "<= 1.1x", r, None if r is None else r <= 1.1
+        )
+    row = t.find("ntxent:16384", "chunked")
+    mem = None if row is None else row.peak_extra_mb
+    t.add(
+        "NT-Xent N=16384: chunked peak extra memory",
+        "<= 1024 MB",
+        mem,
+        None if mem is None else mem <= 1024,
+        unit="MB",
+    )
+    ema_case = next((r.case for r in rows if r.group == "ema"), "ema:resnet50w64")
+    for base, base_what in (("moco", "MoCo's loop"), ("loop", "in-place loop")):
+        for impl, what in (("module", "EMA.update"), ("functional", "ema_update_")):
+            t.at_least(
+                f"EMA ResNet-50: time, {base_what} / {what}",
+                3,
+                t.ratio(ema_case, base, impl, "total_ms"),
+            )
+    mc_cases = list(dict.fromkeys(r.case for r in rows if r.group == "multicrop"))
+    for mc_case in mc_cases or ["multicrop:64x256"]:
+        images = mc_case.split(":")[1]
+        t.at_least(
+            f"Multi-crop {images}: images/s, sslosses / per-sample loop (both antialiased)",
+            3,
+            t.ratio(mc_case, "loop", "sslosses", "total_ms"),
+        )
+        for other, what in (
+            ("torchvision", "torchvision v2 per sample (antialias)"),
+            ("torchvision-noaa", "torchvision v2 per sample (antialias=False)"),
+            ("kornia", "Kornia batched"),
+        ):
+            t.at_least(
+                f"Multi-crop {images}: images/s, sslosses default / {what}",
+                1,
+                t.ratio(mc_case, other, "sslosses", "total_ms"),
+            )
+        t.add(
+            f"Multi-crop {images}: cost of antialiasing, sslosses time True / False",
+            "(measured)",
+            t.ratio(mc_case, "sslosses", "sslosses-noaa", "total_ms"),
+            None,
+        )
+    return t.results

@@ -1,0 +1,132 @@
+"""``benchmarks/harness.py``: the target checker, the Markdown rendering and the repeat logic.
+
+Timings are never asserted: the timing test counts calls, not seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import harness
+
+CPU = torch.device("cpu")
+
+
+def _row(case: str, impl: str, total_ms: float | None, status: str = "ok") -> harness.Row:
+    row = harness.Row("g", case, "N=1", impl, impl, "sslosses", status)
+    row.total_ms = total_ms
+    return row
+
+
+def test_target_status() -> None:
+    assert harness.target_status(">= 3x", 4.0, True) == "reached"
+    assert harness.target_status(">= 3x", 2.0, False) == "NOT reached"
+    assert harness.target_status(">= 3x", None, None) == "not run"
+    assert harness.target_status("(measured)", 1.3, None) == "measured"
+    assert harness.target_status("(measured)", None, None) == "not run"
+
+
+def test_targets_ratio_and_add() -> None:
+    rows = [
+        _row("g:a", "base", 30.0),
+        _row("g:a", "ours", 10.0),
+        _row("g:a", "broken", 1.0, status="error"),
+        _row("g:a", "zero", 0.0),
+    ]
+    t = harness.Targets(rows)
+    assert t.ratio("g:a", "base", "ours", "total_ms") == pytest.approx(3.0)
+    assert t.ratio("g:a", "base", "broken", "total_ms") is None  # only rows that ran count
+    assert t.ratio("g:b", "base", "ours", "total_ms") is None  # a case that did not run
+    assert t.ratio("g:a", "ours", "zero", "total_ms") == pytest.approx(1000.0)  # floor 0.01
+    t.at_least("three times", 3, 3.0)
+    t.at_least("five times", 5, 3.0)
+    t.at_least("missing", 5, None)
+    t.add("memory", "<= 1024 MB", 900.4, True, unit="MB")
+    assert [(r["goal"], r["shown"], r["status"]) for r in t.results] == [
+        (">= 3x", "3.00x", "reached"),
+        (">= 5x", "3.00x", "NOT reached"),
+        (">= 5x", "n/a", "not run"),
+        ("<= 1024 MB", "900 MB", "reached"),
+    ]
+
+
+def test_markdown_table_pads_and_aligns() -> None:
+    lines = harness.markdown_table(
+        ["name", "ms"], [["a", "1.5"], ["longer", "12,345"]], [False, True]
+    )
+    assert lines == [
+        "| name   |     ms |",
+        "|--------|-------:|",
+        "| a      |    1.5 |",
+        "| longer | 12,345 |",
+    ]
+    assert harness.fmt(None) == "-"
+    assert harness.fmt(12345.6) == "12,346"
+    assert harness.fmt(2.345, 2, "x") == "2.35x"
+
+
+def test_results_table_shows_why_a_row_did_not_run() -> None:
+    ok = _row("g:a", "ours", 2.0)
+    ok.forward_ms, ok.speedup = 1.5, 1.0
+    missing = _row("g:a", "lightly", None, status="unavailable")
+    missing.reason = "lightly is not installed"
+    table = harness.results_table([ok, missing], "g")
+    header = [c.strip() for c in table[0].split("|")[1:-1]]
+    assert header == [
+        "shape",
+        "implementation",
+        "time ms",
+        "speed-up",
+        "peak extra MB",
+        "memory saving",
+    ]
+    assert [c.strip() for c in table[2].split("|")[1:-1]] == [
+        "N=1",
+        "ours",
+        "2.0",
+        "1.00x",
+        "-",
+        "-",
+    ]
+    assert "lightly: unavailable (lightly is not installed)" in table[3]
+    assert harness.results_table([ok], "other") == []
+
+
+def test_time_impls_repeat_counts() -> None:
+    calls = {"fast": 0}
+
+    def step() -> torch.Tensor:
+        calls["fast"] += 1
+        return torch.zeros(())
+
+    prep = {"fast": harness.Prepared(step)}
+    t = harness.time_impls(prep, backward=False, device=CPU, repeats=7, budget_s=0.0)
+    # a cheap call: three warm-up calls, then max(min_repeats=3, budget / time) = 3 runs
+    assert (t["fast"].warmup, t["fast"].repeats, calls["fast"]) == (3, 3, 6)
+    assert t["fast"].backward_ms is None and t["fast"].total_ms >= 0
+    calls["fast"] = 0
+    t = harness.time_impls(
+        prep, backward=False, device=CPU, repeats=7, budget_s=0.0, once_above_s=0.0
+    )
+    # past once_above_s the first call is the only run
+    assert (t["fast"].warmup, t["fast"].repeats, calls["fast"]) == (0, 1, 1)
+
+
+def test_run_case_needs_a_memory_script_on_cpu() -> None:
+    case = harness.Case("g", "a", "N=1", lambda d: {}, (), "base")
+    with pytest.raises(ValueError, match="memory_script"):
+        harness.run_case(
+            case,
+            device=CPU,
+            repeats=1,
+            budget_s=0.0,
+            memory=True,
+            quick=True,
+            memory_limit=1.0,
+        )
