@@ -61,7 +61,8 @@ def barlow_twins_loss(
       :math:`C` can approach the identity and the subtraction would cancel in float32,
       ``"gram"`` computes in float64.
     - ``"fused"`` streams tiles of :math:`C`, squaring, weighting and summing each without
-      storing :math:`C`; the backward recomputes the tiles. Triton kernels on CUDA (when Triton
+      storing :math:`C`; the backward recomputes the tiles (in PyTorch it keeps the one
+      strip when :math:`C` fits in one). Triton kernels on CUDA (when Triton
       is installed), strips of at most :math:`2^{22}` elements of :math:`C` in PyTorch elsewhere.
     - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`; else ``"fused"`` when
       :math:`D^2 > 2^{26}` (the ``(D, D)`` buffers would pass 256 MiB each in float32); else

@@ -169,9 +169,10 @@ def vicreg_loss(
       cancel in float32, it computes in float64.
     - ``"fused"`` streams tiles of the covariance, squaring and summing each without storing
       it; the backward recomputes the tiles and, the covariance being symmetric, needs one
-      product per tile, so it costs what ``"dense"`` and the official code cost (Triton
-      kernels on CUDA when Triton is installed, strips of at most :math:`2^{22}` elements in
-      PyTorch elsewhere).
+      product per tile, so it costs at most what ``"dense"`` and the official code cost
+      (Triton kernels on CUDA when Triton is installed, strips of at most :math:`2^{22}`
+      elements in PyTorch elsewhere). In PyTorch, when the whole covariance is one strip, it
+      is built from its upper half and kept for the backward: about half the products.
     - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`, else ``"fused"``
       (``select_algorithm(n, d, symmetric=True)`` in ``sslosses/kernels/offdiag.py``; the
       measurements behind the rule are in :ref:`the VICReg page <vicreg-measurements>`).

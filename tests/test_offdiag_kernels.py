@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sslosses.kernels import offdiag_triton
+from sslosses.kernels import offdiag_torch, offdiag_triton
 from sslosses.kernels.offdiag_torch import (
     dense_loss,
     gram_frobenius,
@@ -152,6 +152,42 @@ def test_symmetric_and_weighted_cores_match_explicit_formula(
     _close(sym(lambda a: gram_frobenius(a, None, divisor, 0, 9)), frob)
     rows = sym(lambda a: ((a[2:6] @ a.T) ** 2).sum() / divisor**2)
     _close(sym(lambda a: gram_frobenius(a, None, divisor, 2, 6)), rows)
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 7, 256])
+@pytest.mark.parametrize("on", [0.0, 0.7])
+def test_whole_covariance_from_upper_blocks_matches_explicit_formula(
+    monkeypatch: pytest.MonkeyPatch, block: int, on: float
+) -> None:
+    # One strip holding all of a covariance (B=None) is built from its upper block triangle
+    # and mirrored: blocks of 1, 2 and 3 rows (uneven last block), one block, and the default.
+    monkeypatch.setattr(offdiag_torch, "SYMMETRIC_BLOCK", block)
+    A, _ = _normalized(9, 7)
+    A = A - A.mean(0)
+    a = A.detach().clone().requires_grad_(True)
+    expected = _explicit_general(a, a, 8.0, on, 1 / 7, 0, 7)
+    value = tiled_loss(a, None, 8.0, on, 1 / 7, 0, 7, 10_000)
+    _close(
+        [value.detach(), *torch.autograd.grad(value, (a,))],
+        [expected.detach(), *torch.autograd.grad(expected, (a,))],
+    )
+
+
+@pytest.mark.parametrize(("B_none", "start", "stop"), [(True, 0, 7), (True, 2, 5), (False, 0, 7)])
+def test_kept_strip_survives_a_second_backward(B_none: bool, start: int, stop: int) -> None:
+    # One strip is kept from the forward for the backward: a backward must leave it intact, so
+    # a second backward through the same graph (retain_graph) gives the same gradient.
+    A, B = _normalized(9, 7)
+    a = A.detach().clone().requires_grad_(True)
+    b = B.detach().clone().requires_grad_(True)
+    value = tiled_loss(a, None if B_none else b, 8.0, 0.7, 0.3, start, stop, 10_000)
+    inputs = (a,) if B_none else (a, b)
+    first = torch.autograd.grad(value, inputs, retain_graph=True)
+    second = torch.autograd.grad(value, inputs)
+    _close(list(second), list(first), tol=0.0)
+    other = a if B_none else b
+    expected = _explicit_general(a, other, 8.0, 0.7, 0.3, start, stop)
+    _close(list(first), list(torch.autograd.grad(expected, inputs)))
 
 
 def test_gradcheck_symmetric() -> None:

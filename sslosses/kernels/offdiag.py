@@ -50,7 +50,9 @@ def select_algorithm(
     ``A^T B`` (Barlow Twins), ``"fused"`` when the ``(d, d)`` matrix would exceed
     ``DENSE_MAX_ELEMENTS`` elements, else ``"dense"``; for a covariance ``X^T X``
     (``symmetric=True``, VICReg), ``"fused"``: its backward needs one product per strip
-    instead of two, so it costs what ``"dense"`` costs, without the ``(d, d)`` buffers. The
+    instead of two, so it costs at most what ``"dense"`` costs, without the ``(d, d)``
+    buffers, and about half of it when the covariance is one strip (built from its upper
+    half and kept for the backward, on the PyTorch path). The
     rule is the same on every device; the measurements behind it are in
     :ref:`the Barlow Twins page <barlow-twins-measurements>` and
     :ref:`the VICReg page <vicreg-measurements>`.

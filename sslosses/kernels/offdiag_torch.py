@@ -38,6 +38,7 @@ from sslosses._autograd import apply_function, first_order_only
 __all__ = [
     "NO_DOUBLE_BACKWARD",
     "STRIP_ELEMENTS",
+    "SYMMETRIC_BLOCK",
     "WHAT",
     "GramFrobenius",
     "TiledOffDiagonalLoss",
@@ -58,6 +59,9 @@ NO_DOUBLE_BACKWARD = (
 
 STRIP_ELEMENTS = 1 << 22
 """The most elements of :math:`C` the tiled path holds at once (16 MiB in float32)."""
+
+SYMMETRIC_BLOCK = 256
+"""Rows per block when the tiled path builds a whole covariance from its upper half."""
 
 
 def strip_height(d: int, budget: int = STRIP_ELEMENTS) -> int:
@@ -91,6 +95,21 @@ def _strip(A: Tensor, B: Tensor, divisor: float, start: int, stop: int, out: Ten
     return c.div_(divisor)
 
 
+def _covariance(A: Tensor, divisor: float, out: Tensor, block: int) -> Tensor:
+    """All of the symmetric ``C = A^T A / divisor`` into ``out``, ``(D, D)``, from its upper half.
+
+    Row blocks of ``block`` rows are multiplied only from their diagonal block rightwards and
+    mirrored below it: about half the products of one ``A^T A`` (BLAS has no symmetric
+    rank-k update in PyTorch).
+    """
+    d = A.shape[1]
+    for s in range(0, d, block):
+        t = min(s + block, d)
+        torch.mm(A[:, s:t].t(), A[:, s:], out=out[s:t, s:])  # (S, D - s)
+        out[t:, s:t] = out[s:t, t:].t()
+    return out.div_(divisor)
+
+
 def _strip_value_(c: Tensor, start: int, on_weight: float, off_weight: float) -> Tensor:
     """The partial loss of strip ``c`` (rows from ``start``); overwrites ``c``."""
     diag = c.diagonal(offset=start)  # (S,): C_ii for the strip's rows
@@ -111,7 +130,11 @@ def _strip_grad_(
 
 
 class TiledOffDiagonalLoss(torch.autograd.Function):
-    """``"fused"`` on the PyTorch path: strips of at most ``budget`` elements, recomputed."""
+    """``"fused"`` on the PyTorch path: strips of at most ``budget`` elements, recomputed.
+
+    When the rows ``[start, stop)`` fit in one strip, that strip is kept for the backward
+    instead of recomputed (it holds no more than one strip's memory, and saves a product).
+    """
 
     @staticmethod
     def forward(
@@ -128,23 +151,36 @@ class TiledOffDiagonalLoss(torch.autograd.Function):
         other = A if B is None else B
         height = min(strip_height(A.shape[1], budget), max(stop - start, 1))
         buffer = A.new_empty(height, A.shape[1])  # one strip, reused
+        ctx.args = (divisor, on_weight, off_weight, start, stop, height)
+        if start < stop <= start + height:  # one strip: keep it for the backward
+            if B is None and start == 0 and stop == A.shape[1]:
+                c = _covariance(A, divisor, buffer, SYMMETRIC_BLOCK)  # all of C, symmetric
+            else:
+                c = _strip(A, other, divisor, start, stop, buffer)
+            diag = c.diagonal(offset=start)  # (S,): C_ii for the strip's rows
+            kept_diag = diag.clone()
+            diag.zero_()  # c: the strip's off-diagonal entries, kept as they are
+            flat = c.view(-1)
+            value = on_weight * (kept_diag - 1).square().sum() + off_weight * torch.dot(flat, flat)
+            ctx.save_for_backward(A, B, c, kept_diag)
+            return value
         parts = [A.new_zeros(())]
         for s in range(start, stop, height):
             c = _strip(A, other, divisor, s, min(s + height, stop), buffer)
             parts.append(_strip_value_(c, s, on_weight, off_weight))
-        ctx.save_for_backward(A, B)
-        ctx.args = (divisor, on_weight, off_weight, start, stop, height)
+        ctx.save_for_backward(A, B, None, None)
         return torch.stack(parts).sum()
 
     @staticmethod
     @first_order_only(WHAT, NO_DOUBLE_BACKWARD)
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        A, B = ctx.saved_tensors
+        A, B, kept, kept_diag = ctx.saved_tensors
         divisor, on_weight, off_weight, start, stop, height = ctx.args
         symmetric = B is None
         other = A if symmetric else B
         scale = grad / divisor
-        if symmetric and start == 0 and stop == A.shape[1]:
+        whole_symmetric = symmetric and start == 0 and stop == A.shape[1]
+        if whole_symmetric:
             # all of M, which is symmetric: both factors' contributions equal A M, so one
             # product per strip instead of two
             scale = scale * 2
@@ -152,17 +188,24 @@ class TiledOffDiagonalLoss(torch.autograd.Function):
         else:
             need_a = ctx.needs_input_grad[0]
             need_b = ctx.needs_input_grad[1] or (symmetric and need_a)
+        if kept is not None:
+            # M from the kept strip, out of place (a second backward must find it intact)
+            m = kept * (scale * (2 * off_weight))
+            m.diagonal(offset=start).copy_((kept_diag - 1) * (scale * (2 * on_weight)))
+            if whole_symmetric:
+                return torch.mm(A, m) if need_b else None, None, None, None, None, None, None, None
         grad_a = torch.zeros_like(A) if need_a else None
         grad_b = (
             (grad_a if grad_a is not None and symmetric else torch.zeros_like(other))
             if need_b
             else None
         )
-        buffer = A.new_empty(height, A.shape[1])  # one strip, reused
+        buffer = A.new_empty(height, A.shape[1]) if kept is None else kept  # one strip
         for s in range(start, stop, height):
             t = min(s + height, stop)
-            c = _strip(A, other, divisor, s, t, buffer)
-            m = _strip_grad_(c, s, on_weight, off_weight, scale)  # (S, D)
+            if kept is None:
+                c = _strip(A, other, divisor, s, t, buffer)
+                m = _strip_grad_(c, s, on_weight, off_weight, scale)  # (S, D)
             if grad_a is not None:
                 grad_a[:, s:t] += torch.mm(other, m.t())
             if grad_b is not None:
