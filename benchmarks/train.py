@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Reference training: every sslosses method on a real encoder, judged by a kNN probe.
+"""Reference training: every sslosses method on a real encoder, judged by kNN and linear probes.
 
-One file that reads top to bottom: config, data, augmentations, networks, methods, kNN
-evaluation, checkpoints, the training loop, the report. It uses only sslosses' losses and
-components (plus plain torch for the networks), so it doubles as a worked example and as the
-end-to-end test that the losses actually train something.
+One script that reads top to bottom: config, augmentations, networks, methods, evaluation, the
+training loop, the report. The dataset readers (``train_data.py``), the probes
+(``train_probes.py``) and the checkpoint helpers (``train_state.py``) sit next to it. It uses
+only sslosses' losses and components (plus plain torch for the networks), so it doubles as a
+worked example and as the end-to-end test that the losses actually train something.
 
-Quick start (CPU, bundled scikit-learn digits, a few minutes for all six methods)::
+Quick start (CPU, bundled scikit-learn digits, all methods in a few minutes)::
 
     python benchmarks/train.py --method all --out runs/default
 
@@ -17,10 +18,13 @@ Other data (no downloads: the files must already be on disk)::
         --data-dir ~/data/cifar-10-batches-py --backbone resnet18 --width 64 --batch-size 512 \\
         --steps 78000 --eval-every 3900 --out runs/cifar10
 
-Each method writes ``<out>/<method>/metrics.jsonl`` (one JSON line per epoch) and
-``<out>/<method>/checkpoint.pt``; rerunning the same command resumes from the checkpoint (a
-finished method is only reported). ``<out>/results.md`` and ``<out>/results.png`` hold the
-final table and the loss / kNN curves. See ``docs/guides/training.rst``.
+Each run writes ``<out>/<run>/metrics.jsonl`` (one JSON line per epoch),
+``<out>/<run>/checkpoint.pt`` and, once finished, ``<out>/<run>/result.json``, where ``<run>``
+is the method (``<method>-seed<S>`` for a seed other than 0); rerunning the same command
+resumes from the checkpoint (a finished run is only reported). ``<out>/results.md``,
+``results.json`` and ``results.png`` hold the table of every finished run in ``<out>`` and the
+accuracy / loss curves (``--report`` writes them without training). See
+``docs/guides/training.rst``.
 """
 
 from __future__ import annotations
@@ -28,14 +32,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import gzip
 import inspect
 import itertools
 import json
 import math
 import os
-import pickle
-import random
+import statistics
 import sys
 import time
 import typing
@@ -44,12 +46,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the train_* modules next to this file
+
+import train_probes
+from train_data import FASHION_MNIST_DIR, Data, load_data
+from train_state import rng_state, save_atomic, seed_everything, set_rng_state
 
 import sslosses
 import sslosses.functional as SF
@@ -63,11 +70,17 @@ from sslosses.transforms import (
     swav_transform,
 )
 
-MethodName = Literal["simclr", "moco", "byol", "simsiam", "swav", "barlow-twins", "dino", "vicreg"]
-METHODS: tuple[MethodName, ...] = get_args(MethodName)
+SSLMethodName = Literal[
+    "simclr", "moco", "byol", "simsiam", "swav", "barlow-twins", "dino", "vicreg"
+]
+MethodName = SSLMethodName | Literal["supervised"]
+METHODS: tuple[SSLMethodName, ...] = get_args(SSLMethodName)
+# ``--method all``: every self-supervised method, then the supervised ceiling (same encoder,
+# same augmentations and budget, trained on the labels)
+ALL_RUNS: tuple[MethodName, ...] = (*METHODS, "supervised")
 DataName = Literal["digits", "fashion-mnist", "cifar10", "stl10"]
 BackboneName = Literal["resnet-tiny", "resnet10", "resnet18"]
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+KNN_KS = (200, 20)  # neighbours of the two kNN probes (DINO's eval_knn.py reports both)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -77,40 +90,76 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 @dataclass
 class Config:
-    """Every knob of a run. ``None`` means "the default of the data preset / the method"."""
+    """Every knob of a run. ``None`` means "the default of the data preset / the method"; the
+    ``default`` metadata names where it comes from, and ``--help`` prints the actual values."""
 
     method: MethodName | Literal["all"] = field(
-        default="all", metadata={"help": "the method to train, or all of them in turn"}
+        default="all",
+        metadata={"help": "the method to train, or all of them in turn (then the supervised run)"},
     )
     data: DataName = field(default="digits", metadata={"help": "the dataset"})
     data_dir: str | None = field(
-        default=None, metadata={"help": "folder with the dataset files (not for digits)"}
+        default=None,
+        metadata={"help": "folder with the dataset files (not for digits)", "default": "data"},
     )
     out: str = field(default="runs/default", metadata={"help": "output folder"})
-    backbone: BackboneName | None = field(default=None, metadata={"help": "the encoder"})
-    width: int | None = field(default=None, metadata={"help": "channels of the first stage"})
-    steps: int | None = field(default=None, metadata={"help": "optimizer steps per method"})
-    batch_size: int | None = field(
-        default=None, metadata={"help": "global batch size (split over the ranks)"}
+    backbone: BackboneName | None = field(
+        default=None, metadata={"help": "the encoder", "default": "preset"}
     )
-    lr: float | None = field(default=None, metadata={"help": "peak learning rate"})
-    weight_decay: float | None = field(default=None, metadata={"help": "AdamW weight decay"})
+    width: int | None = field(
+        default=None, metadata={"help": "channels of the first stage", "default": "preset"}
+    )
+    steps: int | None = field(
+        default=None, metadata={"help": "optimizer steps per method", "default": "preset"}
+    )
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "global batch size (split over the ranks)", "default": "preset"},
+    )
+    lr: float | None = field(
+        default=None, metadata={"help": "peak learning rate", "default": "method"}
+    )
+    weight_decay: float | None = field(
+        default=None, metadata={"help": "AdamW weight decay", "default": "method"}
+    )
     warmup_steps: int | None = field(
-        default=None, metadata={"help": "linear warm-up steps (default: 10%% of --steps)"}
+        default=None, metadata={"help": "linear warm-up steps", "default": "10%% of --steps"}
     )
     temperature: float | None = field(
-        default=None, metadata={"help": "temperature of NT-Xent / InfoNCE / SwAV"}
+        default=None,
+        metadata={
+            "help": "temperature of NT-Xent / InfoNCE / SwAV / DINO's student",
+            "default": "method",
+        },
     )
     ema_momentum: float | None = field(
-        default=None, metadata={"help": "start of the EMA momentum schedule (MoCo, BYOL, DINO)"}
+        default=None,
+        metadata={
+            "help": "start of the EMA momentum schedule (MoCo, BYOL, DINO)",
+            "default": "method",
+        },
     )
-    queue_size: int | None = field(default=None, metadata={"help": "MoCo queue length (negatives)"})
-    prototypes: int | None = field(default=None, metadata={"help": "SwAV prototypes"})
+    queue_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "MoCo queue length (negatives)",
+            "default": "half the training images, at most 65536",
+        },
+    )
+    prototypes: int | None = field(
+        default=None,
+        metadata={
+            "help": "SwAV prototypes",
+            "default": "3000 for over 10k training images, else 300",
+        },
+    )
     image_size: int | None = field(
-        default=None, metadata={"help": "resize the images to this side once at load"}
+        default=None,
+        metadata={"help": "resize the images to this side once at load", "default": "preset"},
     )
     small_crops: int | None = field(
-        default=None, metadata={"help": "SwAV: number of small (multi-crop) views"}
+        default=None,
+        metadata={"help": "SwAV / DINO: number of small (multi-crop) views", "default": "preset"},
     )
     swav_queue: int = field(
         default=0, metadata={"help": "SwAV feature queue length per assignment crop (0: none)"}
@@ -119,9 +168,9 @@ class Config:
         default=0.0051, metadata={"help": "Barlow Twins off-diagonal weight"}
     )
     eval_every: int | None = field(
-        default=None, metadata={"help": "kNN evaluation every this many steps"}
+        default=None,
+        metadata={"help": "kNN evaluation every this many steps", "default": "preset"},
     )
-    knn_k: int | None = field(default=None, metadata={"help": "neighbours of the kNN probe"})
     knn_temperature: float = field(default=0.1, metadata={"help": "kNN vote temperature"})
     seed: int = field(default=0, metadata={"help": "seed of weights, data order, augmentations"})
     device: Literal["auto", "cpu", "cuda"] = field(
@@ -131,18 +180,22 @@ class Config:
     unlabeled: bool = field(
         default=True, metadata={"help": "STL-10: also train on the 100k unlabeled images"}
     )
-    resume: bool = field(
-        default=True, metadata={"help": "resume from <out>/<method>/checkpoint.pt"}
-    )
+    resume: bool = field(default=True, metadata={"help": "resume from <out>/<run>/checkpoint.pt"})
     stop_after: int | None = field(
         default=None,
         metadata={"help": "stop after this many steps in this invocation (simulated preemption)"},
+    )
+    report: bool = field(
+        default=False,
+        metadata={"help": "train nothing: write the table of the finished runs in --out"},
     )
     quiet: bool = field(default=False, metadata={"help": "no progress bar"})
 
 
 # Fields that do not change the result, so a checkpoint made with other values still resumes.
-RUNTIME_ONLY = ("method", "data_dir", "out", "device", "compile", "resume", "stop_after", "quiet")
+RUNTIME_ONLY = (
+    "method", "data_dir", "out", "device", "compile", "resume", "stop_after", "report", "quiet"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -154,7 +207,7 @@ class DataPreset:
     steps: int
     batch_size: int
     eval_every: int
-    knn_k: int
+    knn_k: int  # the kNN probe of the headline column (both k = 200 and k = 20 are reported)
     image_size: int  # images are resized to this side once at load; the large crops have it
     small_crop_size: int  # side of SwAV's small crops
     small_crops: int  # how many (the paper: 6 on ImageNet)
@@ -178,16 +231,18 @@ PRESETS: dict[DataName, DataPreset] = {
         small_crop_scale=(0.3, 0.6),
         flip=False,
     ),
+    # Native 28x28 images; ResNet-10 at width 16 (128-d features), 300 steps (1.3 epochs) and
+    # 2 small crops for SwAV / DINO keep every method under 20 CPU-minutes on one core.
     "fashion-mnist": DataPreset(
-        backbone="resnet-tiny",
+        backbone="resnet10",
         width=16,
-        steps=200,
+        steps=300,
         batch_size=256,
-        eval_every=200,
+        eval_every=150,
         knn_k=200,
-        image_size=16,
-        small_crop_size=8,
-        small_crops=4,
+        image_size=28,
+        small_crop_size=12,
+        small_crops=2,
         crop_scale=(0.3, 1.0),
         small_crop_scale=(0.15, 0.4),
         flip=True,
@@ -225,10 +280,10 @@ PRESETS: dict[DataName, DataPreset] = {
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """Per-method defaults. The EMA momenta are lower than the papers' (MoCo 0.999, BYOL 0.996)
-    because the default runs are short. Head widths (in the method classes) are multiples of
-    the backbone's feature size F, so that ResNet-18 (F = 512) gets the widths of the usual
-    CIFAR-10 runs: 2048 hidden units (BYOL's 4096), 128/256-d outputs (SimSiam, Barlow: 2048)."""
+    """Per-method defaults (each with its source in ``METHOD_SPECS``). Head widths (in the
+    method classes) are multiples of the backbone's feature size F, so that ResNet-18 (F = 512)
+    gets the widths of the usual CIFAR-10 runs: 2048 hidden units (BYOL's 4096), 128/256-d
+    outputs (SimSiam, Barlow: 2048)."""
 
     title: str
     lr: float
@@ -236,17 +291,29 @@ class MethodSpec:
     temperature: float | None
     ema_momentum: float | None
     sync_bn: bool  # SyncBatchNorm under DDP, as the paper does
+    fixed_predictor_lr: bool = False  # the predictor's learning rate is not decayed
 
 
+# Sources. All methods share AdamW with peak lr 2e-3 and weight decay 1e-6 (10% warm-up, cosine
+# decay): Adam-family optimizers suit the short, small-batch runs here better than the papers'
+# SGD/LARS (measured on digits: SGD at lr 0.06 x batch/256 learns slower in 200 steps).
+# Temperatures: SimCLR 0.2 and MoCo v2 0.2 (MoCo v2 paper, Chen et al. 2020, section 3);
+# SwAV 0.1 (the paper); DINO's student 0.1 (main_dino.py). EMA momenta: the papers' 0.996 (BYOL,
+# DINO) and 0.999 (MoCo) assume hundreds of epochs; short runs use solo-learn's CIFAR values
+# (BYOL base_tau 0.99 -> 1, MoCo 0.99), DINO keeps its 0.996 -> 1. SimSiam: the predictor's
+# learning rate is fixed (not decayed), as the paper's section 4.4 and its main_simsiam.py
+# (--fix-pred-lr) do.
 METHOD_SPECS: dict[MethodName, MethodSpec] = {
     "simclr": MethodSpec("SimCLR", 2e-3, 1e-6, 0.2, None, True),
     "moco": MethodSpec("MoCo v2", 2e-3, 1e-6, 0.2, 0.99, False),
     "byol": MethodSpec("BYOL", 2e-3, 1e-6, None, 0.99, True),
-    "simsiam": MethodSpec("SimSiam", 2e-3, 1e-6, None, None, False),
+    "simsiam": MethodSpec("SimSiam", 2e-3, 1e-6, None, None, False, fixed_predictor_lr=True),
     "swav": MethodSpec("SwAV", 2e-3, 1e-6, 0.1, None, True),
     "barlow-twins": MethodSpec("Barlow Twins", 2e-3, 1e-6, None, None, True),
     "dino": MethodSpec("DINO", 2e-3, 1e-6, 0.1, 0.996, False),
     "vicreg": MethodSpec("VICReg", 2e-3, 1e-6, None, None, True),
+    # the ceiling: the same encoder, augmentations (one view) and budget, trained on the labels
+    "supervised": MethodSpec("supervised (ceiling)", 2e-3, 1e-6, None, None, True),
 }
 
 
@@ -304,14 +371,13 @@ def resolve(cfg: Config, method: MethodName, n_train: int) -> Resolved:
 
 
 def parse_args(argv: Sequence[str] | None) -> Config:
-    """The command line, built from the fields of :class:`Config` (``--data-dir`` for data_dir)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    """The command line, built from the fields of :class:`Config` (``--data-dir`` for data_dir).
+    ``--help`` shows each default as it resolves, per dataset or per method where they differ."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     hints = typing.get_type_hints(Config)
     for f in dataclasses.fields(Config):
-        flag, help_text = "--" + f.name.replace("_", "-"), f.metadata["help"]
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} (default: {_default_text(f)})"
         if hints[f.name] is bool:
             action = argparse.BooleanOptionalAction
             parser.add_argument(flag, action=action, default=f.default, help=help_text)
@@ -319,6 +385,32 @@ def parse_args(argv: Sequence[str] | None) -> Config:
             options = _argument_options(hints[f.name])
             parser.add_argument(flag, default=f.default, help=help_text, **options)
     return Config(**vars(parser.parse_args(argv)))
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    """The default of a Config field as a user reads it: the value, or the per-dataset /
+    per-method values it resolves to (grouped when several share a value)."""
+    source = f.metadata.get("default")
+    values: dict[str, Any]
+    if source == "preset":
+        values = {name: getattr(preset, f.name) for name, preset in PRESETS.items()}
+    elif source == "method":
+        values = {name: getattr(spec, f.name) for name, spec in METHOD_SPECS.items()}
+        values = {name: value for name, value in values.items() if value is not None}
+    elif source == "data":
+        return f"none; fashion-mnist: {FASHION_MNIST_DIR}"
+    elif source is not None:
+        return str(source)
+    else:
+        if f.default is None or isinstance(f.default, bool):
+            return {None: "none", False: "off", True: "on"}[f.default]
+        return str(f.default)
+    groups: dict[str, list[str]] = {}
+    for name, value in values.items():
+        groups.setdefault(str(value), []).append(name)
+    if len(groups) == 1 and len(values) == len(METHOD_SPECS):
+        return f"{next(iter(groups))} for every method"
+    return "; ".join(f"{', '.join(names)}: {value}" for value, names in groups.items())
 
 
 def _argument_options(kind: Any) -> dict[str, Any]:
@@ -333,179 +425,6 @@ def _argument_options(kind: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------
 # 2. Data: images as uint8 tensors (N, C, H, W), read from disk without downloading anything
 # ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Data:
-    """A dataset in memory. ``unlabeled`` images are used for training only."""
-
-    name: str
-    train_x: Tensor  # (N, C, H, W) uint8: the labeled train split (also the kNN memory bank)
-    train_y: Tensor  # (N,) int64
-    test_x: Tensor
-    test_y: Tensor
-    n_classes: int
-    max_value: float  # pixel value of white (16 for digits, 255 otherwise)
-    unlabeled_x: Tensor | None = None
-
-    def resized(self, size: int) -> Data:
-        """All splits resized to ``size`` x ``size`` (antialiased bilinear), if they differ."""
-        if self.train_x.shape[-2:] == (size, size):
-            return self
-        fit = functools.partial(resize_images, size=size, max_value=self.max_value)
-        unlabeled = None if self.unlabeled_x is None else fit(self.unlabeled_x)
-        return dataclasses.replace(
-            self, train_x=fit(self.train_x), test_x=fit(self.test_x), unlabeled_x=unlabeled
-        )
-
-    @property
-    def ssl_x(self) -> Tensor:
-        """The images the self-supervised methods train on."""
-        if self.unlabeled_x is None:
-            return self.train_x
-        return torch.cat([self.train_x, self.unlabeled_x])
-
-
-def resize_images(images: Tensor, *, size: int, max_value: float) -> Tensor:
-    """uint8 (N, C, H, W) -> uint8 (N, C, size, size), in chunks to bound the memory."""
-    out = []
-    for chunk in torch.split(images, 4096):
-        x = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
-        out.append(x.round().clamp(0, max_value).to(torch.uint8))
-    return torch.cat(out)
-
-
-def load_data(cfg: Config) -> Data:
-    """Load ``cfg.data`` (see the module docstring for where the files come from)."""
-    if cfg.data == "digits":
-        return load_digits()
-    if cfg.data == "fashion-mnist":
-        return load_fashion_mnist(Path(cfg.data_dir or FASHION_MNIST_DIR))
-    if cfg.data_dir is None:
-        raise ValueError(f"--data {cfg.data} needs --data-dir (the folder holding its files)")
-    if cfg.data == "cifar10":
-        return load_cifar10(Path(cfg.data_dir))
-    return load_stl10(Path(cfg.data_dir), unlabeled=cfg.unlabeled)
-
-
-def load_digits() -> Data:
-    """scikit-learn's bundled 8x8 digits (values 0..16), split 1,347 / 450 stratified."""
-    from sklearn.datasets import load_digits as sklearn_digits  # type: ignore[import-untyped]
-    from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
-
-    bunch = sklearn_digits()
-    images = np.asarray(bunch.images, dtype=np.uint8)[:, None]  # (1797, 1, 8, 8)
-    labels = np.asarray(bunch.target, dtype=np.int64)
-    train, test = train_test_split(
-        np.arange(len(labels)), test_size=450, stratify=labels, random_state=0
-    )
-    x, y = torch.from_numpy(images), torch.from_numpy(labels)
-    return Data("digits", x[train], y[train], x[test], y[test], 10, 16.0)
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzip-compressed or plain."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {raw[:4].hex()})")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != math.prod(shape):
-        raise ValueError(f"{path}: header says {shape}, found {data.size} values")
-    return data.reshape(shape)
-
-
-def _find(folder: Path, name: str, how_to_get: str) -> Path:
-    for candidate in (folder / name, folder / (name + ".gz")):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"{folder / name}[.gz] not found. {how_to_get}")
-
-
-def load_fashion_mnist(folder: Path) -> Data:
-    """Fashion-MNIST from its four IDX files (Debian: ``/usr/share/datasets/fashion-mnist``)."""
-    how = (
-        "Install Debian's package (`sudo apt-get install dataset-fashion-mnist`, files in "
-        f"{FASHION_MNIST_DIR}) or pass --data-dir to a folder with the IDX files from "
-        "https://github.com/zalandoresearch/fashion-mnist."
-    )
-    arrays = {
-        name: read_idx(_find(folder, f"{name}-idx{3 if 'images' in name else 1}-ubyte", how))
-        for name in ("train-images", "train-labels", "t10k-images", "t10k-labels")
-    }
-    x_train = torch.from_numpy(arrays["train-images"].copy())[:, None]  # (60000, 1, 28, 28)
-    x_test = torch.from_numpy(arrays["t10k-images"].copy())[:, None]
-    y_train = torch.from_numpy(arrays["train-labels"].astype(np.int64))
-    y_test = torch.from_numpy(arrays["t10k-labels"].astype(np.int64))
-    return Data("fashion-mnist", x_train, y_train, x_test, y_test, 10, 255.0)
-
-
-def load_cifar10(folder: Path) -> Data:
-    """CIFAR-10, python version: ``data_batch_1..5`` and ``test_batch`` pickles."""
-    if (folder / "cifar-10-batches-py").is_dir():
-        folder = folder / "cifar-10-batches-py"
-    how = (
-        "Download the CIFAR-10 python version (cifar-10-python.tar.gz) from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html, extract it and pass "
-        "--data-dir .../cifar-10-batches-py."
-    )
-
-    def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
-        path = folder / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found. {how}")
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")  # the official format is a pickle
-        images = np.asarray(entry[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        return images, np.asarray(entry[b"labels"], dtype=np.int64)
-
-    parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
-    x_test, y_test = batch("test_batch")
-    return Data(
-        "cifar10",
-        torch.from_numpy(np.concatenate([p[0] for p in parts])),
-        torch.from_numpy(np.concatenate([p[1] for p in parts])),
-        torch.from_numpy(x_test),
-        torch.from_numpy(y_test),
-        10,
-        255.0,
-    )
-
-
-def read_stl10_images(path: Path) -> np.ndarray:
-    """STL-10 binary images: each image is 3 column-major 96x96 planes; returns (N, 3, H, W)."""
-    raw = np.fromfile(path, dtype=np.uint8)
-    return np.ascontiguousarray(raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2))
-
-
-def load_stl10(folder: Path, *, unlabeled: bool) -> Data:
-    """STL-10, binary version: ``train_X.bin``, ``train_y.bin``, ``test_*``, ``unlabeled_X.bin``."""
-    if (folder / "stl10_binary").is_dir():
-        folder = folder / "stl10_binary"
-    how = (
-        "Download the STL-10 binary version (stl10_binary.tar.gz) from "
-        "https://cs.stanford.edu/~acoates/stl10/, extract it and pass --data-dir .../stl10_binary."
-    )
-    names = ["train_X.bin", "train_y.bin", "test_X.bin", "test_y.bin"]
-    names += ["unlabeled_X.bin"] if unlabeled else []
-    for name in names:
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"{folder / name} not found. {how}")
-
-    def labels(name: str) -> Tensor:  # stored as 1..10
-        return torch.from_numpy(np.fromfile(folder / name, dtype=np.uint8).astype(np.int64) - 1)
-
-    return Data(
-        "stl10",
-        torch.from_numpy(read_stl10_images(folder / "train_X.bin")),
-        labels("train_y.bin"),
-        torch.from_numpy(read_stl10_images(folder / "test_X.bin")),
-        labels("test_y.bin"),
-        10,
-        255.0,
-        torch.from_numpy(read_stl10_images(folder / "unlabeled_X.bin")) if unlabeled else None,
-    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -541,7 +460,7 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
         multicrop = MultiCrop(
             sizes, counts, scales, augmentations=jitter, flip_prob=0.5 if preset.flip else 0.0
         )
-    elif method == "simclr":
+    elif method in ("simclr", "supervised"):
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.0, mean=m, std=s)
     elif method in ("moco", "simsiam"):
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.5, mean=m, std=s)
@@ -674,7 +593,8 @@ class Encoder(nn.Module):
 
 
 class Method(nn.Module):
-    """Base class. ``forward(views)`` returns the loss; ``after_step()`` runs after the
+    """Base class. ``forward(views, labels)`` returns the loss of a batch (only the supervised
+    ceiling reads the labels); ``after_step()`` runs after the
     optimizer step (EMA update, queue push, prototype normalization); ``online`` is what the
     optimizer trains and what the target networks follow."""
 
@@ -711,7 +631,7 @@ class SimCLR(Method):
         self.temperature = r.temperature
         self.gather = distributed
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = forward_multicrop(self.online, views[:2])
         return SF.nt_xent(z_a, z_b, temperature=self.temperature, gather_distributed=self.gather)
 
@@ -730,7 +650,7 @@ class MoCo(Method):
         self.temperature = r.temperature
         self._keys: Tensor | None = None
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         q_a, q_b = per_view(self.online, views[:2])
         with torch.no_grad():
             k_a, k_b = per_view(self.target.module, views[:2])
@@ -769,7 +689,7 @@ class BYOL(Method):
             self.online, momentum=r.ema_momentum, total_steps=r.steps, buffers="keep"
         )
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = per_view(self.online, views[:2])
         p_a, p_b = per_view(self.predictor, [z_a, z_b])
         with torch.no_grad():
@@ -792,7 +712,7 @@ class SimSiam(Method):
         self.online = Encoder(backbone, mlp([f, 4 * f, 4 * f, 4 * f], last_bn=False))
         self.predictor = mlp([4 * f, f, 4 * f])
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = per_view(self.online, views[:2])
         p_a, p_b = per_view(self.predictor, [z_a, z_b])
         return 0.5 * (
@@ -820,7 +740,7 @@ class SwAV(Method):
         )
         self._embeddings: list[Tensor] = []
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         # one forward pass per crop size (SwAV's multi-crop), then onto the unit sphere
         z = [F.normalize(out, dim=1) for out in forward_multicrop(self.online, views)]
         scores = [self.prototypes(zv) for zv in z]
@@ -859,7 +779,7 @@ class BarlowTwins(Method):
         self.lambd = lambd
         self.gather = distributed
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = per_view(self.online, views[:2])
         return SF.barlow_twins_loss(z_a, z_b, lambd=self.lambd, gather_distributed=self.gather)
 
@@ -875,7 +795,7 @@ class DINO(Method):
     def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
         super().__init__()
         f = backbone.out_dim
-        k = DINO_SMALL_OUTPUTS if r.image_size <= 16 else 65_536  # small data: small K
+        k = DINO_SMALL_OUTPUTS if r.image_size < 32 else 65_536  # small images: small K
         head = sslosses.DINOHead(
             f,
             k,
@@ -898,7 +818,7 @@ class DINO(Method):
         start, end = DINO_TEACHER_TEMPERATURES
         return sslosses.linear_warmup_schedule(self.target.step, self.warmup_steps, start, end)
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         student = forward_multicrop(self.online, views)  # one pass per crop size
         with torch.no_grad():
             teacher = forward_multicrop(self.target.module, views[:2])
@@ -940,9 +860,21 @@ class VICReg(Method):
         self.online = Encoder(backbone, mlp([f, 4 * f, 4 * f, 4 * f], last_bias=False))
         self.gather = distributed
 
-    def forward(self, views: list[Tensor]) -> Tensor:
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = per_view(self.online, views[:2])
         return SF.vicreg_loss(z_a, z_b, gather_distributed=self.gather)  # 25 / 25 / 1
+
+
+class Supervised(Method):
+    """The ceiling: the same backbone trained with cross-entropy on the labels, on one
+    augmented view per image (the first of the pair the other methods get), same budget."""
+
+    def __init__(self, backbone: ResNet, n_classes: int) -> None:
+        super().__init__()
+        self.online = Encoder(backbone, nn.Linear(backbone.out_dim, n_classes))
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.online(views[0]).float(), labels)
 
 
 def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Method:
@@ -962,93 +894,80 @@ def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Met
         return DINO(backbone, r, distributed)
     if r.method == "vicreg":
         return VICReg(backbone, r, distributed)
+    if r.method == "supervised":
+        return Supervised(backbone, data.n_classes)
     return BarlowTwins(backbone, r, distributed, cfg.barlow_lambda)
 
 
 # ------------------------------------------------------------------------------------------------
-# 6. Evaluation: weighted kNN on frozen, L2-normalized features (Wu et al. 2018)
+# 6. Evaluation: kNN (k = 200 and 20) and a linear probe on frozen features (train_probes.py)
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
-def extract_features(
-    encoder: Callable[[Tensor], Tensor],
-    images: Tensor,
-    prepare: Callable[[Tensor], Tensor],
-    device: torch.device,
-    batch_size: int = 1024,
-) -> Tensor:
-    """Features of ``images`` (uint8, any device) in float32, L2-normalized, on ``device``."""
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = prepare(images[start : start + batch_size].to(device, non_blocking=True))
-        with autocast(device):
-            out.append(F.normalize(encoder(x).float().flatten(1), dim=1))
-    return torch.cat(out)
+class Evaluator:
+    """Probes a frozen encoder: the train split is the kNN memory bank and the linear probe's
+    fitting set, the test split the queries. Images are normalized with the train split's
+    channel statistics (the same normalization the training views get)."""
 
-
-@torch.no_grad()
-def knn_accuracy(
-    bank: Tensor,
-    bank_labels: Tensor,
-    queries: Tensor,
-    query_labels: Tensor,
-    *,
-    k: int,
-    temperature: float,
-    n_classes: int,
-    chunk: int = 512,
-) -> float:
-    """Top-1 accuracy (%) of the weighted kNN vote: the ``k`` most cosine-similar bank entries
-    vote for their class with weight ``exp(sim / temperature)``. Features must be normalized."""
-    bank_labels = bank_labels.to(bank.device)
-    correct = 0
-    for start in range(0, len(queries), chunk):
-        sim = queries[start : start + chunk] @ bank.T  # (B, N_bank)
-        top_sim, top_idx = sim.topk(k, dim=1)  # (B, k)
-        votes = torch.zeros(len(sim), n_classes, device=bank.device)
-        votes.scatter_add_(1, bank_labels[top_idx], (top_sim / temperature).exp())
-        pred = votes.argmax(dim=1).cpu()
-        correct += int((pred == query_labels[start : start + chunk]).sum())
-    return 100.0 * correct / len(queries)
-
-
-class KNNProbe:
-    """Evaluates a frozen backbone: train split as memory bank, test split as queries."""
-
-    def __init__(self, data: Data, k: int, temperature: float, device: torch.device) -> None:
-        self.data, self.k, self.temperature, self.device = data, k, temperature, device
-        mean = to_float(data.train_x[:10_000], data).mean(dim=(0, 2, 3)).view(1, -1, 1, 1)
-        std = to_float(data.train_x[:10_000], data).std(dim=(0, 2, 3)).view(1, -1, 1, 1)
-        self.mean, self.std = mean.to(device), std.to(device)
+    def __init__(self, data: Data, temperature: float, device: torch.device) -> None:
+        self.data, self.temperature, self.device = data, temperature, device
+        sample = to_float(data.train_x[:10_000], data)
+        self.mean = sample.mean(dim=(0, 2, 3)).view(1, -1, 1, 1).to(device)
+        self.std = sample.std(dim=(0, 2, 3)).view(1, -1, 1, 1).to(device)
 
     def prepare(self, images: Tensor) -> Tensor:
         return (to_float(images, self.data) - self.mean) / self.std
 
-    def accuracy(self, encoder: Callable[[Tensor], Tensor]) -> float:
-        bank = extract_features(encoder, self.data.train_x, self.prepare, self.device)
-        queries = extract_features(encoder, self.data.test_x, self.prepare, self.device)
-        return knn_accuracy(
-            bank,
-            self.data.train_y,
-            queries,
-            self.data.test_y,
-            k=self.k,
-            temperature=self.temperature,
-            n_classes=self.data.n_classes,
+    def evaluate(self, encoder: Callable[[Tensor], Tensor], *, linear: bool) -> dict[str, float]:
+        """``{"knn200": %, "knn20": %}``, plus ``"linear"`` (and its chosen ``"linear_l2"``)."""
+        d = self.data
+        features = functools.partial(
+            train_probes.extract_features, encoder, prepare=self.prepare, device=self.device
         )
+        bank, queries = features(d.train_x), features(d.test_x)
+        knn = train_probes.knn_accuracy(
+            bank, d.train_y, queries, d.test_y, ks=KNN_KS, temperature=self.temperature,
+            n_classes=d.n_classes,
+        )  # fmt: skip
+        out = {f"knn{k}": acc for k, acc in knn.items()}
+        if linear:
+            probe = train_probes.linear_probe(
+                bank, d.train_y, queries, d.test_y, n_classes=d.n_classes
+            )
+            out |= {"linear": probe.top1, "linear_l2": probe.l2}
+        return out
 
-    def backbone_accuracy(self, backbone: nn.Module) -> float:
+    def evaluate_backbone(self, backbone: nn.Module, *, linear: bool) -> dict[str, float]:
         was_training = backbone.training
         backbone.eval()
         try:
-            return self.accuracy(backbone)
+            return self.evaluate(backbone, linear=linear)
         finally:
             backbone.train(was_training)
 
 
+def cached_baseline(
+    out: Path, key: str, compute: Callable[[], dict[str, float]], *, write: bool
+) -> dict[str, float]:
+    """A baseline's probe results, computed once per ``<out>`` (``baselines.json``): runs of
+    several methods (also in parallel processes) share the raw-pixel and untrained numbers."""
+    path = out / "baselines.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    if key not in known:
+        value = compute()
+        known = json.loads(path.read_text()) if path.is_file() else {}  # others may have added
+        known[key] = value
+        if write:
+            out.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+    result: dict[str, float] = known[key]
+    return result
+
+
 # ------------------------------------------------------------------------------------------------
-# 7. Runtime: device, DDP, autocast, RNG state, checkpoints
+# 7. Runtime: device, DDP, autocast, resumable checkpoints (RNG helpers: train_state.py)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -1086,51 +1005,12 @@ def autocast(device: torch.device) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every RNG's state as tensors, ints, floats and None only: ``weights_only`` loads it."""
-    py_version, py_words, py_gauss = random.getstate()
-    np_name, np_words, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
-    if np_name != "MT19937":
-        raise ValueError(f"unexpected NumPy bit generator {np_name!r}")
-    state: dict[str, Any] = {
-        "python": torch.tensor(py_words, dtype=torch.int64),  # 625 words < 2**32
-        "python_version": int(py_version),
-        "python_gauss": py_gauss,
-        "numpy": torch.from_numpy(np.asarray(np_words, dtype=np.int64)),  # 624 uint32 words
-        "numpy_pos": int(np_pos),
-        "numpy_gauss": (int(np_has_gauss), float(np_gauss)),
-        "torch": torch.get_rng_state(),
-        "augment": generator.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
-    """Restore :func:`rng_state`'s states (its tensors may have been mapped to an accelerator)."""
-    words = tuple(int(w) for w in state["python"].tolist())
-    random.setstate((state["python_version"], words, state["python_gauss"]))
-    has_gauss, gauss = state["numpy_gauss"]
-    np_words = state["numpy"].cpu().numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", np_words, state["numpy_pos"], has_gauss, gauss))
-    torch.set_rng_state(state["torch"].cpu())
-    generator.set_state(state["augment"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-
-
 def config_fingerprint(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_ONLY}
 
 
 def check_resumable(path: Path, saved: dict[str, Any], cfg: Config) -> None:
+    """Refuse a checkpoint written with other settings (those in ``RUNTIME_ONLY`` aside)."""
     now = config_fingerprint(cfg)
     diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
     if diff:
@@ -1139,12 +1019,6 @@ def check_resumable(path: Path, saved: dict[str, Any], cfg: Config) -> None:
             f"{path} was written with other settings ({changes}); pass another --out "
             "or --no-resume to start over"
         )
-
-
-def save_atomic(obj: object, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1160,14 +1034,38 @@ class NonFiniteLossError(RuntimeError):
 class MethodResult:
     method: MethodName
     title: str
+    seed: int
     steps: int
     final_loss: float
-    knn_top1: float
-    baseline_top1: float
-    seconds: float
+    final: dict[str, float]  # probes of the trained backbone: knn200, knn20, linear
+    untrained: dict[str, float]  # the same probes at initialization (same seed)
+    headline_k: int  # the preset's kNN column
+    seconds: float  # wall-clock training time, evaluations included
+    cpu_seconds: float  # CPU time of the same (all threads of this process)
     history: list[dict[str, Any]]  # the JSON lines, one per epoch
     curve: list[tuple[int, float]]  # (step, mean loss) about 100 times per run, for the plot
     finished: bool
+
+    @property
+    def knn_top1(self) -> float:
+        return self.final.get(f"knn{self.headline_k}", float("nan"))
+
+    @property
+    def baseline_top1(self) -> float:
+        return self.untrained[f"knn{self.headline_k}"]
+
+
+@dataclass
+class Progress:
+    """Everything the loop accumulates; saved in the checkpoint with the model."""
+
+    step: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_loss: list[float] = field(default_factory=lambda: [0.0, 0])  # running sum, count
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    window: list[float] = field(default_factory=lambda: [0.0, 0])  # for the next curve point
 
 
 def lr_at(step: int, r: Resolved) -> float:
@@ -1179,28 +1077,53 @@ def lr_at(step: int, r: Resolved) -> float:
 
 
 def make_optimizer(model: Method, r: Resolved) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and BatchNorm parameters (1-D tensors)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    groups = [
-        {"params": decay, "weight_decay": r.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+    """AdamW; no weight decay on biases and BatchNorm parameters (1-D tensors). With
+    ``fixed_predictor_lr`` (SimSiam) the predictor's groups keep the peak learning rate."""
+    fixed = set()
+    if r.spec.fixed_predictor_lr:
+        fixed = {id(p) for p in typing.cast(nn.Module, model.predictor).parameters()}
+    groups = []
+    for is_fixed in (False, True):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in fixed) == is_fixed]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decay]
+            if chosen:
+                wd = r.weight_decay if decay else 0.0
+                groups.append({"params": chosen, "weight_decay": wd, "fixed_lr": is_fixed})
     return torch.optim.AdamW(groups, lr=r.lr)
 
 
+def set_lr(optimizer: torch.optim.Optimizer, step: int, r: Resolved) -> float:
+    lr = lr_at(step, r)
+    for group in optimizer.param_groups:
+        group["lr"] = r.lr if group["fixed_lr"] else lr
+    return lr
+
+
+def run_name(method: MethodName, seed: int) -> str:
+    return method if seed == 0 else f"{method}-seed{seed}"
+
+
+def untrained_key(r: Resolved, cfg: Config) -> str:
+    return f"untrained/{cfg.data}/{r.backbone}-w{r.width}-{r.image_size}px-seed{cfg.seed}"
+
+
+def raw_pixels_key(cfg: Config, image_size: int) -> str:
+    return f"raw-pixels/{cfg.data}/{image_size}px"
+
+
 def train_method(
-    method: MethodName, cfg: Config, data: Data, rt: Runtime, probe: KNNProbe
+    method: MethodName, cfg: Config, data: Data, rt: Runtime, evaluator: Evaluator
 ) -> MethodResult:
     """Train one method (resuming if a checkpoint exists) and return its results."""
-    ssl_x = data.ssl_x
-    r = resolve(cfg, method, len(ssl_x))
+    supervised = method == "supervised"
+    images = data.train_x if supervised else data.ssl_x
+    r = resolve(cfg, method, len(images))
     if r.batch_size % rt.world:
         raise ValueError(f"--batch-size {r.batch_size} must be divisible by {rt.world} ranks")
     local_batch = r.batch_size // rt.world
     sampler: DistributedSampler[int] = DistributedSampler(
-        typing.cast(Any, range(len(ssl_x))),
+        typing.cast(Any, range(len(images))),
         num_replicas=rt.world,
         rank=rt.rank,
         shuffle=True,
@@ -1209,18 +1132,22 @@ def train_method(
     )
     steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch == 0:
-        raise ValueError(f"--batch-size {r.batch_size} exceeds the {len(ssl_x)} training images")
+        raise ValueError(f"--batch-size {r.batch_size} exceeds the {len(images)} training images")
 
-    out_dir = Path(cfg.out) / method
-    ckpt_path = out_dir / "checkpoint.pt"
-    metrics_path = out_dir / "metrics.jsonl"
+    out_dir = Path(cfg.out) / run_name(method, cfg.seed)
+    ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
     if rt.main:
         out_dir.mkdir(parents=True, exist_ok=True)
 
     # Model, untrained baseline, optimizer: identical for a seed whether or not we resume.
     seed_everything(cfg.seed)
     model = build_method(cfg, r, data, rt.distributed).to(rt.device)
-    baseline = probe.backbone_accuracy(model.backbone)
+    untrained = cached_baseline(
+        Path(cfg.out),
+        untrained_key(r, cfg),
+        lambda: evaluator.evaluate_backbone(model.backbone, linear=True),
+        write=rt.main,
+    )
     if rt.distributed and r.spec.sync_bn:
         if rt.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # type: ignore[no-untyped-call]
@@ -1229,156 +1156,218 @@ def train_method(
                 f"[{method}] SyncBatchNorm needs CUDA: BatchNorm stays per process", file=sys.stderr
             )
     optimizer = make_optimizer(model, r)
-    augment = build_augment(r, data, probe.mean, probe.std)
+    augment = build_augment(r, data, evaluator.mean, evaluator.std)
     generator = torch.Generator()  # on the CPU: the same crops on every device
     generator.manual_seed(cfg.seed * 1000 + rt.rank)
 
-    step, seconds, history = 0, 0.0, []
-    epoch_loss = [0.0, 0]  # running sum and count of the current epoch's losses
-    curve: list[tuple[int, float]] = []
-    curve_every, window = max(1, r.steps // 100), [0.0, 0]
+    state = Progress()
     if cfg.resume and ckpt_path.is_file():
-        # Tensors, numbers and strings only (RNG states as tensors): nothing is unpickled
-        # beyond those, so a checkpoint cannot run code when it is loaded.
-        ckpt = torch.load(ckpt_path, map_location=rt.device, weights_only=True)
-        check_resumable(ckpt_path, ckpt["config"], cfg)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        step, seconds, history = ckpt["step"], ckpt["seconds"], ckpt["history"]
-        epoch_loss, curve, window = ckpt["epoch_loss"], ckpt["curve"], ckpt["window"]
-        rng = ckpt["rng"]
-        if len(rng) == rt.world:
-            set_rng_state(rng[rt.rank], generator)
-        elif rt.main:
-            print(
-                f"[{method}] checkpoint from {len(rng)} ranks, now {rt.world}: the RNGs "
-                "start afresh, so the run goes on but not as it would have",
-                file=sys.stderr,
-            )
-        if rt.main:
-            print(f"[{method}] resumed from {ckpt_path} at step {step}", file=sys.stderr)
+        state = load_checkpoint(ckpt_path, cfg, rt, model, optimizer, generator, method)
     if rt.main:  # the log mirrors the checkpoint: drop lines written after it
-        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        metrics_path.write_text("".join(json.dumps(h) + "\n" for h in state.history))
 
-    def checkpoint() -> None:
-        states = [rng_state(generator)]
-        if rt.distributed:
-            states = [None] * rt.world  # type: ignore[list-item]
-            dist.all_gather_object(states, rng_state(generator))
-        if rt.main:
-            save_atomic(
-                {
-                    "config": config_fingerprint(cfg),
-                    "step": step,
-                    "seconds": seconds,
-                    "history": history,
-                    "epoch_loss": epoch_loss,
-                    "curve": curve,
-                    "window": window,
-                    "rng": states,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                },
-                ckpt_path,
-            )
-
-    train_model: nn.Module = model
-    if cfg.compile:
-        model.backbone.compile()
-    if rt.distributed:
-        # Buffers stay per rank after the start (SwAV's queues are per rank, as in its code).
-        ddp = nn.parallel.DistributedDataParallel
-        no_sync: dict[str, Any] = (
-            {"forward_sync_buffers": False}
-            if "forward_sync_buffers" in inspect.signature(ddp).parameters
-            else {"broadcast_buffers": False}  # PyTorch before forward_sync_buffers
-        )
-        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
-        train_model = ddp(model, device_ids=device_ids, **no_sync)
-    images = ssl_x.to(rt.device)
-    started, steps_this_run = time.perf_counter(), 0
+    train_model = wrap_model(model, cfg, rt)
+    images = images.to(rt.device)
+    labels = (data.train_y if supervised else torch.full((len(images),), -1)).to(rt.device)
+    curve_every = max(1, r.steps // 100)
+    clock = (time.perf_counter(), time.process_time())
+    steps_this_run = 0
     model.train()
-    while step < r.steps:
-        epoch = step // steps_per_epoch
+    while state.step < r.steps:
+        epoch = state.step // steps_per_epoch
         sampler.set_epoch(epoch)
         order = torch.tensor(list(iter(sampler)), device=rt.device)
         batches = order[: steps_per_epoch * local_batch].view(steps_per_epoch, local_batch)
-        first = step - epoch * steps_per_epoch
-        last = min(steps_per_epoch, first + (r.steps - step))
+        first = state.step - epoch * steps_per_epoch
+        last = min(steps_per_epoch, first + (r.steps - state.step))
         bar = progress(range(first, last), f"{method} epoch {epoch}", cfg, rt)
         for i in bar:
-            views = augment(images[batches[i]], generator)
-            lr = lr_at(step, r)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(rt.device):
-                loss = train_model(views)
-            value = float(loss.item())
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"{method}: non-finite loss {value} at step {step} (epoch {epoch}, lr "
-                    f"{lr:.3g}); stopping. Lower --lr or check the data."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            model.before_optimizer_step(step)
-            optimizer.step()
-            model.after_step(step)
-            step += 1
+            batch = batches[i]
+            value = train_step(
+                train_model, model, optimizer, augment(images[batch], generator), labels[batch],
+                state.step, r, method,
+            )  # fmt: skip
+            state.step += 1
             steps_this_run += 1
-            epoch_loss = [epoch_loss[0] + value, epoch_loss[1] + 1]
-            window = [window[0] + value, window[1] + 1]
-            if step % curve_every == 0 or step == r.steps:
-                curve.append((step, window[0] / window[1]))
-                window = [0.0, 0]
+            state.epoch_loss = [state.epoch_loss[0] + value, state.epoch_loss[1] + 1]
+            state.window = [state.window[0] + value, state.window[1] + 1]
+            if state.step % curve_every == 0 or state.step == r.steps:
+                state.curve.append((state.step, state.window[0] / state.window[1]))
+                state.window = [0.0, 0]
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{value:.4f}")
             if cfg.stop_after is not None and steps_this_run >= cfg.stop_after:
                 break
-        epoch_done = step % steps_per_epoch == 0 or step == r.steps
+        epoch_done = state.step % steps_per_epoch == 0 or state.step == r.steps
         stopping = cfg.stop_after is not None and steps_this_run >= cfg.stop_after
         if epoch_done:
-            record: dict[str, Any] = {
-                "method": method,
-                "epoch": epoch,
-                "step": step,
-                "loss": epoch_loss[0] / max(1, epoch_loss[1]),
-                "lr": lr_at(step - 1, r),
-                **model.log_values(),
+            record = epoch_record(method, epoch, state, r, model, evaluator)
+            clock = tick(state, clock)
+            record |= {
+                "seconds": round(state.seconds, 2),
+                "cpu_seconds": round(state.cpu_seconds, 2),
             }
-            steps_before = step - epoch_loss[1]
-            if step == r.steps or step // r.eval_every > steps_before // r.eval_every:
-                record["knn_top1"] = probe.backbone_accuracy(model.backbone)
-            seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            record["seconds"] = round(seconds, 2)
-            history.append(record)
-            epoch_loss = [0.0, 0]
+            state.history.append(record)
+            state.epoch_loss = [0.0, 0]
             if rt.main:
                 line = json.dumps(record)
                 print(line, flush=True)
                 with open(metrics_path, "a") as f:
                     f.write(line + "\n")
         if epoch_done or stopping:
-            seconds += time.perf_counter() - started
-            started = time.perf_counter()
-            checkpoint()
+            clock = tick(state, clock)
+            save_checkpoint(ckpt_path, cfg, rt, model, optimizer, generator, state)
         if stopping:
             break
 
-    evaluated = [h for h in history if "knn_top1" in h]
-    return MethodResult(
+    final = state.history[-1] if state.history else {}
+    result = MethodResult(
         method=method,
         title=r.spec.title,
-        steps=step,
-        final_loss=history[-1]["loss"] if history else float("nan"),
-        knn_top1=evaluated[-1]["knn_top1"] if evaluated else float("nan"),
-        baseline_top1=baseline,
-        seconds=seconds,
-        history=history,
-        curve=curve,
-        finished=step == r.steps,
+        seed=cfg.seed,
+        steps=state.step,
+        final_loss=final.get("loss", float("nan")),
+        final={k: v for k, v in final.items() if k.startswith(("knn", "linear"))},
+        untrained=untrained,
+        headline_k=r.preset.knn_k,
+        seconds=state.seconds,
+        cpu_seconds=state.cpu_seconds,
+        history=state.history,
+        curve=state.curve,
+        finished=state.step == r.steps,
     )
+    if rt.main and result.finished:
+        (out_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result)) + "\n")
+    return result
+
+
+def train_step(
+    train_model: nn.Module,
+    model: Method,
+    optimizer: torch.optim.Optimizer,
+    views: list[Tensor],
+    labels: Tensor,
+    step: int,
+    r: Resolved,
+    method: str,
+) -> float:
+    """One optimizer step; returns the loss (a non-finite loss stops the run)."""
+    lr = set_lr(optimizer, step, r)
+    with autocast(next(model.parameters()).device):
+        loss = train_model(views, labels)
+    value = float(loss.item())
+    if not math.isfinite(value):
+        raise NonFiniteLossError(
+            f"{method}: non-finite loss {value} at step {step} (lr {lr:.3g}); stopping. "
+            "Lower --lr or check the data."
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    model.before_optimizer_step(step)
+    optimizer.step()
+    model.after_step(step)
+    return value
+
+
+def epoch_record(
+    method: str, epoch: int, state: Progress, r: Resolved, model: Method, evaluator: Evaluator
+) -> dict[str, Any]:
+    """The JSON line of a finished epoch: mean loss, learning rate, the method's own values,
+    and the probes when an evaluation is due (the linear probe only after the last step)."""
+    record: dict[str, Any] = {
+        "method": method,
+        "epoch": epoch,
+        "step": state.step,
+        "loss": state.epoch_loss[0] / max(1, state.epoch_loss[1]),
+        "lr": lr_at(state.step - 1, r),
+        **model.log_values(),
+    }
+    steps_before = state.step - int(state.epoch_loss[1])
+    last = state.step == r.steps
+    if last or state.step // r.eval_every > steps_before // r.eval_every:
+        record |= evaluator.evaluate_backbone(model.backbone, linear=last)
+    return record
+
+
+def tick(state: Progress, clock: tuple[float, float]) -> tuple[float, float]:
+    """Add the wall-clock and CPU time since ``clock`` to ``state``; returns the new clock."""
+    now = (time.perf_counter(), time.process_time())
+    state.seconds += now[0] - clock[0]
+    state.cpu_seconds += now[1] - clock[1]
+    return now
+
+
+def wrap_model(model: Method, cfg: Config, rt: Runtime) -> nn.Module:
+    """Compile the backbone if asked; wrap in DDP under torchrun."""
+    if cfg.compile:
+        model.backbone.compile()
+    if not rt.distributed:
+        return model
+    # Buffers stay per rank after the start (SwAV's queues are per rank, as in its code).
+    ddp = nn.parallel.DistributedDataParallel
+    no_sync: dict[str, Any] = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(ddp).parameters
+        else {"broadcast_buffers": False}  # PyTorch before forward_sync_buffers
+    )
+    device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return ddp(model, device_ids=device_ids, **no_sync)
+
+
+def save_checkpoint(
+    path: Path,
+    cfg: Config,
+    rt: Runtime,
+    model: Method,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: Progress,
+) -> None:
+    """Tensors, numbers and strings only (RNG states as tensors), so that resume can load it
+    with ``weights_only=True``: nothing is unpickled beyond those."""
+    states = [rng_state(generator)]
+    if rt.distributed:
+        states = [None] * rt.world  # type: ignore[list-item]
+        dist.all_gather_object(states, rng_state(generator))
+    if rt.main:
+        save_atomic(
+            {
+                "config": config_fingerprint(cfg),
+                **dataclasses.asdict(state),
+                "rng": states,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            },
+            path,
+        )
+
+
+def load_checkpoint(
+    path: Path,
+    cfg: Config,
+    rt: Runtime,
+    model: Method,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    method: str,
+) -> Progress:
+    ckpt = torch.load(path, map_location=rt.device, weights_only=True)
+    check_resumable(path, ckpt["config"], cfg)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    state = Progress(**{f.name: ckpt[f.name] for f in dataclasses.fields(Progress)})
+    rng = ckpt["rng"]
+    if len(rng) == rt.world:
+        set_rng_state(rng[rt.rank], generator)
+    elif rt.main:
+        print(
+            f"[{method}] checkpoint from {len(rng)} ranks, now {rt.world}: the RNGs start "
+            "afresh, so the run goes on but not as it would have",
+            file=sys.stderr,
+        )
+    if rt.main:
+        print(f"[{method}] resumed from {path} at step {state.step}", file=sys.stderr)
+    return state
 
 
 def progress(steps: range, desc: str, cfg: Config, rt: Runtime) -> Any:
@@ -1391,28 +1380,68 @@ def progress(steps: range, desc: str, cfg: Config, rt: Runtime) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-# 9. Report: Markdown table and PNG plot
+# 9. Report: Markdown table, JSON and PNG plot of every finished run in --out
 # ------------------------------------------------------------------------------------------------
 
+PROBES = (("knn200", "kNN k=200"), ("knn20", "kNN k=20"), ("linear", "linear"))
 
-def markdown_table(results: Sequence[MethodResult], raw_top1: float, cfg: Config) -> str:
+
+def load_results(out: Path) -> list[MethodResult]:
+    """The finished runs in ``out``, in the order of ``ALL_RUNS`` then seed."""
+    results = []
+    for path in out.glob("*/result.json"):
+        entry = json.loads(path.read_text())
+        entry["curve"] = [tuple(point) for point in entry["curve"]]
+        results.append(MethodResult(**entry))
+    return sorted(results, key=lambda res: (ALL_RUNS.index(res.method), res.seed))
+
+
+def _cells(values: dict[str, float]) -> str:
+    return " | ".join(f"{values[key]:.2f}" if key in values else "-" for key, _ in PROBES)
+
+
+def markdown_table(results: Sequence[MethodResult], raw: dict[str, float], cfg: Config) -> str:
+    """One row per run, the raw-pixel and untrained rows first; then, for methods run with
+    several seeds, the mean and standard deviation over the seeds."""
+    probes = " | ".join(title for _, title in PROBES)
     rows = [
-        "| method | steps | final loss | kNN top-1 (%) | untrained (%) | gain | time (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| run | seed | steps | {probes} | vs raw pixels ({' / '.join(t for _, t in PROBES)}) "
+        "| final loss | CPU s |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|",
+        f"| raw pixels | - | - | {_cells(raw)} | - | - | - |",
     ]
+    untrained = {res.seed: res.untrained for res in results}
+    for seed, values in sorted(untrained.items()):
+        rows.append(f"| untrained encoder | {seed} | 0 | {_cells(values)} | - | - | - |")
     for res in results:
-        rows.append(
-            f"| {res.title} | {res.steps} | {res.final_loss:.4f} | {res.knn_top1:.2f} | "
-            f"{res.baseline_top1:.2f} | {res.knn_top1 - res.baseline_top1:+.2f} | "
-            f"{res.seconds:.0f} |"
+        gains = " / ".join(
+            f"{res.final[key] - raw[key]:+.2f}" if key in res.final and key in raw else "-"
+            for key, _ in PROBES
         )
-    rows.append("")
-    rows.append(f"Raw pixels, same kNN (context only): {raw_top1:.2f}%. Data: {cfg.data}.")
+        rows.append(
+            f"| {res.title} | {res.seed} | {res.steps} | {_cells(res.final)} | {gains} | "
+            f"{res.final_loss:.4f} | {res.cpu_seconds:.0f} |"
+        )
+    by_method: dict[str, list[MethodResult]] = {}
+    for res in results:
+        by_method.setdefault(res.title, []).append(res)
+    spread = {title: runs for title, runs in by_method.items() if len(runs) > 1}
+    if spread:
+        rows += ["", f"| run | seeds | {probes} |", "|---|---:|---:|---:|---:|"]
+        for title, runs in spread.items():
+            cells = []
+            for key, _ in PROBES:
+                accs = [run.final[key] for run in runs if key in run.final]
+                sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+                cells.append(f"{statistics.mean(accs):.2f} ± {sd:.2f}" if accs else "-")
+            rows.append(f"| {title} | {len(runs)} | {' | '.join(cells)} |")
+    rows += ["", f"Data: {cfg.data}. Gains are percentage points over raw pixels (same probe)."]
     return "\n".join(rows) + "\n"
 
 
-def plot(results: Sequence[MethodResult], path: Path) -> None:
-    """One loss panel per method (their scales differ) and one kNN panel for all."""
+def plot(results: Sequence[MethodResult], raw: dict[str, float], k: int, path: Path) -> None:
+    """kNN accuracy against step for every run, with the raw-pixel and untrained levels, and
+    one loss panel per method (their scales differ)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -1422,26 +1451,54 @@ def plot(results: Sequence[MethodResult], path: Path) -> None:
     rows = math.ceil(len(results) / cols)
     fig = plt.figure(figsize=(4 * cols, 2.4 * rows + 3.6))
     grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1.0] * rows + [1.6])
-    ax_knn = fig.add_subplot(grid[rows, :])
+    ax_acc = fig.add_subplot(grid[rows, :])
+    key = f"knn{k}"
     for i, res in enumerate(results):
         ax = fig.add_subplot(grid[i // cols, i % cols])
         ax.plot([s for s, _ in res.curve], [loss for _, loss in res.curve])
-        ax.set_title(f"{res.title}: training loss", fontsize=9)
+        ax.set_title(f"{res.title} (seed {res.seed}): training loss", fontsize=9)
         ax.tick_params(labelsize=7)
-        evals = [h for h in res.history if "knn_top1" in h]
-        line = ax_knn.plot(
+        evals = [h for h in res.history if key in h]
+        ax_acc.plot(
             [0] + [h["step"] for h in evals],
-            [res.baseline_top1] + [h["knn_top1"] for h in evals],
+            [res.untrained[key]] + [h[key] for h in evals],
             marker="o",
             ms=3,
-            label=res.title,
+            label=f"{res.title} (seed {res.seed})",
         )
-        ax_knn.axhline(res.baseline_top1, color=line[0].get_color(), ls=":", lw=0.8)
-    ax_knn.set(xlabel="step", ylabel="kNN top-1 (%)", title="kNN accuracy (dotted: untrained)")
-    ax_knn.legend(fontsize=8)
+    if results:
+        ax_acc.axhline(results[0].untrained[key], color="gray", ls=":", lw=1.2, label="untrained")
+    if key in raw:
+        ax_acc.axhline(raw[key], color="black", ls="--", lw=1.2, label="raw pixels")
+    ax_acc.set(xlabel="step", ylabel=f"kNN k={k} top-1 (%)", title="kNN accuracy on the test split")
+    ax_acc.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def write_report(cfg: Config, image_size: int) -> list[MethodResult]:
+    """results.md / .json / .png of every finished run in ``cfg.out``."""
+    out = Path(cfg.out)
+    results = load_results(out)
+    baselines = (
+        json.loads((out / "baselines.json").read_text())
+        if (out / "baselines.json").is_file()
+        else {}
+    )
+    raw = baselines.get(raw_pixels_key(cfg, image_size), {})
+    table = markdown_table(results, raw, cfg)
+    (out / "results.md").write_text(table)
+    summary = {
+        "data": cfg.data,
+        "raw_pixels": raw,
+        "runs": [dataclasses.asdict(r) for r in results],
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if results:
+        plot(results, raw, PRESETS[cfg.data].knn_k, out / "results.png")
+    print(table, flush=True)
+    return results
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1452,13 +1509,18 @@ def plot(results: Sequence[MethodResult], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> list[MethodResult]:
     """Run the command line ``argv``; returns one :class:`MethodResult` per method trained."""
     cfg = parse_args(argv)
+    image_size = cfg.image_size or PRESETS[cfg.data].image_size
+    if cfg.report:
+        return write_report(cfg, image_size)
     rt = setup_runtime(cfg)
-    preset = PRESETS[cfg.data]
-    data = load_data(cfg).resized(cfg.image_size or preset.image_size)
-    probe = KNNProbe(
-        data, min(cfg.knn_k or preset.knn_k, len(data.train_x)), cfg.knn_temperature, rt.device
+    data = load_data(cfg.data, cfg.data_dir, unlabeled=cfg.unlabeled).resized(image_size)
+    evaluator = Evaluator(data, cfg.knn_temperature, rt.device)
+    raw = cached_baseline(
+        Path(cfg.out),
+        raw_pixels_key(cfg, image_size),
+        lambda: evaluator.evaluate(lambda x: x, linear=True),
+        write=rt.main,
     )
-    raw_top1 = probe.accuracy(lambda x: x)
     if rt.main:
         header = {
             "data": data.name,
@@ -1467,21 +1529,17 @@ def main(argv: Sequence[str] | None = None) -> list[MethodResult]:
             "ssl_images": len(data.ssl_x),
             "device": str(rt.device),
             "world_size": rt.world,
-            "raw_pixels_knn_top1": raw_top1,
+            "raw_pixels": raw,
         }
         print(json.dumps(header), flush=True)
-    methods = METHODS if cfg.method == "all" else (cfg.method,)
+    methods = ALL_RUNS if cfg.method == "all" else (cfg.method,)
     results = []
     for method in methods:
-        results.append(train_method(method, cfg, data, rt, probe))
+        results.append(train_method(method, cfg, data, rt, evaluator))
         if not results[-1].finished:  # stopped by --stop-after
             break
-    if rt.main:
-        table = markdown_table(results, raw_top1, cfg)
-        out = Path(cfg.out)
-        (out / "results.md").write_text(table)
-        plot(results, out / "results.png")
-        print(table, flush=True)
+    if rt.main and results[-1].finished:
+        write_report(cfg, image_size)
     return results
 
 

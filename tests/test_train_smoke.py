@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPT = BENCHMARKS / "train.py"
 
 # A small, fast setting: width-8 ResNet, 128-image batches (10 steps per epoch on digits).
 TINY = ["--width", "8", "--batch-size", "128", "--eval-every", "10", "--quiet"]
@@ -37,8 +38,10 @@ def _load_script() -> ModuleType:
     return module
 
 
-train = _load_script()
-
+train = _load_script()  # puts benchmarks/ on sys.path: its train_* modules import by name
+import train_data  # noqa: E402
+import train_probes  # noqa: E402
+import train_state  # noqa: E402
 
 # --- training learns --------------------------------------------------------------------------
 
@@ -57,11 +60,12 @@ def test_short_run_beats_untrained_encoder(method: str, tmp_path: Path) -> None:
     assert len(lines) == steps // (1347 // 128)  # one line per epoch of 10 steps
     assert [line["step"] for line in lines][-1] == steps
     assert all(line["method"] == method and np.isfinite(line["loss"]) for line in lines)
-    assert [line["step"] for line in lines if "knn_top1" in line] == [20, 40]
+    assert [line["step"] for line in lines if "knn20" in line] == [20, 40]
+    assert [line["step"] for line in lines if "linear" in line] == [40]  # after the last step
     assert [step for step, _ in result.curve] == list(range(1, steps + 1))  # loss per step
     table = (out / "results.md").read_text()
-    assert f"| {result.title} | {steps} |" in table
-    assert "Raw pixels" in table
+    assert f"| {result.title} | 0 | {steps} |" in table
+    assert "| raw pixels |" in table and "| untrained encoder | 0 |" in table
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -187,7 +191,7 @@ def test_rng_state_round_trips_through_a_weights_only_load() -> None:
     random.gauss(0.0, 1.0)  # leaves a cached Gaussian in both Python's and NumPy's state
     np.random.randn()
     buf = io.BytesIO()
-    torch.save(train.rng_state(generator), buf)
+    torch.save(train_state.rng_state(generator), buf)
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
 
@@ -206,7 +210,7 @@ def test_rng_state_round_trips_through_a_weights_only_load() -> None:
     np.random.seed(9)
     torch.manual_seed(9)
     generator.manual_seed(9)
-    train.set_rng_state(state, generator)
+    train_state.set_rng_state(state, generator)
     assert draws() == expected
 
 
@@ -249,7 +253,7 @@ def test_parse_args_fills_the_typed_config() -> None:
 
 def test_cifar10_without_data_dir_is_an_error() -> None:
     with pytest.raises(ValueError, match="--data cifar10 needs --data-dir"):
-        train.load_data(train.parse_args(["--data", "cifar10"]))
+        train_data.load_data("cifar10")
 
 
 # --- kNN probe --------------------------------------------------------------------------------
@@ -262,12 +266,12 @@ def test_weighted_knn_vote_uses_similarity_weights() -> None:
     bank = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.6, -0.8], [-1.0, 0.0]])
     labels = torch.tensor([0, 1, 1, 0])
     query = torch.tensor([[1.0, 0.0]])
-    acc = train.knn_accuracy(bank, labels, query, torch.tensor([0]), k=3, temperature=0.1,
-                             n_classes=2)  # fmt: skip
-    assert acc == 100.0
-    acc_flat = train.knn_accuracy(bank, labels, query, torch.tensor([0]), k=3, temperature=100.0,
-                                  n_classes=2)  # fmt: skip
-    assert acc_flat == 0.0
+    acc = train_probes.knn_accuracy(bank, labels, query, torch.tensor([0]), ks=(3, 1),
+                                    temperature=0.1, n_classes=2)  # fmt: skip
+    assert acc == {3: 100.0, 1: 100.0}
+    acc_flat = train_probes.knn_accuracy(bank, labels, query, torch.tensor([0]), ks=(3, 1),
+                                         temperature=100.0, n_classes=2)  # fmt: skip
+    assert acc_flat == {3: 0.0, 1: 100.0}  # k=1: the nearest neighbour alone decides
 
 
 # --- dataset readers on synthetic files -------------------------------------------------------
@@ -295,9 +299,7 @@ def test_fashion_mnist_reads_idx_files(tmp_path: Path, compressed: bool) -> None
                 f.write(_idx_bytes(array))
         else:
             (tmp_path / name).write_bytes(_idx_bytes(array))
-    data = train.load_data(
-        train.parse_args(["--data", "fashion-mnist", "--data-dir", str(tmp_path)])
-    )
+    data = train_data.load_data("fashion-mnist", str(tmp_path))
     assert data.train_x.shape == (5, 1, 28, 28) and data.train_x.dtype == torch.uint8
     assert torch.equal(
         data.train_x[:, 0], torch.from_numpy(arrays["train-images-idx3-ubyte"]).byte()
@@ -310,17 +312,17 @@ def test_fashion_mnist_reads_idx_files(tmp_path: Path, compressed: bool) -> None
 def test_idx_reader_rejects_other_files(tmp_path: Path) -> None:
     (tmp_path / "bad").write_bytes(b"\x00\x00\x0d\x01\x00\x00\x00\x01abcd")  # float IDX
     with pytest.raises(ValueError, match="not an unsigned-byte IDX file"):
-        train.read_idx(tmp_path / "bad")
+        train_data.read_idx(tmp_path / "bad")
     (tmp_path / "short").write_bytes(_idx_bytes(np.zeros((4, 2)))[:-3])
     with pytest.raises(ValueError, match=r"header says \(4, 2\), found 5 values"):
-        train.read_idx(tmp_path / "short")
+        train_data.read_idx(tmp_path / "short")
 
 
 def test_missing_fashion_mnist_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(
         FileNotFoundError, match=r"train-images-idx3-ubyte\[\.gz\] not found"
     ) as err:
-        train.load_fashion_mnist(tmp_path)
+        train_data.load_fashion_mnist(tmp_path)
     assert "apt-get install dataset-fashion-mnist" in str(err.value)
     assert str(tmp_path) in str(err.value)
 
@@ -335,7 +337,7 @@ def test_cifar10_reads_python_pickles(tmp_path: Path) -> None:
         entry = {b"data": images[i : i + 1].reshape(1, 3072), b"labels": [i]}
         with open(folder / name, "wb") as f:
             pickle.dump(entry, f)
-    data = train.load_cifar10(tmp_path)  # the parent folder works too
+    data = train_data.load_cifar10(tmp_path)  # the parent folder works too
     assert data.train_x.shape == (5, 3, 32, 32)
     assert torch.equal(data.train_x, torch.from_numpy(images[:5]))
     assert torch.equal(data.test_x, torch.from_numpy(images[5:]))
@@ -345,7 +347,7 @@ def test_cifar10_reads_python_pickles(tmp_path: Path) -> None:
 
 def test_missing_cifar10_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="data_batch_1 not found") as err:
-        train.load_cifar10(tmp_path)
+        train_data.load_cifar10(tmp_path)
     assert "https://www.cs.toronto.edu/~kriz/cifar.html" in str(err.value)
 
 
@@ -369,7 +371,7 @@ def test_stl10_reads_column_major_binaries(tmp_path: Path) -> None:
     # A pixel at row 1, column 0 of the red plane is the second byte of the file.
     assert (folder / "train_X.bin").read_bytes()[1] == train_images[0, 0, 1, 0]
 
-    data = train.load_stl10(tmp_path, unlabeled=True)
+    data = train_data.load_stl10(tmp_path, unlabeled=True)
     assert torch.equal(data.train_x, torch.from_numpy(train_images))
     assert torch.equal(data.test_x, torch.from_numpy(test_images))
     assert data.unlabeled_x is not None and torch.equal(
@@ -377,12 +379,12 @@ def test_stl10_reads_column_major_binaries(tmp_path: Path) -> None:
     )
     assert data.train_y.tolist() == [0, 9] and data.test_y.tolist() == [3]
     assert len(data.ssl_x) == 5
-    assert train.load_stl10(folder, unlabeled=False).unlabeled_x is None
+    assert train_data.load_stl10(folder, unlabeled=False).unlabeled_x is None
 
 
 def test_missing_stl10_says_how_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"train_X\.bin not found") as err:
-        train.load_stl10(tmp_path, unlabeled=True)
+        train_data.load_stl10(tmp_path, unlabeled=True)
     assert "https://cs.stanford.edu/~acoates/stl10/" in str(err.value)
 
 
@@ -393,7 +395,7 @@ def test_grayscale_views_keep_one_channel_and_equal_the_three_channel_route() ->
     """Digits go through the pipeline with one channel: every view is (N, 1, h, w), and equals
     the first channel of the former route (three equal channels, one kept after) with the same
     random draws, since brightness and contrast treat a gray channel as its own luma."""
-    data = train.load_digits()
+    data = train_data.load_digits()
     cfg = train.parse_args(["--method", "swav"])
     r = train.resolve(cfg, "swav", data.train_x.shape[0])
     mean, std = torch.tensor([0.3]), torch.tensor([0.2])
@@ -425,3 +427,85 @@ def test_grayscale_views_keep_one_channel_and_equal_the_three_channel_route() ->
         torch.testing.assert_close(
             three[:, 1:], three[:, :1].expand(-1, 2, -1, -1), rtol=0, atol=1e-6
         )
+
+
+# --- probes, baselines, report ------------------------------------------------------------------
+
+
+def test_logistic_regression_reaches_the_penalized_optimum() -> None:
+    """The probe minimizes mean cross-entropy + l2/2 ||W||^2: at its solution the gradient of
+    that objective vanishes (which checks the conversion to scikit-learn's C = 1 / (l2 N))."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 5, generator=gen, dtype=torch.float64)
+    y = (x[:, 0] + 0.5 * torch.randn(300, generator=gen, dtype=torch.float64) > 0).long()
+    y[x[:, 1] > 1.0] = 2
+    for l2 in (1e-3, 1e-1):
+        weight, bias = train_probes.fit_logistic_regression(x, y, n_classes=3, l2=l2, max_iter=1000)
+        w, b = weight.clone().requires_grad_(True), bias.clone().requires_grad_(True)
+        objective = torch.nn.functional.cross_entropy(x @ w + b, y) + 0.5 * l2 * w.pow(2).sum()
+        objective.backward()
+        assert w.grad is not None and b.grad is not None
+        assert float(w.grad.abs().max()) < 1e-4 and float(b.grad.abs().max()) < 1e-4
+
+
+def test_linear_probe_chooses_l2_on_train_data_only() -> None:
+    gen = torch.Generator().manual_seed(1)
+    centers = 3.0 * torch.randn(4, 8, generator=gen)
+    y = torch.randint(0, 4, (600,), generator=gen)
+    x = centers[y] + torch.randn(600, 8, generator=gen)
+    test_y = torch.randint(0, 4, (200,), generator=gen)
+    test_x = centers[test_y] + torch.randn(200, 8, generator=gen)
+    result = train_probes.linear_probe(x, y, test_x, test_y, n_classes=4)
+    assert result.top1 > 95.0
+    assert set(result.validation) == set(train_probes.L2_GRID) and result.l2 in result.validation
+    shuffled = test_y[torch.randperm(200, generator=gen)]
+    other = train_probes.linear_probe(x, y, test_x, shuffled, n_classes=4)
+    assert other.l2 == result.l2 and other.validation == result.validation  # test never seen
+    assert other.top1 < 50.0
+
+
+def test_knn_clamps_k_to_the_bank() -> None:
+    bank = torch.eye(3)
+    labels = torch.tensor([0, 1, 1])
+    acc = train_probes.knn_accuracy(bank, labels, bank, labels, ks=(200, 1), temperature=100.0,
+                                    n_classes=2)  # fmt: skip
+    # k=1: each point finds itself; k=200 (clamped to 3): near-equal votes, class 1 (two) wins
+    assert acc[1] == 100.0 and acc[200] == pytest.approx(200 / 3)
+
+
+def test_help_shows_the_defaults_each_dataset_and_method_resolves_to(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        train.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text
+    steps = "; ".join(f"{name}: {preset.steps}" for name, preset in train.PRESETS.items())
+    assert f"optimizer steps per method (default: {steps})" in text
+    assert "(default: simclr, moco: 0.2; swav, dino: 0.1)" in text  # temperatures per method
+    assert "--stop-after" in text and "(default: none)" in text
+
+
+def test_supervised_ceiling_and_a_second_seed_make_one_report(tmp_path: Path) -> None:
+    args = ["--steps", "20", *TINY, "--out", str(tmp_path)]
+    (supervised,) = train.main(["--method", "supervised", *args])
+    assert supervised.knn_top1 > supervised.baseline_top1 + 5.0
+    assert supervised.final["linear"] > supervised.untrained["linear"]
+    runs = [train.main(["--method", "vicreg", "--seed", str(s), *args])[0] for s in (0, 1)]
+    assert [run.seed for run in runs] == [0, 1]
+    assert (tmp_path / "vicreg" / "result.json").is_file()
+    assert (tmp_path / "vicreg-seed1" / "result.json").is_file()
+    baselines = json.loads((tmp_path / "baselines.json").read_text())
+    assert sorted(k.split("/")[0] for k in baselines) == ["raw-pixels", "untrained", "untrained"]
+    assert runs[0].untrained == supervised.untrained != runs[1].untrained  # cached per seed
+
+    reported = train.main(["--report", *args])
+    assert [(r.method, r.seed) for r in reported] == [("vicreg", 0), ("vicreg", 1),
+                                                       ("supervised", 0)]  # fmt: skip
+    table = (tmp_path / "results.md").read_text()
+    linear = [r.final["linear"] for r in runs]
+    mean, sd = sum(linear) / 2, abs(linear[0] - linear[1]) / 2**0.5
+    assert "| VICReg | 2 |" in table and f"{mean:.2f} ± {sd:.2f}" in table
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["raw_pixels"] == baselines[train.raw_pixels_key(train.parse_args(args), 8)]
+    assert [run["cpu_seconds"] > 0 for run in summary["runs"]] == [True] * 3
