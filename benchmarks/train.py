@@ -1400,26 +1400,31 @@ def _cells(values: dict[str, float]) -> str:
     return " | ".join(f"{values[key]:.2f}" if key in values else "-" for key, _ in PROBES)
 
 
+def _gains(values: dict[str, float], reference: dict[str, float]) -> str:
+    return " / ".join(
+        f"{values[key] - reference[key]:+.2f}" if key in values and key in reference else "-"
+        for key, _ in PROBES
+    )
+
+
 def markdown_table(results: Sequence[MethodResult], raw: dict[str, float], cfg: Config) -> str:
     """One row per run, the raw-pixel and untrained rows first; then, for methods run with
     several seeds, the mean and standard deviation over the seeds."""
     probes = " | ".join(title for _, title in PROBES)
+    short = " / ".join(title for _, title in PROBES)
     rows = [
-        f"| run | seed | steps | {probes} | vs raw pixels ({' / '.join(t for _, t in PROBES)}) "
+        f"| run | seed | steps | {probes} | vs raw pixels ({short}) | vs untrained ({short}) "
         "| final loss | CPU s |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---:|",
-        f"| raw pixels | - | - | {_cells(raw)} | - | - | - |",
+        "|---|---:|---:|---:|---:|---:|---|---|---:|---:|",
+        f"| raw pixels | - | - | {_cells(raw)} | - | - | - | - |",
     ]
     untrained = {res.seed: res.untrained for res in results}
     for seed, values in sorted(untrained.items()):
-        rows.append(f"| untrained encoder | {seed} | 0 | {_cells(values)} | - | - | - |")
+        rows.append(f"| untrained encoder | {seed} | 0 | {_cells(values)} | - | - | - | - |")
     for res in results:
-        gains = " / ".join(
-            f"{res.final[key] - raw[key]:+.2f}" if key in res.final and key in raw else "-"
-            for key, _ in PROBES
-        )
         rows.append(
-            f"| {res.title} | {res.seed} | {res.steps} | {_cells(res.final)} | {gains} | "
+            f"| {res.title} | {res.seed} | {res.steps} | {_cells(res.final)} | "
+            f"{_gains(res.final, raw)} | {_gains(res.final, res.untrained)} | "
             f"{res.final_loss:.4f} | {res.cpu_seconds:.0f} |"
         )
     by_method: dict[str, list[MethodResult]] = {}
@@ -1435,7 +1440,7 @@ def markdown_table(results: Sequence[MethodResult], raw: dict[str, float], cfg: 
                 sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
                 cells.append(f"{statistics.mean(accs):.2f} ± {sd:.2f}" if accs else "-")
             rows.append(f"| {title} | {len(runs)} | {' | '.join(cells)} |")
-    rows += ["", f"Data: {cfg.data}. Gains are percentage points over raw pixels (same probe)."]
+    rows += ["", f"Data: {cfg.data}. Gains are percentage points (same probe, test split)."]
     return "\n".join(rows) + "\n"
 
 
