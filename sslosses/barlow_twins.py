@@ -18,8 +18,9 @@ from sslosses._validation import (
     upcast,
 )
 from sslosses.kernels.offdiag import ALGORITHMS as _ALGORITHMS
-from sslosses.kernels.offdiag import Algorithm, offdiag_loss
+from sslosses.kernels.offdiag import offdiag_loss
 from sslosses.kernels.offdiag import select_algorithm as select_algorithm
+from sslosses.typing import Algorithm
 
 __all__ = ["BarlowTwinsLoss", "barlow_twins_loss"]
 

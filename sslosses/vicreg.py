@@ -20,7 +20,8 @@ from sslosses._validation import (
     upcast,
 )
 from sslosses.kernels.offdiag import ALGORITHMS as _ALGORITHMS
-from sslosses.kernels.offdiag import Algorithm, offdiag_loss, select_algorithm
+from sslosses.kernels.offdiag import offdiag_loss, select_algorithm
+from sslosses.typing import Algorithm
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
 

@@ -14,7 +14,7 @@ in :mod:`sslosses.kernels.offdiag_torch` and :mod:`sslosses.kernels.offdiag_trit
 
 from __future__ import annotations
 
-from typing import Literal, TypeAlias
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
@@ -22,17 +22,16 @@ from torch import Tensor
 from sslosses import distributed
 from sslosses._validation import upcast
 from sslosses.kernels.offdiag_torch import dense_loss, gram_frobenius, tiled_loss
+from sslosses.typing import Algorithm
 
 __all__ = [
     "DENSE_MAX_ELEMENTS",
     "GRAM_MAX_RATIO",
-    "Algorithm",
     "offdiag_loss",
     "select_algorithm",
 ]
 
-Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
-ALGORITHMS: tuple[Algorithm, ...] = ("auto", "dense", "gram", "fused")
+ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 
 GRAM_MAX_RATIO = 0.5
 """``"auto"`` picks ``"gram"`` when ``N <= GRAM_MAX_RATIO * D`` (the measured crossover)."""
