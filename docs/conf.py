@@ -45,10 +45,6 @@ intersphinx_mapping: dict[str, tuple[str, str]] = {
 _MATHJAX_FILE = "tex-svg-full.js"
 
 
-def _missing(module: str, name: str) -> bool:
-    raise RuntimeError(f"conf.py: {module}.{name} no longer exists; update nitpick_ignore")
-
-
 def _mathjax_source() -> str:
     spec = importlib.util.find_spec("mathjax")
     roots = [] if spec is None else list(spec.submodule_search_locations or [])
@@ -68,24 +64,11 @@ html_theme = "furo"
 html_title = f"sslosses {release}"
 exclude_patterns = ["_build"]
 nitpicky = True
-# Every cross-reference must resolve, except these private type aliases (``Literal`` choices,
-# documented in each argument's text). Autodoc evaluates a function's hints, so those show the
-# expansion, but it reads a class's hints from the class (``typing.get_type_hints(cls)``), not
-# from ``__init__``, so a class signature keeps the alias name, which has no page to link to.
-# The table names where each alias lives; the import fails the build if one is renamed.
-_PRIVATE_TYPE_ALIASES = {
-    "sslosses._validation": ("Reduction", "Size", "ChunkSize"),
-    "sslosses.barlow_twins": ("Algorithm",),
-    "sslosses.ema": ("BufferPolicy",),
-    "sslosses.heads": ("OutputNorm", "Activation"),
-    "sslosses.transforms.augment": ("JitterOrder",),
-}
-nitpick_ignore = [
-    ("py:class", name)
-    for module, names in _PRIVATE_TYPE_ALIASES.items()
-    for name in names
-    if hasattr(importlib.import_module(module), name) or _missing(module, name)
-]
+# Every cross-reference must resolve. The type aliases of public signatures live in
+# ``sslosses.typing`` (documented on their own page); autodoc writes each under its full name
+# there, so a signature shows the alias and links to it instead of expanding the ``Literal``.
+_typing = importlib.import_module("sslosses.typing")
+autodoc_type_aliases = {name: f"sslosses.typing.{name}" for name in _typing.__all__}
 # The same option flags as pytest's doctests (pyproject.toml), so both runners accept the same
 # examples: Sphinx's defaults plus NORMALIZE_WHITESPACE (long reprs are wrapped in docstrings).
 doctest_default_flags = (

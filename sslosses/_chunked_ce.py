@@ -19,7 +19,8 @@ import torch.autograd.forward_ad as forward_ad
 from torch import Tensor
 
 from sslosses._autograd import apply_function
-from sslosses._validation import ChunkSize, check_chunk_size, check_non_negative_int
+from sslosses._validation import check_chunk_size, check_non_negative_int
+from sslosses.typing import ChunkSize
 
 CPU_BLOCK_ELEMENTS = 1 << 20
 """``"auto"`` on CPU: a block holds about this many logits (4 MiB in float32) ..."""

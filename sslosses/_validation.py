@@ -13,13 +13,14 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Literal, TypeAlias, TypeGuard, TypeVar
+from typing import TypeGuard, TypeVar, get_args
 
 import torch
 from torch import Tensor
 
-Reduction: TypeAlias = Literal["none", "mean", "sum"]
-_REDUCTIONS: tuple[Reduction, ...] = ("none", "mean", "sum")
+from sslosses.typing import ChunkSize, Reduction
+
+_REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 
 
 def check_tensor(name: str, value: object, ndim: int | None = None) -> Tensor:
@@ -210,10 +211,6 @@ def check_reals(name: str, value: object, *, positive: bool = False) -> tuple[fl
     return out
 
 
-Size: TypeAlias = int | tuple[int, int]
-"""An image size: ``s`` for ``s x s`` or ``(height, width)``."""
-
-
 def check_size(name: str, value: object) -> tuple[int, int]:
     """Check an image size: an integer ``s > 0`` (for ``s x s``) or a pair ``(height, width)``."""
     if isinstance(value, (tuple, list)):
@@ -277,10 +274,6 @@ def check_embedding_pair(
     check_min_batch(name_a, ta, min_batch)
     check_min_features(name_a, ta, 1)
     return compute_dtype(ta, tb)
-
-
-ChunkSize: TypeAlias = int | Literal["auto"] | None
-"""A ``chunk_size`` argument: rows per block, ``"auto"`` or ``None`` (the plain path)."""
 
 
 def check_chunk_size(chunk_size: object) -> ChunkSize:

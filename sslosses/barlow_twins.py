@@ -6,20 +6,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._validation import (
-    check_choice,
-    check_non_negative,
-    check_positive,
-    check_same_device,
-    check_same_shape,
-    check_tensor,
-    compute_dtype,
-    no_autocast,
-    upcast,
+from sslosses._validation import check_non_negative, check_positive, no_autocast, upcast
+from sslosses.kernels.offdiag import (
+    check_global_batch,
+    check_options,
+    check_views,
+    offdiag_loss,
 )
-from sslosses.kernels.offdiag import ALGORITHMS as _ALGORITHMS
-from sslosses.kernels.offdiag import Algorithm, offdiag_loss
 from sslosses.kernels.offdiag import select_algorithm as select_algorithm
+from sslosses.typing import Algorithm
 
 __all__ = ["BarlowTwinsLoss", "barlow_twins_loss"]
 
@@ -129,32 +124,18 @@ def barlow_twins_loss(
         ICML 2021, arXiv:2103.03230. Official code: facebookresearch/barlowtwins, ``main.py``
         (``BarlowTwins.forward``, ``off_diagonal``).
     """
-    check_tensor("z_a", z_a, ndim=2)
-    check_tensor("z_b", z_b, ndim=2)
-    check_same_shape("z_a", z_a, "z_b", z_b)
-    check_same_device("z_a", z_a, "z_b", z_b)
-    if z_a.shape[1] < 1:
-        raise ValueError(
-            f"z_a and z_b must have at least one feature (dim 1), got shape {tuple(z_a.shape)}"
-        )
+    dtype = check_views(z_a, z_b)
     lambd = check_non_negative("lambd", lambd)
     eps = check_positive("eps", eps)
-    sharded = distributed._check_gather_distributed(gather_distributed)
-    sharded = sharded and distributed.world_size() > 1
-    algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)
-    dtype = compute_dtype(z_a, z_b)
+    gather, algorithm = check_options(gather_distributed, algorithm)
+    sharded = gather and distributed.world_size() > 1
     with no_autocast(z_a):
         za = upcast(z_a, dtype)  # (N, D)
         zb = upcast(z_b, dtype)  # (N, D)
         if sharded:
             za, zb = distributed.gather(za), distributed.gather(zb)  # (N_global, D)
         n, d = za.shape
-        if n < 2:
-            scope = "global batch" if sharded else "batch"
-            raise ValueError(
-                f"z_a and z_b need a {scope} of at least 2 samples (the batch variance is "
-                f"undefined for fewer), got {n}"
-            )
+        check_global_batch(n, sharded=sharded, variance="batch variance")
         # BatchNorm1d(affine=False) in training mode: batch mean, biased variance
         A = F.batch_norm(za, None, None, training=True, eps=eps)  # (N, D)
         B = F.batch_norm(zb, None, None, training=True, eps=eps)  # (N, D)
@@ -201,8 +182,7 @@ class BarlowTwinsLoss(nn.Module):
         super().__init__()
         self.lambd = check_non_negative("lambd", lambd)
         self.eps = check_positive("eps", eps)
-        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
-        self.algorithm: Algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)
+        self.gather_distributed, self.algorithm = check_options(gather_distributed, algorithm)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         return barlow_twins_loss(

@@ -6,7 +6,6 @@ import torch
 from torch import Tensor, nn
 
 from sslosses._validation import (
-    Reduction,
     check_embedding_pair,
     check_reduction,
     clamp_value,
@@ -14,6 +13,7 @@ from sslosses._validation import (
     reduce,
     upcast,
 )
+from sslosses.typing import Reduction
 
 __all__ = ["BYOLLoss", "byol_loss"]
 

@@ -31,7 +31,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from sslosses._autograd import apply_function
-from sslosses._validation import Reduction, check_bool, reduce
+from sslosses._validation import check_bool, reduce
+from sslosses.typing import Reduction
 
 __all__ = ["all_reduce_sum", "gather", "is_available", "is_initialized", "rank", "world_size"]
 

@@ -12,7 +12,7 @@ import copy
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any, Literal, TypeAlias
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +23,11 @@ from sslosses._validation import (
     check_positive_int,
     check_real,
 )
+from sslosses.typing import BufferPolicy
 
-__all__ = ["EMA", "BufferPolicy", "cosine_schedule", "ema_update_", "linear_warmup_schedule"]
+__all__ = ["EMA", "cosine_schedule", "ema_update_", "linear_warmup_schedule"]
 
-BufferPolicy: TypeAlias = Literal["copy", "average", "keep"]
-_BUFFER_POLICIES: tuple[BufferPolicy, ...] = ("copy", "average", "keep")
+_BUFFER_POLICIES: tuple[BufferPolicy, ...] = get_args(BufferPolicy)
 
 
 def cosine_schedule(step: int, total_steps: int, start: float, end: float) -> float:

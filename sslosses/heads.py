@@ -18,11 +18,12 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Literal, TypeAlias, overload
+from typing import get_args, overload
 
 from torch import Tensor, nn
 
 from sslosses._validation import check_bool, check_choice, check_positive_int
+from sslosses.typing import Activation, OutputNorm
 
 __all__ = [
     "BYOLPredictionHead",
@@ -40,10 +41,8 @@ __all__ = [
     "parse_mlp_spec",
 ]
 
-OutputNorm: TypeAlias = Literal["none", "affine", "scale_only", "no_affine"]
-Activation: TypeAlias = Literal["relu", "gelu"]
-_OUTPUT_NORMS: tuple[str, ...] = ("none", "affine", "scale_only", "no_affine")
-_ACTIVATIONS: tuple[str, ...] = ("relu", "gelu")
+_OUTPUT_NORMS: tuple[OutputNorm, ...] = get_args(OutputNorm)
+_ACTIVATIONS: tuple[Activation, ...] = get_args(Activation)
 
 
 class _ScaleOnlyBatchNorm1d(nn.BatchNorm1d):

@@ -9,8 +9,6 @@ from torch import Tensor, nn
 from sslosses import distributed
 from sslosses._chunked_ce import similarity_logsumexp
 from sslosses._validation import (
-    ChunkSize,
-    Reduction,
     check_bool,
     check_chunk_size,
     check_embedding_pair,
@@ -20,6 +18,7 @@ from sslosses._validation import (
     upcast,
 )
 from sslosses.distributed import _check_gather_distributed
+from sslosses.typing import ChunkSize, Reduction
 
 __all__ = ["NTXentLoss", "nt_xent"]
 

@@ -6,7 +6,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses._validation import (
-    Reduction,
     check_bool,
     check_embedding_pair,
     check_reduction,
@@ -15,6 +14,7 @@ from sslosses._validation import (
     reduce,
     upcast,
 )
+from sslosses.typing import Reduction
 
 __all__ = ["NegativeCosineSimilarity", "negative_cosine_similarity"]
 

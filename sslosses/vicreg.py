@@ -8,19 +8,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._validation import (
-    check_choice,
-    check_non_negative,
-    check_positive,
-    check_same_device,
-    check_same_shape,
-    check_tensor,
-    compute_dtype,
-    no_autocast,
-    upcast,
+from sslosses._validation import check_non_negative, check_positive, no_autocast, upcast
+from sslosses.kernels.offdiag import (
+    check_global_batch,
+    check_options,
+    check_views,
+    offdiag_loss,
+    select_algorithm,
 )
-from sslosses.kernels.offdiag import ALGORITHMS as _ALGORITHMS
-from sslosses.kernels.offdiag import Algorithm, offdiag_loss, select_algorithm
+from sslosses.typing import Algorithm
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
 
@@ -68,34 +64,20 @@ def vicreg_terms(
         >>> bool(torch.allclose(terms.loss, total))
         True
     """
-    check_tensor("z_a", z_a, ndim=2)
-    check_tensor("z_b", z_b, ndim=2)
-    check_same_shape("z_a", z_a, "z_b", z_b)
-    check_same_device("z_a", z_a, "z_b", z_b)
-    if z_a.shape[1] < 1:
-        raise ValueError(
-            f"z_a and z_b must have at least one feature (dim 1), got shape {tuple(z_a.shape)}"
-        )
+    dtype = check_views(z_a, z_b)
     sim_coeff = check_non_negative("sim_coeff", sim_coeff)
     std_coeff = check_non_negative("std_coeff", std_coeff)
     cov_coeff = check_non_negative("cov_coeff", cov_coeff)
     eps = check_positive("eps", eps)
-    sharded = distributed._check_gather_distributed(gather_distributed)
-    sharded = sharded and distributed.world_size() > 1
-    algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)
-    dtype = compute_dtype(z_a, z_b)
+    gather, algorithm = check_options(gather_distributed, algorithm)
+    sharded = gather and distributed.world_size() > 1
     with no_autocast(z_a):
         za = upcast(z_a, dtype)  # (N_r, D): this rank's batch
         zb = upcast(z_b, dtype)  # (N_r, D)
         xa = distributed.gather(za) if sharded else za  # (N, D): the global batch
         xb = distributed.gather(zb) if sharded else zb  # (N, D)
         n, d = xa.shape
-        if n < 2:
-            scope = "global batch" if sharded else "batch"
-            raise ValueError(
-                f"z_a and z_b need a {scope} of at least 2 samples (the unbiased variance is "
-                f"undefined for fewer), got {n}"
-            )
+        check_global_batch(n, sharded=sharded, variance="unbiased variance")
         # Invariance on this rank's batch, as the original computes it before its gather. The
         # sum is scaled by W / (N D) so that the mean over ranks is the global mean squared
         # error even for unequal batch sizes (with equal ones it is this rank's MSE).
@@ -284,8 +266,7 @@ class VICRegLoss(nn.Module):
         self.std_coeff = check_non_negative("std_coeff", std_coeff)
         self.cov_coeff = check_non_negative("cov_coeff", cov_coeff)
         self.eps = check_positive("eps", eps)
-        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
-        self.algorithm: Algorithm = check_choice("algorithm", algorithm, _ALGORITHMS)
+        self.gather_distributed, self.algorithm = check_options(gather_distributed, algorithm)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         return vicreg_loss(

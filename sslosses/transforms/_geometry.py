@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sslosses._validation import (
-    Size,
     check_bool,
     check_non_negative_int,
     check_positive_int,
@@ -21,6 +20,7 @@ from sslosses._validation import (
 )
 from sslosses.transforms import _kernels
 from sslosses.transforms._checks import as_batch, random_devices
+from sslosses.typing import Size
 
 _CROP_ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params tries 10 times before falling back
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, NamedTuple
+from typing import NamedTuple, get_args
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from sslosses._validation import (
 )
 from sslosses.transforms import _blur, _color, _kernels
 from sslosses.transforms._checks import as_batch, random_devices
+from sslosses.typing import JitterOrder
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Augmentation", "AugmentationParams"]
 
@@ -28,8 +29,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 """ImageNet channel standard deviations, as in torchvision, DINO and BYOL."""
 
-JitterOrder = Literal["random", "fixed"]
-_JITTER_ORDERS: tuple[JitterOrder, ...] = ("random", "fixed")
+_JITTER_ORDERS: tuple[JitterOrder, ...] = get_args(JitterOrder)
 _BRIGHTNESS, _CONTRAST, _SATURATION, _HUE = 0, 1, 2, 3
 _JITTER_CHUNK_PIXELS = 1 << 16  # pixels per chunk of random-order colour jitter on CPU
 _DRAWS = 13  # uniforms per sample: jitter?, 4 factors, 4 order keys, gray?, blur?, sigma, solarize?

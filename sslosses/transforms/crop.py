@@ -11,7 +11,6 @@ import torch
 from torch import Tensor, nn
 
 from sslosses._validation import (
-    Size,
     check_bool,
     check_non_negative_int,
     check_positive_int,
@@ -21,6 +20,7 @@ from sslosses._validation import (
 )
 from sslosses.transforms import functional as TF
 from sslosses.transforms._checks import as_batch, random_devices
+from sslosses.typing import Size
 
 __all__ = ["CropParams", "RandomResizedCrop"]
 

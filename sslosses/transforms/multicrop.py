@@ -8,7 +8,6 @@ import torch
 from torch import Tensor, nn
 
 from sslosses._validation import (
-    Size,
     check_bool,
     check_generator,
     check_positive_int,
@@ -19,6 +18,7 @@ from sslosses.transforms import functional as TF
 from sslosses.transforms._checks import as_batch
 from sslosses.transforms.augment import Augmentation, AugmentationParams
 from sslosses.transforms.crop import CropParams, RandomResizedCrop
+from sslosses.typing import Size
 
 __all__ = ["MultiCrop", "forward_multicrop"]
 

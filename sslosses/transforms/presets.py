@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sslosses._validation import (
-    Size,
     check_non_negative,
     check_non_negative_int,
     check_positive_int,
@@ -27,6 +26,7 @@ from sslosses._validation import (
 )
 from sslosses.transforms.augment import IMAGENET_MEAN, IMAGENET_STD, Augmentation
 from sslosses.transforms.multicrop import MultiCrop
+from sslosses.typing import Size
 
 __all__ = ["SWAV_STD", "byol_transform", "dino_transform", "simclr_transform", "swav_transform"]
 

@@ -1,0 +1,59 @@
+"""The type aliases in sslosses' public signatures: the values a string option accepts, and sizes.
+
+Each alias is the one home of its values: the functions and modules that take the option are
+annotated with it and validate against it, so a type checker and the run-time check agree.
+Import them to annotate your own code:
+
+Examples:
+    >>> import typing
+    >>> from sslosses.typing import Reduction
+    >>> typing.get_args(Reduction)
+    ('none', 'mean', 'sum')
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "Activation",
+    "Algorithm",
+    "BufferPolicy",
+    "ChunkSize",
+    "JitterOrder",
+    "OutputNorm",
+    "Reduction",
+    "Size",
+]
+
+Reduction: TypeAlias = Literal["none", "mean", "sum"]
+"""The ``reduction`` of a per-sample loss, as in PyTorch. ``"none"`` returns the ``(N,)``
+losses, ``"mean"`` and ``"sum"`` a 0-d tensor."""
+
+ChunkSize: TypeAlias = int | Literal["auto"] | None
+"""A ``chunk_size`` of :func:`~sslosses.functional.info_nce` and
+:func:`~sslosses.functional.nt_xent`: rows per block (an integer > 0), ``"auto"`` (the rule of
+:func:`~sslosses.functional.resolve_chunk_size`) or ``None`` (the plain path)."""
+
+Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
+"""The ``algorithm`` of :func:`~sslosses.functional.barlow_twins_loss` and
+:func:`~sslosses.functional.vicreg_loss` (the off-diagonal primitive they share)."""
+
+BufferPolicy: TypeAlias = Literal["copy", "average", "keep"]
+"""What :class:`~sslosses.EMA` and :func:`~sslosses.functional.ema_update_` do with the
+buffers (e.g. BatchNorm statistics): copy them from the online network, average the
+floating-point ones like the parameters (copying the others), or keep the target's own."""
+
+OutputNorm: TypeAlias = Literal["none", "affine", "scale_only", "no_affine"]
+"""The normalization after a head's output layer (:class:`~sslosses.heads.MLPHead`):
+none, ``BatchNorm1d`` with scale and shift, with a scale only, or without either."""
+
+Activation: TypeAlias = Literal["relu", "gelu"]
+"""The activation of a head's hidden layers (:class:`~sslosses.heads.MLPHead`)."""
+
+JitterOrder: TypeAlias = Literal["random", "fixed"]
+"""The order of the colour-jitter operations of :class:`~sslosses.transforms.Augmentation`:
+a random permutation per sample (torchvision's) or brightness, contrast, saturation, hue."""
+
+Size: TypeAlias = int | tuple[int, int]
+"""An image size, ``s`` for ``s x s`` or ``(height, width)``."""
