@@ -94,6 +94,12 @@ def smoke_calls() -> dict[str, Smoke]:
             raise AssertionError(f"resolve_chunk_size('auto', 2048, 2048, 'cpu') gave {block}")
         return torch.tensor(float(block)), []
 
+    def select_algorithm() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        picked = (SF.select_algorithm(256, 8192), SF.select_algorithm(8192, 2048, symmetric=True))
+        if picked != ("gram", "fused"):
+            raise AssertionError(f"select_algorithm gave {picked}, expected ('gram', 'fused')")
+        return torch.tensor(0.0), []
+
     def vicreg_terms() -> tuple[torch.Tensor, list[torch.Tensor]]:
         a, b = _pair()
         return SF.vicreg_terms(a, b).loss, [a, b]
@@ -107,6 +113,7 @@ def smoke_calls() -> dict[str, Smoke]:
         "negative_cosine_similarity": pair_loss(SF.negative_cosine_similarity, target_grad=False),
         "nt_xent": pair_loss(SF.nt_xent),
         "resolve_chunk_size": resolve_chunk_size,
+        "select_algorithm": select_algorithm,
         "sinkhorn": sinkhorn,
         "swav_loss": swav,
         "vicreg_loss": pair_loss(SF.vicreg_loss),

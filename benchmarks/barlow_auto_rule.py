@@ -46,8 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sslosses.barlow_twins import select_algorithm
-from sslosses.functional import barlow_twins_loss, vicreg_loss
+from sslosses.functional import barlow_twins_loss, select_algorithm, vicreg_loss
 
 METHODS = ("official", "dense", "gram", "fused")
 # The D = 1024 sweep over N/D locates the gram crossover; the last three are the project's

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 import sslosses
 import sslosses.functional as SF
-from sslosses.barlow_twins import select_algorithm
+from sslosses.functional import select_algorithm
 from sslosses.transforms import swav_transform
 
 GROUPS = (
@@ -140,6 +140,44 @@ def _barlow_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
     return prepare
 
 
+def _offdiag_case(
+    group: str,
+    n: int,
+    d: int,
+    baseline_impls: Sequence[Impl],
+    ours: Callable[[str], Callable[[Inputs], Prepared]],
+    algorithms: Sequence[str],
+    *,
+    symmetric: bool,
+    estimate: float,
+    device: torch.device | None,
+    min_repeats: int,
+) -> Case:
+    """A Barlow Twins or VICReg case: ``baseline_impls`` (the first is the baseline),
+    ``"auto"`` and the explicit ``algorithms``, each estimated at ``estimate`` bytes.
+
+    With a ``device``, the explicit algorithm that ``"auto"`` picks there is left out (it would
+    time the same code twice).
+    """
+    impls = list(baseline_impls)
+    impls.append(Impl("auto", "sslosses auto", "sslosses", ours("auto"), estimate=estimate))
+    choice = None if device is None else str(select_algorithm(n, d, symmetric=symmetric))
+    impls += [
+        Impl(alg, f"sslosses {alg}", "sslosses", ours(alg), estimate=estimate)
+        for alg in algorithms
+        if alg != choice
+    ]
+    return Case(
+        group,
+        f"{n}x{d}",
+        f"N={n} D={d}",
+        _pair_setup(n, d),
+        tuple(impls),
+        impls[0].key,
+        min_repeats=min_repeats,
+    )
+
+
 def _barlow_case(
     n: int,
     d: int,
@@ -149,17 +187,11 @@ def _barlow_case(
     solo: bool = True,
     min_repeats: int = 3,
 ) -> Case:
-    """Baselines, ``"auto"`` and the explicit ``algorithms``.
-
-    With a ``device``, the explicit algorithm that ``"auto"`` picks there is left out (it would
-    time the same code twice).
-    """
+    """The official formulation, solo-learn's (with ``solo``), lightly (where importable),
+    ``"auto"`` and ``algorithms`` (see :func:`_offdiag_case`)."""
     dd = 4.0 * d * d  # one D x D float32 matrix
-    impls = [
-        Impl(
-            "official", "official main.py (baseline)", "baseline", _barlow_official, estimate=4 * dd
-        )
-    ]
+    official = "official main.py (baseline)"
+    impls = [Impl("official", official, "baseline", _barlow_official, estimate=4 * dd)]
     if solo:
         impls.append(
             Impl("solo-learn", "solo-learn barlow.py", "baseline", _barlow_solo, estimate=12 * dd)
@@ -167,20 +199,16 @@ def _barlow_case(
     impls.append(
         Impl("lightly", "lightly BarlowTwinsLoss", "lightly", _barlow_lightly, estimate=6 * dd)
     )
-    impls.append(Impl("auto", "sslosses auto", "sslosses", _barlow_ours("auto"), estimate=4 * dd))
-    choice = None if device is None else barlow_auto_choice(n, d)
-    for alg in algorithms:
-        if alg != choice:
-            impls.append(
-                Impl(alg, f"sslosses {alg}", "sslosses", _barlow_ours(alg), estimate=4 * dd)
-            )
-    return Case(
+    return _offdiag_case(
         "barlow",
-        f"{n}x{d}",
-        f"N={n} D={d}",
-        _pair_setup(n, d),
-        tuple(impls),
-        "official",
+        n,
+        d,
+        impls,
+        _barlow_ours,
+        algorithms,
+        symmetric=False,
+        estimate=4 * dd,
+        device=device,
         min_repeats=min_repeats,
     )
 
@@ -203,15 +231,10 @@ def _vicreg_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
         alg: Any = algorithm
         prep = _loss_step(lambda: SF.vicreg_loss(z_a, z_b, algorithm=alg), inputs, "z_a", "z_b")
         if algorithm == "auto":
-            prep.note = f"runs {_vicreg_auto_choice(z_a.shape[0], z_a.shape[1])}"
+            prep.note = f"runs {select_algorithm(z_a.shape[0], z_a.shape[1], symmetric=True)}"
         return prep
 
     return prepare
-
-
-def _vicreg_auto_choice(n: int, d: int) -> str:
-    """What ``algorithm="auto"`` of VICReg runs for ``N = n``, ``D = d`` (any device)."""
-    return str(select_algorithm(n, d, symmetric=True))
 
 
 def _vicreg_case(
@@ -222,30 +245,24 @@ def _vicreg_case(
     device: torch.device | None = None,
     min_repeats: int = 3,
 ) -> Case:
-    """The official formulation, lightly (where importable), ``"auto"`` and ``algorithms``.
-
-    VICReg's covariance term uses the rule and kernels of Barlow Twins (one shared primitive).
-    With a ``device``, the explicit algorithm that ``"auto"`` picks is left out.
-    """
+    """The official formulation, lightly (where importable), ``"auto"`` and ``algorithms``
+    (see :func:`_offdiag_case`; VICReg's covariance term uses the rule and kernels of Barlow
+    Twins, one shared primitive)."""
     dd = 4.0 * d * d  # one D x D float32 matrix
     impls = [
         Impl("official", "official main_vicreg.py", "baseline", _vicreg_official, estimate=8 * dd),
         Impl("lightly", "lightly VICRegLoss", "lightly", _vicreg_lightly, estimate=8 * dd),
-        Impl("auto", "sslosses auto", "sslosses", _vicreg_ours("auto"), estimate=8 * dd),
     ]
-    choice = None if device is None else _vicreg_auto_choice(n, d)
-    for alg in algorithms:
-        if alg != choice:
-            impls.append(
-                Impl(alg, f"sslosses {alg}", "sslosses", _vicreg_ours(alg), estimate=8 * dd)
-            )
-    return Case(
+    return _offdiag_case(
         "vicreg",
-        f"{n}x{d}",
-        f"N={n} D={d}",
-        _pair_setup(n, d),
-        tuple(impls),
-        "official",
+        n,
+        d,
+        impls,
+        _vicreg_ours,
+        algorithms,
+        symmetric=True,
+        estimate=8 * dd,
+        device=device,
         min_repeats=min_repeats,
     )
 
@@ -939,3 +956,66 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
             None,
         )
     return t.results
+
+
+# --------------------------------------------------------------------------------------------
+# README highlights
+# --------------------------------------------------------------------------------------------
+# (label, case, our implementation, the original code's, lightly's or None)
+HIGHLIGHTS: tuple[tuple[str, str, str, str, str | None], ...] = (
+    ("Barlow Twins N=256, D=8192 (`auto` runs the Gram identity)", "barlow:256x8192", "auto",
+     "official", "lightly"),
+    ("Barlow Twins N=2048, D=8192", "barlow:2048x8192", "auto", "official", "lightly"),
+    ("Barlow Twins N=8192, D=2048 (`auto` runs the dense math)", "barlow:8192x2048", "auto",
+     "official", "lightly"),
+    ("VICReg N=256, D=8192 (`auto` runs the Gram identity)", "vicreg:256x8192", "auto",
+     "official", "lightly"),
+    ("VICReg N=8192, D=2048 (`auto` runs the fused covariance)", "vicreg:8192x2048", "auto",
+     "official", "lightly"),
+    ("NT-Xent N=8192, D=128, default `chunk_size=\"auto\"`", "ntxent:8192", "auto", "plain",
+     "lightly"),
+    ("InfoNCE N=256, K=65536 queue, `chunk_size=1024`", "infonce:256x65536", "chunked", "moco",
+     None),
+    ("SwAV N=256, K=3000, 8 crops", "swav:256x3000x8", "sslosses", "official", "lightly"),
+    ("DINO N=64, K=65536, 2 + 8 crops", "dino:64x65536x2+8", "sslosses", "official", None),
+    ("EMA over ResNet-50's parameters (vs MoCo's loop)", "ema:resnet50w64", "module", "moco",
+     "lightly"),
+    ("multi-crop 2x224 + 6x96, 64 images of 256x256 (vs a per-sample loop)", "multicrop:64x256",
+     "sslosses", "loop", None),
+)  # fmt: skip
+
+
+def _versus(t: Targets, case: str, ours: str, other: str | None) -> str:
+    """How ``ours`` compares with ``other`` in ``case``: time, and memory where it differs."""
+    speed = None if other is None else t.ratio(case, other, ours, "total_ms")
+    if speed is None:
+        return "-"
+    if speed >= 1.1:
+        text = f"{speed:.0f}x faster" if speed >= 10 else f"{speed:.1f}x faster"
+    elif speed >= 0.95:
+        text = f"{speed:.2f}x (a tie)"
+    else:
+        text = f"{1 / speed:.2f}x slower"
+    # below 0.1 MB (RSS moves in 4 KiB pages) a memory ratio means nothing
+    mems = [getattr(t.find(case, impl), "peak_extra_mb", None) for impl in (other, ours)]
+    measured = all(m is not None and m >= 0.1 for m in mems)
+    memory = t.ratio(case, other, ours, "peak_extra_mb") if measured else None
+    if memory is not None and memory >= 1.1:
+        text += f", {memory:.0f}x less memory" if memory >= 10 else f", {memory:.1f}x less memory"
+    elif memory is not None and memory < 0.9:
+        text += f", {1 / memory:.1f}x more memory"
+    return text
+
+
+def render_highlights(rows: Sequence[Row]) -> str:
+    """README's table of :data:`HIGHLIGHTS` from the rows of one run (``speed.json``)."""
+    t = Targets(rows)
+    lines = [
+        "| case | vs the original code | vs lightly 1.6.0 |",
+        "|---|---|---|",
+    ]
+    for label, case, ours, original, lightly in HIGHLIGHTS:
+        lines.append(
+            f"| {label} | {_versus(t, case, ours, original)} | {_versus(t, case, ours, lightly)} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -386,24 +386,27 @@ class Row:
     baseline: bool = False
 
 
-def run_case(
-    case: Case,
-    *,
-    device: torch.device,
-    repeats: int,
-    budget_s: float,
-    memory: bool,
-    quick: bool,
-    memory_limit: float,
-    memory_script: Path | None = None,
-    log: Callable[[str], None] = print,
-) -> list[Row]:
+@dataclass(frozen=True)
+class RunOptions:
+    """How :func:`run_case` measures each implementation of a case."""
+
+    device: torch.device
+    repeats: int  # timed runs at most
+    budget_s: float  # seconds of timed runs per implementation before repeats are cut
+    memory: bool  # also measure the peak extra memory
+    quick: bool  # tiny shapes (passed on to the memory child)
+    memory_limit: float = math.inf  # bytes: implementations estimated above it are skipped
+    memory_script: Path | None = None  # the script whose child measures memory on CPU
+
+
+def run_case(case: Case, options: RunOptions, *, log: Callable[[str], None] = print) -> list[Row]:
     """Time (and measure memory of) every implementation of one case.
 
-    On CPU the memory of each implementation is measured by ``memory_script`` (see
-    :func:`measure_memory_subprocess`); it is required when ``memory`` is true.
+    On CPU the memory of each implementation is measured by ``options.memory_script`` (see
+    :func:`measure_memory_subprocess`); it is required when ``options.memory`` is true.
     """
-    if memory and device.type != "cuda" and memory_script is None:
+    device, memory_script = options.device, options.memory_script
+    if options.memory and device.type != "cuda" and memory_script is None:
         raise ValueError("run_case: memory=True on CPU needs memory_script, got None")
     rows: dict[str, Row] = {}
     inputs = case.setup(device)
@@ -412,11 +415,10 @@ def run_case(
         row = Row(case.group, case.id, case.shape, impl.key, impl.label, impl.source, "ok")
         row.baseline = impl.key == case.baseline
         rows[impl.key] = row
-        if impl.estimate > memory_limit:
+        if impl.estimate > options.memory_limit:
             row.status = "skipped"
-            row.reason = (
-                f"needs ~{impl.estimate / 2**30:.1f} GiB, limit {memory_limit / 2**30:.1f} GiB"
-            )
+            limit_gib = options.memory_limit / 2**30
+            row.reason = f"needs ~{impl.estimate / 2**30:.1f} GiB, limit {limit_gib:.1f} GiB"
             continue
         try:
             prepared[impl.key] = impl.prepare(inputs)
@@ -433,8 +435,8 @@ def run_case(
     timing_args: dict[str, Any] = {
         "backward": case.backward,
         "device": device,
-        "repeats": repeats,
-        "budget_s": budget_s,
+        "repeats": options.repeats,
+        "budget_s": options.budget_s,
         "min_repeats": case.min_repeats,
     }
     try:
@@ -456,7 +458,7 @@ def run_case(
             row.items_per_s = case.items / (t.total_ms / 1e3)
     del prepared, runnable, inputs
     gc.collect()
-    if memory:
+    if options.memory:
         impls = {impl.key: impl for impl in case.impls}
         for key in timings:
             if device.type == "cuda":
@@ -466,7 +468,7 @@ def run_case(
             else:
                 assert memory_script is not None  # checked above
                 res = measure_memory_subprocess(
-                    case, impls[key], script=memory_script, quick=quick, device=device
+                    case, impls[key], script=memory_script, quick=options.quick, device=device
                 )
             if "error" in res:
                 rows[key].reason = (rows[key].reason + " " + res["error"]).strip()
@@ -504,15 +506,9 @@ def print_rows(rows: Sequence[Row], log: Callable[[str], None]) -> None:
 
 def run_suite(
     cases: Sequence[Case],
+    options: RunOptions,
     *,
     titles: Mapping[str, str],
-    device: torch.device,
-    repeats: int,
-    budget_s: float,
-    memory: bool,
-    quick: bool,
-    memory_limit: float,
-    memory_script: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Row]:
     """:func:`run_case` for every case, with progress (``titles`` names the groups)."""
@@ -520,17 +516,7 @@ def run_suite(
     for case in cases:
         start = time.perf_counter()
         log(f"{titles[case.group]} {case.shape}")
-        case_rows = run_case(
-            case,
-            device=device,
-            repeats=repeats,
-            budget_s=budget_s,
-            memory=memory,
-            quick=quick,
-            memory_limit=memory_limit,
-            memory_script=memory_script,
-            log=log,
-        )
+        case_rows = run_case(case, options, log=log)
         print_rows(case_rows, log)
         log(f"  ({time.perf_counter() - start:.0f} s)")
         rows += case_rows

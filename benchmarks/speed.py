@@ -38,6 +38,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -49,7 +50,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
-from cases import GROUP_TITLES, GROUPS, build_cases, evaluate_targets
+from cases import GROUP_TITLES, GROUPS, build_cases, evaluate_targets, render_highlights
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = Path(__file__).resolve()
@@ -57,32 +58,30 @@ SCRIPT = Path(__file__).resolve()
 
 def run_suite(
     cases: Sequence[harness.Case],
-    *,
-    device: torch.device,
-    repeats: int,
-    budget_s: float,
-    memory: bool,
-    quick: bool,
-    memory_limit: float,
+    options: harness.RunOptions,
     log: Callable[[str], None] = print,
 ) -> list[harness.Row]:
     """:func:`harness.run_suite` with this script's group titles and memory child."""
-    return harness.run_suite(
-        cases,
-        titles=GROUP_TITLES,
-        device=device,
-        repeats=repeats,
-        budget_s=budget_s,
-        memory=memory,
-        quick=quick,
-        memory_limit=memory_limit,
-        memory_script=SCRIPT,
-        log=log,
-    )
+    options = dataclasses.replace(options, memory_script=SCRIPT)
+    return harness.run_suite(cases, options, titles=GROUP_TITLES, log=log)
 
 
 def render_markdown(report: dict[str, Any], rows: Sequence[harness.Row]) -> str:
     return harness.render_markdown(report, rows, GROUP_TITLES)
+
+
+README = ROOT / "README.md"
+README_START = "<!-- highlights: written by `python benchmarks/speed.py --readme`"
+README_END = "<!-- end of highlights -->"
+
+
+def readme_with_highlights(readme: str, rows: Sequence[harness.Row]) -> str:
+    """``readme`` with the table between its highlight markers rendered from ``rows``."""
+    start, end = readme.find(README_START), readme.find(README_END)
+    if start < 0 or end < start:
+        raise ValueError(f"README has no {README_START!r} ... {README_END!r} block")
+    start = readme.index("\n", start) + 1
+    return readme[:start] + render_highlights(rows) + readme[end:]
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -127,6 +126,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SPEED_JSON",
         help="rewrite speed.md next to an existing speed.json from its numbers, and exit",
     )
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        default=None,
+        metavar="SPEED_JSON",
+        help="rewrite README.md's highlights table from an existing speed.json, and exit",
+    )
     parser.add_argument("--memory-case", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--impl", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -163,6 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(harness.measure_memory_here(case, impl, device, warmup)))
         return 0
 
+    if args.readme is not None:
+        saved_rows = [harness.Row(**r) for r in json.loads(args.readme.read_text())["results"]]
+        README.write_text(readme_with_highlights(README.read_text(), saved_rows))
+        print(f"wrote the highlights of {args.readme} into {README}")
+        return 0
+
     if args.render is not None:
         saved: dict[str, Any] = json.loads(args.render.read_text())
         out_md = args.render.with_suffix(".md")
@@ -195,8 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{info['torch_threads']} (single-threaded: 2-thread timings here are erratic)"
     )
     start = time.perf_counter()
-    rows = run_suite(
-        cases,
+    options = harness.RunOptions(
         device=device,
         repeats=args.repeats,
         budget_s=args.budget,
@@ -204,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         quick=args.quick,
         memory_limit=limit,
     )
+    rows = run_suite(cases, options)
     # The targets are stated for the full shapes; quick shapes say nothing about them.
     targets = [] if args.quick else evaluate_targets(rows)
     memory_method = (
@@ -247,6 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         harness.write_report(out / "speed", report, render_markdown(report, rows))
         print(f"wrote {out / 'speed.json'} and {out / 'speed.md'}")
+    if args.out is None and not args.quick and args.groups == list(GROUPS):
+        README.write_text(readme_with_highlights(README.read_text(), rows))
+        print(f"wrote the highlights into {README}")
     return 0
 
 

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the train_* modules 
 
 import train_probes
 from train_data import FASHION_MNIST_DIR, Data, load_data
-from train_state import rng_state, save_atomic, seed_everything, set_rng_state
+from train_state import autocast, rng_state, save_atomic, seed_everything, set_rng_state
 
 import sslosses
 import sslosses.functional as SF
@@ -108,6 +108,13 @@ class Config:
     )
     width: int | None = field(
         default=None, metadata={"help": "channels of the first stage", "default": "preset"}
+    )
+    stem_stride: int | None = field(
+        default=None,
+        metadata={
+            "help": "stride of the 3x3 stem convolution (2: quarter cost)",
+            "default": "preset",
+        },
     )
     steps: int | None = field(
         default=None, metadata={"help": "optimizer steps per method", "default": "preset"}
@@ -214,6 +221,7 @@ class DataPreset:
     crop_scale: tuple[float, float]  # area range of the large crops
     small_crop_scale: tuple[float, float]
     flip: bool  # random horizontal flips (not for digits)
+    stem_stride: int = 1  # 2 halves the resolution of every stage (a quarter of the cost)
 
 
 PRESETS: dict[DataName, DataPreset] = {
@@ -326,6 +334,7 @@ class Resolved:
     preset: DataPreset
     backbone: BackboneName
     width: int
+    stem_stride: int
     steps: int
     batch_size: int
     lr: float
@@ -352,6 +361,7 @@ def resolve(cfg: Config, method: MethodName, n_train: int) -> Resolved:
         preset=preset,
         backbone=cfg.backbone or preset.backbone,
         width=cfg.width or preset.width,
+        stem_stride=cfg.stem_stride or preset.stem_stride,
         steps=steps,
         batch_size=cfg.batch_size or preset.batch_size,
         lr=cfg.lr if cfg.lr is not None else spec.lr,
@@ -527,12 +537,17 @@ class BasicBlock(nn.Module):
 
 class ResNet(nn.Module):
     """CIFAR-style ResNet (3x3 stem, no max-pool): stages of basic blocks, widths doubling,
-    global average pooling. ``out_dim`` is the feature size the kNN probe sees."""
+    global average pooling. ``out_dim`` is the feature size the kNN probe sees. A
+    ``stem_stride`` of 2 halves the resolution of every stage (a quarter of the cost)."""
 
-    def __init__(self, in_channels: int, width: int, blocks: Sequence[int]) -> None:
+    def __init__(
+        self, in_channels: int, width: int, blocks: Sequence[int], *, stem_stride: int = 1
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+            nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
         )
         layers: list[nn.Module] = []
         c_in = width
@@ -879,7 +894,7 @@ class Supervised(Method):
 
 def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Method:
     """Backbone first (so every method starts from the same weights for a seed), then heads."""
-    backbone = ResNet(data.train_x.shape[1], r.width, BLOCKS[r.backbone])
+    backbone = ResNet(data.train_x.shape[1], r.width, BLOCKS[r.backbone], stem_stride=r.stem_stride)
     if r.method == "simclr":
         return SimCLR(backbone, r, distributed)
     if r.method == "moco":
@@ -946,19 +961,26 @@ class Evaluator:
             backbone.train(was_training)
 
 
+def read_baselines(out: Path) -> dict[str, dict[str, float]]:
+    """The baselines computed so far for ``<out>`` (``<out>/baselines.json``; empty if none)."""
+    path = out / "baselines.json"
+    known: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.is_file() else {}
+    return known
+
+
 def cached_baseline(
     out: Path, key: str, compute: Callable[[], dict[str, float]], *, write: bool
 ) -> dict[str, float]:
     """A baseline's probe results, computed once per ``<out>`` (``baselines.json``): runs of
     several methods (also in parallel processes) share the raw-pixel and untrained numbers."""
-    path = out / "baselines.json"
-    known = json.loads(path.read_text()) if path.is_file() else {}
+    known = read_baselines(out)
     if key not in known:
         value = compute()
-        known = json.loads(path.read_text()) if path.is_file() else {}  # others may have added
+        known = read_baselines(out)  # other processes may have added theirs meanwhile
         known[key] = value
         if write:
             out.mkdir(parents=True, exist_ok=True)
+            path = out / "baselines.json"
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
             os.replace(tmp, path)
@@ -967,7 +989,7 @@ def cached_baseline(
 
 
 # ------------------------------------------------------------------------------------------------
-# 7. Runtime: device, DDP, autocast, resumable checkpoints (RNG helpers: train_state.py)
+# 7. Runtime: device, DDP, resumable checkpoints (RNG helpers, autocast: train_state.py)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -998,11 +1020,6 @@ def setup_runtime(cfg: Config) -> Runtime:
         device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
         return Runtime(device, dist.get_rank(), dist.get_world_size())
     return Runtime(torch.device("cuda" if use_cuda else "cpu"))
-
-
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; a disabled context on CPU (float32 there)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def config_fingerprint(cfg: Config) -> dict[str, Any]:
@@ -1105,7 +1122,8 @@ def run_name(method: MethodName, seed: int) -> str:
 
 
 def untrained_key(r: Resolved, cfg: Config) -> str:
-    return f"untrained/{cfg.data}/{r.backbone}-w{r.width}-{r.image_size}px-seed{cfg.seed}"
+    stem = "" if r.stem_stride == 1 else f"-stem{r.stem_stride}"
+    return f"untrained/{cfg.data}/{r.backbone}-w{r.width}{stem}-{r.image_size}px-seed{cfg.seed}"
 
 
 def raw_pixels_key(cfg: Config, image_size: int) -> str:
@@ -1486,12 +1504,7 @@ def write_report(cfg: Config, image_size: int) -> list[MethodResult]:
     """results.md / .json / .png of every finished run in ``cfg.out``."""
     out = Path(cfg.out)
     results = load_results(out)
-    baselines = (
-        json.loads((out / "baselines.json").read_text())
-        if (out / "baselines.json").is_file()
-        else {}
-    )
-    raw = baselines.get(raw_pixels_key(cfg, image_size), {})
+    raw = read_baselines(out).get(raw_pixels_key(cfg, image_size), {})
     table = markdown_table(results, raw, cfg)
     (out / "results.md").write_text(table)
     summary = {

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
 from torch import Tensor
+from train_state import autocast
 
 # L2 strengths tried by the linear probe (the penalty is lambda/2 * ||W||^2 on the mean loss).
 L2_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
@@ -43,7 +44,7 @@ def extract_features(
     out = []
     for start in range(0, len(images), batch_size):
         x = prepare(images[start : start + batch_size].to(device, non_blocking=True))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             out.append(encoder(x).float().flatten(1))
     return torch.cat(out)
 

@@ -1,5 +1,6 @@
-"""Checkpoint helpers of ``train.py``: seeding, every RNG's state as plain tensors (so that a
-checkpoint loads with ``torch.load(weights_only=True)``), and atomic saves."""
+"""Runtime helpers of ``train.py``: seeding, every RNG's state as plain tensors (so that a
+checkpoint loads with ``torch.load(weights_only=True)``), atomic saves, and the autocast
+context shared by training and the probes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on CUDA; a disabled context on CPU (float32 there)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
 def seed_everything(seed: int) -> None:

@@ -12,6 +12,7 @@ from sslosses.kernels.offdiag import (
     check_options,
     check_views,
     offdiag_loss,
+    resolve_algorithm,
 )
 from sslosses.kernels.offdiag import select_algorithm as select_algorithm
 from sslosses.typing import Algorithm
@@ -59,12 +60,9 @@ def barlow_twins_loss(
       storing :math:`C`; the backward recomputes the tiles (in PyTorch it keeps the one
       strip when :math:`C` fits in one). Triton kernels on CUDA (when Triton
       is installed), strips of at most :math:`2^{22}` elements of :math:`C` in PyTorch elsewhere.
-    - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`; else ``"fused"`` when
-      :math:`D^2 > 2^{26}` (the ``(D, D)`` buffers would pass 256 MiB each in float32); else
-      ``"dense"``, on every device (``select_algorithm`` in ``sslosses/kernels/offdiag.py``; the
-      measurements behind the rule are in
-      :ref:`the Barlow Twins page <barlow-twins-measurements>`). ``N`` is the global batch
-      when distributed.
+    - ``"auto"`` runs what :func:`~sslosses.functional.select_algorithm` picks for the
+      (global) batch: ``"gram"`` for :math:`N \le D/2`, else ``"dense"`` up to
+      :math:`D = 8192`, else ``"fused"``.
 
     Args:
         z_a: embeddings of the first view.
@@ -139,15 +137,13 @@ def barlow_twins_loss(
         # BatchNorm1d(affine=False) in training mode: batch mean, biased variance
         A = F.batch_norm(za, None, None, training=True, eps=eps)  # (N, D)
         B = F.batch_norm(zb, None, None, training=True, eps=eps)  # (N, D)
-        if algorithm == "auto":
-            algorithm = select_algorithm(n, d)
         return offdiag_loss(
             A,
             B,
             divisor=n,
             on_weight=1.0,
             off_weight=lambd,
-            algorithm=algorithm,
+            algorithm=resolve_algorithm(algorithm, n, d, symmetric=False),
             sharded=sharded,
         )
 

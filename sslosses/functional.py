@@ -1,6 +1,7 @@
 """The functional interface: every loss as a plain function (``sslosses.functional.<loss>``).
 
-Also :func:`resolve_chunk_size`, the ``chunk_size="auto"`` rule of the contrastive losses.
+Also the two ``"auto"`` rules: :func:`resolve_chunk_size` (``chunk_size`` of the contrastive
+losses) and :func:`select_algorithm` (``algorithm`` of Barlow Twins and VICReg).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from sslosses.byol import byol_loss
 from sslosses.dino import dino_loss
 from sslosses.ema import ema_update_
 from sslosses.info_nce import info_nce
+from sslosses.kernels.offdiag import select_algorithm
 from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
@@ -26,6 +28,7 @@ __all__ = [
     "negative_cosine_similarity",
     "nt_xent",
     "resolve_chunk_size",
+    "select_algorithm",
     "sinkhorn",
     "swav_loss",
     "vicreg_loss",

@@ -14,7 +14,7 @@ from sslosses.kernels.offdiag import (
     check_options,
     check_views,
     offdiag_loss,
-    select_algorithm,
+    resolve_algorithm,
 )
 from sslosses.typing import Algorithm
 
@@ -88,7 +88,7 @@ def vicreg_terms(
         std_a = (xa.var(dim=0) + eps).sqrt()  # (D,): unbiased variance, as torch.var
         std_b = (xb.var(dim=0) + eps).sqrt()
         variance = F.relu(1 - std_a).mean() / 2 + F.relu(1 - std_b).mean() / 2
-        chosen = select_algorithm(n, d, symmetric=True) if algorithm == "auto" else algorithm
+        chosen = resolve_algorithm(algorithm, n, d, symmetric=True)
 
         def off_diagonal_term(x: Tensor) -> Tensor:
             # sum_{i != j} cov_ij^2 / D, cov = X^T X / (N - 1): the off-diagonal primitive with
@@ -155,10 +155,9 @@ def vicreg_loss(
       (Triton kernels on CUDA when Triton is installed, strips of at most :math:`2^{22}`
       elements in PyTorch elsewhere). In PyTorch, when the whole covariance is one strip, it
       is built from its upper half and kept for the backward: about half the products.
-    - ``"auto"`` picks ``"gram"`` when :math:`N \le D/2`, else ``"fused"``
-      (``select_algorithm(n, d, symmetric=True)`` in ``sslosses/kernels/offdiag.py``; the
-      measurements behind the rule are in :ref:`the VICReg page <vicreg-measurements>`).
-      :math:`N` is the global batch when distributed.
+    - ``"auto"`` runs what :func:`select_algorithm(n, d, symmetric=True)
+      <sslosses.functional.select_algorithm>` picks for the (global) batch: ``"gram"`` for
+      :math:`N \le D/2`, else ``"fused"``.
 
     Args:
         z_a: embeddings of the first view.

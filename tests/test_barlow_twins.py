@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,8 @@ from hypothesis import strategies as st
 from references import barlow_twins as barlow_twins_reference
 from strategies import SEEDS, embeddings
 
-from sslosses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss, select_algorithm
+from sslosses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
+from sslosses.functional import select_algorithm
 from sslosses.kernels import offdiag_triton
 
 ALGORITHMS = ("dense", "gram", "fused", "auto")
@@ -333,6 +335,26 @@ def test_compile_fullgraph_matches_eager() -> None:
 )
 def test_auto_rule_on_cpu(n: int, d: int, expected: str) -> None:
     assert select_algorithm(n, d) == expected
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "match"),
+    [
+        ((2.0, 8), {}, TypeError, "n must be an int, got float"),
+        ((8, True), {}, TypeError, "d must be an int, got bool"),
+        ((-1, 8), {}, ValueError, "n must be an int >= 0, got -1"),
+        ((8, 8), {"symmetric": 1}, TypeError, "symmetric must be a bool, got int"),
+    ],
+)
+def test_public_selector_rejects_bad_arguments(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        select_algorithm(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_public_selector_accepts_numpy_integers() -> None:
+    assert select_algorithm(np.int64(256), np.int32(8192)) == "gram"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("has_triton", [True, False])

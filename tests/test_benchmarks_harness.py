@@ -5,6 +5,7 @@ Timings are never asserted: the timing test counts calls, not seconds.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import harness
+import speed
 
 CPU = torch.device("cpu")
 
@@ -122,11 +124,25 @@ def test_run_case_needs_a_memory_script_on_cpu() -> None:
     case = harness.Case("g", "a", "N=1", lambda d: {}, (), "base")
     with pytest.raises(ValueError, match="memory_script"):
         harness.run_case(
-            case,
-            device=CPU,
-            repeats=1,
-            budget_s=0.0,
-            memory=True,
-            quick=True,
-            memory_limit=1.0,
+            case, harness.RunOptions(device=CPU, repeats=1, budget_s=0.0, memory=True, quick=True)
         )
+
+
+def test_readme_highlights_are_the_committed_speed_json() -> None:
+    """README's highlights table is rendered from benchmarks/results/speed.json, so its numbers
+    cannot drift from the run they come from (``python benchmarks/speed.py --readme``)."""
+    root = Path(__file__).resolve().parent.parent
+    saved = json.loads((root / "benchmarks" / "results" / "speed.json").read_text())
+    rows = [harness.Row(**r) for r in saved["results"]]
+    readme = (root / "README.md").read_text()
+    assert speed.readme_with_highlights(readme, rows) == readme
+    # and the table is there with a number from that run (Barlow Twins N=256 D=8192)
+    official = next(r for r in rows if r.case == "barlow:256x8192" and r.impl == "official")
+    auto = next(r for r in rows if r.case == "barlow:256x8192" and r.impl == "auto")
+    assert official.total_ms is not None and auto.total_ms is not None
+    assert f"| {official.total_ms / auto.total_ms:.0f}x faster" in readme
+
+
+def test_readme_highlights_need_their_markers() -> None:
+    with pytest.raises(ValueError, match="highlights"):
+        speed.readme_with_highlights("# a README without the block\n", [])

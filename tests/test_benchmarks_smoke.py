@@ -158,16 +158,8 @@ def test_multicrop_loop_colour_ops_equal_sslosses() -> None:
 
 def test_quick_suite_runs_every_case() -> None:
     lines: list[str] = []
-    rows = speed.run_suite(
-        QUICK,
-        device=CPU,
-        repeats=1,
-        budget_s=0.0,
-        memory=False,
-        quick=True,
-        memory_limit=math.inf,
-        log=lines.append,
-    )
+    options = harness.RunOptions(device=CPU, repeats=1, budget_s=0.0, memory=False, quick=True)
+    rows = speed.run_suite(QUICK, options, log=lines.append)
     assert {r.group for r in rows} == set(cases.GROUPS)
     for row in rows:
         if row.source in ("lightly", "torchvision", "kornia") and row.status == "unavailable":

@@ -14,8 +14,7 @@ from references import vicreg_terms as vicreg_reference_terms
 from strategies import SEEDS, embeddings
 
 from sslosses import VICRegLoss, VICRegTerms
-from sslosses.functional import vicreg_loss, vicreg_terms
-from sslosses.kernels.offdiag import select_algorithm
+from sslosses.functional import select_algorithm, vicreg_loss, vicreg_terms
 
 ALGORITHMS = ("dense", "gram", "fused", "auto")
 COEFFS = {"sim_coeff": 2.0, "std_coeff": 3.0, "cov_coeff": 0.7}

@@ -24,7 +24,9 @@ from torch import Tensor
 
 from sslosses import distributed
 from sslosses._validation import (
+    check_bool,
     check_choice,
+    check_non_negative_int,
     check_same_device,
     check_same_shape,
     check_tensor,
@@ -41,6 +43,7 @@ __all__ = [
     "check_options",
     "check_views",
     "offdiag_loss",
+    "resolve_algorithm",
     "select_algorithm",
 ]
 
@@ -90,26 +93,66 @@ def check_global_batch(n: int, *, sharded: bool, variance: str) -> None:
 def select_algorithm(
     n: int, d: int, *, symmetric: bool = False
 ) -> Literal["dense", "gram", "fused"]:
-    """The algorithm ``algorithm="auto"`` runs for a (global) batch of ``n`` rows of ``d`` features.
+    r"""The algorithm ``algorithm="auto"`` runs for a (global) batch of ``n`` rows, ``d`` features.
 
-    ``"gram"`` when ``n <= GRAM_MAX_RATIO * d``. Otherwise, for a cross-correlation
-    ``A^T B`` (Barlow Twins), ``"fused"`` when the ``(d, d)`` matrix would exceed
-    ``DENSE_MAX_ELEMENTS`` elements, else ``"dense"``; for a covariance ``X^T X``
-    (``symmetric=True``, VICReg), ``"fused"``: its backward needs one product per strip
-    instead of two, so it costs at most what ``"dense"`` costs, without the ``(d, d)``
-    buffers, and about half of it when the covariance is one strip (built from its upper
-    half and kept for the backward, on the PyTorch path). The
-    rule is the same on every device; the measurements behind it are in
-    :ref:`the Barlow Twins page <barlow-twins-measurements>` and
+    :func:`~sslosses.functional.barlow_twins_loss` (a cross-correlation :math:`A^\top B`) and
+    :func:`~sslosses.functional.vicreg_loss` (a covariance :math:`X^\top X`,
+    ``symmetric=True``) call this when given ``algorithm="auto"``, their default. The rule,
+    the same on every device:
+
+    - ``"gram"`` when :math:`N \le D/2`: the :math:`(N, N)` Gram identity costs
+      :math:`O(N^2 D)` instead of :math:`O(N D^2)` and never forms a :math:`(D, D)` tensor;
+    - otherwise, for a covariance, ``"fused"``: its backward needs one product per strip
+      instead of two, so it costs at most what ``"dense"`` (and the official code) costs,
+      without the :math:`(D, D)` buffers, and about half of it when the covariance is one
+      strip (:math:`D \le 2048`: built from its upper half and kept for the backward, on the
+      PyTorch path);
+    - otherwise, for a cross-correlation, ``"fused"`` when :math:`D^2 > 2^{26}` (each
+      :math:`(D, D)` buffer would pass 256 MiB in float32), else ``"dense"``.
+
+    :math:`N` is the global batch when the loss runs distributed. The measurements behind
+    the rule are in :ref:`the Barlow Twins page <barlow-twins-measurements>` and
     :ref:`the VICReg page <vicreg-measurements>`.
 
+    Args:
+        n: rows of the (global) batch.
+        d: features.
+        symmetric: ``True`` for a covariance (VICReg), ``False`` for a cross-correlation
+            (Barlow Twins). Default: ``False``.
+
+    Returns:
+        ``"dense"``, ``"gram"`` or ``"fused"``.
+
+    Raises:
+        TypeError: if ``n`` or ``d`` is not an integer, or ``symmetric`` is not a bool.
+        ValueError: if ``n`` or ``d`` is negative.
+
     Examples:
-        >>> from sslosses.barlow_twins import select_algorithm
+        >>> from sslosses.functional import select_algorithm
         >>> select_algorithm(256, 8192), select_algorithm(8192, 2048)
         ('gram', 'dense')
         >>> select_algorithm(8192, 2048, symmetric=True)
         'fused'
     """
+    return _select(
+        check_non_negative_int("n", n),
+        check_non_negative_int("d", d),
+        symmetric=check_bool("symmetric", symmetric),
+    )
+
+
+def resolve_algorithm(
+    algorithm: Algorithm, n: int, d: int, *, symmetric: bool
+) -> Literal["dense", "gram", "fused"]:
+    """``algorithm`` as given, or for ``"auto"`` the choice of :func:`select_algorithm`
+    (arguments already checked: the losses pass their shapes, which may be symbolic)."""
+    if algorithm != "auto":
+        return algorithm
+    return _select(n, d, symmetric=symmetric)
+
+
+def _select(n: int, d: int, *, symmetric: bool) -> Literal["dense", "gram", "fused"]:
+    """:func:`select_algorithm` on checked arguments."""
     if n <= GRAM_MAX_RATIO * d:
         return "gram"
     if symmetric or d * d > DENSE_MAX_ELEMENTS:
