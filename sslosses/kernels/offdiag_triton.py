@@ -87,6 +87,45 @@ def _tile_impl(
     return acc
 
 
+def _deviation_tile_impl(
+    a_ptr: Any,
+    b_ptr: Any,
+    n: Any,
+    d: Any,
+    row_start: Any,
+    row_stop: Any,
+    stride_an: Any,
+    stride_ad: Any,
+    stride_bn: Any,
+    stride_bd: Any,
+    inv_div: Any,
+    on_weight: Any,
+    off_weight: Any,
+    BLOCK_I: tl.constexpr,
+    BLOCK_J: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
+) -> Any:
+    """This program's tile of ``C - I`` and of ``W * (C - I)``, its row offsets (relative to
+    ``row_start``), its column offsets and its mask: the part both kernels share."""
+    pid_i = tl.program_id(0)
+    pid_j = tl.program_id(1)
+    offs_i = row_start + pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
+    mask_i = offs_i < row_stop
+    mask_j = offs_j < d
+    acc = _tile(
+        a_ptr, b_ptr, n, offs_i, offs_j, mask_i, mask_j,
+        stride_an, stride_ad, stride_bn, stride_bd,
+        BLOCK_I, BLOCK_J, BLOCK_N, PRECISION,
+    )  # fmt: skip
+    c = acc * inv_div
+    on_diag = offs_i[:, None] == offs_j[None, :]
+    dev = tl.where(on_diag, c - 1.0, c)
+    weighted = tl.where(on_diag, on_weight, off_weight) * dev
+    return dev, weighted, offs_i - row_start, offs_j, mask_i[:, None] & mask_j[None, :]
+
+
 def _forward_impl(
     a_ptr: Any,
     b_ptr: Any,
@@ -107,23 +146,14 @@ def _forward_impl(
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
 ) -> None:
-    pid_i = tl.program_id(0)
-    pid_j = tl.program_id(1)
-    offs_i = row_start + pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
-    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
-    mask_i = offs_i < row_stop
-    mask_j = offs_j < d
-    acc = _tile(
-        a_ptr, b_ptr, n, offs_i, offs_j, mask_i, mask_j,
-        stride_an, stride_ad, stride_bn, stride_bd,
+    dev, weighted, _, _, mask = _deviation_tile(
+        a_ptr, b_ptr, n, d, row_start, row_stop,
+        stride_an, stride_ad, stride_bn, stride_bd, inv_div, on_weight, off_weight,
         BLOCK_I, BLOCK_J, BLOCK_N, PRECISION,
     )  # fmt: skip
-    c = acc * inv_div
-    on_diag = offs_i[:, None] == offs_j[None, :]
-    dev = tl.where(on_diag, c - 1.0, c)
-    weight = tl.where(on_diag, on_weight, off_weight)
-    val = tl.where(mask_i[:, None] & mask_j[None, :], weight * dev * dev, 0.0)
-    tl.store(out_ptr + pid_i * tl.num_programs(1) + pid_j, tl.sum(tl.sum(val, axis=1), axis=0))
+    val = tl.where(mask, weighted * dev, 0.0)
+    out = out_ptr + tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    tl.store(out, tl.sum(tl.sum(val, axis=1), axis=0))
 
 
 def _grad_impl(
@@ -149,30 +179,22 @@ def _grad_impl(
     BLOCK_N: tl.constexpr,
     PRECISION: tl.constexpr,
 ) -> None:
-    pid_i = tl.program_id(0)
-    pid_j = tl.program_id(1)
-    offs_i = row_start + pid_i * BLOCK_I + tl.arange(0, BLOCK_I)
-    offs_j = pid_j * BLOCK_J + tl.arange(0, BLOCK_J)
-    mask_i = offs_i < row_stop
-    mask_j = offs_j < d
-    acc = _tile(
-        a_ptr, b_ptr, n, offs_i, offs_j, mask_i, mask_j,
-        stride_an, stride_ad, stride_bn, stride_bd,
+    _, weighted, rows, offs_j, mask = _deviation_tile(
+        a_ptr, b_ptr, n, d, row_start, row_stop,
+        stride_an, stride_ad, stride_bn, stride_bd, inv_div, on_weight, off_weight,
         BLOCK_I, BLOCK_J, BLOCK_N, PRECISION,
     )  # fmt: skip
-    c = acc * inv_div
-    scale = 2.0 * inv_div * tl.load(g_ptr).to(tl.float32)
-    on_diag = offs_i[:, None] == offs_j[None, :]
-    m = tl.where(on_diag, on_weight * (c - 1.0), off_weight * c) * scale
+    m = weighted * (2.0 * inv_div * tl.load(g_ptr).to(tl.float32))
     tl.store(
-        m_ptr + (offs_i - row_start)[:, None] * stride_mi + offs_j[None, :] * stride_mj,
+        m_ptr + rows[:, None] * stride_mi + offs_j[None, :] * stride_mj,
         m.to(m_ptr.dtype.element_ty),
-        mask=mask_i[:, None] & mask_j[None, :],
+        mask=mask,
     )
 
 
 # The kernels call each other by these global names, which Triton resolves at compile time.
 _tile: Any = triton.jit(_tile_impl) if HAS_TRITON else None
+_deviation_tile: Any = triton.jit(_deviation_tile_impl) if HAS_TRITON else None
 _forward_kernel: Any = triton.jit(_forward_impl) if HAS_TRITON else None
 _grad_kernel: Any = triton.jit(_grad_impl) if HAS_TRITON else None
 
