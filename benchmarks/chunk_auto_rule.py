@@ -21,7 +21,6 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import argparse
 import sys
 from pathlib import Path
-from typing import Literal
 
 import harness
 import torch
@@ -30,9 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sslosses.functional import info_nce, nt_xent, resolve_chunk_size  # noqa: E402
-
-ChunkSize = int | Literal["auto"] | None
-"""A ``chunk_size`` argument of the contrastive losses."""
+from sslosses.typing import ChunkSize  # noqa: E402
 
 FIXED = (64, 256, 1024)
 
