@@ -11,6 +11,7 @@ How they are timed and measured is ``benchmarks/harness.py``.
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import importlib.util
 import math
@@ -19,7 +20,7 @@ from typing import Any
 
 import baselines
 import torch
-from harness import Case, Impl, Inputs, Prepared, Row, Targets
+from harness import MIN_MEMORY_MB, Case, Impl, Inputs, Prepared, Row, Targets
 from torch import Tensor, nn
 
 import sslosses
@@ -118,26 +119,24 @@ def _barlow_lightly(inputs: Inputs) -> Prepared:
     return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
 
 
-def barlow_auto_choice(n: int, d: int) -> str:
-    """What ``algorithm="auto"`` of Barlow Twins runs for ``N = n``, ``D = d`` (any device)."""
-    return str(select_algorithm(n, d))
+def _offdiag_ours(
+    loss: Callable[..., Tensor], *, symmetric: bool
+) -> Callable[[str], Callable[[Inputs], Prepared]]:
+    """``algorithm -> prepare`` for an sslosses loss on the off-diagonal primitive; the
+    ``"auto"`` row notes what :func:`~sslosses.functional.select_algorithm` picks."""
 
+    def ours(algorithm: str) -> Callable[[Inputs], Prepared]:
+        def prepare(inputs: Inputs) -> Prepared:
+            z_a, z_b = inputs["z_a"], inputs["z_b"]
+            prep = _loss_step(lambda: loss(z_a, z_b, algorithm=algorithm), inputs, "z_a", "z_b")
+            if algorithm == "auto":
+                n, d = z_a.shape
+                prep.note = f"runs {select_algorithm(n, d, symmetric=symmetric)}"
+            return prep
 
-def _barlow_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
-    def prepare(inputs: Inputs) -> Prepared:
-        z_a, z_b = inputs["z_a"], inputs["z_b"]
-        alg: Any = algorithm
-        prep = _loss_step(
-            lambda: SF.barlow_twins_loss(z_a, z_b, lambd=0.0051, algorithm=alg),
-            inputs,
-            "z_a",
-            "z_b",
-        )
-        if algorithm == "auto":
-            prep.note = f"runs {barlow_auto_choice(z_a.shape[0], z_a.shape[1])}"
-        return prep
+        return prepare
 
-    return prepare
+    return ours
 
 
 def _offdiag_case(
@@ -145,7 +144,7 @@ def _offdiag_case(
     n: int,
     d: int,
     baseline_impls: Sequence[Impl],
-    ours: Callable[[str], Callable[[Inputs], Prepared]],
+    loss: Callable[..., Tensor],
     algorithms: Sequence[str],
     *,
     symmetric: bool,
@@ -153,12 +152,14 @@ def _offdiag_case(
     device: torch.device | None,
     min_repeats: int,
 ) -> Case:
-    """A Barlow Twins or VICReg case: ``baseline_impls`` (the first is the baseline),
-    ``"auto"`` and the explicit ``algorithms``, each estimated at ``estimate`` bytes.
+    """A Barlow Twins or VICReg case: ``baseline_impls`` (the first is the baseline), and
+    ``loss`` with ``"auto"`` and the explicit ``algorithms``, each estimated at ``estimate``
+    bytes.
 
     With a ``device``, the explicit algorithm that ``"auto"`` picks there is left out (it would
     time the same code twice).
     """
+    ours = _offdiag_ours(loss, symmetric=symmetric)
     impls = list(baseline_impls)
     impls.append(Impl("auto", "sslosses auto", "sslosses", ours("auto"), estimate=estimate))
     choice = None if device is None else str(select_algorithm(n, d, symmetric=symmetric))
@@ -204,7 +205,7 @@ def _barlow_case(
         n,
         d,
         impls,
-        _barlow_ours,
+        functools.partial(SF.barlow_twins_loss, lambd=0.0051),
         algorithms,
         symmetric=False,
         estimate=4 * dd,
@@ -223,18 +224,6 @@ def _vicreg_lightly(inputs: Inputs) -> Prepared:
     loss = optional_import("lightly.loss", "VICRegLoss")()
     z_a, z_b = inputs["z_a"], inputs["z_b"]
     return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
-
-
-def _vicreg_ours(algorithm: str) -> Callable[[Inputs], Prepared]:
-    def prepare(inputs: Inputs) -> Prepared:
-        z_a, z_b = inputs["z_a"], inputs["z_b"]
-        alg: Any = algorithm
-        prep = _loss_step(lambda: SF.vicreg_loss(z_a, z_b, algorithm=alg), inputs, "z_a", "z_b")
-        if algorithm == "auto":
-            prep.note = f"runs {select_algorithm(z_a.shape[0], z_a.shape[1], symmetric=True)}"
-        return prep
-
-    return prepare
 
 
 def _vicreg_case(
@@ -258,7 +247,7 @@ def _vicreg_case(
         n,
         d,
         impls,
-        _vicreg_ours,
+        SF.vicreg_loss,
         algorithms,
         symmetric=True,
         estimate=8 * dd,
@@ -996,9 +985,8 @@ def _versus(t: Targets, case: str, ours: str, other: str | None) -> str:
         text = f"{speed:.2f}x (a tie)"
     else:
         text = f"{1 / speed:.2f}x slower"
-    # below 0.1 MB (RSS moves in 4 KiB pages) a memory ratio means nothing
     mems = [getattr(t.find(case, impl), "peak_extra_mb", None) for impl in (other, ours)]
-    measured = all(m is not None and m >= 0.1 for m in mems)
+    measured = all(m is not None and m >= MIN_MEMORY_MB for m in mems)
     memory = t.ratio(case, other, ours, "peak_extra_mb") if measured else None
     if memory is not None and memory >= 1.1:
         text += f", {memory:.0f}x less memory" if memory >= 10 else f", {memory:.1f}x less memory"

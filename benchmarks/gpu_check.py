@@ -456,7 +456,7 @@ def check_transforms(ctx: Context) -> None:
 # --------------------------------------------------------------------------------------------
 def _barlow_rule(inputs: harness.Inputs, device: torch.device) -> str:
     n, d = inputs["z_a"].shape
-    return cases.barlow_auto_choice(n, d)
+    return SF.select_algorithm(n, d)
 
 
 def _chunk_rule(rows: int, cols: int, device: torch.device) -> str:

@@ -386,6 +386,10 @@ class Row:
     baseline: bool = False
 
 
+MIN_MEMORY_MB = 0.1
+"""Peak extra memory below which a memory ratio means nothing (RSS moves in 4 KiB pages)."""
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How :func:`run_case` measures each implementation of a case."""
@@ -479,11 +483,11 @@ def run_case(case: Case, options: RunOptions, *, log: Callable[[str], None] = pr
     for row in rows.values():
         if row.total_ms and base.total_ms:
             row.speedup = base.total_ms / row.total_ms
-        # below 0.1 MB (RSS moves in 4 KiB pages) a ratio means nothing: left empty
+        # below MIN_MEMORY_MB a ratio means nothing: left empty
         if (
             row.peak_extra_mb is not None
             and base.peak_extra_mb is not None
-            and (row.peak_extra_mb >= 0.1)
+            and (row.peak_extra_mb >= MIN_MEMORY_MB)
         ):
             row.memory_ratio = base.peak_extra_mb / row.peak_extra_mb
     return list(rows.values())
@@ -773,6 +777,12 @@ def render_markdown(
         if table:
             lines += ["", f"## {title}", "", *table]
     return "\n".join(lines) + "\n"
+
+
+def read_report(path: Path) -> tuple[dict[str, Any], list[Row]]:
+    """A report written by :func:`write_report` (its ``.json``) and its rows."""
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report, [Row(**r) for r in report["results"]]
 
 
 def write_report(stem: Path, report: Mapping[str, Any], markdown: str, *, indent: int = 2) -> None:

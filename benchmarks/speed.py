@@ -170,15 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     if args.readme is not None:
-        saved_rows = [harness.Row(**r) for r in json.loads(args.readme.read_text())["results"]]
+        _, saved_rows = harness.read_report(args.readme)
         README.write_text(readme_with_highlights(README.read_text(), saved_rows))
         print(f"wrote the highlights of {args.readme} into {README}")
         return 0
 
     if args.render is not None:
-        saved: dict[str, Any] = json.loads(args.render.read_text())
+        saved, saved_rows = harness.read_report(args.render)
         out_md = args.render.with_suffix(".md")
-        out_md.write_text(render_markdown(saved, [harness.Row(**r) for r in saved["results"]]))
+        out_md.write_text(render_markdown(saved, saved_rows))
         print(f"wrote {out_md}")
         return 0
 
@@ -259,9 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out is not None:
         harness.write_report(out / "speed", report, render_markdown(report, rows))
         print(f"wrote {out / 'speed.json'} and {out / 'speed.md'}")
-    if args.out is None and not args.quick and args.groups == list(GROUPS):
-        README.write_text(readme_with_highlights(README.read_text(), rows))
-        print(f"wrote the highlights into {README}")
+        if args.out is None:  # the committed results: README's highlights follow them
+            README.write_text(readme_with_highlights(README.read_text(), rows))
+            print(f"wrote the highlights into {README}")
     return 0
 
 
