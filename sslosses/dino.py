@@ -61,7 +61,8 @@ def dino_loss(
     returns :math:`W N_r / N` times its local loss (:math:`N = \sum_r N_r`), so the mean over
     ranks is the loss on the global batch and each rank's gradient divided by :math:`W`
     (DDP's averaging) is its slice of the global gradient, also for unequal batch sizes. With
-    equal batch sizes (the official setting) the factor is 1. The loss needs no other
+    equal batch sizes (the official setting) the factor is 1; a rank with no rows returns 0
+    (with gradient). Besides the exchange of batch sizes the loss needs no other
     communication: the center, the only statistic over the batch, comes from
     :class:`sslosses.DINOCenter`. Without a process group it acts locally.
 
@@ -93,7 +94,9 @@ def dino_loss(
         TypeError: if the scores are not lists or tuples of floating-point tensors, or a
             hyperparameter has the wrong type.
         ValueError: if there are fewer than 2 student crops, fewer student than teacher crops,
-            the crops' shapes (``N`` or ``K``) or devices differ, ``center`` does not have
+            the crops' shapes (``N`` or ``K``) or devices differ, the crops have no rows
+            (with ``gather_distributed`` and :math:`W > 1`: the global batch has none, raised
+            on every rank together; a rank may hold no rows), ``center`` does not have
             shape ``(K)`` or ``(1, K)``, or a temperature is not positive.
 
     Examples:
@@ -111,8 +114,10 @@ def dino_loss(
         arXiv:2104.14294. Official code: facebookresearch/dino, ``main_dino.py``
         (``DINOLoss``).
     """
-    student = _check_crops("student_scores", student_scores, minimum=2)
-    teacher = _check_crops("teacher_scores", teacher_scores, minimum=1)
+    gather_distributed = distributed._check_gather_distributed(gather_distributed)
+    rows = distributed._local_minimum(gather_distributed, 1)
+    student = _check_crops("student_scores", student_scores, minimum=2, rows=rows)
+    teacher = _check_crops("teacher_scores", teacher_scores, minimum=1, rows=rows)
     n_student, n_teacher = len(student), len(teacher)
     if n_teacher > n_student:
         raise ValueError(
@@ -129,10 +134,12 @@ def dino_loss(
     check_same_device("student_scores[0]", student[0], "center", center)
     student_temperature = check_positive("student_temperature", student_temperature)
     teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
-    gather_distributed = distributed._check_gather_distributed(gather_distributed)
+    n = student[0].shape[0]
+    layout = distributed._global_layout(
+        gather_distributed, n, student[0].device, name="student_scores[0]"
+    )
 
     dtype = compute_dtype(*student, *teacher, center)
-    n = student[0].shape[0]
     with no_autocast(student[0]):
         with torch.no_grad():
             shift = upcast(center.detach(), dtype).reshape(1, -1)  # (1, K)
@@ -154,10 +161,10 @@ def dino_loss(
                 continue  # G = 1: the first student crop's only partner is its own view
             log_probs = F.log_softmax(upcast(s, dtype) / student_temperature, dim=1)  # (N, K)
             total = total - torch.dot(weights.reshape(-1), log_probs.reshape(-1))
-        loss = total / (n * n_teacher * (n_student - 1))
-    if gather_distributed and distributed.world_size() > 1:
-        loss = loss * _global_share(n, student[0].device)
-    return loss
+        # the mean over the N rows; distributed, W / N_g (W N_r / N_g times the local mean,
+        # exact for an empty rank, which returns 0)
+        rows_weight = 1 / n if layout is None else layout.world / layout.total
+        return total * (rows_weight / (n_teacher * (n_student - 1)))
 
 
 def _sum(tensors: list[Tensor]) -> Tensor | None:
@@ -170,14 +177,7 @@ def _sum(tensors: list[Tensor]) -> Tensor | None:
     return out
 
 
-def _global_share(n_local: int, device: torch.device) -> float:
-    """``W * N_r / N``: the factor that turns a local mean into this rank's share."""
-    counts = torch.tensor([n_local], dtype=torch.long, device=device)
-    total = int(distributed.all_reduce_sum(counts).item())
-    return distributed.world_size() * n_local / total
-
-
-def _check_crops(name: str, scores: object, *, minimum: int) -> list[Tensor]:
+def _check_crops(name: str, scores: object, *, minimum: int, rows: int = 1) -> list[Tensor]:
     if not isinstance(scores, (list, tuple)):
         raise TypeError(
             f"{name} must be a list or tuple of tensors (N, K), got {type(scores).__name__}"
@@ -185,9 +185,9 @@ def _check_crops(name: str, scores: object, *, minimum: int) -> list[Tensor]:
     if len(scores) < minimum:
         raise ValueError(f"{name} must hold at least {minimum} crop(s), got {len(scores)}")
     crops = [check_tensor(f"{name}[{v}]", s, ndim=2) for v, s in enumerate(scores)]
-    if crops[0].shape[0] == 0 or crops[0].shape[1] == 0:
+    if crops[0].shape[0] < rows or crops[0].shape[1] == 0:
         raise ValueError(
-            f"{name}[0] must have at least one row and one column, got shape "
+            f"{name}[0] must have at least {rows} row(s) and one column, got shape "
             f"{tuple(crops[0].shape)}"
         )
     for v, s in enumerate(crops[1:], start=1):
@@ -370,13 +370,18 @@ class DINOCenter(nn.Module):
             TypeError: if ``teacher_scores`` is not a tensor or a list or tuple of
                 floating-point tensors.
             ValueError: if a tensor is not 2-D with :math:`K` columns, the crops differ in
-                shape or device, or they are on another device than ``center``.
+                shape or device, they are on another device than ``center``, or they hold no
+                rows (with ``gather_distributed`` and :math:`W > 1`: no rank holds any, raised
+                on every rank together; a rank may hold none).
         """
+        minimum = distributed._local_minimum(self.gather_distributed, 1)
         if isinstance(teacher_scores, Tensor):
             rows = check_tensor("teacher_scores", teacher_scores, ndim=2)
             name = "teacher_scores"
+            if rows.shape[0] < minimum:
+                raise ValueError(f"{name} must have at least 1 row, got shape {tuple(rows.shape)}")
         else:
-            crops = _check_crops("teacher_scores", teacher_scores, minimum=1)
+            crops = _check_crops("teacher_scores", teacher_scores, minimum=1, rows=minimum)
             rows = torch.cat(crops) if len(crops) > 1 else crops[0]  # (G N, K)
             name = "teacher_scores[0]"
         if rows.shape[1] != self.dim:
@@ -389,12 +394,12 @@ class DINOCenter(nn.Module):
         with no_autocast(rows):
             batch_sum = upcast(rows.detach(), dtype).sum(dim=0)  # (K,)
             count = rows.shape[0]
-            if self.gather_distributed and distributed.world_size() > 1:
-                counts = torch.tensor([count], dtype=torch.long, device=rows.device)
-                batch_sum = distributed.all_reduce_sum(batch_sum)
-                count = int(distributed.all_reduce_sum(counts).item())
-            if count == 0:
-                return
+            layout = distributed._global_layout(
+                self.gather_distributed, count, rows.device, name=name
+            )
+            if layout is not None:
+                batch_sum = distributed._all_reduce_(batch_sum, "sum")
+                count = layout.total
             batch_center = batch_sum / count  # (K,)
             new = self.center.to(dtype) * self.momentum + batch_center * (1 - self.momentum)
             self.center.copy_(new)

@@ -5,7 +5,7 @@ available or no process group is initialized: :func:`world_size` is 1, :func:`ra
 :func:`gather` returns its input unchanged. This is the only module of the package that imports
 :mod:`torch.distributed`; the losses reach it through the private helpers below (the layout of
 the global batch over ranks, the no-grad reductions and the reduction of a per-sample loss over
-ranks).
+ranks), and :class:`sslosses.EMA` through the FSDP probe (``DTensor`` and ``FSDPModule``).
 
 Gradients: :func:`gather` concatenates the tensors of all ranks along dim 0; its backward sums
 the incoming gradient over ranks and returns this rank's slice (a reduce-scatter). When every
@@ -23,6 +23,7 @@ every rank runs it. A backward here never writes into the gradient tensor it is 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,6 +69,27 @@ def _check_gather_distributed(gather_distributed: object) -> bool:
     return gather_distributed
 
 
+# ------------------------------------------------------------------------------- FSDP probe
+@functools.cache
+def _sharded_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """``(DTensor,), (FSDPModule,)`` where this torch has them (looked up once, lazily)."""
+    dtensor: tuple[type, ...] = ()
+    fsdp: tuple[type, ...] = ()
+    try:
+        from torch.distributed.tensor import DTensor
+
+        dtensor = (DTensor,)
+    except ImportError:  # torch < 2.5 or built without distributed
+        pass
+    try:
+        from torch.distributed.fsdp import FSDPModule
+
+        fsdp = (FSDPModule,)
+    except ImportError:  # torch < 2.6 or built without distributed
+        pass
+    return dtensor, fsdp
+
+
 # ----------------------------------------------------------------------------- batch layout
 @dataclass(frozen=True)
 class _BatchLayout:
@@ -96,14 +118,6 @@ class _BatchLayout:
         r"""The global batch size :math:`N_g = \sum_r N_r`."""
         return sum(self.sizes)
 
-    @property
-    def share(self) -> float:
-        """:math:`W N_r / N_g`: turns this rank's local mean into its share of the global mean.
-
-        The mean over ranks of ``share * local_mean`` is the mean over the global batch.
-        """
-        return self.world * self.local / self.total
-
 
 def _batch_layout(n_local: int, device: torch.device) -> _BatchLayout:
     """Every rank's batch size (one small all-gather; ``(n_local,)`` without a process group)."""
@@ -116,13 +130,51 @@ def _batch_layout(n_local: int, device: torch.device) -> _BatchLayout:
     return _BatchLayout(tuple(int(s.item()) for s in sizes), dist.get_rank())
 
 
+def _communicates(gather_distributed: bool) -> bool:
+    """Whether a ``gather_distributed`` entry point exchanges data (asked for and :math:`W > 1`)."""
+    return gather_distributed and world_size() > 1
+
+
+def _local_minimum(gather_distributed: bool, minimum: int) -> int:
+    """The rows a local batch needs: ``minimum`` alone, 0 when the ranks pool their batches.
+
+    The empty-rank rule of every ``gather_distributed`` entry point: a rank may hold no rows (it
+    contributes nothing, and the result on the other ranks is exact); the minimum applies to
+    the global batch and is checked by :func:`_global_layout` on every rank at once.
+    """
+    return 0 if _communicates(gather_distributed) else minimum
+
+
+def _check_global_batch(layout: _BatchLayout, name: str, minimum: int, why: str = "") -> None:
+    """Raise the same ``ValueError`` on every rank when the global batch has too few rows."""
+    if layout.total < minimum:
+        raise ValueError(
+            f"{name} must have a global batch of at least {minimum} row(s) summed over the "
+            f"{layout.world} ranks (gather_distributed=True){why}, got {layout.total} "
+            f"(per-rank batch sizes {list(layout.sizes)})"
+        )
+
+
 def _global_layout(
-    gather_distributed: bool, n_local: int, device: torch.device
+    gather_distributed: bool,
+    n_local: int,
+    device: torch.device,
+    *,
+    name: str,
+    minimum: int = 1,
+    why: str = "",
 ) -> _BatchLayout | None:
-    """The layout when a loss communicates (``gather_distributed`` and :math:`W > 1`), else None."""
-    if not gather_distributed or world_size() == 1:
+    """The layout when a loss communicates (``gather_distributed`` and :math:`W > 1`), else None.
+
+    The global batch must hold ``minimum`` rows: every rank learns every batch size in the same
+    exchange, so every rank raises the same ``ValueError`` together (no rank is left waiting in
+    a collective). ``name`` and ``why`` word the error.
+    """
+    if not _communicates(gather_distributed):
         return None
-    return _batch_layout(n_local, device)
+    layout = _batch_layout(n_local, device)
+    _check_global_batch(layout, name, minimum, why)
+    return layout
 
 
 def _reduce_over_ranks(loss: Tensor, reduction: Reduction, layout: _BatchLayout | None) -> Tensor:

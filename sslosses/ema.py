@@ -9,7 +9,6 @@ teacher-temperature warm-up, both pure functions returning a Python float.
 from __future__ import annotations
 
 import copy
-import functools
 import math
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -17,6 +16,7 @@ from typing import Any, get_args
 import torch
 from torch import Tensor, nn
 
+from sslosses import distributed
 from sslosses._validation import (
     check_choice,
     check_non_negative_int,
@@ -164,29 +164,9 @@ def _check_pairs(
             )
 
 
-@functools.cache
-def _sharded_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
-    """``(DTensor,), (FSDPModule,)`` where this torch has them (looked up once, lazily)."""
-    dtensor: tuple[type, ...] = ()
-    fsdp: tuple[type, ...] = ()
-    try:
-        from torch.distributed.tensor import DTensor
-
-        dtensor = (DTensor,)
-    except ImportError:  # torch < 2.5 or built without distributed
-        pass
-    try:
-        from torch.distributed.fsdp import FSDPModule
-
-        fsdp = (FSDPModule,)
-    except ImportError:  # torch < 2.6 or built without distributed
-        pass
-    return dtensor, fsdp
-
-
 def _refuse_fsdp(model: nn.Module) -> None:
     """EMA deep-copies its model, which FSDP2 forbids: say what to do instead."""
-    fsdp = _sharded_types()[1]
+    fsdp = distributed._sharded_types()[1]
     if fsdp and any(isinstance(m, fsdp) for m in model.modules()):
         raise ValueError(
             "model is wrapped with FSDP (torch.distributed.fsdp.fully_shard), which cannot be "
@@ -199,7 +179,7 @@ def _check_sharding(
     kind: str, target: Sequence[Tensor], online: Sequence[Tensor], names: Sequence[str]
 ) -> None:
     """A sharded (DTensor) tensor averages only with one sharded the same way."""
-    dtensor = _sharded_types()[0]
+    dtensor = distributed._sharded_types()[0]
     if not dtensor:
         return
     for name, t, o in zip(names, target, online, strict=True):

@@ -132,9 +132,11 @@ def info_nce(
         TypeError: if an input is not a floating-point tensor, or an option has the wrong type.
         ValueError: if an input is not 2-D, shapes or devices do not match, ``query`` has no
             rows, ``negatives`` is missing with ``in_batch_negatives=False``, a query has no
-            negative at all (:math:`N < 2` with in-batch negatives and no or an empty queue,
-            unless gathered over :math:`W > 1` ranks), ``temperature`` is not a finite number
-            > 0, ``chunk_size`` is not > 0 or ``"auto"``, or ``reduction`` is unknown.
+            negative at all (:math:`N < 2` with in-batch negatives and no or an empty queue),
+            ``temperature`` is not a finite number > 0, ``chunk_size`` is not > 0 or
+            ``"auto"``, or ``reduction`` is unknown. With ``gather_distributed`` and
+            :math:`W > 1` the batch-size minimum applies to the global batch :math:`N_g` and
+            is raised on every rank together; a rank may hold no rows.
 
     Examples:
         >>> import torch
@@ -158,14 +160,15 @@ def info_nce(
         Transformers", ICCV 2021, arXiv:2104.02057. Official code: facebookresearch/moco-v3,
         ``moco/builder.py`` (``MoCo.contrastive_loss``).
     """
-    dtype = check_embedding_pair("query", query, "key", key)
+    gather_distributed = _check_gather_distributed(gather_distributed)
+    local_minimum = distributed._local_minimum(gather_distributed, 1)
+    dtype = check_embedding_pair("query", query, "key", key, min_batch=local_minimum)
     if negatives is not None:
         negatives = _check_negatives(negatives, query)
         dtype = compute_dtype(query, key, negatives)  # float64 if any of the three is
     scale = 1.0 / check_positive("temperature", temperature)
     check_bool("in_batch_negatives", in_batch_negatives)
     check_bool("normalize", normalize)
-    _check_gather_distributed(gather_distributed)
     reduction = check_reduction(reduction)
     chunk_size = check_chunk_size(chunk_size)
     if not in_batch_negatives and negatives is None:
@@ -173,13 +176,26 @@ def info_nce(
             "in_batch_negatives=False needs queue negatives: pass negatives of shape (K, D), "
             "got None"
         )
-    world = distributed.world_size() if gather_distributed else 1
     no_queue = negatives is None or negatives.shape[0] == 0
-    if world == 1 and in_batch_negatives and no_queue and query.shape[0] < 2:
+    minimum = 2 if in_batch_negatives and no_queue else 1  # every query needs a negative
+    only_keys = (
+        " when the other keys are the only negatives (in_batch_negatives=True, no or empty "
+        "negatives)"
+        if minimum == 2
+        else ""
+    )
+    if local_minimum and query.shape[0] < minimum:
         raise ValueError(
-            "query must have a batch size of at least 2 when the other keys are the only "
-            f"negatives (in_batch_negatives=True, no or empty negatives), got {query.shape[0]}"
+            f"query must have a batch size of at least {minimum}{only_keys}, got {query.shape[0]}"
         )
+    layout = distributed._global_layout(
+        gather_distributed,
+        query.shape[0],
+        query.device,
+        name="query",
+        minimum=minimum,
+        why=only_keys,
+    )
     with no_autocast(query):
         q = upcast(query, dtype)  # (N, D)
         k = upcast(key, dtype)  # (N, D)
@@ -189,7 +205,6 @@ def info_nce(
             k = F.normalize(k, dim=1)
             u = None if u is None else F.normalize(u, dim=1)
         positive = ((q * scale) * k).sum(dim=1)  # (N,): l_pos / tau
-        layout = distributed._global_layout(gather_distributed, q.shape[0], q.device)
         if in_batch_negatives:
             keys = k if layout is None else distributed._gather(k, layout)  # (N_g, D)
             candidates = keys if u is None else torch.cat([keys, u])  # (N_g + K, D)

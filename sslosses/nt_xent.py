@@ -95,7 +95,8 @@ def nt_xent(
     Raises:
         TypeError: if an input is not a floating-point tensor, or an option has the wrong type.
         ValueError: if an input is not 2-D, the shapes or devices differ, the batch is too
-            small (:math:`N < 2`; :math:`N < 1` with ``gather_distributed`` and :math:`W > 1`),
+            small (:math:`N < 2`; with ``gather_distributed`` and :math:`W > 1` the global
+            :math:`N_g < 2`, raised on every rank together, while a rank may hold no rows),
             ``temperature`` is not a finite number > 0, ``chunk_size`` is not > 0 or ``"auto"``, or
             ``reduction`` is unknown.
 
@@ -122,8 +123,9 @@ def nt_xent(
         (``add_contrastive_loss``), whose ``loss_a + loss_b`` is twice this mean (we follow
         the paper's Algorithm 1, the mean over the 2N anchors).
     """
-    world = distributed.world_size() if _check_gather_distributed(gather_distributed) else 1
-    dtype = check_embedding_pair("z_a", z_a, "z_b", z_b, min_batch=2 if world == 1 else 1)
+    gather_distributed = _check_gather_distributed(gather_distributed)
+    minimum = distributed._local_minimum(gather_distributed, 2)
+    dtype = check_embedding_pair("z_a", z_a, "z_b", z_b, min_batch=minimum)
     scale = 1.0 / check_positive("temperature", temperature)
     check_bool("normalize", normalize)
     reduction = check_reduction(reduction)
@@ -135,9 +137,11 @@ def nt_xent(
             a = F.normalize(a, dim=1)
             b = F.normalize(b, dim=1)
         n, d = a.shape
-        layout = distributed._global_layout(gather_distributed, n, a.device)
+        layout = distributed._global_layout(
+            gather_distributed, n, a.device, name="z_a", minimum=2, why=" (2N_g >= 4 views)"
+        )
         if layout is not None:
-            offset, n_global = layout.offset, layout.total  # N_g >= W >= 2
+            offset, n_global = layout.offset, layout.total  # N_g >= 2; this rank's N may be 0
             views = distributed._gather(torch.cat([a, b], dim=1), layout)  # (N_g, 2D)
             a_all, b_all = views[:, :d], views[:, d:]  # (N_g, D) each
         else:

@@ -68,8 +68,8 @@ def sinkhorn(
     a maximum and a sum of exponentials, an exact log-sum-exp across ranks), so :math:`B` is
     the global batch size as in ``distributed_sinkhorn``; each rank gets back the rows of its
     own samples, identical to its slice of :func:`sinkhorn` on the concatenated global batch.
-    Ranks may hold different numbers of rows (at least one each). Without a process group it
-    acts locally.
+    Ranks may hold different numbers of rows, none included (the global batch needs one; when
+    it has none every rank raises the same error). Without a process group it acts locally.
 
     Args:
         scores: prototype scores :math:`s_{nk}`, e.g. ``normalize(z) @ prototypes.T``.
@@ -90,7 +90,8 @@ def sinkhorn(
     Raises:
         TypeError: if ``scores`` is not a floating-point tensor, ``iterations`` not an int or
             ``gather_distributed`` not a bool.
-        ValueError: if ``scores`` is not 2-D or has no rows or columns, ``epsilon <= 0`` or
+        ValueError: if ``scores`` is not 2-D or has no rows (with ``gather_distributed`` and
+            :math:`W > 1`: no rank has any) or no columns, ``epsilon <= 0`` or
             ``iterations <= 0``.
 
     Examples:
@@ -111,16 +112,18 @@ def sinkhorn(
         ``main_swav.py`` (``distributed_sinkhorn``). Cuturi, "Sinkhorn Distances", NeurIPS
         2013, arXiv:1306.0895.
     """
-    _check_scores("scores", scores)
+    gather_distributed = distributed._check_gather_distributed(gather_distributed)
+    rows = distributed._local_minimum(gather_distributed, 1)
+    checked = _check_scores("scores", scores, rows=rows)
     epsilon = check_positive("epsilon", epsilon)
     iterations = check_positive_int("iterations", iterations)
-    gather_distributed = distributed._check_gather_distributed(gather_distributed)
-    return _sinkhorn(scores, epsilon, iterations, gather_distributed)
+    distributed._global_layout(gather_distributed, checked.shape[0], checked.device, name="scores")
+    return _sinkhorn(checked, epsilon, iterations, gather_distributed)
 
 
-def _check_scores(name: str, scores: object) -> Tensor:
+def _check_scores(name: str, scores: object, *, rows: int = 1) -> Tensor:
     scores = check_tensor(name, scores, ndim=2)
-    check_min_batch(name, scores, 1)
+    check_min_batch(name, scores, rows)
     if scores.shape[1] < 1:
         raise ValueError(
             f"{name} must have at least 1 prototype (column), got shape {tuple(scores.shape)}"
@@ -132,7 +135,9 @@ def _logsumexp_over_samples(x: Tensor, across_ranks: bool) -> Tensor:
     """``log(sum_n exp(x[n, k]))`` of an ``(N, K)`` tensor, summed over all ranks if asked."""
     if not across_ranks:
         return torch.logsumexp(x, dim=0)  # (K,)
-    peak = distributed._all_reduce_(x.amax(dim=0), "max")  # (K,)
+    # the peak of a rank without rows is -inf (amax rejects an empty dim)
+    peak = x.amax(dim=0) if x.shape[0] else x.new_full(x.shape[1:], -torch.inf)  # (K,)
+    peak = distributed._all_reduce_(peak, "max")
     total = distributed._all_reduce_(torch.exp(x - peak).sum(dim=0), "sum")  # (K,)
     return peak + torch.log(total)
 

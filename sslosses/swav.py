@@ -70,7 +70,8 @@ def swav_loss(
     gradient divided by :math:`W` (DDP's averaging) is its slice of the global gradient. With
     equal batch sizes (the official setting) the scale is 1 and each rank returns its local
     mean, exactly as the official code. Ranks may have different batch sizes and queue
-    lengths. Without a process group it acts locally.
+    lengths; a rank without rows returns 0 (the global batch needs a row, else every rank
+    raises the same error). Without a process group it acts locally.
 
     Args:
         scores: ``V >= 2`` tensors, ``scores[v]`` the prototype scores of crop ``v``
@@ -97,10 +98,10 @@ def swav_loss(
         TypeError: if ``scores`` or ``queue_scores`` is not a list or tuple of floating-point
             tensors, or a hyperparameter has the wrong type.
         ValueError: if there are fewer than 2 crops, the crops' shapes or devices differ, a
-            tensor is not 2-D, the batch is empty, ``assign_crops`` is empty, out of range or
-            has duplicates, ``queue_scores`` has a different length than ``assign_crops`` or
-            a different number of prototypes, or ``temperature``, ``epsilon`` or
-            ``sinkhorn_iterations`` is not positive.
+            tensor is not 2-D, the (global) batch is empty, ``assign_crops`` is empty, out of
+            range or has duplicates, ``queue_scores`` has a different length than
+            ``assign_crops`` or a different number of prototypes, or ``temperature``,
+            ``epsilon`` or ``sinkhorn_iterations`` is not positive.
 
     Examples:
         >>> import torch
@@ -122,17 +123,21 @@ def swav_loss(
         Assignments", NeurIPS 2020, arXiv:2006.09882. Official code: facebookresearch/swav,
         ``main_swav.py`` (``train`` and ``distributed_sinkhorn``).
     """
-    crops = _check_crops(scores)
+    gather_distributed = distributed._check_gather_distributed(gather_distributed)
+    crops = _check_crops(scores, rows=distributed._local_minimum(gather_distributed, 1))
     n_crops = len(crops)
     assign = _check_assign_crops(assign_crops, n_crops)
     queue = _check_queue_scores(queue_scores, assign, crops[0])
     temperature = check_positive("temperature", temperature)
     epsilon = check_positive("epsilon", epsilon)
     sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
-    gather_distributed = distributed._check_gather_distributed(gather_distributed)
+    n = crops[0].shape[0]
+    layout = distributed._global_layout(gather_distributed, n, crops[0].device, name="scores[0]")
+    # the mean over the N rows; distributed, W / N_g (W N_r / N_g times the local mean, exact
+    # for a rank without rows, which returns 0)
+    rows_weight = 1 / n if layout is None else layout.world / layout.total
 
     dtype = compute_dtype(*crops, *queue)
-    n = crops[0].shape[0]
     with no_autocast(crops[0]):
         log_probs = [F.log_softmax(upcast(s, dtype) / temperature, dim=1) for s in crops]  # (N, K)
         loss = torch.zeros((), dtype=dtype, device=crops[0].device)
@@ -141,25 +146,23 @@ def swav_loss(
             if queue:
                 to_assign = torch.cat([upcast(queue[i].detach(), dtype), to_assign])  # (Q+N, K)
             codes = _sinkhorn(to_assign, epsilon, sinkhorn_iterations, gather_distributed)
-            codes = codes[-n:]  # (N, K): the batch's rows
+            codes = codes[codes.shape[0] - n :]  # (N, K): the batch's rows (none if N = 0)
             cross_entropy = torch.zeros((), dtype=dtype, device=crops[0].device)
             for v in range(n_crops):
                 if v != a:
-                    cross_entropy = cross_entropy - (codes * log_probs[v]).sum(dim=1).mean()
+                    cross_entropy = cross_entropy - (codes * log_probs[v]).sum()
             loss = loss + cross_entropy / (n_crops - 1)
-        loss = loss / len(assign)
-    layout = distributed._global_layout(gather_distributed, n, crops[0].device)
-    return loss if layout is None else loss * layout.share  # W N_r / N: this rank's share
+        return loss * (rows_weight / len(assign))
 
 
-def _check_crops(scores: object) -> list[Tensor]:
+def _check_crops(scores: object, *, rows: int = 1) -> list[Tensor]:
     if not isinstance(scores, (list, tuple)):
         raise TypeError(
             f"scores must be a list or tuple of V tensors (N, K), got {type(scores).__name__}"
         )
     if len(scores) < 2:
         raise ValueError(f"scores must hold at least 2 crops (V >= 2), got {len(scores)}")
-    crops = [_check_scores(f"scores[{v}]", s) for v, s in enumerate(scores)]
+    crops = [_check_scores(f"scores[{v}]", s, rows=rows) for v, s in enumerate(scores)]
     for v in range(1, len(crops)):
         s = crops[v]
         if s.shape != crops[0].shape:

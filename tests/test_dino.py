@@ -529,6 +529,11 @@ def test_center_update_errors() -> None:
         centering.update(torch.zeros(7))
     with pytest.raises(TypeError, match=r"teacher_scores must be a list or tuple of tensors"):
         centering.update(None)  # type: ignore[arg-type]
+    # no rows: the mean is undefined, so the step is refused in both forms (not skipped)
+    with pytest.raises(ValueError, match=r"teacher_scores must have at least 1 row, got shape"):
+        centering.update(torch.zeros(0, 7))
+    with pytest.raises(ValueError, match=r"teacher_scores\[0\] must have at least 1 row"):
+        centering.update([torch.zeros(0, 7)])
     assert bool((centering.center == 0).all())  # nothing was applied
 
 

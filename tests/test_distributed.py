@@ -327,27 +327,20 @@ def test_queue_gathers_like_one_process(dist_pool_w: Any) -> None:
 # ------------------------------------------------------------------------------ layout plumbing
 def _layout_case(rank: int, world: int) -> tuple[Any, ...]:
     layout = distributed._batch_layout(SIZES[world][rank], torch.device("cpu"))
-    off = distributed._global_layout(False, 1, torch.device("cpu"))
-    return layout.sizes, layout.rank, layout.offset, layout.total, layout.share, off
+    off = distributed._global_layout(False, 1, torch.device("cpu"), name="x")
+    return layout.sizes, layout.rank, layout.offset, layout.total, off
 
 
 def test_batch_layout_on_every_rank(dist_pool_w: Any) -> None:
     world = dist_pool_w.world_size
     sizes = SIZES[world]
-    for rank, (got, r, offset, total, share, off) in enumerate(dist_pool_w.run(_layout_case)):
+    for rank, (got, r, offset, total, off) in enumerate(dist_pool_w.run(_layout_case)):
         assert got == tuple(sizes) and r == rank
         assert offset == sum(sizes[:rank]) and total == sum(sizes)
-        assert share == world * sizes[rank] / sum(sizes)
         assert off is None  # gather_distributed=False never communicates
 
 
 def test_layout_without_process_group() -> None:
     layout = distributed._batch_layout(5, torch.device("cpu"))
-    assert (layout.sizes, layout.rank, layout.offset, layout.total, layout.share) == (
-        (5,),
-        0,
-        0,
-        5,
-        1.0,
-    )
-    assert distributed._global_layout(True, 5, torch.device("cpu")) is None
+    assert (layout.sizes, layout.rank, layout.offset, layout.total) == ((5,), 0, 0, 5)
+    assert distributed._global_layout(True, 5, torch.device("cpu"), name="x") is None

@@ -1,0 +1,210 @@
+"""The empty-rank rule of every ``gather_distributed`` entry point, at W = 2 and W = 3 (gloo).
+
+The rule (``docs/guides/distributed.rst``): with ``gather_distributed=True`` and W > 1 a rank
+may hold no rows. It contributes nothing, and the result is exact: the mean over ranks of a
+loss equals the single-process loss on the global batch, each rank's gradient divided by W is
+its slice of the single-process gradient, and a component's state is the single-process state.
+The batch-size minimum applies to the global batch and is checked right after the exchange of
+batch sizes, so when the global batch is too small every rank raises the same ``ValueError``
+(none is left waiting in a collective, which under NCCL hangs the job).
+
+Each entry below maps row-aligned inputs (every tensor has the global batch's rows; a rank gets
+its slice) to a value. ``kind`` says how the ranks' values combine: ``"mean"`` (a loss: the
+mean over ranks), ``"rows"`` (per-sample: the ranks' rows concatenated) or ``"state"`` (a
+component's state: the same on every rank).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import sslosses
+from sslosses.functional import (
+    barlow_twins_loss,
+    dino_loss,
+    info_nce,
+    nt_xent,
+    sinkhorn,
+    swav_loss,
+    vicreg_loss,
+    vicreg_terms,
+)
+
+F64 = torch.float64
+TOL = {"rtol": 1e-10, "atol": 1e-10}
+SIZES = {2: [0, 3], 3: [2, 0, 3]}  # an empty rank first (offsets) and in the middle
+K = 6  # prototypes / classes / feature dimension of every case
+
+
+def _nt_xent(x: list[torch.Tensor], gather: bool, reduction: str = "mean") -> torch.Tensor:
+    return nt_xent(x[0], x[1], temperature=0.5, gather_distributed=gather, reduction=reduction)
+
+
+def _info_nce(x: list[torch.Tensor], gather: bool, **kw: Any) -> torch.Tensor:
+    return info_nce(x[0], x[1], temperature=0.5, gather_distributed=gather, **kw)
+
+
+def _queue() -> torch.Tensor:
+    return torch.randn(4, K, generator=torch.Generator().manual_seed(3), dtype=F64)
+
+
+def _swav(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    return swav_loss(x[:3], queue_scores=x[3:], epsilon=0.5, gather_distributed=gather)
+
+
+def _dino(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    center = torch.linspace(-0.5, 0.5, K, dtype=F64)
+    return dino_loss(x[:3], x[3:], center=center, gather_distributed=gather)
+
+
+def _center(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    center = sslosses.DINOCenter(K, momentum=0.5, gather_distributed=gather, dtype=F64)
+    center.update(list(x[:2]))  # crops
+    center.update(x[2])  # one (M, K) tensor
+    return center.center
+
+
+def _queue_push(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    queue = sslosses.MoCoQueue(4, K, gather_distributed=gather, dtype=F64)
+    queue.push(x[0])
+    return queue.features()
+
+
+Case = tuple[Callable[[list[torch.Tensor], bool], torch.Tensor], int, int, str]
+# name: (function, number of row-aligned inputs, minimum global batch, kind)
+CASES: dict[str, Case] = {
+    "nt_xent": (_nt_xent, 2, 2, "mean"),
+    "nt_xent sum": (lambda x, g: _nt_xent(x, g, "sum"), 2, 2, "mean"),
+    "nt_xent none": (lambda x, g: _nt_xent(x, g, "none"), 2, 2, "rows"),
+    "info_nce in-batch": (_info_nce, 2, 2, "mean"),
+    "info_nce queue": (lambda x, g: _info_nce(x, g, negatives=_queue()), 2, 1, "mean"),
+    "info_nce queue only": (
+        lambda x, g: _info_nce(x, g, negatives=_queue(), in_batch_negatives=False),
+        2,
+        1,
+        "mean",
+    ),
+    "sinkhorn": (lambda x, g: sinkhorn(x[0], epsilon=0.5, gather_distributed=g), 1, 1, "rows"),
+    "swav_loss + queue": (_swav, 5, 1, "mean"),
+    "barlow_twins_loss": (
+        lambda x, g: barlow_twins_loss(x[0], x[1], gather_distributed=g),
+        2,
+        2,
+        "mean",
+    ),
+    "vicreg_loss": (lambda x, g: vicreg_loss(x[0], x[1], gather_distributed=g), 2, 2, "mean"),
+    "vicreg_terms": (
+        lambda x, g: vicreg_terms(x[0], x[1], gather_distributed=g).covariance,
+        2,
+        2,
+        "mean",
+    ),
+    "dino_loss": (_dino, 5, 1, "mean"),
+    "DINOCenter.update": (_center, 3, 1, "state"),
+    "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+}
+
+
+def _inputs(n_inputs: int, n_rows: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(11)
+    base = torch.randn(n_rows, K, generator=gen, dtype=F64)
+    return [base + 0.5 * torch.randn(n_rows, K, generator=gen, dtype=F64) for _ in range(n_inputs)]
+
+
+def _run(
+    name: str, inputs: list[torch.Tensor], gather: bool, rows: slice
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    """The value and the input gradients; a ``"rows"`` value is weighted by its global row."""
+    fn, _, _, kind = CASES[name]
+    leaves = [x.detach().clone().requires_grad_(kind != "state") for x in inputs]
+    out = fn(leaves, gather)
+    if out.requires_grad:
+        objective = out
+        if kind == "rows":
+            weights = torch.linspace(0.5, 1.5, 64, dtype=F64)[rows]  # by global row index
+            objective = (out * weights.reshape(-1, *[1] * (out.dim() - 1))).sum()
+        objective.backward()
+    return out.detach(), [leaf.grad for leaf in leaves]
+
+
+def _rows(rank: int, sizes: list[int]) -> slice:
+    return slice(sum(sizes[:rank]), sum(sizes[: rank + 1]))
+
+
+def _empty_rank_case(rank: int, world: int, sizes: list[int]) -> dict[str, Any]:
+    rows = _rows(rank, sizes)
+    results: dict[str, Any] = {}
+    for name, (_, n_inputs, _, _) in CASES.items():
+        inputs = [x[rows] for x in _inputs(n_inputs, sum(sizes))]
+        results[name] = _run(name, inputs, gather=True, rows=rows)
+    return results
+
+
+def _too_small_case(rank: int, world: int) -> dict[str, str]:
+    """Each case on a global batch one row short of its minimum: the error each rank raised."""
+    errors: dict[str, str] = {}
+    for name, (fn, n_inputs, minimum, _) in CASES.items():
+        sizes = [0] * world
+        sizes[1] = max(minimum - 1, 0)  # rank 1 holds every row there is; the others none
+        inputs = [x[_rows(rank, sizes)] for x in _inputs(n_inputs, sum(sizes))]
+        try:
+            fn(inputs, True)
+        except ValueError as error:
+            errors[name] = str(error)
+        else:
+            errors[name] = "no error"
+    return errors
+
+
+def test_empty_rank_contributes_nothing_and_the_result_is_exact(dist_pool_w: Any) -> None:
+    world = dist_pool_w.world_size
+    sizes = SIZES[world]
+    n_global = sum(sizes)
+    results = dist_pool_w.run(_empty_rank_case, sizes)
+    for name, (_, n_inputs, _, kind) in CASES.items():
+        inputs = _inputs(n_inputs, n_global)
+        expected, expected_grads = _run(name, inputs, gather=False, rows=slice(0, n_global))
+        outs = [results[r][name][0] for r in range(world)]
+        if kind == "mean":
+            torch.testing.assert_close(torch.stack(outs).mean(), expected, **TOL)
+        elif kind == "rows":
+            torch.testing.assert_close(torch.cat(outs), expected, **TOL)
+        else:
+            for out in outs:
+                torch.testing.assert_close(out, expected, **TOL)
+        # a loss: rank r's gradient / W is its slice; per-sample rows: the slice itself
+        scale = world if kind == "mean" else 1
+        for r in range(world):
+            for i, want in enumerate(expected_grads):
+                got = results[r][name][1][i]
+                assert (got is None) == (want is None), (name, r, i)
+                if want is not None and got is not None:
+                    torch.testing.assert_close(
+                        got / scale, want[_rows(r, sizes)], **TOL, msg=f"{name}, rank {r}"
+                    )
+
+
+def test_every_gather_distributed_entry_point_is_in_the_table() -> None:
+    covered = {name.split()[0] for name in CASES}
+    for attr in sslosses.functional.__all__:
+        if "gather_distributed" in inspect.signature(getattr(sslosses.functional, attr)).parameters:
+            assert attr in covered, f"{attr} takes gather_distributed but has no empty-rank case"
+    for cls, method in ((sslosses.DINOCenter, "update"), (sslosses.MoCoQueue, "push")):
+        assert f"{cls.__name__}.{method}" in covered
+
+
+def test_a_global_batch_below_the_minimum_raises_on_every_rank(dist_pool_w: Any) -> None:
+    world = dist_pool_w.world_size
+    results = dist_pool_w.run(_too_small_case)
+    for name, (_, _, minimum, _) in CASES.items():
+        messages = {results[r][name] for r in range(world)}
+        if minimum == 0:  # pushing no rows anywhere is a no-op, as in one process
+            assert messages == {"no error"}, name
+            continue
+        assert len(messages) == 1, (name, messages)  # the same error, on every rank
+        (message,) = messages
+        assert "global batch" in message and f"at least {minimum}" in message, (name, message)
