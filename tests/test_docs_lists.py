@@ -97,3 +97,13 @@ def test_readme_table_lists_every_loss() -> None:
     names = _public(sslosses) + _public(sslosses.functional)
     missing = [n for n in names if n not in NOT_LOSSES and f"`{n}`" not in table]
     assert missing == [], f"README's table of losses lacks {missing}"
+
+
+def test_install_commands_do_not_name_an_unpublished_package() -> None:
+    # until a release is on PyPI, `pip install sslosses` fails: install from a checkout or git
+    install = (ROOT / "docs" / "install.rst").read_text()
+    for text in (README, install):
+        commands = re.findall(r"^\s*pip install (\S+)", text, flags=re.M)
+        assert commands, "no install command found"
+        assert "sslosses" not in commands, commands
+    assert "not published on PyPI yet" in README and "not published on PyPI yet" in install

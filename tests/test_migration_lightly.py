@@ -162,3 +162,18 @@ def test_frozen_prototypes_forward_step_is_cancel_gradients() -> None:
         assert ours.cancel_gradients_(step) is frozen
         assert (theirs.heads[0].weight.grad is None) is frozen
         assert (ours.weight.grad is None) is frozen
+
+
+def test_dino_teacher_temperature_is_rounded_to_float32_in_lightly() -> None:
+    gen = torch.Generator().manual_seed(0)
+    student = [torch.randn(5, 8, generator=gen, dtype=torch.float64) for _ in range(4)]
+    teacher = [torch.randn(5, 8, generator=gen, dtype=torch.float64) for _ in range(2)]
+    loss = lightly_loss.DINOLoss(output_dim=8).double()
+    expected = loss(teacher, student, teacher_temp=0.04)  # lightly: teacher first
+    center = torch.zeros(8, dtype=torch.float64)
+    rounded = float(torch.tensor(0.04))  # what lightly divides by
+    got = SF.dino_loss(student, teacher, center=center, teacher_temperature=rounded)
+    torch.testing.assert_close(got, expected, rtol=1e-14, atol=1e-14)
+    exact = SF.dino_loss(student, teacher, center=center, teacher_temperature=0.04)
+    torch.testing.assert_close(exact, expected, rtol=1e-7, atol=1e-7)
+    assert exact.item() != got.item()  # the rounding is visible in float64
