@@ -162,3 +162,21 @@ def test_frozen_prototypes_forward_step_is_cancel_gradients() -> None:
         assert ours.cancel_gradients_(step) is frozen
         assert (theirs.heads[0].weight.grad is None) is frozen
         assert (ours.weight.grad is None) is frozen
+
+
+def test_koleo_same_value_and_gradient() -> None:
+    x = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    expected = lightly_loss.KoLeoLoss()(x)
+    got = SF.koleo_loss(x)
+    torch.testing.assert_close(got, expected, **TOL)
+    (g_lightly,) = torch.autograd.grad(expected, x)
+    (g_ours,) = torch.autograd.grad(got, x)
+    torch.testing.assert_close(g_ours, g_lightly, **TOL)
+
+
+def test_koleo_batch_of_one() -> None:
+    x = torch.randn(1, 384, dtype=torch.float64)
+    expected = -torch.log(torch.tensor(1e-8 * 384**0.5 + 1e-8, dtype=torch.float64))
+    torch.testing.assert_close(lightly_loss.KoLeoLoss()(x), expected, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 2"):
+        SF.koleo_loss(x)
