@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
@@ -53,10 +52,10 @@ def koleo_loss(
     apart and spreads the batch over the sphere.
 
     **Ties and duplicates.** Among equal largest inner products the lowest index is taken
-    (``torch.argmax``'s rule), on every path. A duplicate row (distance 0) gives
-    :math:`d_i = \varepsilon \sqrt{D}`: every :math:`\ell_i` is finite and at most
-    :math:`-\log \varepsilon` (about 18.4 at the default), and, the rows being unit vectors,
-    at least :math:`-\log(2 + \varepsilon(\sqrt{D} + 1))`. The original excludes a row from
+    (the first maximum, as ``torch.max`` returns it), on every path. A duplicate row
+    (distance 0) gives :math:`d_i = \varepsilon \sqrt{D}`: every :math:`\ell_i` is finite,
+    at most :math:`-\log \varepsilon` (about 18.4 at the default) and, the rows being unit
+    vectors, at least :math:`-\log(2 + \varepsilon(\sqrt{D} + 1))`. The original excludes a row from
     its own search by setting its inner product with itself to :math:`-1`, this function to
     :math:`-\infty`. The two can differ only when every other row has an inner product of
     :math:`-1` or less with it (antipodal rows, e.g. :math:`N = 2` with :math:`x_1 = -x_0`):
@@ -144,7 +143,7 @@ def koleo_loss(
     reduction = check_reduction(reduction)
     chunk_size = check_chunk_size(chunk_size)
     with no_autocast(tensor):
-        z = F.normalize(upcast(tensor, compute_dtype(tensor)), p=2.0, dim=1, eps=eps)  # (N, D)
+        z = _normalize(upcast(tensor, compute_dtype(tensor)), eps)  # (N, D)
         n = z.shape[0]
         layout = distributed._global_layout(gather_distributed, n, z.device, name="x", minimum=2)
         if layout is not None:
@@ -153,17 +152,29 @@ def koleo_loss(
             offset, rows = 0, z
         block = _resolve(chunk_size, n, rows.shape[0], z.device)
         index = _nearest_neighbours(z, rows, offset, block)  # (N,) into the N_g rows
-        distance = torch.linalg.vector_norm(z - rows[index] + eps, dim=1)  # (N,)
+        # z - rows[index] + eps, written in place on the gathered rows (one (N, D) buffer)
+        difference = rows[index].neg_().add_(z).add_(eps)  # (N, D)
+        distance = torch.linalg.vector_norm(difference, dim=1)  # (N,)
         loss = -torch.log(distance + eps)  # (N,)
     return distributed._reduce_over_ranks(loss, reduction, layout)
+
+
+def _normalize(x: Tensor, eps: float) -> Tensor:
+    """``F.normalize(x, dim=1, eps=eps)`` as ``x`` times a ``(N, 1)`` inverse norm.
+
+    The same function, but its backward keeps fewer ``(N, D)`` temporaries than the division
+    by an expanded ``(N, D)`` norm (the peak of the whole loss's backward otherwise).
+    """
+    inverse: Tensor = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(eps).reciprocal()
+    return x * inverse  # (N, D)
 
 
 def _nearest_neighbours(z: Tensor, rows: Tensor, offset: int, block: int | None) -> Tensor:
     """The index in ``rows`` of each row of ``z``'s largest inner product, its own excluded.
 
     ``z`` is ``rows[offset : offset + N]``; row ``i`` of ``z`` is row ``offset + i`` of
-    ``rows``, whose inner product is set to ``-inf`` before the argmax (the lowest index wins
-    a tie). ``block`` rows at a time (all at once for ``None``), without autograd: only the
+    ``rows``, whose inner product is set to ``-inf`` before the maximum (the lowest index
+    wins a tie). ``block`` rows at a time (all at once for ``None``), without autograd: only the
     ``(block, N_g)`` inner products of one block are alive at a time.
     """
     n = z.shape[0]
@@ -174,7 +185,7 @@ def _nearest_neighbours(z: Tensor, rows: Tensor, offset: int, block: int | None)
             stop = min(start + step, n)
             dots = z[start:stop] @ rows.T  # (B, N_g)
             dots.diagonal(offset + start).fill_(float("-inf"))  # (i, offset + start + i)
-            index[start:stop] = dots.argmax(dim=1)
+            index[start:stop] = dots.max(dim=1).indices  # the first maximum (faster than argmax)
     return index
 
 
