@@ -83,6 +83,10 @@ def smoke_calls() -> dict[str, Smoke]:
         teacher = [s.detach() for s in _scores(2)]
         return SF.dino_loss(student, teacher, center=torch.zeros(12)), student
 
+    def koleo() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, _ = _pair()
+        return SF.koleo_loss(a) + SF.koleo_loss(a, chunk_size=3), [a]
+
     def ema_update() -> tuple[torch.Tensor, list[torch.Tensor]]:
         online, target = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
         SF.ema_update_(target=target, online=online, momentum=0.5)
@@ -110,6 +114,7 @@ def smoke_calls() -> dict[str, Smoke]:
         "dino_loss": dino,
         "ema_update_": ema_update,
         "info_nce": info_nce,
+        "koleo_loss": koleo,
         "negative_cosine_similarity": pair_loss(SF.negative_cosine_similarity, target_grad=False),
         "nt_xent": pair_loss(SF.nt_xent),
         "resolve_chunk_size": resolve_chunk_size,

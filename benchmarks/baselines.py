@@ -52,6 +52,7 @@ import references
 import torch
 import torch.nn.functional as F
 from references import BarlowTwins as OfficialBarlowTwins
+from references import koleo as dinov2_koleo
 from references import off_diagonal, simclr_nt_xent
 from references import vicreg as official_vicreg
 from torch import Tensor, nn
@@ -61,6 +62,7 @@ __all__ = [
     "MultiCropConfig",
     "OfficialBarlowTwins",
     "byol_loss",
+    "dinov2_koleo",
     "ema_loop_",
     "ema_moco_",
     "moco_info_nce",

@@ -35,6 +35,7 @@ GROUPS = (
     "infonce",
     "swav",
     "dino",
+    "koleo",
     "byol",
     "simsiam",
     "ema",
@@ -48,6 +49,7 @@ GROUP_TITLES = {
     "infonce": "InfoNCE with a queue (MoCo v2)",
     "swav": "SwAV",
     "dino": "DINO",
+    "koleo": "KoLeo (DINOv2)",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
@@ -488,6 +490,71 @@ def _dino_case(n: int, k: int, local: int) -> Case:
     )
 
 
+# KoLeo --------------------------------------------------------------------------------------
+def _koleo_setup(n: int, d: int) -> Callable[[torch.device], Inputs]:
+    """One ``(N, D)`` embedding ``x`` that requires grad."""
+
+    def setup(device: torch.device) -> Inputs:
+        return {"x": _leaf(n, d, device=device, gen=torch.Generator().manual_seed(0))}
+
+    return setup
+
+
+def _koleo_original(inputs: Inputs) -> Prepared:
+    x = inputs["x"]
+    return _loss_step(lambda: baselines.dinov2_koleo(x), inputs, "x")
+
+
+def _koleo_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        x = inputs["x"]
+        chunk: Any = chunk_size
+        prep = _loss_step(lambda: SF.koleo_loss(x, chunk_size=chunk), inputs, "x")
+        if chunk_size == "auto":
+            prep.note = f"runs {chunk_auto_choice(x.shape[0], x.shape[0], x.device)}"
+        return prep
+
+    return prepare
+
+
+def _koleo_case(n: int, d: int, chunk_size: int) -> Case:
+    full = 4.0 * n * n  # the (N, N) float32 inner products
+    rows = 4.0 * n * d  # one (N, D) float32 tensor
+    picked = chunk_auto_choice(n, n, torch.device("cpu"))
+    auto_block = int(picked.split("=")[1]) if picked.startswith("chunk_size=") else n
+    impls = (
+        Impl(
+            "original",
+            "DINOv2 KoLeoLoss, N x N (baseline)",
+            "baseline",
+            _koleo_original,
+            estimate=full + 8 * rows,
+        ),
+        Impl(
+            "dense",
+            "sslosses chunk_size=None",
+            "sslosses",
+            _koleo_ours(None),
+            estimate=full + 8 * rows,
+        ),
+        Impl(
+            "auto",
+            'sslosses chunk_size="auto"',
+            "sslosses",
+            _koleo_ours("auto"),
+            estimate=4.0 * auto_block * n + 8 * rows,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses chunk_size={chunk_size}",
+            "sslosses",
+            _koleo_ours(chunk_size),
+            estimate=4.0 * chunk_size * n + 8 * rows,
+        ),
+    )
+    return Case("koleo", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "original")
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -838,6 +905,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _infonce_case(6, 8, 40, chunk_size=4),
             _swav_case(12, 20, 4),
             _dino_case(6, 16, 3),
+            _koleo_case(40, 8, chunk_size=7),
             _byol_case(10, 8),
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
@@ -857,6 +925,8 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _infonce_case(256, 128, 65536, chunk_size=1024),
         _swav_case(256, 3000, 8),
         _dino_case(64, 65536, 8),
+        _koleo_case(4096, 384, chunk_size=256),
+        _koleo_case(16384, 384, chunk_size=256),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),
@@ -912,6 +982,18 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
         None if mem is None else mem <= 1024,
         unit="MB",
     )
+    for impl, what in (("chunked", "chunk_size=256"), ("auto", 'chunk_size="auto"')):
+        t.at_least(
+            f"KoLeo N=16384 D=384: peak extra memory, DINOv2 original / sslosses {what}",
+            10,
+            t.ratio("koleo:16384x384", "original", impl, "peak_extra_mb"),
+        )
+        for case in ("koleo:4096x384", "koleo:16384x384"):
+            t.at_least(
+                f"KoLeo {case.split(':')[1]}: sslosses {what} never slower than DINOv2 original",
+                1,
+                t.ratio(case, "original", impl, "total_ms"),
+            )
     ema_case = next((r.case for r in rows if r.group == "ema"), "ema:resnet50w64")
     for base, base_what in (("moco", "MoCo's loop"), ("loop", "in-place loop")):
         for impl, what in (("module", "EMA.update"), ("functional", "ema_update_")):

@@ -286,6 +286,29 @@ def vicreg(
 
 
 # --------------------------------------------------------------------------------------------
+# KoLeo: Sablayrolles et al., ICLR 2019 (arXiv:1806.03198), the regularizer of DINOv2, Oquab et
+# al. 2023 (arXiv:2304.07193); facebookresearch/dinov2, dinov2/loss/koleo_loss.py, KoLeoLoss
+# (its __init__ builds nn.PairwiseDistance(2, eps=1e-8); forward takes eps=1e-8).
+# --------------------------------------------------------------------------------------------
+def koleo(x: Tensor, eps: float = 1e-8, pairwise_eps: float = 1e-8) -> Tensor:
+    """``KoLeoLoss.forward(x, eps)``, with ``pairwise_eps`` the ``PairwiseDistance``'s eps.
+
+    Rows L2-normalized with ``eps``; the N x N inner products with the diagonal set to -1;
+    each row's neighbour is the argmax (``torch.max``: the first maximum); the distance is
+    ``nn.PairwiseDistance(2, eps=pairwise_eps)`` (``||a - b + eps||_2``); the loss is
+    ``-mean(log(distance + eps))``. The original turns CUDA autocast off; this turns it off on
+    ``x``'s device.
+    """
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = F.normalize(x, eps=eps, p=2, dim=-1)  # (N, D)
+        dots = torch.mm(x, x.t())  # (N, N)
+        dots.fill_diagonal_(-1)
+        nearest = torch.max(dots, dim=1).indices  # (N,)
+        distances = nn.PairwiseDistance(2, eps=pairwise_eps)(x, x[nearest])  # (N,)
+        return -torch.log(distances + eps).mean()
+
+
+# --------------------------------------------------------------------------------------------
 # Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
 # them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
 # adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),

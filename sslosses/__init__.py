@@ -10,6 +10,7 @@ from sslosses.byol import BYOLLoss
 from sslosses.dino import DINOCenter, DINOHead, DINOLoss
 from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
 from sslosses.info_nce import InfoNCELoss
+from sslosses.koleo import KoLeoLoss
 from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
@@ -30,6 +31,7 @@ __all__ = [
     "DINOHead",
     "DINOLoss",
     "InfoNCELoss",
+    "KoLeoLoss",
     "MoCoQueue",
     "NTXentLoss",
     "NegativeCosineSimilarity",

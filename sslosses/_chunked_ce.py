@@ -7,7 +7,8 @@ its positive logit. :func:`similarity_logsumexp` computes that log-sum-exp eithe
 :class:`_BlockwiseLogSumExp`, a custom autograd Function that keeps only the ``(R,)``
 log-sum-exp between forward and backward and recomputes each block's softmax in the backward, so
 the extra memory is ``O(chunk_size * M)`` instead of ``O(R * M)``. Both paths give the same value
-and gradient up to floating-point rounding.
+and gradient up to floating-point rounding. :func:`resolve_chunk_size` is also the ``"auto"``
+rule of :func:`~sslosses.functional.koleo_loss`'s blockwise nearest-neighbour search.
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def resolve_chunk_size(
     :math:`N = 724`); for InfoNCE with :math:`N` queries and :math:`K` queue negatives,
     ``rows = N`` and ``cols = N + K`` (with :math:`K = 65536`, from :math:`N = 256`). The
     measurements behind the rule are in :ref:`benchmarks-chunk-size`.
+    :func:`~sslosses.functional.koleo_loss` applies the same rule to the inner products of its
+    nearest-neighbour search, ``rows = N`` and ``cols =`` the rows searched (:math:`N`, or the
+    global :math:`N_g` with ``gather_distributed``; on CPU from :math:`N = 1448`, in blocks of
+    :math:`\max(128, \lfloor 2^{20} / N \rfloor)` rows).
 
     Args:
         chunk_size: rows per block (an integer > 0), ``None`` for the plain path, or

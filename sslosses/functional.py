@@ -13,6 +13,7 @@ from sslosses.dino import dino_loss
 from sslosses.ema import ema_update_
 from sslosses.info_nce import info_nce
 from sslosses.kernels.offdiag import select_algorithm
+from sslosses.koleo import koleo_loss
 from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
@@ -25,6 +26,7 @@ __all__ = [
     "dino_loss",
     "ema_update_",
     "info_nce",
+    "koleo_loss",
     "negative_cosine_similarity",
     "nt_xent",
     "resolve_chunk_size",

@@ -31,9 +31,10 @@ Reduction: TypeAlias = Literal["none", "mean", "sum"]
 losses, ``"mean"`` and ``"sum"`` a 0-d tensor."""
 
 ChunkSize: TypeAlias = int | Literal["auto"] | None
-"""A ``chunk_size`` of :func:`~sslosses.functional.info_nce` and
-:func:`~sslosses.functional.nt_xent`: rows per block (an integer > 0), ``"auto"`` (the rule of
-:func:`~sslosses.functional.resolve_chunk_size`) or ``None`` (the plain path)."""
+"""A ``chunk_size`` of :func:`~sslosses.functional.info_nce`,
+:func:`~sslosses.functional.nt_xent` and :func:`~sslosses.functional.koleo_loss`: rows per
+block (an integer > 0), ``"auto"`` (the rule of :func:`~sslosses.functional.resolve_chunk_size`)
+or ``None`` (the plain path)."""
 
 Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
 """The ``algorithm`` of :func:`~sslosses.functional.barlow_twins_loss` and

@@ -27,6 +27,7 @@ from sslosses.functional import (
     barlow_twins_loss,
     dino_loss,
     info_nce,
+    koleo_loss,
     nt_xent,
     sinkhorn,
     swav_loss,
@@ -104,6 +105,19 @@ CASES: dict[str, Case] = {
         "mean",
     ),
     "dino_loss": (_dino, 5, 1, "mean"),
+    "koleo_loss": (lambda x, g: koleo_loss(x[0], gather_distributed=g), 1, 2, "mean"),
+    "koleo_loss chunked sum": (
+        lambda x, g: koleo_loss(x[0], gather_distributed=g, reduction="sum", chunk_size=1),
+        1,
+        2,
+        "mean",
+    ),
+    "koleo_loss none": (
+        lambda x, g: koleo_loss(x[0], gather_distributed=g, reduction="none"),
+        1,
+        2,
+        "rows",
+    ),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
 }

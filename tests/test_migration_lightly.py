@@ -177,3 +177,21 @@ def test_dino_teacher_temperature_is_rounded_to_float32_in_lightly() -> None:
     exact = SF.dino_loss(student, teacher, center=center, teacher_temperature=0.04)
     torch.testing.assert_close(exact, expected, rtol=1e-7, atol=1e-7)
     assert exact.item() != got.item()  # the rounding is visible in float64
+
+
+def test_koleo_same_value_and_gradient() -> None:
+    x = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    expected = lightly_loss.KoLeoLoss()(x)
+    got = SF.koleo_loss(x)
+    torch.testing.assert_close(got, expected, **TOL)
+    (g_lightly,) = torch.autograd.grad(expected, x)
+    (g_ours,) = torch.autograd.grad(got, x)
+    torch.testing.assert_close(g_ours, g_lightly, **TOL)
+
+
+def test_koleo_batch_of_one() -> None:
+    x = torch.randn(1, 384, dtype=torch.float64)
+    expected = -torch.log(torch.tensor(1e-8 * 384**0.5 + 1e-8, dtype=torch.float64))
+    torch.testing.assert_close(lightly_loss.KoLeoLoss()(x), expected, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="at least 2"):
+        SF.koleo_loss(x)
