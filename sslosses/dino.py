@@ -191,7 +191,7 @@ def dino_loss(
                 iterations=sinkhorn_iterations,
                 gather_distributed=gather_distributed,
             )  # (G N, K)
-            crops = list(targets.reshape(n_teacher, n, -1).unbind(0))  # G x (N, K)
+            crops = list(targets.reshape(n_teacher, n, targets.shape[1]).unbind(0))  # G x (N, K)
             # the summed targets each student crop is paired with: every teacher crop but
             # the same view (student crop g < G is teacher crop g)
             partners = [_sum([p for g, p in enumerate(crops) if g != v]) for v in range(n_teacher)]
