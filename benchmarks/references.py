@@ -227,11 +227,19 @@ def dino(
     and ``center`` is ``(1, K)``. The official code chunks the teacher into 2 global crops; the
     number of teacher chunks here is ``len(teacher_output) // B`` (1 or 2).
     """
+    teacher_out = F.softmax((teacher_output - center) / teacher_temp, dim=-1)
+    return dino_from_targets(student_output, teacher_out, ncrops, student_temp)
+
+
+def dino_from_targets(
+    student_output: Tensor, teacher_probs: Tensor, ncrops: int, student_temp: float = 0.1
+) -> Tensor:
+    """The cross-entropy part of ``DINOLoss.forward`` on given teacher targets ``(G B, K)``
+    (the softmax of the centered teacher there; DINOv2's Sinkhorn-Knopp targets here)."""
     batch = student_output.shape[0] // ncrops
     student_out = student_output / student_temp
     student_out = student_out.chunk(ncrops)
-    teacher_out = F.softmax((teacher_output - center) / teacher_temp, dim=-1)
-    teacher_out = teacher_out.detach().chunk(teacher_output.shape[0] // batch)
+    teacher_out = teacher_probs.detach().chunk(teacher_probs.shape[0] // batch)
     total_loss = student_output.new_zeros(())
     n_loss_terms = 0
     for iq, q in enumerate(teacher_out):
@@ -248,6 +256,82 @@ def dino_update_center(center: Tensor, teacher_output: Tensor, center_momentum: 
     """``DINOLoss.update_center``: returns the new ``(1, K)`` center."""
     batch_center = torch.sum(teacher_output, dim=0, keepdim=True)
     batch_center = batch_center / len(teacher_output)  # world size 1
+    return center * center_momentum + batch_center * (1 - center_momentum)
+
+
+# --------------------------------------------------------------------------------------------
+# DINOv2: Oquab et al., TMLR 2024 (arXiv:2304.07193); facebookresearch/dinov2,
+# dinov2/loss/dino_clstoken_loss.py (DINOLoss.sinkhorn_knopp_teacher) and
+# dinov2/loss/ibot_patch_loss.py (iBOTPatchLoss.forward, forward_masked, update_center,
+# sinkhorn_knopp_teacher), one process (world_size = 1, no all_reduce).
+# --------------------------------------------------------------------------------------------
+def dinov2_sinkhorn_knopp_teacher(
+    teacher_output: Tensor, teacher_temp: float, n_iterations: int = 3
+) -> Tensor:
+    """``sinkhorn_knopp_teacher`` (dino_clstoken_loss.py; ibot_patch_loss.py the same with
+    ``B`` the number of masked patches, which is the number of rows given here).
+
+    ``teacher_output`` is ``(B, K)``: the rows normalized together (DINOv2 passes both global
+    crops' class tokens as one batch). Exponentiates directly, as the original does.
+    """
+    q = torch.exp(teacher_output / teacher_temp).t()  # (K, B)
+    n_samples, n_prototypes = q.shape[1], q.shape[0]
+    q = q / q.sum()
+    for _ in range(n_iterations):
+        q = q / q.sum(dim=1, keepdim=True)  # every prototype: mass 1 / K
+        q = q / n_prototypes
+        q = q / q.sum(dim=0, keepdim=True)  # every sample: mass 1 / B
+        q = q / n_samples
+    q = q * n_samples
+    return q.t()
+
+
+def ibot_forward(
+    student_patch_tokens: Tensor,
+    teacher_probs: Tensor,
+    student_masks_flat: Tensor,
+    student_temp: float = 0.1,
+) -> Tensor:
+    """``iBOTPatchLoss.forward``: ``(B, P, K)`` student scores, ``(B, P, K)`` teacher targets
+    (probabilities, already centered or Sinkhorn-normalized) and ``(B, P)`` masks."""
+    per_patch = torch.sum(
+        teacher_probs * F.log_softmax(student_patch_tokens / student_temp, -1), -1
+    )
+    masks = student_masks_flat.float()
+    per_image = torch.sum(per_patch * masks.to(per_patch.dtype), dim=-1)
+    per_image = per_image / student_masks_flat.sum(dim=-1).clamp(min=1.0)
+    return -per_image.mean()
+
+
+def ibot_forward_masked(
+    student_masked: Tensor,
+    teacher_masked_probs: Tensor,
+    student_masks_flat: Tensor,
+    student_temp: float = 0.1,
+    n_masked_patches: int | None = None,
+    masks_weight: Tensor | None = None,
+) -> Tensor:
+    """``iBOTPatchLoss.forward_masked`` (the fallback ``lossfunc`` without xformers): ``(M, K)``
+    masked rows (``tokens[masks]``), ``(B, P)`` masks, optional truncation and row weights."""
+    per_row = torch.sum(teacher_masked_probs * F.log_softmax(student_masked / student_temp, -1), -1)
+    if masks_weight is None:
+        # the counts in the loss's dtype (float32 in the original's float32 training), so that
+        # a float64 comparison is not limited by 1 / count rounded to float32
+        counts = student_masks_flat.sum(-1).clamp(min=1.0).to(per_row.dtype)  # (B,)
+        masks_weight = (1 / counts).unsqueeze(-1).expand_as(student_masks_flat)
+        masks_weight = masks_weight[student_masks_flat]
+    if n_masked_patches is not None:
+        per_row = per_row[:n_masked_patches]
+    per_row = per_row * masks_weight
+    return -per_row.sum() / student_masks_flat.shape[0]
+
+
+def ibot_update_center(
+    center: Tensor, teacher_patch_tokens: Tensor, center_momentum: float
+) -> Tensor:
+    """``iBOTPatchLoss.update_center`` with ``apply_center_update``: returns the new center."""
+    batch_center = torch.sum(teacher_patch_tokens.mean(1), dim=0, keepdim=True)
+    batch_center = batch_center / len(teacher_patch_tokens)  # world size 1
     return center * center_momentum + batch_center * (1 - center_momentum)
 
 

@@ -9,6 +9,7 @@ from sslosses.barlow_twins import BarlowTwinsLoss
 from sslosses.byol import BYOLLoss
 from sslosses.dino import DINOCenter, DINOHead, DINOLoss
 from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
+from sslosses.ibot import IBOTPatchLoss
 from sslosses.info_nce import InfoNCELoss
 from sslosses.koleo import KoLeoLoss
 from sslosses.nt_xent import NTXentLoss
@@ -30,6 +31,7 @@ __all__ = [
     "DINOCenter",
     "DINOHead",
     "DINOLoss",
+    "IBOTPatchLoss",
     "InfoNCELoss",
     "KoLeoLoss",
     "MoCoQueue",

@@ -3,6 +3,7 @@ r"""DINO: self-distillation with no labels (loss, centering, head)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,10 @@ from torch.nn.utils import parametrizations
 
 from sslosses import distributed
 from sslosses._autograd import drop_gradients_while_frozen
+from sslosses._teacher import check_centering, teacher_targets
 from sslosses._validation import (
     check_bool,
+    check_choice,
     check_non_negative_int,
     check_positive,
     check_positive_int,
@@ -22,6 +25,7 @@ from sslosses._validation import (
     no_autocast,
     upcast,
 )
+from sslosses.typing import Centering
 
 __all__ = ["DINOCenter", "DINOHead", "DINOLoss", "dino_loss"]
 
@@ -30,15 +34,18 @@ def dino_loss(
     student_scores: Sequence[Tensor],
     teacher_scores: Sequence[Tensor],
     *,
-    center: Tensor,
+    center: Tensor | None = None,
     student_temperature: float = 0.1,
     teacher_temperature: float = 0.04,
+    centering: Centering = "center",
+    sinkhorn_iterations: int = 3,
     gather_distributed: bool = False,
 ) -> Tensor:
     r"""DINO loss: the student's crops predict the centered, sharpened teacher's global crops.
 
     The teacher's targets for its :math:`G` global crops are
-    :math:`P^{g} = \operatorname{softmax}((T^{g} - c) / \tau_t)` (row-wise, no gradient), the
+    :math:`P^{g} = \operatorname{softmax}((T^{g} - c) / \tau_t)` (row-wise, no gradient;
+    ``centering="center"``, the default; for ``"sinkhorn"`` see below), the
     student's log-probabilities for its :math:`V` crops are
     :math:`\log \operatorname{softmax}(S^{v} / \tau_s)`, and the loss averages the
     cross-entropy over every pair of a teacher crop and a student crop of a *different* view
@@ -57,14 +64,33 @@ def dino_loss(
     :math:`G (V - 1)` products of size :math:`N \times K`. Half-precision inputs (or autocast)
     are computed in float32; float64 stays float64.
 
+    **Sinkhorn-Knopp centering** (``centering="sinkhorn"``, DINOv2's
+    ``train.centering: sinkhorn_knopp``): the targets are instead the Sinkhorn-Knopp
+    normalization of :math:`\exp(T / \tau_t)` over the rows of *all* :math:`G` global crops
+    together (:math:`T` the :math:`G N \times K` concatenation, as the teacher's outputs of
+    both global crops are one batch in DINOv2's ``SSLMetaArch``), with ``sinkhorn_iterations``
+    rounds of normalizing every output to total mass :math:`1/K` and every row to :math:`1/(G
+    N)`, each row summing to 1 at the end. This equals ``DINOLoss.sinkhorn_knopp_teacher`` of
+    facebookresearch/dinov2 (``dinov2/loss/dino_clstoken_loss.py``) and is computed by the
+    log-domain iteration of :func:`sslosses.functional.sinkhorn` with
+    :math:`\varepsilon = \tau_t`: the original exponentiates :math:`T / \tau_t` directly,
+    which overflows to ``inf`` (then ``nan``) once it exceeds about 88 in float32 (scores of 4
+    at :math:`\tau_t = 0.04`), while every normalization here is a log-sum-exp with its maximum
+    subtracted, finite for any finite scores; wherever the original is finite both agree to
+    rounding (tested in float64). No center is used (``center`` must be ``None``): the result
+    is invariant to a constant added per output.
+
     With ``gather_distributed=True`` and a process group of size :math:`W > 1`, rank :math:`r`
     returns :math:`W N_r / N` times its local loss (:math:`N = \sum_r N_r`), so the mean over
     ranks is the loss on the global batch and each rank's gradient divided by :math:`W`
     (DDP's averaging) is its slice of the global gradient, also for unequal batch sizes. With
     equal batch sizes (the official setting) the factor is 1; a rank with no rows returns 0
-    (with gradient). Besides the exchange of batch sizes the loss needs no other
-    communication: the center, the only statistic over the batch, comes from
-    :class:`sslosses.DINOCenter`. Without a process group it acts locally.
+    (with gradient). With ``"center"`` the loss needs no other communication than the
+    exchange of batch sizes: the center, the only statistic over the batch, comes from
+    :class:`sslosses.DINOCenter`. With ``"sinkhorn"`` the per-output sums run over the rows of
+    all ranks (the global batch, as the original's all-reduces, here exact also for unequal
+    batch sizes), so each rank's targets are its slice of the targets of the global batch.
+    Without a process group it acts locally.
 
     Args:
         student_scores: ``V >= 2`` tensors, the student head's outputs for all crops, the
@@ -72,14 +98,20 @@ def dino_loss(
         teacher_scores: ``G >= 1`` tensors, the teacher head's outputs for the global crops
             (``G <= V``). They get no gradient.
         center: the center :math:`c` subtracted from the teacher's scores
-            (``DINOCenter.center``); no gradient.
+            (``DINOCenter.center``); no gradient. Required with ``centering="center"``,
+            ``None`` with ``"sinkhorn"``. Default: ``None``.
         student_temperature: :math:`\tau_s`. Default: ``0.1`` (``--student_temp`` of the
             official ``main_dino.py``, paper Sec. 3.1).
         teacher_temperature: :math:`\tau_t`, usually from
             :func:`sslosses.linear_warmup_schedule`. Default: ``0.04`` (``--teacher_temp`` of
             ``main_dino.py``).
+        centering: ``"center"`` (subtract ``center``, then softmax) or ``"sinkhorn"``
+            (Sinkhorn-Knopp over the global crops' rows, DINOv2). Default: ``"center"``.
+        sinkhorn_iterations: the Sinkhorn-Knopp iterations with ``"sinkhorn"``
+            (``n_iterations`` of the original). Default: ``3``.
         gather_distributed: scale each rank's loss by its share of the global batch as
-            described above. Default: ``False``.
+            described above (and with ``"sinkhorn"`` normalize over all ranks' rows).
+            Default: ``False``.
 
     Shape:
         - student_scores: a sequence of :math:`V` tensors :math:`(N, K)`.
@@ -97,7 +129,9 @@ def dino_loss(
             the crops' shapes (``N`` or ``K``) or devices differ, the crops have no rows
             (with ``gather_distributed`` and :math:`W > 1`: the global batch has none, raised
             on every rank together; a rank may hold no rows), ``center`` does not have
-            shape ``(K)`` or ``(1, K)``, or a temperature is not positive.
+            shape ``(K)`` or ``(1, K)``, is missing with ``centering="center"`` or given with
+            ``"sinkhorn"``, ``centering`` is not one of those two, a temperature is not
+            positive or ``sinkhorn_iterations`` is not.
 
     Examples:
         >>> import torch
@@ -108,11 +142,15 @@ def dino_loss(
         >>> loss.shape, bool(loss > 0)
         (torch.Size([]), True)
         >>> loss.backward()
+        >>> dino_loss(student, teacher, centering="sinkhorn", teacher_temperature=0.07).shape
+        torch.Size([])
 
     References:
         Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
         arXiv:2104.14294. Official code: facebookresearch/dino, ``main_dino.py``
-        (``DINOLoss``).
+        (``DINOLoss``). Oquab et al., "DINOv2: Learning Robust Visual Features without
+        Supervision", TMLR 2024, arXiv:2304.07193. Official code: facebookresearch/dinov2,
+        ``dinov2/loss/dino_clstoken_loss.py`` (``DINOLoss.sinkhorn_knopp_teacher``).
     """
     gather_distributed = distributed._check_gather_distributed(gather_distributed)
     rows = distributed._local_minimum(gather_distributed, 1)
@@ -130,8 +168,9 @@ def dino_loss(
             f"{tuple(teacher[0].shape)} and {tuple(student[0].shape)}"
         )
     check_same_device("student_scores[0]", student[0], "teacher_scores[0]", teacher[0])
-    center = _check_center("center", center, student[0].shape[1])
-    check_same_device("student_scores[0]", student[0], "center", center)
+    mode, center, sinkhorn_iterations = check_centering(
+        centering, center, sinkhorn_iterations, student[0]
+    )
     student_temperature = check_positive("student_temperature", student_temperature)
     teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
     n = student[0].shape[0]
@@ -139,21 +178,25 @@ def dino_loss(
         gather_distributed, n, student[0].device, name="student_scores[0]"
     )
 
-    dtype = compute_dtype(*student, *teacher, center)
+    dtype = compute_dtype(*student, *teacher, *([] if center is None else [center]))
     with no_autocast(student[0]):
         with torch.no_grad():
-            shift = upcast(center.detach(), dtype).reshape(1, -1)  # (1, K)
-            targets = [
-                F.softmax((upcast(t.detach(), dtype) - shift) / teacher_temperature, dim=1)
-                for t in teacher
-            ]  # G x (N, K)
+            teacher_rows = torch.cat([upcast(t.detach(), dtype) for t in teacher])  # (G N, K)
+            # Sinkhorn-Knopp normalizes over the G N rows of all global crops together
+            targets = teacher_targets(
+                teacher_rows,
+                centering=mode,
+                center=center,
+                temperature=teacher_temperature,
+                iterations=sinkhorn_iterations,
+                gather_distributed=gather_distributed,
+            )  # (G N, K)
+            crops = list(targets.reshape(n_teacher, n, targets.shape[1]).unbind(0))  # G x (N, K)
             # the summed targets each student crop is paired with: every teacher crop but
             # the same view (student crop g < G is teacher crop g)
-            partners = [
-                _sum([p for g, p in enumerate(targets) if g != v]) for v in range(n_teacher)
-            ]
+            partners = [_sum([p for g, p in enumerate(crops) if g != v]) for v in range(n_teacher)]
             if n_student > n_teacher:
-                partners.append(_sum(targets))
+                partners.append(_sum(crops))
         total = torch.zeros((), dtype=dtype, device=student[0].device)
         for v, s in enumerate(student):
             weights = partners[min(v, n_teacher)]  # (N, K)
@@ -200,16 +243,6 @@ def _check_crops(name: str, scores: object, *, minimum: int, rows: int = 1) -> l
     return crops
 
 
-def _check_center(name: str, center: object, k: int) -> Tensor:
-    center = check_tensor(name, center)
-    if center.shape not in ((k,), (1, k)):
-        raise ValueError(
-            f"{name} must have shape ({k},) or (1, {k}) (K={k} like the scores), "
-            f"got {tuple(center.shape)}"
-        )
-    return center
-
-
 def _check_momentum(momentum: object) -> float:
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
         raise TypeError(f"momentum must be a float, got {type(momentum).__name__}")
@@ -230,6 +263,10 @@ class DINOLoss(nn.Module):
         student_temperature: :math:`\tau_s`. Default: ``0.1``.
         teacher_temperature: :math:`\tau_t` when :meth:`forward` is not given one.
             Default: ``0.04``.
+        centering: ``"center"`` (pass ``center`` to :meth:`forward`) or ``"sinkhorn"``
+            (Sinkhorn-Knopp targets, no center). Default: ``"center"``.
+        sinkhorn_iterations: the Sinkhorn-Knopp iterations with ``"sinkhorn"``.
+            Default: ``3``.
         gather_distributed: scale each rank's loss by its share of the global batch.
             Default: ``False``.
 
@@ -238,7 +275,8 @@ class DINOLoss(nn.Module):
         >>> from sslosses import DINOCenter, DINOLoss
         >>> criterion, centering = DINOLoss(), DINOCenter(32)
         >>> criterion
-        DINOLoss(student_temperature=0.1, teacher_temperature=0.04, gather_distributed=False)
+        DINOLoss(student_temperature=0.1, teacher_temperature=0.04, centering='center',
+                 gather_distributed=False)
         >>> student = [torch.randn(8, 32) for _ in range(4)]
         >>> teacher = [torch.randn(8, 32) for _ in range(2)]
         >>> criterion(student, teacher, center=centering.center, teacher_temperature=0.07).shape
@@ -250,11 +288,15 @@ class DINOLoss(nn.Module):
         *,
         student_temperature: float = 0.1,
         teacher_temperature: float = 0.04,
+        centering: Centering = "center",
+        sinkhorn_iterations: int = 3,
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         self.student_temperature = check_positive("student_temperature", student_temperature)
         self.teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
+        self.centering: Centering = check_choice("centering", centering, get_args(Centering))
+        self.sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
         self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
 
     def forward(
@@ -262,7 +304,7 @@ class DINOLoss(nn.Module):
         student_scores: Sequence[Tensor],
         teacher_scores: Sequence[Tensor],
         *,
-        center: Tensor,
+        center: Tensor | None = None,
         teacher_temperature: float | None = None,
     ) -> Tensor:
         return dino_loss(
@@ -273,13 +315,21 @@ class DINOLoss(nn.Module):
             teacher_temperature=(
                 self.teacher_temperature if teacher_temperature is None else teacher_temperature
             ),
+            centering=self.centering,
+            sinkhorn_iterations=self.sinkhorn_iterations,
             gather_distributed=self.gather_distributed,
         )
 
     def extra_repr(self) -> str:
+        iterations = (
+            f"sinkhorn_iterations={self.sinkhorn_iterations}, "
+            if self.centering == "sinkhorn"
+            else ""
+        )
         return (
             f"student_temperature={self.student_temperature}, "
             f"teacher_temperature={self.teacher_temperature}, "
+            f"centering={self.centering!r}, {iterations}"
             f"gather_distributed={self.gather_distributed}"
         )
 
@@ -305,6 +355,16 @@ class DINOCenter(nn.Module):
     unequal per-rank batch sizes are weighted correctly; the official code divides the summed
     rows by ``N * world_size``, which assumes equal sizes), and every rank holds the same
     center. Without a process group it acts locally.
+
+    **Patch tokens** (iBOT's center, :func:`sslosses.functional.ibot_patch_loss`): one
+    :math:`(B, P, K)` tensor is averaged over its :math:`P` patches per image first, then over
+    the :math:`B` images, as ``iBOTPatchLoss.update_center`` of facebookresearch/dinov2
+    (``dinov2/loss/ibot_patch_loss.py``: the sum over images of ``t.mean(1)``, divided by
+    :math:`B W`; here exact for unequal per-rank batches too). DINOv2's training step passes
+    only the masked patches there, as one image of :math:`M` rows (``(1, M, K)``), so its
+    center follows the mean of the masked patches (per rank, then averaged over ranks);
+    :meth:`update` of those rows as one :math:`(M, K)` tensor gives the mean over the masked
+    patches of all ranks together, the same with equal per-rank counts.
 
     Args:
         dim: the number of outputs :math:`K` of the head.
@@ -364,20 +424,37 @@ class DINOCenter(nn.Module):
         Args:
             teacher_scores: the teacher's outputs for the global crops, a list or tuple of
                 :math:`(N, K)` tensors or one :math:`(M, K)` tensor (the crops concatenated);
-                every row counts once.
+                every row counts once. Or one :math:`(B, P, K)` tensor of patch tokens:
+                every image counts once, with the mean of its :math:`P` patches.
 
         Raises:
             TypeError: if ``teacher_scores`` is not a tensor or a list or tuple of
                 floating-point tensors.
-            ValueError: if a tensor is not 2-D with :math:`K` columns, the crops differ in
-                shape or device, they are on another device than ``center``, or they hold no
-                rows (with ``gather_distributed`` and :math:`W > 1`: no rank holds any, raised
-                on every rank together; a rank may hold none).
+            ValueError: if a tensor is not 2-D (3-D for one tensor of patches) with
+                :math:`K` columns, a patch tensor has no patches, the crops differ in shape
+                or device, they are on another device than ``center``, or they hold no rows
+                (with ``gather_distributed`` and :math:`W > 1`: no rank holds any, raised on
+                every rank together; a rank may hold none).
         """
         minimum = distributed._local_minimum(self.gather_distributed, 1)
         if isinstance(teacher_scores, Tensor):
-            rows = check_tensor("teacher_scores", teacher_scores, ndim=2)
+            rows = check_tensor("teacher_scores", teacher_scores)
             name = "teacher_scores"
+            if rows.dim() == 3:
+                if rows.shape[1] == 0:
+                    raise ValueError(
+                        f"{name} of patch tokens (B, P, K) must have at least 1 patch, got "
+                        f"shape {tuple(rows.shape)}"
+                    )
+                dtype = compute_dtype(rows, self.center)
+                with no_autocast(rows):
+                    # every image counts once: the mean of its patches
+                    rows = upcast(rows.detach(), dtype).mean(dim=1)  # (B, K)
+            elif rows.dim() != 2:
+                raise ValueError(
+                    f"{name} must be a 2-D tensor (M, K) or a 3-D tensor of patch tokens "
+                    f"(B, P, K), got {rows.dim()}-D with shape {tuple(rows.shape)}"
+                )
             if rows.shape[0] < minimum:
                 raise ValueError(f"{name} must have at least 1 row, got shape {tuple(rows.shape)}")
         else:

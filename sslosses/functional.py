@@ -11,6 +11,7 @@ from sslosses.barlow_twins import barlow_twins_loss
 from sslosses.byol import byol_loss
 from sslosses.dino import dino_loss
 from sslosses.ema import ema_update_
+from sslosses.ibot import ibot_patch_loss
 from sslosses.info_nce import info_nce
 from sslosses.kernels.offdiag import select_algorithm
 from sslosses.koleo import koleo_loss
@@ -25,6 +26,7 @@ __all__ = [
     "byol_loss",
     "dino_loss",
     "ema_update_",
+    "ibot_patch_loss",
     "info_nce",
     "koleo_loss",
     "negative_cosine_similarity",

@@ -142,16 +142,34 @@ def _logsumexp_over_samples(x: Tensor, across_ranks: bool) -> Tensor:
     return peak + torch.log(total)
 
 
-def _sinkhorn(scores: Tensor, epsilon: float, iterations: int, gather_distributed: bool) -> Tensor:
-    """:func:`sinkhorn` on validated arguments (shared with the SwAV loss)."""
+def _sinkhorn(
+    scores: Tensor,
+    epsilon: float,
+    iterations: int,
+    gather_distributed: bool,
+    samples: Tensor | None = None,
+) -> Tensor:
+    """:func:`sinkhorn` on validated arguments (shared with SwAV, DINO and iBOT).
+
+    ``samples`` (``(N,)`` bool, optional) marks the rows that take part: the per-prototype sums
+    run over those rows only, so their assignments are those of :func:`sinkhorn` on the marked
+    rows alone (a fixed-shape form of ``sinkhorn(scores[samples])``); the other rows get a
+    row-normalized output that means nothing (``nan`` when no row is marked anywhere).
+    """
     across_ranks = gather_distributed and distributed.world_size() > 1
     dtype = compute_dtype(scores)
     with torch.no_grad(), no_autocast(scores):
         logits = upcast(scores.detach(), dtype) / epsilon  # (N, K)
+        # log 1 = 0 for a row that takes part, log 0 = -inf for one that does not
+        excluded = None if samples is None else torch.where(samples, 0.0, -torch.inf)[:, None]
         row = torch.zeros_like(logits[:, :1])  # (N, 1): b, the per-sample potential
+        if excluded is not None:
+            row = row - excluded.to(dtype)  # (N, 1): +inf drops a row from the column sums
         for _ in range(iterations - 1):
             col = _logsumexp_over_samples(logits - row, across_ranks)  # (K,): a
             row = torch.logsumexp(logits - col, dim=1, keepdim=True)  # (N, 1): b
+            if excluded is not None:
+                row = row - excluded.to(dtype)
         col = _logsumexp_over_samples(logits - row, across_ranks)  # (K,)
         # the final per-sample normalization: exp(logits - a - b) with b = logsumexp_k
         return torch.softmax(logits - col, dim=1)  # (N, K)

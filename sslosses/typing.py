@@ -19,6 +19,7 @@ __all__ = [
     "Activation",
     "Algorithm",
     "BufferPolicy",
+    "Centering",
     "ChunkSize",
     "JitterOrder",
     "OutputNorm",
@@ -39,6 +40,11 @@ or ``None`` (the plain path)."""
 Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
 """The ``algorithm`` of :func:`~sslosses.functional.barlow_twins_loss` and
 :func:`~sslosses.functional.vicreg_loss` (the off-diagonal primitive they share)."""
+
+Centering: TypeAlias = Literal["center", "sinkhorn"]
+"""How :func:`~sslosses.functional.dino_loss` and :func:`~sslosses.functional.ibot_patch_loss`
+turn the teacher's scores into targets: subtract a center and sharpen (``"center"``, DINO) or
+normalize them over the batch by Sinkhorn-Knopp (``"sinkhorn"``, DINOv2's option)."""
 
 BufferPolicy: TypeAlias = Literal["copy", "average", "keep"]
 """What :class:`~sslosses.EMA` and :func:`~sslosses.functional.ema_update_` do with the

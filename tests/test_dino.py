@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 from references import dino as dino_reference
-from references import dino_update_center
+from references import dino_from_targets, dino_update_center, dinov2_sinkhorn_knopp_teacher
 from strategies import SEEDS
 
 import sslosses
@@ -314,7 +315,8 @@ def test_module_equals_functional() -> None:
         atol=0,
     )
     assert repr(module) == (
-        "DINOLoss(student_temperature=0.2, teacher_temperature=0.05, gather_distributed=False)"
+        "DINOLoss(student_temperature=0.2, teacher_temperature=0.05, centering='center', "
+        "gather_distributed=False)"
     )
 
 
@@ -525,7 +527,7 @@ def test_center_update_errors() -> None:
     with pytest.raises(ValueError, match=r"teacher_scores\[0\] must have K=7 columns like the "
                        r"center, got shape \(4, 6\)"):  # fmt: skip
         centering.update([torch.zeros(4, 6)])
-    with pytest.raises(ValueError, match=r"teacher_scores must be a 2-D tensor, got 1-D"):
+    with pytest.raises(ValueError, match=r"teacher_scores must be a 2-D tensor \(M, K\) or a 3-D "):
         centering.update(torch.zeros(7))
     with pytest.raises(TypeError, match=r"teacher_scores must be a list or tuple of tensors"):
         centering.update(None)  # type: ignore[arg-type]
@@ -638,3 +640,222 @@ def test_gather_distributed_without_process_group_is_local() -> None:
     a.update([t.float() for t in teacher])
     b.update([t.float() for t in teacher])
     torch.testing.assert_close(a.center, b.center, rtol=0, atol=0)
+
+
+# ------------------------------------------------------------- Sinkhorn-Knopp (DINOv2) centering
+@given(dino_problems(), st.integers(1, 5))
+def test_sinkhorn_matches_dinov2_value_and_student_gradient(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+    iterations: int,
+) -> None:
+    student, teacher, _, t_s, t_t = problem
+    mine = _leaves(student)
+    loss = dino_loss(
+        mine,
+        teacher,
+        centering="sinkhorn",
+        sinkhorn_iterations=iterations,
+        student_temperature=t_s,
+        teacher_temperature=t_t,
+    )
+    loss.backward()
+    # DINOv2 runs Sinkhorn-Knopp once over the teacher's rows of all global crops (G N, K)
+    targets = dinov2_sinkhorn_knopp_teacher(torch.cat(teacher), t_t, iterations)
+    ref = _leaves([torch.cat(student)])[0]
+    expected = dino_from_targets(ref, targets, len(student), t_s)
+    expected.backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-10)
+    assert ref.grad is not None
+    torch.testing.assert_close(
+        torch.cat([torch.zeros_like(s) if s.grad is None else s.grad for s in mine]),
+        ref.grad,
+        rtol=1e-10,
+        atol=1e-10,
+    )
+
+
+def _sinkhorn_targets(teacher: list[torch.Tensor], t_t: float, iterations: int = 3) -> torch.Tensor:
+    """The targets of teacher crop 0, read off the public loss's gradient.
+
+    With G = 1 and student crop 1 all zeros, d loss / d S = (1 / K - Q) / (t_s N): the
+    targets are 1 / K - t_s N grad (t_s = 1).
+    """
+    n, k = teacher[0].shape
+    student = [torch.zeros(n, k, dtype=F64), torch.zeros(n, k, dtype=F64, requires_grad=True)]
+    dino_loss(
+        student,
+        teacher[:1],
+        centering="sinkhorn",
+        sinkhorn_iterations=iterations,
+        student_temperature=1.0,
+        teacher_temperature=t_t,
+    ).backward()
+    assert student[1].grad is not None
+    return 1 / k - n * student[1].grad
+
+
+@given(dino_problems())
+def test_sinkhorn_marginals_rows_sum_to_one_and_columns_approach_n_over_k(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+) -> None:
+    _, teacher, _, _, t_t = problem
+    n, k = teacher[0].shape
+    t_t = max(t_t, 0.2)  # a moderate sharpening, so that 300 iterations converge
+    q = _sinkhorn_targets(teacher, t_t)
+    # the last step is the per-sample normalization: every row sums to 1 exactly
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(n, dtype=F64), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(q, dinov2_sinkhorn_knopp_teacher(teacher[0], t_t), rtol=1e-9,
+                               atol=1e-10)  # fmt: skip
+    # the per-output totals are N / K only in the limit (after 3 iterations approximately)
+    many = _sinkhorn_targets(teacher, t_t, iterations=300)
+    torch.testing.assert_close(
+        many.sum(dim=0), torch.full((k,), n / k, dtype=F64), rtol=1e-6, atol=1e-6
+    )
+
+
+@given(dino_problems())
+def test_sinkhorn_targets_ignore_a_constant_per_output(
+    problem: tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, float, float],
+) -> None:
+    student, teacher, center, t_s, t_t = problem
+    kwargs = {"centering": "sinkhorn", "student_temperature": t_s, "teacher_temperature": t_t}
+    shifted = [t + 5 * center for t in teacher]  # a center would change nothing
+    torch.testing.assert_close(
+        dino_loss(student, shifted, **kwargs),  # type: ignore[arg-type]
+        dino_loss(student, teacher, **kwargs),  # type: ignore[arg-type]
+        rtol=1e-9,
+        atol=1e-9,
+    )
+
+
+def test_sinkhorn_normalizes_the_global_crops_together() -> None:
+    # one Sinkhorn over the G N rows differs from one per crop: the concatenation is the one
+    student, teacher = _scores(4), _scores(2, seed=1)
+    loss = dino_loss(student, teacher, centering="sinkhorn", teacher_temperature=0.1)
+    together = dinov2_sinkhorn_knopp_teacher(torch.cat(teacher), 0.1)
+    apart = torch.cat([dinov2_sinkhorn_knopp_teacher(t, 0.1) for t in teacher])
+    expected = dino_from_targets(torch.cat(student), together, 4)
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-10)
+    assert not torch.allclose(dino_from_targets(torch.cat(student), apart, 4), expected)
+
+
+def test_sinkhorn_finite_where_the_original_overflows() -> None:
+    student = _scores(4, 6, 9, scale=8.0, dtype=torch.float32)
+    teacher = _scores(2, 6, 9, seed=1, scale=8.0, dtype=torch.float32)
+    original = dinov2_sinkhorn_knopp_teacher(torch.cat(teacher), 0.04)  # exp(200) in float32
+    assert not bool(torch.isfinite(original).all())
+    loss = dino_loss(student, teacher, centering="sinkhorn", teacher_temperature=0.04)
+    exact = dino_from_targets(
+        torch.cat(student).double(),
+        dinov2_sinkhorn_knopp_teacher(torch.cat(teacher).double(), 0.04),
+        4,
+    )
+    assert bool(torch.isfinite(loss))
+    torch.testing.assert_close(loss.double(), exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_sinkhorn_half_inputs_and_autocast_compute_in_float32(dtype: torch.dtype) -> None:
+    student = _scores(4, dtype=torch.float32)
+    teacher = _scores(2, seed=1, dtype=torch.float32)
+    half = dino_loss(
+        [s.to(dtype) for s in student], [t.to(dtype) for t in teacher], centering="sinkhorn"
+    )
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(
+        half,
+        dino_loss(
+            [s.to(dtype).float() for s in student],
+            [t.to(dtype).float() for t in teacher],
+            centering="sinkhorn",
+        ),
+    )
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = dino_loss(student, teacher, centering="sinkhorn")
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(auto, dino_loss(student, teacher, centering="sinkhorn"))
+    assert dino_loss(_scores(2), _scores(1), centering="sinkhorn").dtype == F64
+
+
+def test_sinkhorn_compile_fullgraph_matches_eager() -> None:
+    student = _scores(5, dtype=torch.float32)
+    teacher = _scores(2, seed=1, dtype=torch.float32)
+    compiled = torch.compile(dino_loss, fullgraph=True)
+    torch.testing.assert_close(
+        compiled(student, teacher, centering="sinkhorn", teacher_temperature=0.07),
+        dino_loss(student, teacher, centering="sinkhorn", teacher_temperature=0.07),
+    )
+
+
+def test_sinkhorn_module_equals_functional() -> None:
+    student, teacher = _scores(5), _scores(2, seed=1)
+    module = DINOLoss(centering="sinkhorn", sinkhorn_iterations=4)
+    torch.testing.assert_close(
+        module(student, teacher, teacher_temperature=0.06),
+        dino_loss(student, teacher, centering="sinkhorn", sinkhorn_iterations=4,
+                  teacher_temperature=0.06),
+        rtol=0, atol=0,
+    )  # fmt: skip
+    assert repr(module) == (
+        "DINOLoss(student_temperature=0.1, teacher_temperature=0.04, centering='sinkhorn', "
+        "sinkhorn_iterations=4, gather_distributed=False)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({}, ValueError, r"center is required with centering='center' \(e.g. DINOCenter.center, "
+         r"a tensor of shape \(7,\)\), got None"),
+        ({"center": torch.zeros(7, dtype=F64), "centering": "sinkhorn"}, ValueError,
+         r"center must be None with centering='sinkhorn' \(.*\), got \(7,\)"),
+        ({"centering": "sinkhorn_knopp"}, ValueError,
+         r"centering must be one of 'center', 'sinkhorn', got 'sinkhorn_knopp'"),
+        ({"centering": "sinkhorn", "sinkhorn_iterations": 0}, ValueError,
+         r"sinkhorn_iterations must be an int > 0, got 0"),
+        ({"centering": "sinkhorn", "sinkhorn_iterations": 2.0}, TypeError,
+         r"sinkhorn_iterations must be an int, got float"),
+    ],
+)  # fmt: skip
+def test_centering_errors(kwargs: dict[str, object], error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        dino_loss(_scores(3), _scores(2), **kwargs)  # type: ignore[arg-type]
+    if "center" not in kwargs and "centering" in kwargs:
+        with pytest.raises(error, match=match):
+            DINOLoss(**{k: v for k, v in kwargs.items()})  # type: ignore[arg-type]
+
+
+def _dino_sinkhorn_case(
+    rank: int, world: int, student: list[list[torch.Tensor]], teacher: list[list[torch.Tensor]]
+) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+    mine = _leaves(student[rank])
+    loss = dino_loss(
+        mine, teacher[rank], centering="sinkhorn", teacher_temperature=0.1, gather_distributed=True
+    )
+    loss.backward()
+    return loss.detach(), [s.grad for s in mine]
+
+
+def test_sinkhorn_distributed_equals_single_process_on_global_batch(dist_pool_w: Any) -> None:
+    world = dist_pool_w.world_size
+    sizes = {2: [2, 5], 3: [3, 1, 4]}[world]  # unequal batches
+    student = [_scores(4, n, 9, seed=r) for r, n in enumerate(sizes)]
+    teacher = [_scores(2, n, 9, seed=10 + r) for r, n in enumerate(sizes)]
+    outs = dist_pool_w.run(_dino_sinkhorn_case, student, teacher)
+    global_student = _leaves([torch.cat([s[j] for s in student]) for j in range(4)])
+    global_teacher = [torch.cat([t[j] for t in teacher]) for j in range(2)]
+    expected = dino_loss(
+        global_student, global_teacher, centering="sinkhorn", teacher_temperature=0.1
+    )
+    expected.backward()
+    torch.testing.assert_close(
+        torch.stack([loss for loss, _ in outs]).mean(), expected.detach(), rtol=1e-10, atol=1e-10
+    )
+    starts = np.cumsum([0, *sizes]).tolist()
+    for r, (_, grads) in enumerate(outs):
+        for j in range(4):
+            want = global_student[j].grad
+            assert want is not None and grads[j] is not None
+            torch.testing.assert_close(
+                grads[j] / world, want[starts[r] : starts[r + 1]], rtol=1e-10, atol=1e-10
+            )

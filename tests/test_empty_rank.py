@@ -26,6 +26,7 @@ import sslosses
 from sslosses.functional import (
     barlow_twins_loss,
     dino_loss,
+    ibot_patch_loss,
     info_nce,
     koleo_loss,
     nt_xent,
@@ -60,6 +61,31 @@ def _swav(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
 def _dino(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
     center = torch.linspace(-0.5, 0.5, K, dtype=F64)
     return dino_loss(x[:3], x[3:], center=center, gather_distributed=gather)
+
+
+def _dino_sinkhorn(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    return dino_loss(x[:3], x[3:], centering="sinkhorn", gather_distributed=gather)
+
+
+P = 3  # patches per image of the iBOT cases: K = 6 columns of a row are P = 3 patches x 2
+
+
+def _ibot(x: list[torch.Tensor], gather: bool, mode: str, layout: str) -> torch.Tensor:
+    """iBOT on rows (B, 6) read as (B, P=3, 2): scores of 3 patches, 2 outputs."""
+    student, teacher = (t.reshape(-1, P, K // P) for t in x[:2])  # (B, P, 2)
+    masks = x[2].reshape(-1, P, K // P)[..., 0] > 0  # (B, P)
+    if layout == "rows":
+        student, teacher = student[masks], teacher[masks]
+    center = torch.tensor([0.25, -0.25], dtype=F64) if mode == "center" else None
+    return ibot_patch_loss(
+        student, teacher, masks, center=center, centering=mode, gather_distributed=gather
+    )
+
+
+def _center_patches(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    center = sslosses.DINOCenter(K // P, momentum=0.5, gather_distributed=gather, dtype=F64)
+    center.update(x[0].reshape(-1, P, K // P))  # (B, P, K) patch tokens
+    return center.center
 
 
 def _center(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
@@ -118,6 +144,11 @@ CASES: dict[str, Case] = {
         2,
         "rows",
     ),
+    "dino_loss sinkhorn": (_dino_sinkhorn, 5, 1, "mean"),
+    "ibot_patch_loss center": (lambda x, g: _ibot(x, g, "center", "patches"), 3, 1, "mean"),
+    "ibot_patch_loss sinkhorn": (lambda x, g: _ibot(x, g, "sinkhorn", "patches"), 3, 1, "mean"),
+    "ibot_patch_loss sinkhorn rows": (lambda x, g: _ibot(x, g, "sinkhorn", "rows"), 3, 1, "mean"),
+    "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
 }

@@ -22,6 +22,7 @@ import sslosses.typing as T
         (T.OutputNorm, ("none", "affine", "scale_only", "no_affine")),
         (T.Activation, ("relu", "gelu")),
         (T.JitterOrder, ("random", "fixed")),
+        (T.Centering, ("center", "sinkhorn")),
     ],
 )
 def test_literal_values(alias: object, values: tuple[str, ...]) -> None:
@@ -41,6 +42,10 @@ def test_literal_values(alias: object, values: tuple[str, ...]) -> None:
         (sslosses.heads.MLPHead.__init__, "activation", T.Activation),
         (sslosses.transforms.Augmentation.__init__, "jitter_order", T.JitterOrder),
         (sslosses.transforms.simclr_transform, "size", T.Size),
+        (SF.dino_loss, "centering", T.Centering),
+        (SF.ibot_patch_loss, "centering", T.Centering),
+        (sslosses.DINOLoss.__init__, "centering", T.Centering),
+        (sslosses.IBOTPatchLoss.__init__, "centering", T.Centering),
     ],
 )
 def test_signatures_use_the_aliases(function: object, argument: str, alias: object) -> None:
