@@ -55,6 +55,7 @@ from torch.utils.data import DistributedSampler
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the train_* modules next to this file
 
 import train_probes
+import train_reference
 from train_data import FASHION_MNIST_DIR, Data, load_data
 from train_state import autocast, rng_state, save_atomic, seed_everything, set_rng_state
 
@@ -1062,6 +1063,8 @@ class MethodResult:
     history: list[dict[str, Any]]  # the JSON lines, one per epoch
     curve: list[tuple[int, float]]  # (step, mean loss) about 100 times per run, for the plot
     finished: bool
+    # Python, torch (version and build), NumPy, scikit-learn: the numbers depend on them
+    software: dict[str, str] = field(default_factory=dict)
 
     @property
     def knn_top1(self) -> float:
@@ -1253,6 +1256,7 @@ def train_method(
         history=state.history,
         curve=state.curve,
         finished=state.step == r.steps,
+        software=train_reference.software_versions(),
     )
     if rt.main and result.finished:
         (out_dir / "result.json").write_text(json.dumps(dataclasses.asdict(result)) + "\n")
@@ -1459,7 +1463,17 @@ def markdown_table(results: Sequence[MethodResult], raw: dict[str, float], cfg: 
                 cells.append(f"{statistics.mean(accs):.2f} ± {sd:.2f}" if accs else "-")
             rows.append(f"| {title} | {len(runs)} | {' | '.join(cells)} |")
     rows += ["", f"Data: {cfg.data}. Gains are percentage points (same probe, test split)."]
+    rows += [f"Software: {train_reference.describe(s)}." for s in _software(results)]
     return "\n".join(rows) + "\n"
+
+
+def _software(results: Sequence[MethodResult]) -> list[dict[str, str]]:
+    """The distinct software the runs were trained with (one entry when they agree)."""
+    distinct: list[dict[str, str]] = []
+    for res in results:
+        if res.software not in distinct:
+            distinct.append(res.software)
+    return distinct
 
 
 def plot(results: Sequence[MethodResult], raw: dict[str, float], k: int, path: Path) -> None:
@@ -1507,15 +1521,20 @@ def write_report(cfg: Config, image_size: int) -> list[MethodResult]:
     raw = read_baselines(out).get(raw_pixels_key(cfg, image_size), {})
     table = markdown_table(results, raw, cfg)
     (out / "results.md").write_text(table)
+    software = _software(results)
     summary = {
         "data": cfg.data,
         "raw_pixels": raw,
+        # the runs' software when they agree (else see each run's own)
+        "software": software[0] if len(software) == 1 else {},
         "runs": [dataclasses.asdict(r) for r in results],
     }
     (out / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
     if results:
         plot(results, raw, PRESETS[cfg.data].knn_k, out / "results.png")
     print(table, flush=True)
+    if cfg.data == "digits" and cfg == parse_args(["--out", cfg.out]):  # the `make train` run
+        print(train_reference.compare_with_committed(summary), flush=True)
     return results
 
 
