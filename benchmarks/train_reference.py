@@ -33,6 +33,7 @@ def software_versions() -> dict[str, str]:
         "torch": torch.__version__,
         "torch build": f"CUDA {cuda}" if cuda else "CPU only",
         "machine": platform.machine(),
+        "cpu": _cpu_model(),
     }
     for package in ("numpy", "scikit-learn"):
         try:
@@ -42,6 +43,17 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
+def _cpu_model() -> str:
+    """The processor's model name (its kernels' instruction set can change the numbers)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def describe(software: Mapping[str, str]) -> str:
     """One line: ``torch 2.13.0+cpu (CPU only), Python 3.11.7, NumPy ..., scikit-learn ...``."""
     if not software:
@@ -49,7 +61,8 @@ def describe(software: Mapping[str, str]) -> str:
     return (
         f"torch {software.get('torch', '?')} ({software.get('torch build', '?')}), "
         f"Python {software.get('python', '?')}, NumPy {software.get('numpy', '?')}, "
-        f"scikit-learn {software.get('scikit-learn', '?')}, {software.get('machine', '?')}"
+        f"scikit-learn {software.get('scikit-learn', '?')}, {software.get('machine', '?')} "
+        f"({software.get('cpu', 'CPU not recorded')})"
     )
 
 
