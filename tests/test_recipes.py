@@ -7,9 +7,11 @@ its 65,536 entries and SwAV its 2 + 6 crops.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
@@ -29,6 +31,7 @@ NAMES = [
     "swav",
     "barlow_twins",
     "dino",
+    "dinov2",
     "vicreg",
 ]
 FEATURES = 16
@@ -52,6 +55,31 @@ def _backbone() -> nn.Module:
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
     )
+
+
+class TinyViT(nn.Module):
+    """The token model the DINOv2 recipe expects: ``(images, masks) -> (cls (N, F), patches
+    (N, P, F))``, masked patch embeddings replaced by a learned mask token (as dinov2's ViT)."""
+
+    def __init__(self, dim: int = FEATURES, patch: int = 6) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.block = nn.TransformerEncoderLayer(dim, 2, 2 * dim, dropout=0.0, batch_first=True)
+
+    def forward(
+        self, images: torch.Tensor, masks: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.embed(images).flatten(2).transpose(1, 2)  # (N, P, F)
+        if masks is not None:
+            x = torch.where(masks.unsqueeze(-1), self.mask_token.to(x.dtype), x)
+        x = self.block(torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1))
+        return x[:, 0], x[:, 1:]
+
+
+def _backbone_for(name: str) -> nn.Module:
+    return TinyViT() if name == "dinov2" else _backbone()
 
 
 SMALL: dict[str, dict[str, object]] = {
@@ -85,6 +113,17 @@ SMALL: dict[str, dict[str, object]] = {
         "freeze_last_layer_steps": 1,
         "total_steps": 10,
     },
+    "dinov2": {
+        "global_size": 24,
+        "local_size": 12,
+        "local_count": 2,
+        "out_dim": 32,
+        "hidden_dim": 32,
+        "bottleneck_dim": 8,
+        "warmup_steps": 3,
+        "freeze_last_layer_steps": 1,
+        "total_steps": 10,
+    },
 }
 
 
@@ -108,7 +147,7 @@ def test_every_recipe_file_is_tested_and_documented() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_recipe_trains(name: str) -> None:
     module = _load(name)
-    recipe = module.Recipe(_backbone(), module.Config(feature_dim=FEATURES, **SMALL[name]))
+    recipe = module.Recipe(_backbone_for(name), module.Config(feature_dim=FEATURES, **SMALL[name]))
     before = _params(recipe)
     losses = [recipe.step(_images(i)) for i in range(3)]
     assert all(loss.dim() == 0 and math.isfinite(loss.item()) for loss in losses)
@@ -188,3 +227,31 @@ def test_vicreg_recipe_keeps_the_three_terms_of_its_loss() -> None:
     weighted = 25.0 * terms.invariance + 25.0 * terms.variance + 1.0 * terms.covariance
     torch.testing.assert_close(loss, weighted.detach())
     assert min(terms.invariance.item(), terms.variance.item(), terms.covariance.item()) >= 0
+
+
+@pytest.mark.parametrize("centering", ["center", "sinkhorn"])
+def test_dinov2_combines_dino_ibot_and_koleo(centering: str) -> None:
+    module = _load("dinov2")
+    cfg = module.Config(feature_dim=FEATURES, centering=centering, **SMALL["dinov2"])
+    recipe = module.Recipe(TinyViT(), cfg)
+    masks = module.random_masks(8, 16, cfg, torch.Generator().manual_seed(0))
+    counts = masks.sum(dim=1).tolist()
+    assert counts[:4] == [1, 3, 5, 8] and counts[4:] == [0] * 4  # 10%..50% of 16, half masked
+    loss = recipe.step(_images(0))
+    assert math.isfinite(loss.item())
+    if centering == "center":  # both centers updated after the losses, by hand
+        assert not torch.equal(recipe.cls_center.center, torch.zeros(32))
+        assert not torch.equal(recipe.patch_center.center, torch.zeros(32))
+    else:
+        assert recipe.cls_center is None and recipe.patch_center is None
+    assert recipe.teacher.step == 1
+    # the loss is linear in the KoLeo weight: same weights, images, crops and masks
+    model = TinyViT()
+    losses = []
+    for weight in (0.0, 1.0, 2.0):
+        torch.manual_seed(0)  # the crops' randomness
+        fresh = copy.deepcopy(model)
+        losses.append(module.Recipe(fresh, replace(cfg, koleo_weight=weight)).step(_images(1)))
+    koleo = losses[1] - losses[0]
+    assert abs(koleo.item()) > 1e-3
+    torch.testing.assert_close(losses[2] - losses[1], koleo, rtol=1e-4, atol=1e-5)
