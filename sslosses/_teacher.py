@@ -15,7 +15,7 @@ them alike.
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, get_args
 
 import torch
 import torch.nn.functional as F
@@ -92,3 +92,18 @@ def teacher_targets(
             shift = center.detach().to(scores.dtype).reshape(1, -1)  # (1, K)
             return F.softmax((scores.detach() - shift) / temperature, dim=1)  # (R, K)
         return _sinkhorn(scores.detach(), temperature, iterations, gather_distributed, samples)
+
+
+def options_repr(module: Any) -> str:
+    """The ``extra_repr`` of ``DINOLoss`` and ``IBOTPatchLoss`` (the same options)."""
+    iterations = (
+        f"sinkhorn_iterations={module.sinkhorn_iterations}, "
+        if module.centering == "sinkhorn"
+        else ""
+    )
+    return (
+        f"student_temperature={module.student_temperature}, "
+        f"teacher_temperature={module.teacher_temperature}, "
+        f"centering={module.centering!r}, {iterations}"
+        f"gather_distributed={module.gather_distributed}"
+    )

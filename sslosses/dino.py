@@ -12,7 +12,7 @@ from torch.nn.utils import parametrizations
 
 from sslosses import distributed
 from sslosses._autograd import drop_gradients_while_frozen
-from sslosses._teacher import check_centering, teacher_targets
+from sslosses._teacher import check_centering, options_repr, teacher_targets
 from sslosses._validation import (
     check_bool,
     check_choice,
@@ -321,17 +321,7 @@ class DINOLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        iterations = (
-            f"sinkhorn_iterations={self.sinkhorn_iterations}, "
-            if self.centering == "sinkhorn"
-            else ""
-        )
-        return (
-            f"student_temperature={self.student_temperature}, "
-            f"teacher_temperature={self.teacher_temperature}, "
-            f"centering={self.centering!r}, {iterations}"
-            f"gather_distributed={self.gather_distributed}"
-        )
+        return options_repr(self)
 
 
 class DINOCenter(nn.Module):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._teacher import check_centering, teacher_targets
+from sslosses._teacher import check_centering, options_repr, teacher_targets
 from sslosses._validation import (
     check_choice,
     check_min_batch,
@@ -353,14 +353,4 @@ class IBOTPatchLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        iterations = (
-            f"sinkhorn_iterations={self.sinkhorn_iterations}, "
-            if self.centering == "sinkhorn"
-            else ""
-        )
-        return (
-            f"student_temperature={self.student_temperature}, "
-            f"teacher_temperature={self.teacher_temperature}, "
-            f"centering={self.centering!r}, {iterations}"
-            f"gather_distributed={self.gather_distributed}"
-        )
+        return options_repr(self)
