@@ -122,10 +122,17 @@ def compare_with_committed(summary: Mapping[str, Any], folder: Path = RESULTS) -
     same = [t for t in tables if t.get("software", {}).get("torch") == torch_version]
     if same:
         reference = same[0]
-        diff = largest_difference(mine, table_rows(reference))
+        theirs = table_rows(reference)
+        diff = largest_difference(mine, theirs)
         where = (
             f"benchmarks/results/{reference['path']} (made with the same torch, {torch_version})"
         )
+        unshared = sorted(set(mine) ^ set(theirs))
+        if unshared:
+            return (
+                f"This table and {where} do not have the same rows ({', '.join(unshared)} in "
+                f"one only); the rows they share differ by up to {diff:.2f} points."
+            )
         if diff == 0:
             return f"This table matches {where} exactly."
         return (

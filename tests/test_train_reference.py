@@ -96,6 +96,12 @@ def test_compare_with_committed_says_match_differ_or_unknown(tmp_path: Path) -> 
     moved = train_reference.compare_with_committed(_summary("2.14.1", 91.0), tmp_path)
     assert "differs from benchmarks/results/train_digits_b.json" in moved
     assert "by up to 0.25 points" in moved
+    extra = _summary("2.13.0+cpu", 90.0)
+    extra["runs"].append({**extra["runs"][0], "title": "DINO"})
+    assert train_reference.compare_with_committed(extra, tmp_path).endswith(
+        "do not have the same rows (DINO in one only); the rows they share differ by up to "
+        "0.00 points."
+    )
     unknown = train_reference.compare_with_committed(_summary("2.15.0", 92.0), tmp_path)
     assert unknown.startswith("No committed digits table was made with torch 2.15.0.")
     assert "differ from each other by up to 1.25 points" in unknown

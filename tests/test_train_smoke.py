@@ -94,6 +94,7 @@ def _same(a: object, b: object) -> bool:
         ("moco", 10, []),  # one epoch, then the second epoch after resuming
         ("swav", 7, ["--swav-queue", "256"]),  # interrupted mid-epoch, with SwAV's queue
         ("dino", 13, []),  # DINO's center, teacher step (temperature schedule), frozen layer
+        ("dino-sinkhorn", 13, []),  # Sinkhorn-Knopp targets, BatchNorm in the head
     ],
 )
 def test_resume_reproduces_an_uninterrupted_run(
@@ -482,7 +483,7 @@ def test_help_shows_the_defaults_each_dataset_and_method_resolves_to(
     assert "(default: None)" not in text
     steps = "; ".join(f"{name}: {preset.steps}" for name, preset in train.PRESETS.items())
     assert f"optimizer steps per method (default: {steps})" in text
-    assert "(default: simclr, moco: 0.2; swav, dino: 0.1)" in text  # temperatures per method
+    assert "(default: simclr, moco, dino-sinkhorn: 0.2; swav, dino: 0.1)" in text  # per method
     assert "--stop-after" in text and "(default: none)" in text
 
 
