@@ -78,7 +78,7 @@ SECTIONS = ("correctness", "timing", "training")
 DTYPES = ("float32", "bfloat16", "float16", "autocast")
 
 # Relative error bounds, max |x - ref| / max |ref|, of (value, input gradient) per input dtype.
-# Values are computed and returned in float32 for every input dtype (DESIGN.md, principle 5);
+# Values are computed and returned in float32 for every input dtype (the numerics rule);
 # gradients come back in the input's dtype, so they carry its rounding (bf16: 2^-8).
 TOLERANCES: dict[str, tuple[float, float]] = {
     "float32": (1e-4, 1e-4),

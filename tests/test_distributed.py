@@ -1,6 +1,6 @@
 """Every ``gather_distributed`` loss, module and the queue at W = 2 and W = 3 (gloo, float64).
 
-The contract (DESIGN.md, principle 4): the mean over ranks of a returned value equals the
+The contract (docs/guides/distributed.rst): the mean over ranks of a returned value equals the
 single-process value on the concatenated global batch, and each rank's input gradient divided
 by W equals its slice of the single-process gradient. W = 3 with unequal batch sizes (one rank
 holding a single row) keeps a wrong factor W or a wrong offset from hiding behind W = 2. Each
