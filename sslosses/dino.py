@@ -19,6 +19,7 @@ from sslosses._validation import (
     check_non_negative_int,
     check_positive,
     check_positive_int,
+    check_real,
     check_same_device,
     check_tensor,
     compute_dtype,
@@ -244,12 +245,8 @@ def _check_crops(name: str, scores: object, *, minimum: int, rows: int = 1) -> l
 
 
 def _check_momentum(momentum: object) -> float:
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)):
-        raise TypeError(f"momentum must be a float, got {type(momentum).__name__}")
-    value = float(momentum)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-    return value
+    # the project's number rule (any real but bool, NumPy scalars included) on [0, 1]
+    return check_real("momentum", momentum, low=0.0, high=1.0)
 
 
 class DINOLoss(nn.Module):

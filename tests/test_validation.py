@@ -237,3 +237,16 @@ def test_non_finite_ranges_raise_value_error_naming_the_argument() -> None:
         TF.normalize(torch.ones(2, 1, 1), [0.0, math.nan], [1.0, 1.0])
     with pytest.raises(TypeError, match=r"std\[0\] must be a float, got str"):
         TF.normalize(torch.ones(1, 1, 1), [0.0], ["1"])  # type: ignore[list-item]
+
+
+def test_dino_center_momentum_follows_the_number_rule() -> None:
+    import numpy as np
+
+    from sslosses import DINOCenter
+
+    assert DINOCenter(4, momentum=np.float32(0.5)).momentum == 0.5  # rejected before
+    assert type(DINOCenter(4, momentum=np.float64(0.25)).momentum) is float
+    with pytest.raises(TypeError, match="momentum must be a float, got bool"):
+        DINOCenter(4, momentum=True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"momentum must be a finite number, got nan"):
+        DINOCenter(4, momentum=float("nan"))
