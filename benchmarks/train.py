@@ -834,8 +834,12 @@ class DINO(Method):
         self.target = sslosses.EMA(
             self.online, momentum=r.ema_momentum, total_steps=r.steps, buffers="keep"
         )
-        self.centering = sslosses.DINOCenter(k, momentum=0.9, gather_distributed=distributed)
-        self.sinkhorn = sinkhorn
+        # Sinkhorn-Knopp targets need no center: no state to keep or checkpoint
+        self.centering = (
+            None
+            if sinkhorn
+            else sslosses.DINOCenter(k, momentum=0.9, gather_distributed=distributed)
+        )
         self.criterion = sslosses.DINOLoss(
             student_temperature=r.temperature,
             centering="sinkhorn" if sinkhorn else "center",
@@ -855,10 +859,10 @@ class DINO(Method):
         loss: Tensor = self.criterion(
             student,
             teacher,
-            center=None if self.sinkhorn else self.centering.center,
+            center=None if self.centering is None else self.centering.center,
             teacher_temperature=self.teacher_temperature(),
         )
-        if not self.sinkhorn:
+        if self.centering is not None:
             self.centering.update(teacher)
         return loss
 

@@ -98,10 +98,10 @@ def largest_difference(
 
 def committed_tables(folder: Path = RESULTS) -> list[dict[str, Any]]:
     """The committed digits tables (``results.json`` of ``make train`` with its ``software``)."""
-    tables = [json.loads(path.read_text()) for path in sorted(folder.glob(DIGITS_TABLES))]
-    for table, path in zip(tables, sorted(folder.glob(DIGITS_TABLES)), strict=True):
-        table["path"] = path.name
-    return tables
+    return [
+        {**json.loads(path.read_text()), "path": path.name}
+        for path in sorted(folder.glob(DIGITS_TABLES))
+    ]
 
 
 def spread(tables: Sequence[Mapping[str, Any]]) -> float:

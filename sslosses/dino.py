@@ -205,9 +205,7 @@ def dino_loss(
                 continue  # G = 1: the first student crop's only partner is its own view
             log_probs = F.log_softmax(upcast(s, dtype) / student_temperature, dim=1)  # (N, K)
             total = total - torch.dot(weights.reshape(-1), log_probs.reshape(-1))
-        # the mean over the N rows; distributed, W / N_g (W N_r / N_g times the local mean,
-        # exact for an empty rank, which returns 0)
-        rows_weight = 1 / n if layout is None else layout.world / layout.total
+        rows_weight = distributed._mean_weight(n, layout)  # the mean over the N rows
         return total * (rows_weight / (n_teacher * (n_student - 1)))
 
 

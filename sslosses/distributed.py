@@ -177,6 +177,13 @@ def _global_layout(
     return layout
 
 
+def _mean_weight(n_local: int, layout: _BatchLayout | None) -> float:
+    """The factor that turns this rank's sum over its ``n_local`` samples into its share of
+    the global mean: :math:`1 / N` locally, :math:`W / N_g` with a layout (exact for unequal
+    batches, and 0 contribution from an empty rank, whose sum is 0)."""
+    return 1 / n_local if layout is None else layout.world / layout.total
+
+
 def _reduce_over_ranks(loss: Tensor, reduction: Reduction, layout: _BatchLayout | None) -> Tensor:
     """Reduce this rank's per-sample ``loss`` so that the mean over ranks is the global reduction.
 
@@ -188,7 +195,7 @@ def _reduce_over_ranks(loss: Tensor, reduction: Reduction, layout: _BatchLayout 
         return reduce(loss, reduction)
     total = loss.sum()
     if reduction == "mean":
-        return total * (layout.world / layout.total)
+        return total * _mean_weight(loss.shape[0], layout)
     return total * layout.world
 
 

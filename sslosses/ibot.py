@@ -182,8 +182,7 @@ def ibot_patch_loss(
     teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
     n_images = masks.shape[0]
     layout = distributed._global_layout(gather_distributed, n_images, masks.device, name="masks")
-    # the mean over images; distributed, W / B_g (W B_r / B_g times the local mean)
-    images_weight = 1 / n_images if layout is None else layout.world / layout.total
+    images_weight = distributed._mean_weight(n_images, layout)  # the mean over images
 
     dtype = compute_dtype(student, teacher, *([] if center is None else [center]))
     k = student.shape[-1]

@@ -133,9 +133,7 @@ def swav_loss(
     sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
     n = crops[0].shape[0]
     layout = distributed._global_layout(gather_distributed, n, crops[0].device, name="scores[0]")
-    # the mean over the N rows; distributed, W / N_g (W N_r / N_g times the local mean, exact
-    # for a rank without rows, which returns 0)
-    rows_weight = 1 / n if layout is None else layout.world / layout.total
+    rows_weight = distributed._mean_weight(n, layout)  # the mean over the N rows
 
     dtype = compute_dtype(*crops, *queue)
     with no_autocast(crops[0]):
