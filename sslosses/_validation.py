@@ -1,11 +1,12 @@
-"""Shared argument validation, dtype policy and reductions (private).
+"""Shared argument validation (private).
 
 Every public function and module validates its arguments through these helpers, so that the
 functional and module paths cannot drift apart and every error names the argument, what was
 expected and what came. One rule for numbers: an integer is any ``numbers.Integral`` but
 ``bool`` (NumPy integers included), a real any finite ``numbers.Real`` (NumPy floats included);
 a wrong type raises ``TypeError``, a wrong value ``ValueError``. Image checks and the choice of
-the device random numbers are drawn on are in :mod:`sslosses.transforms._checks`.
+the device random numbers are drawn on are in :mod:`sslosses.transforms._checks`; the dtype
+policy and the reductions are in :mod:`sslosses._numerics`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import TypeGuard, TypeVar, get_args
 import torch
 from torch import Tensor
 
+from sslosses._numerics import compute_dtype
 from sslosses.typing import ChunkSize, Reduction
 
 _REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
@@ -285,40 +287,3 @@ def check_chunk_size(chunk_size: object) -> ChunkSize:
             return "auto"
         raise ValueError(f"chunk_size must be an int > 0, 'auto' or None, got {chunk_size!r}")
     return check_positive_int("chunk_size", chunk_size)
-
-
-def compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """The dtype a loss computes in: float64 if any input is float64, else float32."""
-    if any(t.dtype == torch.float64 for t in tensors):
-        return torch.float64
-    return torch.float32
-
-
-def upcast(tensor: Tensor, dtype: torch.dtype) -> Tensor:
-    """Cast ``tensor`` to the compute ``dtype`` (a no-op when it already has it)."""
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)
-
-
-def reduce(loss: Tensor, reduction: Reduction) -> Tensor:
-    """Apply a validated ``reduction`` to a per-sample loss of shape ``(N,)``."""
-    if reduction == "mean":
-        return loss.mean()
-    if reduction == "sum":
-        return loss.sum()
-    return loss
-
-
-def clamp_value(loss: Tensor, low: float, high: float) -> Tensor:
-    """``loss`` with its value clamped to ``[low, high]`` and its gradient left as it was.
-
-    For bounded losses whose float32 value can leave the bound by an ulp through rounding:
-    the value is exactly ``loss.clamp(low, high)`` and the gradient (of any order) is that of
-    ``loss`` everywhere, so a row just past the bound keeps its gradient.
-    """
-    value = loss.detach()
-    return value.clamp(low, high) + (loss - value)
-
-
-def no_autocast(tensor: Tensor) -> torch.autocast:
-    """A context that disables autocast on ``tensor``'s device, so losses compute in float32."""
-    return torch.autocast(device_type=tensor.device.type, enabled=False)

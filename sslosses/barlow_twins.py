@@ -6,7 +6,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import distributed
-from sslosses._validation import check_non_negative, check_positive, no_autocast, upcast
+from sslosses._numerics import no_autocast, upcast
+from sslosses._validation import (
+    check_non_negative,
+    check_positive,
+)
 from sslosses.kernels.offdiag import (
     check_global_batch,
     check_options,

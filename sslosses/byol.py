@@ -5,13 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from sslosses._numerics import clamp_value, no_autocast, reduce, upcast
 from sslosses._validation import (
     check_embedding_pair,
     check_reduction,
-    clamp_value,
-    no_autocast,
-    reduce,
-    upcast,
 )
 from sslosses.typing import Reduction
 

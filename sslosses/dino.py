@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from sslosses import distributed
+from sslosses import _collectives
 from sslosses._autograd import drop_gradients_while_frozen
+from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._teacher import check_centering, options_repr, teacher_targets
 from sslosses._validation import (
     check_bool,
@@ -22,9 +23,6 @@ from sslosses._validation import (
     check_real,
     check_same_device,
     check_tensor,
-    compute_dtype,
-    no_autocast,
-    upcast,
 )
 from sslosses.typing import Centering
 
@@ -153,8 +151,8 @@ def dino_loss(
         Supervision", TMLR 2024, arXiv:2304.07193. Official code: facebookresearch/dinov2,
         ``dinov2/loss/dino_clstoken_loss.py`` (``DINOLoss.sinkhorn_knopp_teacher``).
     """
-    gather_distributed = distributed._check_gather_distributed(gather_distributed)
-    rows = distributed._local_minimum(gather_distributed, 1)
+    gather_distributed = _collectives.check_gather_distributed(gather_distributed)
+    rows = _collectives.local_minimum(gather_distributed, 1)
     student = _check_crops("student_scores", student_scores, minimum=2, rows=rows)
     teacher = _check_crops("teacher_scores", teacher_scores, minimum=1, rows=rows)
     n_student, n_teacher = len(student), len(teacher)
@@ -175,7 +173,7 @@ def dino_loss(
     student_temperature = check_positive("student_temperature", student_temperature)
     teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
     n = student[0].shape[0]
-    layout = distributed._global_layout(
+    layout = _collectives.global_layout(
         gather_distributed, n, student[0].device, name="student_scores[0]"
     )
 
@@ -205,7 +203,7 @@ def dino_loss(
                 continue  # G = 1: the first student crop's only partner is its own view
             log_probs = F.log_softmax(upcast(s, dtype) / student_temperature, dim=1)  # (N, K)
             total = total - torch.dot(weights.reshape(-1), log_probs.reshape(-1))
-        rows_weight = distributed._mean_weight(n, layout)  # the mean over the N rows
+        rows_weight = _collectives.mean_weight(n, layout)  # the mean over the N rows
         return total * (rows_weight / (n_teacher * (n_student - 1)))
 
 
@@ -292,7 +290,7 @@ class DINOLoss(nn.Module):
         self.teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
         self.centering: Centering = check_choice("centering", centering, get_args(Centering))
         self.sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
-        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+        self.gather_distributed = _collectives.check_gather_distributed(gather_distributed)
 
     def forward(
         self,
@@ -397,7 +395,7 @@ class DINOCenter(nn.Module):
         super().__init__()
         self.dim = check_positive_int("dim", dim)
         self.momentum = _check_momentum(momentum)
-        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+        self.gather_distributed = _collectives.check_gather_distributed(gather_distributed)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype}")
         self.register_buffer("center", torch.zeros(self.dim, dtype=dtype, device=device))
@@ -421,7 +419,7 @@ class DINOCenter(nn.Module):
                 (with ``gather_distributed`` and :math:`W > 1`: no rank holds any, raised on
                 every rank together; a rank may hold none).
         """
-        minimum = distributed._local_minimum(self.gather_distributed, 1)
+        minimum = _collectives.local_minimum(self.gather_distributed, 1)
         if isinstance(teacher_scores, Tensor):
             rows = check_tensor("teacher_scores", teacher_scores)
             name = "teacher_scores"
@@ -456,11 +454,11 @@ class DINOCenter(nn.Module):
         with no_autocast(rows):
             batch_sum = upcast(rows.detach(), dtype).sum(dim=0)  # (K,)
             count = rows.shape[0]
-            layout = distributed._global_layout(
+            layout = _collectives.global_layout(
                 self.gather_distributed, count, rows.device, name=name
             )
             if layout is not None:
-                batch_sum = distributed._all_reduce_(batch_sum, "sum")
+                batch_sum = _collectives.all_reduce_(batch_sum, "sum")
                 count = layout.total
             batch_center = batch_sum / count  # (K,)
             new = self.center.to(dtype) * self.momentum + batch_center * (1 - self.momentum)

@@ -16,7 +16,7 @@ from typing import Any, get_args
 import torch
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives
 from sslosses._validation import (
     check_choice,
     check_non_negative_int,
@@ -166,7 +166,7 @@ def _check_pairs(
 
 def _refuse_fsdp(model: nn.Module) -> None:
     """EMA deep-copies its model, which FSDP2 forbids: say what to do instead."""
-    fsdp = distributed._sharded_types()[1]
+    fsdp = _collectives.sharded_types()[1]
     if fsdp and any(isinstance(m, fsdp) for m in model.modules()):
         raise ValueError(
             "model is wrapped with FSDP (torch.distributed.fsdp.fully_shard), which cannot be "
@@ -179,7 +179,7 @@ def _check_sharding(
     kind: str, target: Sequence[Tensor], online: Sequence[Tensor], names: Sequence[str]
 ) -> None:
     """A sharded (DTensor) tensor averages only with one sharded the same way."""
-    dtensor = distributed._sharded_types()[0]
+    dtensor = _collectives.sharded_types()[0]
     if not dtensor:
         return
     for name, t, o in zip(names, target, online, strict=True):

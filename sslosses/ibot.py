@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives
+from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._teacher import check_centering, options_repr, teacher_targets
 from sslosses._validation import (
     check_choice,
@@ -18,9 +19,6 @@ from sslosses._validation import (
     check_same_device,
     check_same_shape,
     check_tensor,
-    compute_dtype,
-    no_autocast,
-    upcast,
 )
 from sslosses.typing import Centering
 
@@ -158,7 +156,7 @@ def ibot_patch_loss(
         ``dinov2/loss/ibot_patch_loss.py`` (``iBOTPatchLoss``) and
         ``dinov2/train/ssl_meta_arch.py``.
     """
-    gather_distributed = distributed._check_gather_distributed(gather_distributed)
+    gather_distributed = _collectives.check_gather_distributed(gather_distributed)
     student = check_tensor("student_scores", student_scores)
     teacher = check_tensor("teacher_scores", teacher_scores)
     if student.dim() not in (2, 3):
@@ -174,15 +172,15 @@ def ibot_patch_loss(
             f"{tuple(student.shape)}"
         )
     masks = _check_masks(masks, student)
-    check_min_batch("masks", masks, distributed._local_minimum(gather_distributed, 1))
+    check_min_batch("masks", masks, _collectives.local_minimum(gather_distributed, 1))
     mode, center, sinkhorn_iterations = check_centering(
         centering, center, sinkhorn_iterations, student
     )
     student_temperature = check_positive("student_temperature", student_temperature)
     teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
     n_images = masks.shape[0]
-    layout = distributed._global_layout(gather_distributed, n_images, masks.device, name="masks")
-    images_weight = distributed._mean_weight(n_images, layout)  # the mean over images
+    layout = _collectives.global_layout(gather_distributed, n_images, masks.device, name="masks")
+    images_weight = _collectives.mean_weight(n_images, layout)  # the mean over images
 
     dtype = compute_dtype(student, teacher, *([] if center is None else [center]))
     k = student.shape[-1]
@@ -326,7 +324,7 @@ class IBOTPatchLoss(nn.Module):
         self.teacher_temperature = check_positive("teacher_temperature", teacher_temperature)
         self.centering: Centering = check_choice("centering", centering, get_args(Centering))
         self.sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
-        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+        self.gather_distributed = _collectives.check_gather_distributed(gather_distributed)
 
     def forward(
         self,

@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives
 from sslosses._chunked_ce import similarity_logsumexp
+from sslosses._collectives import check_gather_distributed
+from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._validation import (
     check_bool,
     check_chunk_size,
@@ -16,11 +18,7 @@ from sslosses._validation import (
     check_reduction,
     check_same_device,
     check_tensor,
-    compute_dtype,
-    no_autocast,
-    upcast,
 )
-from sslosses.distributed import _check_gather_distributed
 from sslosses.typing import ChunkSize, Reduction
 
 __all__ = ["InfoNCELoss", "info_nce"]
@@ -160,8 +158,8 @@ def info_nce(
         Transformers", ICCV 2021, arXiv:2104.02057. Official code: facebookresearch/moco-v3,
         ``moco/builder.py`` (``MoCo.contrastive_loss``).
     """
-    gather_distributed = _check_gather_distributed(gather_distributed)
-    local_minimum = distributed._local_minimum(gather_distributed, 1)
+    gather_distributed = check_gather_distributed(gather_distributed)
+    local_minimum = _collectives.local_minimum(gather_distributed, 1)
     dtype = check_embedding_pair("query", query, "key", key, min_batch=local_minimum)
     if negatives is not None:
         negatives = _check_negatives(negatives, query)
@@ -188,7 +186,7 @@ def info_nce(
         raise ValueError(
             f"query must have a batch size of at least {minimum}{only_keys}, got {query.shape[0]}"
         )
-    layout = distributed._global_layout(
+    layout = _collectives.global_layout(
         gather_distributed,
         query.shape[0],
         query.device,
@@ -206,7 +204,7 @@ def info_nce(
             u = None if u is None else F.normalize(u, dim=1)
         positive = ((q * scale) * k).sum(dim=1)  # (N,): l_pos / tau
         if in_batch_negatives:
-            keys = k if layout is None else distributed._gather(k, layout)  # (N_g, D)
+            keys = k if layout is None else _collectives.gather_rows(k, layout)  # (N_g, D)
             candidates = keys if u is None else torch.cat([keys, u])  # (N_g + K, D)
             lse = similarity_logsumexp(q, candidates, scale=scale, chunk_size=chunk_size)
             loss = lse - positive  # (N,)
@@ -215,7 +213,7 @@ def info_nce(
             lse_neg = similarity_logsumexp(q, u, scale=scale, chunk_size=chunk_size)  # (N,)
             # -log(e^pos / (e^pos + sum e^neg)) = softplus(lse_neg - pos), exact for any gap
             loss = F.softplus(lse_neg - positive)  # (N,)
-    return distributed._reduce_over_ranks(loss, reduction, layout)
+    return _collectives.reduce_over_ranks(loss, reduction, layout)
 
 
 class InfoNCELoss(nn.Module):
@@ -254,7 +252,7 @@ class InfoNCELoss(nn.Module):
         self.temperature = check_positive("temperature", temperature)
         self.in_batch_negatives = check_bool("in_batch_negatives", in_batch_negatives)
         self.normalize = check_bool("normalize", normalize)
-        self.gather_distributed = _check_gather_distributed(gather_distributed)
+        self.gather_distributed = check_gather_distributed(gather_distributed)
         self.reduction: Reduction = check_reduction(reduction)
         self.chunk_size = check_chunk_size(chunk_size)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives
 from sslosses._chunked_ce import _resolve
+from sslosses._collectives import check_gather_distributed
+from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._validation import (
     check_chunk_size,
     check_min_batch,
@@ -14,11 +16,7 @@ from sslosses._validation import (
     check_positive,
     check_reduction,
     check_tensor,
-    compute_dtype,
-    no_autocast,
-    upcast,
 )
-from sslosses.distributed import _check_gather_distributed
 from sslosses.typing import ChunkSize, Reduction
 
 __all__ = ["KoLeoLoss", "koleo_loss"]
@@ -135,9 +133,9 @@ def koleo_loss(
         Visual Features without Supervision", arXiv:2304.07193. Official code:
         facebookresearch/dinov2, ``dinov2/loss/koleo_loss.py`` (``KoLeoLoss``).
     """
-    gather_distributed = _check_gather_distributed(gather_distributed)
+    gather_distributed = check_gather_distributed(gather_distributed)
     tensor = check_tensor("x", x, ndim=2)
-    check_min_batch("x", tensor, distributed._local_minimum(gather_distributed, 2))
+    check_min_batch("x", tensor, _collectives.local_minimum(gather_distributed, 2))
     check_min_features("x", tensor, 1)
     eps = check_positive("eps", eps)
     reduction = check_reduction(reduction)
@@ -145,9 +143,12 @@ def koleo_loss(
     with no_autocast(tensor):
         z = _normalize(upcast(tensor, compute_dtype(tensor)), eps)  # (N, D)
         n = z.shape[0]
-        layout = distributed._global_layout(gather_distributed, n, z.device, name="x", minimum=2)
+        layout = _collectives.global_layout(gather_distributed, n, z.device, name="x", minimum=2)
         if layout is not None:
-            offset, rows = layout.offset, distributed._gather(z, layout)  # (N_g, D); N may be 0
+            offset, rows = (
+                layout.offset,
+                _collectives.gather_rows(z, layout),
+            )  # (N_g, D); N may be 0
         else:
             offset, rows = 0, z
         block = _resolve(chunk_size, n, rows.shape[0], z.device)
@@ -156,7 +157,7 @@ def koleo_loss(
         difference = rows[index].neg_().add_(z).add_(eps)  # (N, D)
         distance = torch.linalg.vector_norm(difference, dim=1)  # (N,)
         loss = -torch.log(distance + eps)  # (N,)
-    return distributed._reduce_over_ranks(loss, reduction, layout)
+    return _collectives.reduce_over_ranks(loss, reduction, layout)
 
 
 def _normalize(x: Tensor, eps: float) -> Tensor:
@@ -221,7 +222,7 @@ class KoLeoLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.eps = check_positive("eps", eps)
-        self.gather_distributed = _check_gather_distributed(gather_distributed)
+        self.gather_distributed = check_gather_distributed(gather_distributed)
         self.reduction: Reduction = check_reduction(reduction)
         self.chunk_size = check_chunk_size(chunk_size)
 

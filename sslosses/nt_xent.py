@@ -6,18 +6,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives
 from sslosses._chunked_ce import similarity_logsumexp
+from sslosses._collectives import check_gather_distributed
+from sslosses._numerics import no_autocast, upcast
 from sslosses._validation import (
     check_bool,
     check_chunk_size,
     check_embedding_pair,
     check_positive,
     check_reduction,
-    no_autocast,
-    upcast,
 )
-from sslosses.distributed import _check_gather_distributed
 from sslosses.typing import ChunkSize, Reduction
 
 __all__ = ["NTXentLoss", "nt_xent"]
@@ -123,8 +122,8 @@ def nt_xent(
         (``add_contrastive_loss``), whose ``loss_a + loss_b`` is twice this mean (we follow
         the paper's Algorithm 1, the mean over the 2N anchors).
     """
-    gather_distributed = _check_gather_distributed(gather_distributed)
-    minimum = distributed._local_minimum(gather_distributed, 2)
+    gather_distributed = check_gather_distributed(gather_distributed)
+    minimum = _collectives.local_minimum(gather_distributed, 2)
     dtype = check_embedding_pair("z_a", z_a, "z_b", z_b, min_batch=minimum)
     scale = 1.0 / check_positive("temperature", temperature)
     check_bool("normalize", normalize)
@@ -137,12 +136,12 @@ def nt_xent(
             a = F.normalize(a, dim=1)
             b = F.normalize(b, dim=1)
         n, d = a.shape
-        layout = distributed._global_layout(
+        layout = _collectives.global_layout(
             gather_distributed, n, a.device, name="z_a", minimum=2, why=" (2N_g >= 4 views)"
         )
         if layout is not None:
             offset, n_global = layout.offset, layout.total  # N_g >= 2; this rank's N may be 0
-            views = distributed._gather(torch.cat([a, b], dim=1), layout)  # (N_g, 2D)
+            views = _collectives.gather_rows(torch.cat([a, b], dim=1), layout)  # (N_g, 2D)
             a_all, b_all = views[:, :d], views[:, d:]  # (N_g, D) each
         else:
             offset, n_global, a_all, b_all = 0, n, a, b
@@ -155,7 +154,7 @@ def nt_xent(
         )  # (2N,)
         positive = ((a * scale) * b).sum(dim=1)  # (N,): both directions share it
         loss = (lse[:n] + lse[n:]) / 2 - positive  # (N,)
-    return distributed._reduce_over_ranks(loss, reduction, layout)
+    return _collectives.reduce_over_ranks(loss, reduction, layout)
 
 
 class NTXentLoss(nn.Module):
@@ -191,7 +190,7 @@ class NTXentLoss(nn.Module):
         super().__init__()
         self.temperature = check_positive("temperature", temperature)
         self.normalize = check_bool("normalize", normalize)
-        self.gather_distributed = _check_gather_distributed(gather_distributed)
+        self.gather_distributed = check_gather_distributed(gather_distributed)
         self.reduction: Reduction = check_reduction(reduction)
         self.chunk_size = check_chunk_size(chunk_size)
 

@@ -9,13 +9,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses._autograd import drop_gradients_while_frozen
+from sslosses._numerics import compute_dtype, upcast
 from sslosses._validation import (
     check_non_negative_int,
     check_positive_int,
     check_same_device,
     check_tensor,
-    compute_dtype,
-    upcast,
 )
 
 __all__ = ["SwAVPrototypes"]

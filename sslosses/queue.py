@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives, distributed
 from sslosses._validation import check_bool, check_positive_int, check_same_device, check_tensor
 
 __all__ = ["MoCoQueue"]
@@ -121,7 +121,7 @@ class MoCoQueue(nn.Module):
         super().__init__()
         self.size = check_positive_int("size", size)
         self.dim = check_positive_int("dim", dim)
-        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+        self.gather_distributed = _collectives.check_gather_distributed(gather_distributed)
         self.check_finite = check_bool("check_finite", check_finite)
         if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")

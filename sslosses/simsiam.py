@@ -5,14 +5,11 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sslosses._numerics import clamp_value, no_autocast, reduce, upcast
 from sslosses._validation import (
     check_bool,
     check_embedding_pair,
     check_reduction,
-    clamp_value,
-    no_autocast,
-    reduce,
-    upcast,
 )
 from sslosses.typing import Reduction
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from sslosses import distributed
+from sslosses import _collectives, distributed
+from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._validation import (
     check_min_batch,
     check_positive,
     check_positive_int,
     check_tensor,
-    compute_dtype,
-    no_autocast,
-    upcast,
 )
 
 __all__ = ["sinkhorn"]
@@ -112,12 +110,12 @@ def sinkhorn(
         ``main_swav.py`` (``distributed_sinkhorn``). Cuturi, "Sinkhorn Distances", NeurIPS
         2013, arXiv:1306.0895.
     """
-    gather_distributed = distributed._check_gather_distributed(gather_distributed)
-    rows = distributed._local_minimum(gather_distributed, 1)
+    gather_distributed = _collectives.check_gather_distributed(gather_distributed)
+    rows = _collectives.local_minimum(gather_distributed, 1)
     checked = _check_scores("scores", scores, rows=rows)
     epsilon = check_positive("epsilon", epsilon)
     iterations = check_positive_int("iterations", iterations)
-    distributed._global_layout(gather_distributed, checked.shape[0], checked.device, name="scores")
+    _collectives.global_layout(gather_distributed, checked.shape[0], checked.device, name="scores")
     return _sinkhorn(checked, epsilon, iterations, gather_distributed)
 
 
@@ -137,8 +135,8 @@ def _logsumexp_over_samples(x: Tensor, across_ranks: bool) -> Tensor:
         return torch.logsumexp(x, dim=0)  # (K,)
     # the peak of a rank without rows is -inf (amax rejects an empty dim)
     peak = x.amax(dim=0) if x.shape[0] else x.new_full(x.shape[1:], -torch.inf)  # (K,)
-    peak = distributed._all_reduce_(peak, "max")
-    total = distributed._all_reduce_(torch.exp(x - peak).sum(dim=0), "sum")  # (K,)
+    peak = _collectives.all_reduce_(peak, "max")
+    total = _collectives.all_reduce_(torch.exp(x - peak).sum(dim=0), "sum")  # (K,)
     return peak + torch.log(total)
 
 

@@ -8,16 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives
+from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._validation import (
     check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
-    compute_dtype,
     is_integer,
-    no_autocast,
-    upcast,
 )
 from sslosses.sinkhorn import _check_scores, _sinkhorn
 
@@ -123,8 +121,8 @@ def swav_loss(
         Assignments", NeurIPS 2020, arXiv:2006.09882. Official code: facebookresearch/swav,
         ``main_swav.py`` (``train`` and ``distributed_sinkhorn``).
     """
-    gather_distributed = distributed._check_gather_distributed(gather_distributed)
-    crops = _check_crops(scores, rows=distributed._local_minimum(gather_distributed, 1))
+    gather_distributed = _collectives.check_gather_distributed(gather_distributed)
+    crops = _check_crops(scores, rows=_collectives.local_minimum(gather_distributed, 1))
     n_crops = len(crops)
     assign = _check_assign_crops(assign_crops, n_crops)
     queue = _check_queue_scores(queue_scores, assign, crops[0])
@@ -132,8 +130,8 @@ def swav_loss(
     epsilon = check_positive("epsilon", epsilon)
     sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
     n = crops[0].shape[0]
-    layout = distributed._global_layout(gather_distributed, n, crops[0].device, name="scores[0]")
-    rows_weight = distributed._mean_weight(n, layout)  # the mean over the N rows
+    layout = _collectives.global_layout(gather_distributed, n, crops[0].device, name="scores[0]")
+    rows_weight = _collectives.mean_weight(n, layout)  # the mean over the N rows
 
     dtype = compute_dtype(*crops, *queue)
     with no_autocast(crops[0]):
@@ -263,7 +261,7 @@ class SwAVLoss(nn.Module):
         self.epsilon = check_positive("epsilon", epsilon)
         self.sinkhorn_iterations = check_positive_int("sinkhorn_iterations", sinkhorn_iterations)
         self.assign_crops = _check_assign_crops(assign_crops)
-        self.gather_distributed = distributed._check_gather_distributed(gather_distributed)
+        self.gather_distributed = _collectives.check_gather_distributed(gather_distributed)
 
     def forward(
         self, scores: Sequence[Tensor], *, queue_scores: Sequence[Tensor] | None = None

@@ -7,8 +7,12 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslosses import distributed
-from sslosses._validation import check_non_negative, check_positive, no_autocast, upcast
+from sslosses import _collectives
+from sslosses._numerics import no_autocast, upcast
+from sslosses._validation import (
+    check_non_negative,
+    check_positive,
+)
 from sslosses.kernels.offdiag import (
     check_global_batch,
     check_options,
@@ -70,19 +74,20 @@ def vicreg_terms(
     cov_coeff = check_non_negative("cov_coeff", cov_coeff)
     eps = check_positive("eps", eps)
     gather, algorithm = check_options(gather_distributed, algorithm)
-    sharded = gather and distributed.world_size() > 1
+    layout = _collectives.batch_layout(z_a.shape[0], z_a.device) if gather else None
+    sharded = layout is not None and layout.world > 1
     with no_autocast(z_a):
         za = upcast(z_a, dtype)  # (N_r, D): this rank's batch
         zb = upcast(z_b, dtype)  # (N_r, D)
-        xa = distributed.gather(za) if sharded else za  # (N, D): the global batch
-        xb = distributed.gather(zb) if sharded else zb  # (N, D)
+        xa = _collectives.gather_rows(za, layout) if layout else za  # (N, D): the global batch
+        xb = _collectives.gather_rows(zb, layout) if layout else zb  # (N, D)
         n, d = xa.shape
         check_global_batch(n, sharded=sharded, variance="unbiased variance")
         # Invariance on this rank's batch, as the original computes it before its gather. The
-        # sum is scaled by W / (N D) so that the mean over ranks is the global mean squared
-        # error even for unequal batch sizes (with equal ones it is this rank's MSE).
-        ranks = distributed.world_size() if sharded else 1
-        invariance = F.mse_loss(za, zb, reduction="sum") * (ranks / (n * d))
+        # sum takes this rank's share of the global mean (W / N, over D features) so that the
+        # mean over ranks is the global mean squared error even for unequal batch sizes.
+        share = _collectives.mean_weight(za.shape[0], layout if sharded else None)
+        invariance = F.mse_loss(za, zb, reduction="sum") * (share / d)
         xa = xa - xa.mean(dim=0)  # (N, D): centred
         xb = xb - xb.mean(dim=0)
         std_a = (xa.var(dim=0) + eps).sqrt()  # (D,): unbiased variance, as torch.var

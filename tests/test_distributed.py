@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import sslosses
-from sslosses import distributed
+from sslosses import _collectives, distributed
 from sslosses.functional import barlow_twins_loss, info_nce, nt_xent, sinkhorn, swav_loss
 
 F64 = torch.float64
@@ -326,8 +326,8 @@ def test_queue_gathers_like_one_process(dist_pool_w: Any) -> None:
 
 # ------------------------------------------------------------------------------ layout plumbing
 def _layout_case(rank: int, world: int) -> tuple[Any, ...]:
-    layout = distributed._batch_layout(SIZES[world][rank], torch.device("cpu"))
-    off = distributed._global_layout(False, 1, torch.device("cpu"), name="x")
+    layout = _collectives.batch_layout(SIZES[world][rank], torch.device("cpu"))
+    off = _collectives.global_layout(False, 1, torch.device("cpu"), name="x")
     return layout.sizes, layout.rank, layout.offset, layout.total, off
 
 
@@ -341,6 +341,6 @@ def test_batch_layout_on_every_rank(dist_pool_w: Any) -> None:
 
 
 def test_layout_without_process_group() -> None:
-    layout = distributed._batch_layout(5, torch.device("cpu"))
+    layout = _collectives.batch_layout(5, torch.device("cpu"))
     assert (layout.sizes, layout.rank, layout.offset, layout.total) == ((5,), 0, 0, 5)
-    assert distributed._global_layout(True, 5, torch.device("cpu"), name="x") is None
+    assert _collectives.global_layout(True, 5, torch.device("cpu"), name="x") is None

@@ -22,7 +22,8 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from sslosses import distributed
+from sslosses import _collectives, distributed
+from sslosses._numerics import compute_dtype, upcast
 from sslosses._validation import (
     check_bool,
     check_choice,
@@ -30,8 +31,6 @@ from sslosses._validation import (
     check_same_device,
     check_same_shape,
     check_tensor,
-    compute_dtype,
-    upcast,
 )
 from sslosses.kernels.offdiag_torch import dense_loss, gram_frobenius, tiled_loss
 from sslosses.typing import Algorithm
@@ -76,7 +75,7 @@ def check_views(z_a: object, z_b: object) -> torch.dtype:
 
 def check_options(gather_distributed: object, algorithm: object) -> tuple[bool, Algorithm]:
     """Check the ``gather_distributed`` and ``algorithm`` arguments; return them, typed."""
-    gather = distributed._check_gather_distributed(gather_distributed)
+    gather = _collectives.check_gather_distributed(gather_distributed)
     return gather, check_choice("algorithm", algorithm, ALGORITHMS)
 
 
