@@ -1,0 +1,224 @@
+"""The contract every loss keeps, as a table: one row per public loss function.
+
+``tests/test_contracts.py`` runs every row through the same checks:
+
+- the module shell built with ``options`` returns exactly what the function returns;
+- float16 and bfloat16 inputs are computed in float32 (the value equals the float32 value of the
+  same numbers) and their gradients come back finite in the input dtype;
+- under ``torch.autocast("cpu", dtype=torch.bfloat16)`` the value is float32 and equals the value
+  without autocast;
+- float64 inputs give a float64 value;
+- ``torch.compile(fullgraph=True)`` matches eager in value and input gradients;
+- ``torch.autograd.gradcheck`` holds in float64 on the row's small inputs.
+
+A row that turns a check off (``gradcheck=False``, ``compile=False``) says why in a comment.
+
+A row says how to build its inputs (``inputs(dtype, seed)`` returns the positional arguments,
+whose floating tensors are differentiated, and keyword tensors that are not) and which options
+to pass. A public function of ``sslosses.functional`` that returns a loss and has no row fails
+``test_every_loss_has_a_row``. What is specific to a loss (its reference values, properties,
+distributed exactness, errors) stays in its own test file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import sslosses
+from sslosses import functional as Fn
+
+Args = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def rows(n: int, d: int, *, dtype: torch.dtype, seed: int, count: int = 1) -> list[Tensor]:
+    """``count`` seeded ``(n, d)`` standard-normal tensors in ``dtype`` (drawn in float64)."""
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype) for _ in range(count)]
+
+
+def pair(n: int = 6, d: int = 5) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of a two-view loss: ``(z_a, z_b)`` of shape ``(n, d)``."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        return tuple(rows(n, d, dtype=dtype, seed=seed, count=2)), {}
+
+    return build
+
+
+def crops(n: int = 4, k: int = 6, count: int = 2) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of a multi-crop score loss: one list of ``count`` crops ``(n, k)``."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        return (rows(n, k, dtype=dtype, seed=seed, count=count),), {}
+
+    return build
+
+
+def student_teacher(
+    n: int = 4, k: int = 6, *, student: int = 3, teacher: int = 2, center: bool = True
+) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of DINO: student crops, teacher crops (lists of ``(n, k)``) and a center."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        views = rows(n, k, dtype=dtype, seed=seed, count=student + teacher)
+        kwargs = {"center": 0.1 * rows(1, k, dtype=dtype, seed=seed + 1)[0][0]} if center else {}
+        return (views[:student], views[student:]), kwargs
+
+    return build
+
+
+def patches(b: int = 3, p: int = 4, k: int = 5) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of iBOT: student and teacher patch scores ``(b, p, k)`` and a mask ``(b, p)``."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        gen = torch.Generator().manual_seed(seed)
+        s, t = (torch.randn(b, p, k, generator=gen, dtype=torch.float64).to(dtype) for _ in "st")
+        masks = torch.rand(b, p, generator=gen) < 0.5
+        masks[:, 0] = True  # every image has a masked patch
+        center = 0.1 * torch.randn(k, generator=gen, dtype=torch.float64).to(dtype)
+        return (s, t, masks), {"center": center}
+
+    return build
+
+
+def single(n: int = 7, d: int = 4) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of a one-tensor loss: ``(x,)`` of shape ``(n, d)``."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        return tuple(rows(n, d, dtype=dtype, seed=seed)), {}
+
+    return build
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One loss in the contract table."""
+
+    name: str
+    function: Callable[..., Any]
+    inputs: Callable[[torch.dtype, int], Args]
+    options: Mapping[str, Any] = field(default_factory=dict)
+    module: Callable[..., nn.Module] | None = None  # the module shell, built with **options
+    output: Callable[[Any], Tensor] = lambda out: out  # the tensor the checks look at
+    compile: bool = True  # torch.compile(fullgraph=True) matches eager
+    compile_options: Mapping[str, Any] | None = None  # options under compile (default: options)
+    gradcheck: bool = True
+    half_atol: float = 0.0  # half inputs against their float32 values (0: exact)
+    differentiable: tuple[int, ...] | None = None  # positional args with a gradient (None: all)
+    has_grad: bool = True  # False: the output carries no gradient (e.g. Sinkhorn's targets)
+
+
+CONTRACTS: list[Contract] = [
+    Contract("barlow_twins_loss", Fn.barlow_twins_loss, pair(), module=sslosses.BarlowTwinsLoss),
+    *(
+        Contract(
+            f"barlow_twins_loss[{a}]",
+            Fn.barlow_twins_loss,
+            pair(),
+            {"algorithm": a},
+            module=sslosses.BarlowTwinsLoss,
+        )
+        for a in ("dense", "gram", "fused")
+    ),
+    Contract("byol_loss", Fn.byol_loss, pair(), module=sslosses.BYOLLoss, differentiable=(0,)),
+    Contract(
+        "byol_loss[none]",
+        Fn.byol_loss,
+        pair(),
+        {"reduction": "none"},
+        module=sslosses.BYOLLoss,
+        differentiable=(0,),
+    ),
+    Contract(
+        "negative_cosine_similarity",
+        Fn.negative_cosine_similarity,
+        pair(),
+        module=sslosses.NegativeCosineSimilarity,
+        differentiable=(0,),
+    ),
+    Contract(
+        "negative_cosine_similarity[no stop-gradient]",
+        Fn.negative_cosine_similarity,
+        pair(),
+        {"stop_gradient": False, "reduction": "sum"},
+        module=sslosses.NegativeCosineSimilarity,
+    ),
+    Contract(
+        "dino_loss",
+        Fn.dino_loss,
+        student_teacher(),
+        module=sslosses.DINOLoss,
+        differentiable=(0,),
+    ),
+    Contract(
+        "dino_loss[sinkhorn]",
+        Fn.dino_loss,
+        student_teacher(center=False),
+        {"centering": "sinkhorn"},
+        module=sslosses.DINOLoss,
+        differentiable=(0,),
+    ),
+    Contract(
+        "ibot_patch_loss",
+        Fn.ibot_patch_loss,
+        patches(),
+        module=sslosses.IBOTPatchLoss,
+        differentiable=(0,),
+    ),
+    Contract("info_nce", Fn.info_nce, pair(), module=sslosses.InfoNCELoss),
+    Contract(
+        "info_nce[queue, chunked]",
+        Fn.info_nce,
+        lambda dtype, seed: (
+            tuple(rows(6, 5, dtype=dtype, seed=seed, count=2)),
+            {"negatives": rows(9, 5, dtype=dtype, seed=seed + 1)[0]},
+        ),
+        {"chunk_size": 4, "reduction": "none"},
+        module=sslosses.InfoNCELoss,
+    ),
+    Contract("sinkhorn", Fn.sinkhorn, single(6, 5), gradcheck=False, has_grad=False),
+    # gradcheck would move the assignment crops' codes (stop-gradient targets) with their
+    # scores: test_swav.py checks it through the predicting crops only
+    Contract("swav_loss", Fn.swav_loss, crops(count=4), module=sslosses.SwAVLoss, gradcheck=False),
+    Contract("vicreg_loss", Fn.vicreg_loss, pair(), module=sslosses.VICRegLoss),
+    *(
+        Contract(
+            f"vicreg_loss[{a}]",
+            Fn.vicreg_loss,
+            pair(),
+            {"algorithm": a},
+            module=sslosses.VICRegLoss,
+        )
+        for a in ("dense", "gram", "fused")
+    ),
+    Contract(
+        "vicreg_terms",
+        Fn.vicreg_terms,
+        pair(),
+        output=lambda terms: torch.stack(list(terms)),
+    ),
+    Contract("nt_xent", Fn.nt_xent, pair(), module=sslosses.NTXentLoss),
+    Contract(
+        "nt_xent[chunked]",
+        Fn.nt_xent,
+        pair(),
+        {"chunk_size": 4, "reduction": "none"},
+        module=sslosses.NTXentLoss,
+    ),
+    Contract("koleo_loss", Fn.koleo_loss, single(), module=sslosses.KoLeoLoss),
+    Contract(
+        "koleo_loss[chunked]",
+        Fn.koleo_loss,
+        single(),
+        {"chunk_size": 3, "reduction": "sum"},
+        module=sslosses.KoLeoLoss,
+    ),
+]
+
+# Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
+NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_"}

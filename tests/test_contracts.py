@@ -1,0 +1,154 @@
+"""Every loss of ``tests/contracts.py`` keeps the shared contract (see that module's docstring)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+from contracts import CONTRACTS, NOT_LOSSES, Args, Contract
+from torch import Tensor
+
+from sslosses import functional
+
+IDS = [c.name for c in CONTRACTS]
+
+
+def _leaves(args: tuple[Any, ...]) -> list[Tensor]:
+    """The floating tensors among the positional arguments (also inside lists and tuples)."""
+    found: list[Tensor] = []
+    for arg in args:
+        if isinstance(arg, Tensor) and arg.is_floating_point():
+            found.append(arg)
+        elif isinstance(arg, list | tuple):
+            found.extend(_leaves(tuple(arg)))
+    return found
+
+
+def _with_grad(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with every floating tensor replaced by a fresh leaf that requires grad."""
+    out: list[Any] = []
+    for arg in args:
+        if isinstance(arg, Tensor) and arg.is_floating_point():
+            out.append(arg.detach().clone().requires_grad_(True))
+        elif isinstance(arg, list | tuple):
+            out.append(type(arg)(_with_grad(tuple(arg))))
+        else:
+            out.append(arg)
+    return tuple(out)
+
+
+def _call(c: Contract, built: Args, fn: Any = None, **extra: Any) -> Tensor:
+    args, kwargs = built
+    out = (fn or c.function)(*args, **kwargs, **{**c.options, **extra})
+    return c.output(out)
+
+
+def _differentiable(c: Contract, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The positional arguments whose floating tensors the row differentiates."""
+    keep = range(len(args)) if c.differentiable is None else c.differentiable
+    return tuple(args[i] for i in keep)
+
+
+def _value_and_grads(c: Contract, built: Args, fn: Any = None, **extra: Any) -> list[Tensor]:
+    args = _with_grad(built[0])
+    value = _call(c, (args, built[1]), fn, **extra)
+    if not c.has_grad:
+        assert not value.requires_grad  # the row says the output carries no gradient
+        return [value]
+    grads = torch.autograd.grad(value.sum(), _leaves(_differentiable(c, args)), allow_unused=True)
+    return [value.detach(), *(g if g is not None else torch.zeros(()) for g in grads)]
+
+
+@pytest.mark.parametrize("c", [c for c in CONTRACTS if c.module], ids=lambda c: c.name)
+def test_module_equals_function(c: Contract) -> None:
+    assert c.module is not None
+    args, kwargs = c.inputs(torch.float64, 0)
+    module = c.module(**c.options)
+    torch.testing.assert_close(
+        c.output(module(*args, **kwargs)), _call(c, (args, kwargs)), rtol=0, atol=0
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("c", CONTRACTS, ids=IDS)
+def test_half_inputs_compute_in_float32(c: Contract, dtype: torch.dtype) -> None:
+    half = c.inputs(dtype, 1)
+    value = _call(c, half)
+    assert value.dtype == torch.float32
+    as_float = (tuple(_to(a, torch.float32) for a in half[0]), half[1])
+    torch.testing.assert_close(value, _call(c, as_float), rtol=0, atol=c.half_atol)
+    got = _value_and_grads(c, half)
+    if not c.has_grad:
+        return
+    for leaf, grad in zip(_leaves(_differentiable(c, half[0])), got[1:], strict=True):
+        assert grad.dtype == leaf.dtype and bool(torch.isfinite(grad).all())
+
+
+def _to(arg: Any, dtype: torch.dtype) -> Any:
+    if isinstance(arg, Tensor) and arg.is_floating_point():
+        return arg.to(dtype)
+    if isinstance(arg, list | tuple):
+        return type(arg)(_to(a, dtype) for a in arg)
+    return arg
+
+
+@pytest.mark.parametrize("c", CONTRACTS, ids=IDS)
+def test_autocast_bf16_computes_in_float32(c: Contract) -> None:
+    built = c.inputs(torch.float32, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = _call(c, built)
+        probe = torch.ones(2, 2)
+        assert (probe @ probe).dtype == torch.bfloat16  # autocast is really on
+    assert value.dtype == torch.float32
+    torch.testing.assert_close(value, _call(c, built), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("c", CONTRACTS, ids=IDS)
+def test_float64_stays_float64(c: Contract) -> None:
+    assert _call(c, c.inputs(torch.float64, 3)).dtype == torch.float64
+
+
+@pytest.mark.parametrize("c", [c for c in CONTRACTS if c.compile], ids=lambda c: c.name)
+def test_compile_fullgraph_matches_eager(c: Contract) -> None:
+    built = c.inputs(torch.float32, 4)
+    compiled = torch.compile(c.function, fullgraph=True)
+    extra = dict(c.compile_options) if c.compile_options is not None else {}
+    eager = _value_and_grads(c, built, **extra)
+    got = _value_and_grads(c, built, compiled, **extra)
+    for x, y in zip(got, eager, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c", [c for c in CONTRACTS if c.gradcheck], ids=lambda c: c.name)
+def test_gradcheck(c: Contract) -> None:
+    args, kwargs = c.inputs(torch.float64, 5)
+    keep = range(len(args)) if c.differentiable is None else c.differentiable
+    args = tuple(_with_grad((a,))[0] if i in keep else a for i, a in enumerate(args))
+    leaves = _leaves(_differentiable(c, args))
+
+    def fn(*values: Tensor) -> Tensor:
+        it = iter(values)
+        rebuilt = tuple(_replace((a,), it)[0] if i in keep else a for i, a in enumerate(args))
+        return _call(c, (rebuilt, kwargs))
+
+    assert torch.autograd.gradcheck(fn, tuple(leaves))
+
+
+def _replace(args: tuple[Any, ...], it: Any) -> tuple[Any, ...]:
+    out: list[Any] = []
+    for arg in args:
+        if isinstance(arg, Tensor) and arg.is_floating_point():
+            out.append(next(it))
+        elif isinstance(arg, list | tuple):
+            out.append(type(arg)(_replace(tuple(arg), it)))
+        else:
+            out.append(arg)
+    return tuple(out)
+
+
+def test_every_loss_has_a_row() -> None:
+    covered = {c.function.__name__ for c in CONTRACTS}
+    losses = set(functional.__all__) - NOT_LOSSES
+    assert sorted(losses - covered) == []
+    assert sorted(covered - set(functional.__all__)) == []
