@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from sslosses._numerics import compute_dtype
-from sslosses.typing import ChunkSize, Reduction
+from sslosses.typing import Algorithm, ChunkSize, Reduction
 
 _REDUCTIONS: tuple[Reduction, ...] = get_args(Reduction)
 
@@ -152,7 +152,10 @@ def check_real(
     if not is_real(value):
         raise TypeError(f"{name} must be a float, got {type(value).__name__}")
     number = float(value)
-    finite = math.isfinite(number)
+    # Not math.isfinite: when a loss runs under torch.compile and a hyperparameter changes
+    # between calls (a temperature schedule), Dynamo traces the float as a SymFloat, which
+    # math.isfinite cannot take but comparisons can (nan and +-inf fail both).
+    finite = -math.inf < number < math.inf
     if low is None or high is None:  # "a finite number", "a finite number >= 0"
         if not (finite and _in_bounds(number, low, high, low_open)):
             expected = " ".join(filter(None, ("a finite number", _bounds(low, high, low_open))))
@@ -276,6 +279,57 @@ def check_embedding_pair(
     check_min_batch(name_a, ta, min_batch)
     check_min_features(name_a, ta, 1)
     return compute_dtype(ta, tb)
+
+
+def check_crops(
+    name: str, scores: object, *, minimum: int, rows: int = 1, column: str = "score (column)"
+) -> list[Tensor]:
+    """Check a multi-crop argument: a list or tuple of at least ``minimum`` crops ``(N, K)``.
+
+    Every crop is a floating-point 2-d tensor of the first crop's shape on its device, with at
+    least ``rows`` rows (0 allowed where a rank may be empty) and one column (``column`` names
+    it in the error: a prototype, an output dimension). Returns the crops as a list.
+    """
+    if not isinstance(scores, (list, tuple)):
+        raise TypeError(
+            f"{name} must be a list or tuple of tensors (N, K), got {type(scores).__name__}"
+        )
+    if len(scores) < minimum:
+        raise ValueError(f"{name} must hold at least {minimum} crop(s), got {len(scores)}")
+    crops = [check_tensor(f"{name}[{v}]", s, ndim=2) for v, s in enumerate(scores)]
+    check_min_batch(f"{name}[0]", crops[0], rows)
+    if crops[0].shape[1] < 1:
+        raise ValueError(
+            f"{name}[0] must have at least 1 {column}, got shape {tuple(crops[0].shape)}"
+        )
+    for v, s in enumerate(crops[1:], start=1):
+        if s.shape != crops[0].shape:
+            raise ValueError(
+                f"all crops of {name} must have the same shape (N, K), got {name}[0] with "
+                f"shape {tuple(crops[0].shape)} and {name}[{v}] with shape {tuple(s.shape)}"
+            )
+        check_same_device(f"{name}[0]", crops[0], f"{name}[{v}]", s)
+    return crops
+
+
+def check_algorithm(algorithm: object) -> Algorithm:
+    """Check the ``algorithm`` of Barlow Twins and VICReg: ``"auto"``, ``"dense"``, ``"gram"``
+    or ``"fused"`` (case-sensitive)."""
+    return check_choice("algorithm", algorithm, get_args(Algorithm))
+
+
+def check_variance_batch(n: int, *, sharded: bool, variance: str) -> None:
+    """Check that the views' (global, when ``sharded``) batch has the 2 rows ``variance`` needs.
+
+    Barlow Twins and VICReg check this after their gather, so an empty rank is allowed and
+    every rank raises together when the global batch is too small.
+    """
+    if n < 2:
+        scope = "global batch" if sharded else "batch"
+        raise ValueError(
+            f"z_a and z_b need a {scope} of at least 2 samples (the {variance} is undefined "
+            f"for fewer), got {n}"
+        )
 
 
 def check_chunk_size(chunk_size: object) -> ChunkSize:

@@ -5,20 +5,16 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslosses import distributed
+from sslosses import _collectives, distributed
 from sslosses._numerics import no_autocast, upcast
 from sslosses._validation import (
+    check_algorithm,
+    check_embedding_pair,
     check_non_negative,
     check_positive,
+    check_variance_batch,
 )
-from sslosses.kernels.offdiag import (
-    check_global_batch,
-    check_options,
-    check_views,
-    offdiag_loss,
-    resolve_algorithm,
-)
-from sslosses.kernels.offdiag import select_algorithm as select_algorithm
+from sslosses.kernels.offdiag import offdiag_loss, resolve_algorithm
 from sslosses.typing import Algorithm
 
 __all__ = ["BarlowTwinsLoss", "barlow_twins_loss"]
@@ -126,10 +122,11 @@ def barlow_twins_loss(
         ICML 2021, arXiv:2103.03230. Official code: facebookresearch/barlowtwins, ``main.py``
         (``BarlowTwins.forward``, ``off_diagonal``).
     """
-    dtype = check_views(z_a, z_b)
+    dtype = check_embedding_pair("z_a", z_a, "z_b", z_b, min_batch=0)
     lambd = check_non_negative("lambd", lambd)
     eps = check_positive("eps", eps)
-    gather, algorithm = check_options(gather_distributed, algorithm)
+    gather = _collectives.check_gather_distributed(gather_distributed)
+    algorithm = check_algorithm(algorithm)
     sharded = gather and distributed.world_size() > 1
     with no_autocast(z_a):
         za = upcast(z_a, dtype)  # (N, D)
@@ -137,7 +134,7 @@ def barlow_twins_loss(
         if sharded:
             za, zb = distributed.gather(za), distributed.gather(zb)  # (N_global, D)
         n, d = za.shape
-        check_global_batch(n, sharded=sharded, variance="batch variance")
+        check_variance_batch(n, sharded=sharded, variance="batch variance")
         # BatchNorm1d(affine=False) in training mode: batch mean, biased variance
         A = F.batch_norm(za, None, None, training=True, eps=eps)  # (N, D)
         B = F.batch_norm(zb, None, None, training=True, eps=eps)  # (N, D)
@@ -182,7 +179,8 @@ class BarlowTwinsLoss(nn.Module):
         super().__init__()
         self.lambd = check_non_negative("lambd", lambd)
         self.eps = check_positive("eps", eps)
-        self.gather_distributed, self.algorithm = check_options(gather_distributed, algorithm)
+        self.gather_distributed = _collectives.check_gather_distributed(gather_distributed)
+        self.algorithm = check_algorithm(algorithm)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         return barlow_twins_loss(

@@ -17,6 +17,7 @@ from sslosses._teacher import check_centering, options_repr, teacher_targets
 from sslosses._validation import (
     check_bool,
     check_choice,
+    check_crops,
     check_non_negative_int,
     check_positive,
     check_positive_int,
@@ -153,8 +154,8 @@ def dino_loss(
     """
     gather_distributed = _collectives.check_gather_distributed(gather_distributed)
     rows = _collectives.local_minimum(gather_distributed, 1)
-    student = _check_crops("student_scores", student_scores, minimum=2, rows=rows)
-    teacher = _check_crops("teacher_scores", teacher_scores, minimum=1, rows=rows)
+    student = check_crops("student_scores", student_scores, minimum=2, rows=rows)
+    teacher = check_crops("teacher_scores", teacher_scores, minimum=1, rows=rows)
     n_student, n_teacher = len(student), len(teacher)
     if n_teacher > n_student:
         raise ValueError(
@@ -215,29 +216,6 @@ def _sum(tensors: list[Tensor]) -> Tensor | None:
     for t in tensors[1:]:
         out = out + t
     return out
-
-
-def _check_crops(name: str, scores: object, *, minimum: int, rows: int = 1) -> list[Tensor]:
-    if not isinstance(scores, (list, tuple)):
-        raise TypeError(
-            f"{name} must be a list or tuple of tensors (N, K), got {type(scores).__name__}"
-        )
-    if len(scores) < minimum:
-        raise ValueError(f"{name} must hold at least {minimum} crop(s), got {len(scores)}")
-    crops = [check_tensor(f"{name}[{v}]", s, ndim=2) for v, s in enumerate(scores)]
-    if crops[0].shape[0] < rows or crops[0].shape[1] == 0:
-        raise ValueError(
-            f"{name}[0] must have at least {rows} row(s) and one column, got shape "
-            f"{tuple(crops[0].shape)}"
-        )
-    for v, s in enumerate(crops[1:], start=1):
-        if s.shape != crops[0].shape:
-            raise ValueError(
-                f"all crops of {name} must have the same shape (N, K), got {name}[0] with "
-                f"shape {tuple(crops[0].shape)} and {name}[{v}] with shape {tuple(s.shape)}"
-            )
-        check_same_device(f"{name}[0]", crops[0], f"{name}[{v}]", s)
-    return crops
 
 
 def _check_momentum(momentum: object) -> float:
@@ -441,7 +419,7 @@ class DINOCenter(nn.Module):
             if rows.shape[0] < minimum:
                 raise ValueError(f"{name} must have at least 1 row, got shape {tuple(rows.shape)}")
         else:
-            crops = _check_crops("teacher_scores", teacher_scores, minimum=1, rows=minimum)
+            crops = check_crops("teacher_scores", teacher_scores, minimum=1, rows=minimum)
             rows = torch.cat(crops) if len(crops) > 1 else crops[0]  # (G N, K)
             name = "teacher_scores[0]"
         if rows.shape[1] != self.dim:

@@ -175,8 +175,10 @@ def _nearest_neighbours(z: Tensor, rows: Tensor, offset: int, block: int | None)
 
     ``z`` is ``rows[offset : offset + N]``; row ``i`` of ``z`` is row ``offset + i`` of
     ``rows``, whose inner product is set to ``-inf`` before the maximum (the lowest index
-    wins a tie). ``block`` rows at a time (all at once for ``None``), without autograd: only the
-    ``(block, N_g)`` inner products of one block are alive at a time.
+    wins a tie; copies of one row can tie in one block size and not in another, as matmuls of
+    other shapes may round their products apart in the last bit). ``block`` rows at a time (all
+    at once for ``None``), without autograd: only the ``(block, N_g)`` inner products of one
+    block are alive at a time.
     """
     n = z.shape[0]
     step = max(n if block is None else block, 1)

@@ -11,13 +11,14 @@ from torch import Tensor, nn
 from sslosses import _collectives
 from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._validation import (
+    check_crops,
     check_positive,
     check_positive_int,
     check_same_device,
     check_tensor,
     is_integer,
 )
-from sslosses.sinkhorn import _check_scores, _sinkhorn
+from sslosses.sinkhorn import _sinkhorn
 
 __all__ = ["SwAVLoss", "swav_loss"]
 
@@ -122,7 +123,13 @@ def swav_loss(
         ``main_swav.py`` (``train`` and ``distributed_sinkhorn``).
     """
     gather_distributed = _collectives.check_gather_distributed(gather_distributed)
-    crops = _check_crops(scores, rows=_collectives.local_minimum(gather_distributed, 1))
+    crops = check_crops(
+        "scores",
+        scores,
+        minimum=2,
+        rows=_collectives.local_minimum(gather_distributed, 1),
+        column="prototype (column)",
+    )
     n_crops = len(crops)
     assign = _check_assign_crops(assign_crops, n_crops)
     queue = _check_queue_scores(queue_scores, assign, crops[0])
@@ -149,25 +156,6 @@ def swav_loss(
                     cross_entropy = cross_entropy - (codes * log_probs[v]).sum()
             loss = loss + cross_entropy / (n_crops - 1)
         return loss * (rows_weight / len(assign))
-
-
-def _check_crops(scores: object, *, rows: int = 1) -> list[Tensor]:
-    if not isinstance(scores, (list, tuple)):
-        raise TypeError(
-            f"scores must be a list or tuple of V tensors (N, K), got {type(scores).__name__}"
-        )
-    if len(scores) < 2:
-        raise ValueError(f"scores must hold at least 2 crops (V >= 2), got {len(scores)}")
-    crops = [_check_scores(f"scores[{v}]", s, rows=rows) for v, s in enumerate(scores)]
-    for v in range(1, len(crops)):
-        s = crops[v]
-        if s.shape != crops[0].shape:
-            raise ValueError(
-                f"all crops must have the same shape (N, K), got scores[0] with shape "
-                f"{tuple(crops[0].shape)} and scores[{v}] with shape {tuple(s.shape)}"
-            )
-        check_same_device("scores[0]", crops[0], f"scores[{v}]", s)
-    return crops
 
 
 def _check_assign_crops(assign_crops: object, n_crops: int | None = None) -> tuple[int, ...]:

@@ -10,16 +10,13 @@ from torch import Tensor, nn
 from sslosses import _collectives
 from sslosses._numerics import no_autocast, upcast
 from sslosses._validation import (
+    check_algorithm,
+    check_embedding_pair,
     check_non_negative,
     check_positive,
+    check_variance_batch,
 )
-from sslosses.kernels.offdiag import (
-    check_global_batch,
-    check_options,
-    check_views,
-    offdiag_loss,
-    resolve_algorithm,
-)
+from sslosses.kernels.offdiag import offdiag_loss, resolve_algorithm
 from sslosses.typing import Algorithm
 
 __all__ = ["VICRegLoss", "VICRegTerms", "vicreg_loss", "vicreg_terms"]
@@ -68,12 +65,13 @@ def vicreg_terms(
         >>> bool(torch.allclose(terms.loss, total))
         True
     """
-    dtype = check_views(z_a, z_b)
+    dtype = check_embedding_pair("z_a", z_a, "z_b", z_b, min_batch=0)
     sim_coeff = check_non_negative("sim_coeff", sim_coeff)
     std_coeff = check_non_negative("std_coeff", std_coeff)
     cov_coeff = check_non_negative("cov_coeff", cov_coeff)
     eps = check_positive("eps", eps)
-    gather, algorithm = check_options(gather_distributed, algorithm)
+    gather = _collectives.check_gather_distributed(gather_distributed)
+    algorithm = check_algorithm(algorithm)
     layout = _collectives.batch_layout(z_a.shape[0], z_a.device) if gather else None
     sharded = layout is not None and layout.world > 1
     with no_autocast(z_a):
@@ -82,7 +80,7 @@ def vicreg_terms(
         xa = _collectives.gather_rows(za, layout) if layout else za  # (N, D): the global batch
         xb = _collectives.gather_rows(zb, layout) if layout else zb  # (N, D)
         n, d = xa.shape
-        check_global_batch(n, sharded=sharded, variance="unbiased variance")
+        check_variance_batch(n, sharded=sharded, variance="unbiased variance")
         # Invariance on this rank's batch, as the original computes it before its gather. The
         # sum takes this rank's share of the global mean (W / N, over D features) so that the
         # mean over ranks is the global mean squared error even for unequal batch sizes.
@@ -270,7 +268,8 @@ class VICRegLoss(nn.Module):
         self.std_coeff = check_non_negative("std_coeff", std_coeff)
         self.cov_coeff = check_non_negative("cov_coeff", cov_coeff)
         self.eps = check_positive("eps", eps)
-        self.gather_distributed, self.algorithm = check_options(gather_distributed, algorithm)
+        self.gather_distributed = _collectives.check_gather_distributed(gather_distributed)
+        self.algorithm = check_algorithm(algorithm)
 
     def forward(self, z_a: Tensor, z_b: Tensor) -> Tensor:
         return vicreg_loss(

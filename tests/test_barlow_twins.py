@@ -382,7 +382,7 @@ def test_everything_works_without_triton() -> None:
         import sys
         sys.modules["triton"] = None
         import torch
-        from sslosses.barlow_twins import barlow_twins_loss, select_algorithm
+        from sslosses.functional import barlow_twins_loss, select_algorithm
         from sslosses.kernels import offdiag_triton
         assert offdiag_triton.HAS_TRITON is False
         assert not offdiag_triton.usable(torch.device("cuda"), torch.float32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -118,6 +119,35 @@ def test_compile_fullgraph_matches_eager(c: Contract) -> None:
     got = _value_and_grads(c, built, compiled, **extra)
     for x, y in zip(got, eager, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+
+def _float_defaults(c: Contract) -> dict[str, float]:
+    """The keyword hyperparameters of the row's function whose default is a float."""
+    return {
+        k: p.default
+        for k, p in inspect.signature(c.function).parameters.items()
+        if isinstance(p.default, float)
+    }
+
+
+SCHEDULED = [c for c in CONTRACTS if c.compile and _float_defaults(c)]
+
+
+@pytest.mark.parametrize("c", SCHEDULED, ids=lambda c: c.name)
+def test_compile_fullgraph_survives_a_schedule(c: Contract) -> None:
+    # A temperature or coefficient that changes between steps (DINO's teacher warmup) makes
+    # Dynamo recompile with the float as a symbol; the argument checks must trace it.
+    torch._dynamo.reset()  # the rows of one function would share its recompile limit
+    built = c.inputs(torch.float32, 6)
+    compiled = torch.compile(c.function, fullgraph=True)
+    base = dict(c.compile_options) if c.compile_options is not None else dict(c.options)
+    for scale in (1.0, 1.5, 2.0):
+        floats = {k: v * scale for k, v in _float_defaults(c).items() if k not in base}
+        extra = {**base, **floats}
+        got = _value_and_grads(c, built, compiled, **extra)
+        eager = _value_and_grads(c, built, **extra)
+        for x, y in zip(got, eager, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("c", [c for c in CONTRACTS if c.gradcheck], ids=lambda c: c.name)

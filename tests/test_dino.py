@@ -534,7 +534,9 @@ def test_center_update_errors() -> None:
     # no rows: the mean is undefined, so the step is refused in both forms (not skipped)
     with pytest.raises(ValueError, match=r"teacher_scores must have at least 1 row, got shape"):
         centering.update(torch.zeros(0, 7))
-    with pytest.raises(ValueError, match=r"teacher_scores\[0\] must have at least 1 row"):
+    with pytest.raises(
+        ValueError, match=r"teacher_scores\[0\] must have a batch size of at least 1, got 0"
+    ):
         centering.update([torch.zeros(0, 7)])
     assert bool((centering.center == 0).all())  # nothing was applied
 

@@ -1,5 +1,5 @@
-"""Barlow Twins and VICReg: the checks they share (``check_views``, ``check_options``,
-``check_global_batch`` in ``sslosses/kernels/offdiag.py``), through every entry point.
+"""Barlow Twins and VICReg: the checks they share (``check_embedding_pair``, ``check_algorithm``,
+``check_variance_batch`` in ``sslosses/_validation.py``), through every entry point.
 
 The checks of each loss's own hyperparameters stay in ``test_barlow_twins.py`` and
 ``test_vicreg.py``; the distributed global-batch checks too (they need the process pools).
@@ -23,7 +23,7 @@ FUNCTIONS = [
 
 
 SHAPES = r"z_a and z_b must have the same shape, got "
-FEATURES = r"z_a and z_b must have at least one feature \(dim 1\), got shape "
+FEATURES = r"z_a must have at least 1 feature\(s\) \(dim 1\), got shape "
 LONG, BOOL = torch.ones(4, 3, dtype=torch.long), torch.ones(4, 3, dtype=torch.bool)
 BAD_VIEWS = [  # (z_a, z_b, error, message)
     (

@@ -411,8 +411,8 @@ def _bad(*shapes: tuple[int, ...]) -> list[torch.Tensor]:
 @pytest.mark.parametrize(
     ("scores", "kwargs", "error", "match"),
     [
-        ([], {}, ValueError, r"scores must hold at least 2 crops \(V >= 2\), got 0"),
-        (_bad((4, 3)), {}, ValueError, r"scores must hold at least 2 crops \(V >= 2\), got 1"),
+        ([], {}, ValueError, r"scores must hold at least 2 crop\(s\), got 0"),
+        (_bad((4, 3)), {}, ValueError, r"scores must hold at least 2 crop\(s\), got 1"),
         (torch.randn(2, 4, 3), {}, TypeError, r"scores must be a list or tuple .*got Tensor"),
         (
             _bad((4, 3), (4, 2)),

@@ -11,8 +11,9 @@ it), optionally split over the ranks of a process group. ``B=None`` stands for `
 covariance), which the Gram path uses to build one Gram matrix instead of two. The cores live
 in :mod:`sslosses.kernels.offdiag_torch` and :mod:`sslosses.kernels.offdiag_triton`.
 
-The checks the two losses share (their views, ``gather_distributed`` and ``algorithm``, the
-minimum global batch) live here too, so both raise the same errors.
+Only the kernels and their dispatch live here; the checks of the users' arguments the two
+losses share (``check_embedding_pair``, ``check_algorithm``, ``check_variance_batch``) are in
+:mod:`sslosses._validation`.
 """
 
 from __future__ import annotations
@@ -22,15 +23,11 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from sslosses import _collectives, distributed
-from sslosses._numerics import compute_dtype, upcast
+from sslosses import distributed
+from sslosses._numerics import upcast
 from sslosses._validation import (
     check_bool,
-    check_choice,
     check_non_negative_int,
-    check_same_device,
-    check_same_shape,
-    check_tensor,
 )
 from sslosses.kernels.offdiag_torch import dense_loss, gram_frobenius, tiled_loss
 from sslosses.typing import Algorithm
@@ -38,9 +35,6 @@ from sslosses.typing import Algorithm
 __all__ = [
     "DENSE_MAX_ELEMENTS",
     "GRAM_MAX_RATIO",
-    "check_global_batch",
-    "check_options",
-    "check_views",
     "offdiag_loss",
     "resolve_algorithm",
     "select_algorithm",
@@ -53,40 +47,6 @@ GRAM_MAX_RATIO = 0.5
 
 DENSE_MAX_ELEMENTS = 1 << 26
 """``"auto"`` picks ``"fused"`` over ``"dense"`` when ``D * D`` exceeds this (256 MiB float32)."""
-
-
-def check_views(z_a: object, z_b: object) -> torch.dtype:
-    """Check the views ``z_a`` and ``z_b`` and return the dtype the loss computes in.
-
-    Both must be floating-point ``(N, D)`` tensors of the same shape on the same device with
-    ``D >= 1``; ``N`` is checked on the (global) batch by :func:`check_global_batch`, since a
-    rank may hold no rows. The dtype is float64 if either view is float64, else float32.
-    """
-    a = check_tensor("z_a", z_a, ndim=2)
-    b = check_tensor("z_b", z_b, ndim=2)
-    check_same_shape("z_a", a, "z_b", b)
-    check_same_device("z_a", a, "z_b", b)
-    if a.shape[1] < 1:
-        raise ValueError(
-            f"z_a and z_b must have at least one feature (dim 1), got shape {tuple(a.shape)}"
-        )
-    return compute_dtype(a, b)
-
-
-def check_options(gather_distributed: object, algorithm: object) -> tuple[bool, Algorithm]:
-    """Check the ``gather_distributed`` and ``algorithm`` arguments; return them, typed."""
-    gather = _collectives.check_gather_distributed(gather_distributed)
-    return gather, check_choice("algorithm", algorithm, ALGORITHMS)
-
-
-def check_global_batch(n: int, *, sharded: bool, variance: str) -> None:
-    """Check that the (global, when ``sharded``) batch has the 2 samples ``variance`` needs."""
-    if n < 2:
-        scope = "global batch" if sharded else "batch"
-        raise ValueError(
-            f"z_a and z_b need a {scope} of at least 2 samples (the {variance} is undefined "
-            f"for fewer), got {n}"
-        )
 
 
 def select_algorithm(
