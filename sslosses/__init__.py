@@ -5,8 +5,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from sslosses import distributed, functional, heads, transforms
+from sslosses.align_uniform import AlignmentLoss, UniformityLoss
 from sslosses.barlow_twins import BarlowTwinsLoss
 from sslosses.byol import BYOLLoss
+from sslosses.dcl import DCLLoss, DCLWLoss
 from sslosses.dino import DINOCenter, DINOHead, DINOLoss
 from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
 from sslosses.ibot import IBOTPatchLoss
@@ -26,8 +28,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "EMA",
+    "AlignmentLoss",
     "BYOLLoss",
     "BarlowTwinsLoss",
+    "DCLLoss",
+    "DCLWLoss",
     "DINOCenter",
     "DINOHead",
     "DINOLoss",
@@ -39,6 +44,7 @@ __all__ = [
     "NegativeCosineSimilarity",
     "SwAVLoss",
     "SwAVPrototypes",
+    "UniformityLoss",
     "VICRegLoss",
     "VICRegTerms",
     "__version__",

@@ -1,4 +1,5 @@
-"""Log-sum-exp over similarity logits, plain or in row blocks (private; InfoNCE and NT-Xent).
+"""Log-sum-exp over similarity logits, plain or in row blocks (private; InfoNCE, NT-Xent, DCL,
+uniformity).
 
 Both contrastive losses are cross-entropies over similarity logits
 ``scale * <anchor_i, candidate_j>``: the loss of row ``i`` is the log-sum-exp of its logits minus
@@ -137,7 +138,9 @@ def similarity_logsumexp(
         candidates: :math:`c`, shape ``(M, D)``.
         scale: :math:`s` (the inverse temperature).
         exclude: ``(R,)`` long tensor, the column :math:`e_i` left out of row ``i`` (its logit
-            is ``-inf``), or ``None`` to keep every column. Each row must keep one column.
+            is ``-inf``), or ``(R, E)``, the :math:`E` columns left out of row ``i`` (DCL leaves
+            out the anchor itself and its positive), or ``None`` to keep every column. Each row
+            must keep one column.
         chunk_size: rows per block for the blockwise path, ``None`` for the plain path, or
             ``"auto"`` (:func:`resolve_chunk_size`).
 
@@ -169,15 +172,16 @@ def _transformed(*tensors: Tensor) -> bool:
 def _block_logits(
     scaled: Tensor, candidates: Tensor, exclude: Tensor | None, start: int, stop: int
 ) -> Tensor:
-    """Rows ``start:stop`` of the logits, each row's excluded column set to ``-inf``.
+    """Rows ``start:stop`` of the logits, each row's excluded column(s) set to ``-inf``.
 
     The mask is written in place on the matmul output, whose backward does not need it, so this
     also serves differentiable (plain-path and double-backward) computations.
     """
     logits = scaled[start:stop] @ candidates.T  # (B, M)
     if exclude is not None:
-        rows = torch.arange(stop - start, device=logits.device)
-        logits[rows, exclude[start:stop]] = float("-inf")
+        columns = exclude[start:stop]  # (B,) or (B, E)
+        rows = torch.arange(stop - start, device=logits.device)  # (B,)
+        logits[rows.view(-1, *([1] * (columns.dim() - 1))), columns] = float("-inf")
     return logits
 
 

@@ -7,8 +7,10 @@ losses) and :func:`select_algorithm` (``algorithm`` of Barlow Twins and VICReg).
 from __future__ import annotations
 
 from sslosses._chunked_ce import resolve_chunk_size
+from sslosses.align_uniform import alignment_loss, uniformity_loss
 from sslosses.barlow_twins import barlow_twins_loss
 from sslosses.byol import byol_loss
+from sslosses.dcl import dcl_loss, dclw_loss
 from sslosses.dino import dino_loss
 from sslosses.ema import ema_update_
 from sslosses.ibot import ibot_patch_loss
@@ -22,8 +24,11 @@ from sslosses.swav import swav_loss
 from sslosses.vicreg import vicreg_loss, vicreg_terms
 
 __all__ = [
+    "alignment_loss",
     "barlow_twins_loss",
     "byol_loss",
+    "dcl_loss",
+    "dclw_loss",
     "dino_loss",
     "ema_update_",
     "ibot_patch_loss",
@@ -35,6 +40,7 @@ __all__ = [
     "select_algorithm",
     "sinkhorn",
     "swav_loss",
+    "uniformity_loss",
     "vicreg_loss",
     "vicreg_terms",
 ]
