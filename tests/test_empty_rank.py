@@ -24,7 +24,10 @@ import torch
 
 import sslosses
 from sslosses.functional import (
+    alignment_loss,
     barlow_twins_loss,
+    dcl_loss,
+    dclw_loss,
     dino_loss,
     ibot_patch_loss,
     info_nce,
@@ -32,6 +35,7 @@ from sslosses.functional import (
     nt_xent,
     sinkhorn,
     swav_loss,
+    uniformity_loss,
     vicreg_loss,
     vicreg_terms,
 )
@@ -151,6 +155,44 @@ CASES: dict[str, Case] = {
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+    "dcl_loss": (
+        lambda x, g: dcl_loss(x[0], x[1], temperature=0.5, gather_distributed=g),
+        2,
+        2,
+        "mean",
+    ),
+    "dcl_loss chunked none": (
+        lambda x, g: dcl_loss(x[0], x[1], gather_distributed=g, reduction="none", chunk_size=1),
+        2,
+        2,
+        "rows",
+    ),
+    "dclw_loss": (
+        lambda x, g: dclw_loss(x[0], x[1], sigma=0.3, gather_distributed=g),
+        2,
+        2,
+        "mean",
+    ),
+    "dclw_loss sum": (
+        lambda x, g: dclw_loss(x[0], x[1], gather_distributed=g, reduction="sum"),
+        2,
+        2,
+        "mean",
+    ),
+    "alignment_loss": (lambda x, g: alignment_loss(x[0], x[1], gather_distributed=g), 2, 1, "mean"),
+    "alignment_loss sum": (
+        lambda x, g: alignment_loss(x[0], x[1], alpha=1.5, gather_distributed=g, reduction="sum"),
+        2,
+        1,
+        "mean",
+    ),
+    "uniformity_loss": (lambda x, g: uniformity_loss(x[0], gather_distributed=g), 1, 2, "mean"),
+    "uniformity_loss chunked": (
+        lambda x, g: uniformity_loss(x[0], t=1.0, gather_distributed=g, chunk_size=1),
+        1,
+        2,
+        "mean",
+    ),
 }
 
 
