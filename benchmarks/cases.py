@@ -1118,6 +1118,22 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 1,
                 t.ratio(case, "original", impl, "total_ms"),
             )
+    for group, big, base, base_what in (
+        ("dcl", "8192x128", "formula", "lightly's formulation"),
+        ("uniformity", "16384x128", "pdist", "the pdist original"),
+    ):
+        title = "DCL" if group == "dcl" else "Uniformity"
+        t.at_least(
+            f"{title} {big}: peak extra memory, {base_what} / sslosses auto",
+            10,
+            t.ratio(f"{group}:{big}", base, "auto", "peak_extra_mb"),
+        )
+        for case in dict.fromkeys(r.case for r in rows if r.group == group):
+            t.at_least(
+                f"{title} {case.split(':')[1]}: sslosses auto never slower than {base_what}",
+                1,
+                t.ratio(case, base, "auto", "total_ms"),
+            )
     ema_case = next((r.case for r in rows if r.group == "ema"), "ema:resnet50w64")
     for base, base_what in (("moco", "MoCo's loop"), ("loop", "in-place loop")):
         for impl, what in (("module", "EMA.update"), ("functional", "ema_update_")):

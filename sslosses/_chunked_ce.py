@@ -73,6 +73,9 @@ def resolve_chunk_size(
     nearest-neighbour search, ``rows = N`` and ``cols =`` the rows searched (:math:`N`, or the
     global :math:`N_g` with ``gather_distributed``; on CPU from :math:`N = 1448`, in blocks of
     :math:`\max(128, \lfloor 2^{20} / N \rfloor)` rows).
+    :func:`~sslosses.functional.dcl_loss` and :func:`~sslosses.functional.dclw_loss` call it
+    as NT-Xent does (``rows = cols = 2N``), :func:`~sslosses.functional.uniformity_loss` with
+    ``rows = N`` and ``cols =`` :math:`N_g` (on CPU from :math:`N = 1448`, as KoLeo).
 
     Args:
         chunk_size: rows per block (an integer > 0), ``None`` for the plain path, or
