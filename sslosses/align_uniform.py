@@ -54,7 +54,7 @@ def alignment_loss(
     autocast) are computed in float32; float64 stays float64.
 
     **As a diagnostic.** To log it without building a graph, call it under
-    :func:`torch.no_grad` (or on ``.detach()``-ed features): ``with torch.no_grad():
+    :class:`torch.no_grad` (or on ``.detach()``-ed features): ``with torch.no_grad():
     align = alignment_loss(z_a, z_b).item()``.
 
     **Distributed.** The loss is a mean of per-sample terms and needs no other rank's rows.
@@ -153,12 +153,12 @@ def uniformity_loss(
     log-sum-exp over the other rows, then a log-sum-exp over the rows, max-subtracted, so no
     exponential under- or overflows. The squared distances come from the inner products,
     :math:`\|z_i - z_j\|^2 = \|z_i\|^2 + \|z_j\|^2 - 2 \langle z_i, z_j \rangle` (as
-    :func:`torch.cdist` does for large inputs), rounding within a few ulps of
+    ``torch.cdist`` does for large inputs), rounding within a few ulps of
     :math:`\|z_i\|^2 + \|z_j\|^2` of the direct differences of the original's
-    :func:`torch.pdist`. Half-precision inputs (or autocast) are computed in float32;
+    ``torch.pdist``. Half-precision inputs (or autocast) are computed in float32;
     float64 stays float64.
 
-    **Large batches.** The original's :func:`torch.pdist` and its element-wise chain hold
+    **Large batches.** The original's ``torch.pdist`` and its element-wise chain hold
     several :math:`N(N-1)/2` temporaries. With an integer ``chunk_size`` :math:`B` the
     potentials of :math:`B` rows at a time are reduced to their log-sum-exp and recomputed in
     the backward (the blockwise path of :func:`~sslosses.functional.nt_xent`), so the
@@ -168,7 +168,7 @@ def uniformity_loss(
     ``cols =`` :math:`N_g` (the rows compared against: :math:`N` in one process).
 
     **As a diagnostic.** To log it without building a graph, call it under
-    :func:`torch.no_grad` (or on ``.detach()``-ed features): ``with torch.no_grad():
+    :class:`torch.no_grad` (or on ``.detach()``-ed features): ``with torch.no_grad():
     uniform = uniformity_loss(z).item()``. With ``gather_distributed=True`` it communicates,
     so every rank must make the call.
 
