@@ -29,6 +29,7 @@ from sslosses.functional import (
     ibot_patch_loss,
     info_nce,
     koleo_loss,
+    nnclr_loss,
     nt_xent,
     sinkhorn,
     swav_loss,
@@ -151,6 +152,15 @@ CASES: dict[str, Case] = {
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+    "nnclr_loss": (lambda x, g: nnclr_loss(*x, _queue(), gather_distributed=g), 4, 2, "mean"),
+    "nnclr_loss asymmetric none": (
+        lambda x, g: nnclr_loss(
+            *x, _queue(), symmetric=False, gather_distributed=g, reduction="none", chunk_size=1
+        ),
+        4,
+        2,
+        "rows",
+    ),
 }
 
 
