@@ -260,15 +260,17 @@ def nnclr_loss(
 
         z_a, z_b = projector(backbone(x_a)), projector(backbone(x_b))
         p_a, p_b = predictor(z_a), predictor(z_b)
-        loss = nnclr_loss(z_a, z_b, p_a, p_b, queue.features())  # neighbours, then the loss
+        support = queue.features() if len(queue) else z_a.detach()  # the queue starts empty
+        loss = nnclr_loss(z_a, z_b, p_a, p_b, support)  # neighbours, then the loss
         loss.backward()
         optimizer.step()
         queue.push(z_a.detach())  # the paper enqueues the first view's projections
 
-    where ``queue = MoCoQueue(98304, D)`` holds at least one row (push the first batch before
-    the first step: the paper starts from a random queue, :class:`~sslosses.MoCoQueue` from an
-    empty one). The log-sum-exps are max-subtracted, so small temperatures stay finite;
-    half-precision inputs (or autocast) are computed in float32, float64 stays float64.
+    with ``queue = MoCoQueue(98304, D)``. The support set needs a row: the paper starts from a
+    random queue, :class:`~sslosses.MoCoQueue` from an empty one, so the first step searches
+    the batch's own projections. The log-sum-exps are max-subtracted, so small temperatures
+    stay finite; half-precision inputs (or autocast) are computed in float32, float64 stays
+    float64.
 
     **Large batches and support sets.** With an integer ``chunk_size`` :math:`B` the neighbour
     search holds one :math:`N \times B` block of similarities (:func:`nearest_neighbours`) and

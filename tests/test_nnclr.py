@@ -312,9 +312,8 @@ def _train(model: _Model, opt: torch.optim.Optimizer, queue: MoCoQueue, steps: r
         x = _rows(4, 6, seed=100 + step, dtype=torch.float32)
         z_a, z_b = model.projector(x), model.projector(x.flip(1))
         p_a, p_b = model.predictor(z_a), model.predictor(z_b)
-        if len(queue) == 0:
-            queue.push(z_a.detach())  # the support set needs a row: the first batch
-        loss = nnclr_loss(z_a, z_b, p_a, p_b, queue.features(), chunk_size=3)
+        support = queue.features() if len(queue) else z_a.detach()  # the queue starts empty
+        loss = nnclr_loss(z_a, z_b, p_a, p_b, support, chunk_size=3)
         opt.zero_grad()
         loss.backward()
         opt.step()
