@@ -243,8 +243,8 @@ def nnclr_loss(
         + \ell^{\to}_i(n_b, p_a) + \ell^{\leftarrow}_i(n_b, p_a)\bigr]
         \quad (\texttt{symmetric=True}),
 
-    and :math:`\mathcal{L} = \frac1N \sum_i \ell_i`. The paper adds the term
-    :math:`\ell^{\leftarrow}` to Eq. 2 ("we also symmetrize the loss"); here the two are
+    and :math:`\mathcal{L} = \frac1N \sum_i \ell_i`. The paper symmetrizes Eq. 2 by adding
+    the term :math:`\ell^{\leftarrow}` (its implementation details, Sec. 3.3); here the two are
     averaged, so that both settings keep the scale of Eq. 2 (:math:`\log N` for uninformative
     embeddings): twice the ``symmetric=True`` value is the paper's sum. ``symmetric=False`` is
     exactly Algorithm 1's ``L(NN1, p2) / 2 + L(NN2, p1) / 2`` (solo-learn's
