@@ -527,3 +527,18 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
                     **TOL,
                     msg=f"{label}, rank {rank}, p_{'ab'[j]}",
                 )
+
+
+def test_double_backward_matches_reference() -> None:
+    views, support = _views(6, 4, seed=5), _rows(15, 4, seed=6)
+    penalties = []
+    for fn in (
+        lambda *v: nnclr_loss(*v, support, chunk_size=3),
+        lambda *v: nnclr(*v, support),
+    ):
+        leaves = [x.clone().requires_grad_(True) for x in views]
+        grads = torch.autograd.grad(fn(*leaves), leaves[2:], create_graph=True)
+        penalty = sum(g.square().sum() for g in grads)
+        penalties.append(torch.autograd.grad(penalty, leaves[2:]))
+    for ours, theirs in zip(*penalties, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-8, atol=1e-8)
