@@ -87,6 +87,10 @@ def smoke_calls() -> dict[str, Smoke]:
         a, _ = _pair()
         return SF.koleo_loss(a) + SF.koleo_loss(a, chunk_size=3), [a]
 
+    def mmcr() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        return SF.mmcr_loss([a, b], lambd=0.1), [a, b]
+
     def dino_sinkhorn() -> tuple[torch.Tensor, list[torch.Tensor]]:
         student = _scores(4)
         teacher = [s.detach() for s in _scores(2)]
@@ -131,6 +135,7 @@ def smoke_calls() -> dict[str, Smoke]:
         "ibot_patch_loss": ibot,
         "info_nce": info_nce,
         "koleo_loss": koleo,
+        "mmcr_loss": mmcr,
         "negative_cosine_similarity": pair_loss(SF.negative_cosine_similarity, target_grad=False),
         "nt_xent": pair_loss(SF.nt_xent),
         "resolve_chunk_size": resolve_chunk_size,

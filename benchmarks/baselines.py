@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from references import BarlowTwins as OfficialBarlowTwins
 from references import koleo as dinov2_koleo
+from references import mmcr as original_mmcr
 from references import off_diagonal, simclr_nt_xent
 from references import vicreg as official_vicreg
 from torch import Tensor, nn
@@ -69,6 +70,7 @@ __all__ = [
     "multicrop_loop",
     "off_diagonal",
     "official_vicreg",
+    "original_mmcr",
     "plain_nt_xent",
     "resnet50_parameter_shapes",
     "simclr_nt_xent",

@@ -36,6 +36,7 @@ GROUPS = (
     "swav",
     "dino",
     "koleo",
+    "mmcr",
     "byol",
     "simsiam",
     "ema",
@@ -50,6 +51,7 @@ GROUP_TITLES = {
     "swav": "SwAV",
     "dino": "DINO",
     "koleo": "KoLeo (DINOv2)",
+    "mmcr": "MMCR",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
@@ -555,6 +557,66 @@ def _koleo_case(n: int, d: int, chunk_size: int) -> Case:
     return Case("koleo", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "original")
 
 
+# MMCR ---------------------------------------------------------------------------------------
+MMCR_LAMBDA = 5e-3  # lightly's default, so that every implementation runs the per-sample SVDs
+
+
+def _mmcr_setup(n: int, d: int, views: int) -> Callable[[torch.device], Inputs]:
+    """``views`` embeddings ``(N, D)`` that require grad."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        return {"views": [_leaf(n, d, device=device, gen=gen) for _ in range(views)]}
+
+    return setup
+
+
+def _mmcr_original(inputs: Inputs) -> Prepared:
+    views = inputs["views"]
+
+    def step() -> Tensor:
+        z = torch.stack(views, dim=1).reshape(-1, views[0].shape[1])  # (N V, D), sample-major
+        return baselines.original_mmcr(z, len(views), MMCR_LAMBDA)
+
+    return Prepared(step, list(views))
+
+
+def _mmcr_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "MMCRLoss")(lmda=MMCR_LAMBDA)
+    views = inputs["views"]
+    half = len(views) // 2
+    # lightly takes (B, k, D) online and momentum outputs and does not normalize: normalize
+    # first, so that it computes the same value
+    return Prepared(
+        lambda: loss(
+            torch.nn.functional.normalize(torch.stack(views[:half], dim=1), dim=-1),
+            torch.nn.functional.normalize(torch.stack(views[half:], dim=1), dim=-1),
+        ),
+        list(views),
+    )
+
+
+def _mmcr_ours(inputs: Inputs) -> Prepared:
+    views = inputs["views"]
+    return Prepared(lambda: SF.mmcr_loss(views, lambd=MMCR_LAMBDA), list(views))
+
+
+def _mmcr_case(n: int, d: int, views: int) -> Case:
+    impls = (
+        Impl("original", "MMCR loss_mmcr.py MMCR_Loss (baseline)", "baseline", _mmcr_original),
+        Impl("lightly", "lightly MMCRLoss", "lightly", _mmcr_lightly),
+        Impl("sslosses", "sslosses mmcr_loss", "sslosses", _mmcr_ours),
+    )
+    return Case(
+        "mmcr",
+        f"{n}x{d}x{views}",
+        f"N={n} D={d} V={views}",
+        _mmcr_setup(n, d, views),
+        impls,
+        "original",
+    )
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -906,6 +968,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _swav_case(12, 20, 4),
             _dino_case(6, 16, 3),
             _koleo_case(40, 8, chunk_size=7),
+            _mmcr_case(12, 6, 4),
             _byol_case(10, 8),
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
@@ -927,6 +990,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _dino_case(64, 65536, 8),
         _koleo_case(4096, 384, chunk_size=256),
         _koleo_case(16384, 384, chunk_size=256),
+        _mmcr_case(512, 512, 4),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),

@@ -393,6 +393,33 @@ def koleo(x: Tensor, eps: float = 1e-8, pairwise_eps: float = 1e-8) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# MMCR: Yerxa et al., NeurIPS 2023 (arXiv:2303.03307); ThomasYerxa/mmcr,
+# mmcr/imagenet/loss_mmcr.py, MMCR_Loss.forward (one process: no all_gather), and
+# loss_mmcr_momentum.py, MMCR_Momentum_Loss.forward. Both default lmbda to 0 in their scripts.
+# --------------------------------------------------------------------------------------------
+def mmcr(z: Tensor, n_aug: int, lmbda: float = 0.0, z_momentum: Tensor | None = None) -> Tensor:
+    """``MMCR_Loss(lmbda, n_aug)(z)`` (or ``MMCR_Momentum_Loss`` with ``z_momentum``).
+
+    ``z`` is ``(B * n_aug, C)``, sample-major (rows ``b * n_aug`` to ``b * n_aug + n_aug - 1``
+    are sample ``b``'s views). Rows L2-normalized (``F.normalize``); each sample's ``C x n_aug``
+    matrix of views; the centroids are their means over the views (with a momentum output, the
+    average of the two networks' means); the loss is
+    ``lmbda * sum(svdvals(per-sample matrices)) / B - sum(svdvals(centroids))``, the per-sample
+    term of the online views only.
+    """
+    z = F.normalize(z, dim=-1)
+    local = z.reshape(-1, n_aug, z.shape[-1]).permute(0, 2, 1)  # (B, C, n_aug)
+    centroids = local.mean(dim=-1)  # (B, C)
+    if z_momentum is not None:
+        zm = F.normalize(z_momentum, dim=-1)
+        local_m = zm.reshape(-1, n_aug, zm.shape[-1]).permute(0, 2, 1)
+        centroids = (centroids + local_m.mean(dim=-1)) * 0.5
+    local_nuc = torch.linalg.svdvals(local).sum() if lmbda != 0.0 else torch.zeros(())
+    global_nuc = torch.linalg.svdvals(centroids).sum()
+    return lmbda * local_nuc / local.shape[0] - global_nuc
+
+
+# --------------------------------------------------------------------------------------------
 # Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
 # them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
 # adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),

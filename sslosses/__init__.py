@@ -12,6 +12,7 @@ from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
 from sslosses.ibot import IBOTPatchLoss
 from sslosses.info_nce import InfoNCELoss
 from sslosses.koleo import KoLeoLoss
+from sslosses.mmcr import MMCRLoss
 from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
@@ -34,6 +35,7 @@ __all__ = [
     "IBOTPatchLoss",
     "InfoNCELoss",
     "KoLeoLoss",
+    "MMCRLoss",
     "MoCoQueue",
     "NTXentLoss",
     "NegativeCosineSimilarity",

@@ -15,6 +15,7 @@ from sslosses.ibot import ibot_patch_loss
 from sslosses.info_nce import info_nce
 from sslosses.kernels.offdiag import select_algorithm
 from sslosses.koleo import koleo_loss
+from sslosses.mmcr import mmcr_loss
 from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
@@ -29,6 +30,7 @@ __all__ = [
     "ibot_patch_loss",
     "info_nce",
     "koleo_loss",
+    "mmcr_loss",
     "negative_cosine_similarity",
     "nt_xent",
     "resolve_chunk_size",

@@ -218,6 +218,14 @@ CONTRACTS: list[Contract] = [
         {"chunk_size": 3, "reduction": "sum"},
         module=sslosses.KoLeoLoss,
     ),
+    Contract("mmcr_loss", Fn.mmcr_loss, crops(6, 5, count=3), module=sslosses.MMCRLoss),
+    Contract(
+        "mmcr_loss[lambd]",
+        Fn.mmcr_loss,
+        crops(6, 5, count=3),
+        {"lambd": 0.05, "normalize": False},
+        module=sslosses.MMCRLoss,
+    ),
 ]
 
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).

@@ -29,6 +29,7 @@ from sslosses.functional import (
     ibot_patch_loss,
     info_nce,
     koleo_loss,
+    mmcr_loss,
     nt_xent,
     sinkhorn,
     swav_loss,
@@ -151,6 +152,12 @@ CASES: dict[str, Case] = {
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+    "mmcr_loss": (
+        lambda x, g: mmcr_loss(x[:2], target_views=x[2:], lambd=0.1, gather_distributed=g),
+        3,
+        1,
+        "mean",
+    ),
 }
 
 

@@ -195,3 +195,16 @@ def test_koleo_batch_of_one() -> None:
     torch.testing.assert_close(lightly_loss.KoLeoLoss()(x), expected, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="at least 2"):
         SF.koleo_loss(x)
+
+
+def test_mmcr_same_value_and_gradient_without_normalization() -> None:
+    online = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)  # (B, k, D)
+    momentum = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    expected = lightly_loss.MMCRLoss(lmda=5e-3)(online, momentum)
+    views = list(online.unbind(1)) + list(momentum.unbind(1))
+    got = SF.mmcr_loss(views, lambd=5e-3, normalize=False)
+    torch.testing.assert_close(got, expected, **TOL)
+    grads = torch.autograd.grad(got, [online, momentum])
+    for g, w in zip(grads, torch.autograd.grad(expected, [online, momentum]), strict=True):
+        torch.testing.assert_close(g, w, **TOL)
+    assert lightly_loss.MMCRLoss().lmda == 5e-3  # the guide's default row
