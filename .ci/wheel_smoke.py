@@ -91,6 +91,14 @@ def smoke_calls() -> dict[str, Smoke]:
         a, b = _pair()
         return SF.mmcr_loss([a, b], lambd=0.1), [a, b]
 
+    def tico() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        from sslosses import TiCoCovariance
+
+        covariance = TiCoCovariance(a.shape[1])
+        covariance.update(a)
+        return SF.tico_loss(a, b, covariance.covariance), [a, b]
+
     def dino_sinkhorn() -> tuple[torch.Tensor, list[torch.Tensor]]:
         student = _scores(4)
         teacher = [s.detach() for s in _scores(2)]
@@ -142,6 +150,7 @@ def smoke_calls() -> dict[str, Smoke]:
         "select_algorithm": select_algorithm,
         "sinkhorn": sinkhorn,
         "swav_loss": swav,
+        "tico_loss": tico,
         "vicreg_loss": pair_loss(SF.vicreg_loss),
         "vicreg_terms": vicreg_terms,
     }

@@ -55,6 +55,7 @@ from references import BarlowTwins as OfficialBarlowTwins
 from references import koleo as dinov2_koleo
 from references import mmcr as original_mmcr
 from references import off_diagonal, simclr_nt_xent
+from references import tico as lightly_tico
 from references import vicreg as official_vicreg
 from torch import Tensor, nn
 
@@ -66,6 +67,7 @@ __all__ = [
     "dinov2_koleo",
     "ema_loop_",
     "ema_moco_",
+    "lightly_tico",
     "moco_info_nce",
     "multicrop_loop",
     "off_diagonal",

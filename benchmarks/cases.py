@@ -37,6 +37,7 @@ GROUPS = (
     "dino",
     "koleo",
     "mmcr",
+    "tico",
     "byol",
     "simsiam",
     "ema",
@@ -52,6 +53,7 @@ GROUP_TITLES = {
     "dino": "DINO",
     "koleo": "KoLeo (DINOv2)",
     "mmcr": "MMCR",
+    "tico": "TiCo",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
@@ -617,6 +619,46 @@ def _mmcr_case(n: int, d: int, views: int) -> Case:
     )
 
 
+# TiCo ---------------------------------------------------------------------------------------
+def _tico_lightly_formula(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    running = torch.zeros(z_a.shape[1], z_a.shape[1], device=z_a.device)
+    return Prepared(lambda: baselines.lightly_tico(z_a, z_b, running)[0], [z_a, z_b])
+
+
+def _tico_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "TiCoLoss")()
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return Prepared(lambda: loss(z_a, z_b, update_covariance_matrix=False), [z_a, z_b])
+
+
+def _tico_ours(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    covariance = sslosses.TiCoCovariance(z_a.shape[1], device=z_a.device)
+
+    def step() -> Tensor:
+        # a fresh state each call, as the baselines (their running C starts at zero)
+        covariance.covariance.zero_()
+        covariance.update(z_a)
+        return SF.tico_loss(z_a, z_b, covariance.covariance)
+
+    return Prepared(step, [z_a, z_b])
+
+
+def _tico_case(n: int, d: int) -> Case:
+    impls = (
+        Impl(
+            "formula",
+            "lightly TiCoLoss formula, written out (baseline)",
+            "baseline",
+            _tico_lightly_formula,
+        ),
+        Impl("lightly", "lightly TiCoLoss", "lightly", _tico_lightly),
+        Impl("sslosses", "sslosses TiCoCovariance.update + tico_loss", "sslosses", _tico_ours),
+    )
+    return Case("tico", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula")
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -969,6 +1011,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _dino_case(6, 16, 3),
             _koleo_case(40, 8, chunk_size=7),
             _mmcr_case(12, 6, 4),
+            _tico_case(10, 6),
             _byol_case(10, 8),
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
@@ -991,6 +1034,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _koleo_case(4096, 384, chunk_size=256),
         _koleo_case(16384, 384, chunk_size=256),
         _mmcr_case(512, 512, 4),
+        _tico_case(4096, 256),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),

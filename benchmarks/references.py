@@ -420,6 +420,28 @@ def mmcr(z: Tensor, n_aug: int, lmbda: float = 0.0, z_momentum: Tensor | None = 
 
 
 # --------------------------------------------------------------------------------------------
+# TiCo: Zhu et al. 2022 (arXiv:2206.10698, Algorithm 1); no official code. lightly
+# lightly/loss/tico_loss.py, TiCoLoss.forward (one process), which the paper's formula matches.
+# --------------------------------------------------------------------------------------------
+def tico(
+    z_a: Tensor, z_b: Tensor, running: Tensor, beta: float = 0.9, rho: float = 8.0
+) -> tuple[Tensor, Tensor]:
+    """``TiCoLoss(beta, rho)(z_a, z_b)`` with ``self.C = running``: the loss and the new ``C``.
+
+    Rows L2-normalized; ``B = z_a^T z_a / N`` (detached); ``C = beta * running + (1 - beta) * B``;
+    the loss is ``1 - mean_i <z_a_i, z_b_i> + rho * mean_i (z_a C)_i . z_a_i``; lightly then
+    stores ``C`` (detached) as its state for the next call.
+    """
+    z_a = F.normalize(z_a, dim=1)
+    z_b = F.normalize(z_b, dim=1)
+    batch = torch.mm(z_a.T, z_a).detach() / z_a.shape[0]
+    c = beta * running + (1 - beta) * batch
+    invariance = 1.0 - (z_a * z_b).sum(dim=1).mean()
+    contrast = rho * (torch.mm(z_a, c) * z_a).sum(dim=1).mean()
+    return invariance + contrast, c.detach()
+
+
+# --------------------------------------------------------------------------------------------
 # Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
 # them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
 # adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),

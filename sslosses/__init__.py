@@ -18,6 +18,7 @@ from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
 from sslosses.simsiam import NegativeCosineSimilarity
 from sslosses.swav import SwAVLoss
+from sslosses.tico import TiCoCovariance, TiCoLoss
 from sslosses.vicreg import VICRegLoss, VICRegTerms
 
 try:
@@ -41,6 +42,8 @@ __all__ = [
     "NegativeCosineSimilarity",
     "SwAVLoss",
     "SwAVPrototypes",
+    "TiCoCovariance",
+    "TiCoLoss",
     "VICRegLoss",
     "VICRegTerms",
     "__version__",

@@ -20,6 +20,7 @@ from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
 from sslosses.swav import swav_loss
+from sslosses.tico import tico_loss
 from sslosses.vicreg import vicreg_loss, vicreg_terms
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "select_algorithm",
     "sinkhorn",
     "swav_loss",
+    "tico_loss",
     "vicreg_loss",
     "vicreg_terms",
 ]

@@ -228,5 +228,27 @@ CONTRACTS: list[Contract] = [
     ),
 ]
 
+
+def tico_inputs(n: int = 6, d: int = 5) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of TiCo: ``(z_a, z_b)`` and a running covariance ``(d, d)`` (not differentiated)."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        a, b, m = rows(n, d, dtype=dtype, seed=seed, count=3)
+        return (a, b), {"covariance": (m[:d].T @ m[:d] / d).to(dtype)}
+
+    return build
+
+
+CONTRACTS += [
+    Contract("tico_loss", Fn.tico_loss, tico_inputs(), module=sslosses.TiCoLoss),
+    Contract(
+        "tico_loss[none]",
+        Fn.tico_loss,
+        tico_inputs(),
+        {"reduction": "none", "normalize": False, "rho": 2.0},
+        module=sslosses.TiCoLoss,
+    ),
+]
+
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
 NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_"}

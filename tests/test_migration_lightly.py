@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import sslosses.functional as SF
-from sslosses import EMA, MoCoQueue, SwAVPrototypes, cosine_schedule
+from sslosses import EMA, MoCoQueue, SwAVPrototypes, TiCoCovariance, cosine_schedule
 
 lightly_loss = pytest.importorskip("lightly.loss")
 lightly_utils = pytest.importorskip("lightly.models.utils")
@@ -208,3 +208,20 @@ def test_mmcr_same_value_and_gradient_without_normalization() -> None:
     for g, w in zip(grads, torch.autograd.grad(expected, [online, momentum]), strict=True):
         torch.testing.assert_close(g, w, **TOL)
     assert lightly_loss.MMCRLoss().lmda == 5e-3  # the guide's default row
+
+
+def test_tico_same_values_over_steps_and_the_same_state() -> None:
+    theirs = lightly_loss.TiCoLoss(beta=0.9, rho=8.0)
+    ours = TiCoCovariance(5, beta=0.9, dtype=torch.float64)
+    for _ in range(3):
+        a, b = _pair(6, 5, grad=True)
+        expected = theirs(a, b)
+        ours.update(a)
+        got = SF.tico_loss(a, b, ours.covariance, rho=8.0)
+        torch.testing.assert_close(got, expected, **TOL)
+        for g, w in zip(
+            torch.autograd.grad(got, [a, b]), torch.autograd.grad(expected, [a, b]), strict=True
+        ):
+            torch.testing.assert_close(g, w, **TOL)
+        torch.testing.assert_close(ours.covariance, theirs.C, **TOL)
+    assert (theirs.beta, theirs.rho) == (0.9, 8.0)  # the guide's default row
