@@ -99,6 +99,11 @@ def smoke_calls() -> dict[str, Smoke]:
         covariance.update(a)
         return SF.tico_loss(a, b, covariance.covariance), [a, b]
 
+    def wmse() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        views = [torch.randn(16, 3, requires_grad=True) for _ in range(2)]
+        gen = torch.Generator().manual_seed(0)
+        return SF.wmse_loss(views, w_size=8, generator=gen), views
+
     def dino_sinkhorn() -> tuple[torch.Tensor, list[torch.Tensor]]:
         student = _scores(4)
         teacher = [s.detach() for s in _scores(2)]
@@ -152,6 +157,7 @@ def smoke_calls() -> dict[str, Smoke]:
         "swav_loss": swav,
         "tico_loss": tico,
         "vicreg_loss": pair_loss(SF.vicreg_loss),
+        "wmse_loss": wmse,
         "vicreg_terms": vicreg_terms,
     }
 

@@ -57,6 +57,7 @@ from references import mmcr as original_mmcr
 from references import off_diagonal, simclr_nt_xent
 from references import tico as lightly_tico
 from references import vicreg as official_vicreg
+from references import wmse as original_wmse
 from torch import Tensor, nn
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "off_diagonal",
     "official_vicreg",
     "original_mmcr",
+    "original_wmse",
     "plain_nt_xent",
     "resnet50_parameter_shapes",
     "simclr_nt_xent",

@@ -38,6 +38,7 @@ GROUPS = (
     "koleo",
     "mmcr",
     "tico",
+    "wmse",
     "byol",
     "simsiam",
     "ema",
@@ -54,6 +55,7 @@ GROUP_TITLES = {
     "koleo": "KoLeo (DINOv2)",
     "mmcr": "MMCR",
     "tico": "TiCo",
+    "wmse": "W-MSE",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
@@ -659,6 +661,57 @@ def _tico_case(n: int, d: int) -> Case:
     return Case("tico", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula")
 
 
+# W-MSE --------------------------------------------------------------------------------------
+def _wmse_original(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+
+        def step() -> Tensor:
+            perm = torch.randperm(z_a.shape[0], device=z_a.device)
+            return baselines.original_wmse(torch.cat([z_a, z_b]), 2, w_size, [perm])
+
+        return Prepared(step, [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_lightly(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        loss = optional_import("lightly.loss", "WMSELoss")(
+            embedding_dim=z_a.shape[1], w_size=w_size, num_samples=2
+        ).to(z_a.device)
+        return Prepared(lambda: loss(torch.cat([z_a, z_b])), [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_ours(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        return Prepared(lambda: SF.wmse_loss([z_a, z_b], w_size=w_size), [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_case(n: int, d: int, w_size: int) -> Case:
+    impls = (
+        Impl(
+            "original", "htdt/self-supervised WMSE (baseline)", "baseline", _wmse_original(w_size)
+        ),
+        Impl("lightly", "lightly WMSELoss", "lightly", _wmse_lightly(w_size)),
+        Impl("sslosses", "sslosses wmse_loss", "sslosses", _wmse_ours(w_size)),
+    )
+    return Case(
+        "wmse",
+        f"{n}x{d}x{w_size}",
+        f"N={n} D={d} w_size={w_size}",
+        _pair_setup(n, d),
+        impls,
+        "original",
+    )
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -1012,6 +1065,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _koleo_case(40, 8, chunk_size=7),
             _mmcr_case(12, 6, 4),
             _tico_case(10, 6),
+            _wmse_case(16, 3, 16),  # one sub-batch: the draws do not change the value
             _byol_case(10, 8),
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
@@ -1035,6 +1089,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _koleo_case(16384, 384, chunk_size=256),
         _mmcr_case(512, 512, 4),
         _tico_case(4096, 256),
+        _wmse_case(1024, 64, 128),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),

@@ -442,6 +442,52 @@ def tico(
 
 
 # --------------------------------------------------------------------------------------------
+# W-MSE: Ermolov et al., ICML 2021 (arXiv:2007.06346); htdt/self-supervised, methods/w_mse.py
+# (WMSE.forward), methods/whitening.py (Whitening2d in training mode, track_running_stats=False
+# as WMSE builds it) and methods/norm_mse.py (norm_mse_loss; F.mse_loss with --no_norm).
+# --------------------------------------------------------------------------------------------
+def whitening2d(x: Tensor, eps: float = 0.0) -> Tensor:
+    """``Whitening2d(D, eps=eps)(x)`` in training mode: ``(x - mean) @ L^{-1}^T``, with ``L`` the
+    Cholesky factor of ``(1 - eps) * cov + eps * I`` (``cov`` divided by ``N - 1``) and ``L^{-1}``
+    from ``solve_triangular(L, I)``; the original applies it as a 1x1 ``conv2d``."""
+    d = x.shape[1]
+    xn = x - x.mean(dim=0, keepdim=True)
+    cov = xn.T @ xn / (x.shape[0] - 1)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    inv_sqrt = torch.linalg.solve_triangular(
+        torch.linalg.cholesky((1 - eps) * cov + eps * eye), eye, upper=False
+    )
+    return F.conv2d(xn[:, :, None, None], inv_sqrt[:, :, None, None])[:, :, 0, 0]
+
+
+def wmse(
+    h: Tensor,
+    num_samples: int,
+    w_size: int,
+    perms: Sequence[Tensor],
+    eps: float = 0.0,
+    norm: bool = True,
+) -> Tensor:
+    """``WMSE.forward`` on the head outputs ``h`` (``num_samples`` views of ``bs`` rows, view
+    after view), with ``perms[k]`` the ``torch.randperm(bs)`` of iteration ``k``."""
+    bs = h.shape[0] // num_samples
+    loss = h.new_zeros(())
+    for perm in perms:
+        z = torch.empty_like(h)
+        for idx in perm.view(-1, w_size):
+            for i in range(num_samples):
+                z[idx + i * bs] = whitening2d(h[idx + i * bs], eps)
+        for i in range(num_samples - 1):
+            for j in range(i + 1, num_samples):
+                x0, x1 = z[i * bs : (i + 1) * bs], z[j * bs : (j + 1) * bs]
+                if norm:
+                    loss = loss + 2 - 2 * (F.normalize(x0) * F.normalize(x1)).sum(dim=-1).mean()
+                else:
+                    loss = loss + F.mse_loss(x0, x1)
+    return loss / (len(perms) * num_samples * (num_samples - 1) // 2)
+
+
+# --------------------------------------------------------------------------------------------
 # Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
 # them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
 # adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),

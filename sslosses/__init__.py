@@ -20,6 +20,7 @@ from sslosses.simsiam import NegativeCosineSimilarity
 from sslosses.swav import SwAVLoss
 from sslosses.tico import TiCoCovariance, TiCoLoss
 from sslosses.vicreg import VICRegLoss, VICRegTerms
+from sslosses.wmse import WMSELoss
 
 try:
     __version__ = version("sslosses")
@@ -46,6 +47,7 @@ __all__ = [
     "TiCoLoss",
     "VICRegLoss",
     "VICRegTerms",
+    "WMSELoss",
     "__version__",
     "cosine_schedule",
     "distributed",

@@ -22,6 +22,7 @@ from sslosses.sinkhorn import sinkhorn
 from sslosses.swav import swav_loss
 from sslosses.tico import tico_loss
 from sslosses.vicreg import vicreg_loss, vicreg_terms
+from sslosses.wmse import wmse_loss
 
 __all__ = [
     "barlow_twins_loss",
@@ -41,4 +42,5 @@ __all__ = [
     "tico_loss",
     "vicreg_loss",
     "vicreg_terms",
+    "wmse_loss",
 ]

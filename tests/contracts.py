@@ -250,5 +250,19 @@ CONTRACTS += [
     ),
 ]
 
+CONTRACTS += [
+    # w_size = N: one sub-batch, so the value does not depend on the random permutation
+    Contract(
+        "wmse_loss", Fn.wmse_loss, crops(8, 3, count=3), {"w_size": 8}, module=sslosses.WMSELoss
+    ),
+    Contract(
+        "wmse_loss[mse]",
+        Fn.wmse_loss,
+        crops(8, 3, count=2),
+        {"w_size": 8, "eps": 0.1, "normalize": False},
+        module=sslosses.WMSELoss,
+    ),
+]
+
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
 NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_"}

@@ -225,3 +225,19 @@ def test_tico_same_values_over_steps_and_the_same_state() -> None:
             torch.testing.assert_close(g, w, **TOL)
         torch.testing.assert_close(ours.covariance, theirs.C, **TOL)
     assert (theirs.beta, theirs.rho) == (0.9, 8.0)  # the guide's default row
+
+
+def test_wmse_same_value_and_gradient_with_the_same_draws() -> None:
+    views = [t.requires_grad_(True) for t in _pair(16, 3)]
+    criterion = lightly_loss.WMSELoss(embedding_dim=3, w_size=8, w_iter=2, num_samples=2)
+    torch.manual_seed(5)  # lightly draws torch.randperm(bs) from the global generator
+    expected = criterion(torch.cat(views))
+    torch.manual_seed(5)
+    got = SF.wmse_loss(views, w_size=8, w_iter=2)  # generator=None: the same global draws
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+    for g, w in zip(
+        torch.autograd.grad(got, views), torch.autograd.grad(expected, views), strict=True
+    ):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
+    default = lightly_loss.WMSELoss()
+    assert (default.w_size, default.w_iter, default.whitening.eps) == (256, 1, 0.0)
