@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 from references import BarlowTwins as OfficialBarlowTwins
 from references import koleo as dinov2_koleo
+from references import lightly_sigreg, off_diagonal, simclr_nt_xent
 from references import mmcr as original_mmcr
-from references import off_diagonal, simclr_nt_xent
 from references import tico as lightly_tico
 from references import vicreg as official_vicreg
 from references import wmse as original_wmse
@@ -68,6 +68,7 @@ __all__ = [
     "dinov2_koleo",
     "ema_loop_",
     "ema_moco_",
+    "lightly_sigreg",
     "lightly_tico",
     "moco_info_nce",
     "multicrop_loop",

@@ -39,6 +39,7 @@ GROUPS = (
     "mmcr",
     "tico",
     "wmse",
+    "sigreg",
     "byol",
     "simsiam",
     "ema",
@@ -56,6 +57,7 @@ GROUP_TITLES = {
     "mmcr": "MMCR",
     "tico": "TiCo",
     "wmse": "W-MSE",
+    "sigreg": "LeJEPA SIGReg",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
@@ -712,6 +714,56 @@ def _wmse_case(n: int, d: int, w_size: int) -> Case:
     )
 
 
+# LeJEPA SIGReg ------------------------------------------------------------------------------
+def _sigreg_setup(views: int, n: int, d: int, slices: int) -> Callable[[torch.device], Inputs]:
+    """A ``(V, N, D)`` stack that requires grad and fixed unit directions ``(D, S)``."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(d, slices, generator=gen)
+        return {
+            "x": _leaf(views, n, d, device=device, gen=gen),
+            "a": (a / a.norm(dim=0)).to(device),
+        }
+
+    return setup
+
+
+def _sigreg_formula(inputs: Inputs) -> Prepared:
+    x, a = inputs["x"], inputs["a"]
+    return Prepared(lambda: baselines.lightly_sigreg(x, a), [x])
+
+
+def _sigreg_lightly(inputs: Inputs) -> Prepared:
+    x, a = inputs["x"], inputs["a"]
+    loss = optional_import("lightly.loss", "SIGReg")(num_vectors=a.shape[1]).to(x.device)
+    loss._generate_unit_vectors = lambda device, dtype, num_features: a.to(dtype)  # the same A
+    return Prepared(lambda: loss(x), [x])
+
+
+def _sigreg_ours(inputs: Inputs) -> Prepared:
+    x, a = inputs["x"], inputs["a"]
+    return Prepared(lambda: SF.sigreg_loss(x, projections=a), [x])
+
+
+def _sigreg_case(views: int, n: int, d: int, slices: int) -> Case:
+    impls = (
+        Impl(
+            "formula", "lightly SIGReg formula, written out (baseline)", "baseline", _sigreg_formula
+        ),
+        Impl("lightly", "lightly SIGReg", "lightly", _sigreg_lightly),
+        Impl("sslosses", "sslosses sigreg_loss", "sslosses", _sigreg_ours),
+    )
+    return Case(
+        "sigreg",
+        f"{views}x{n}x{d}x{slices}",
+        f"V={views} N={n} D={d} S={slices}",
+        _sigreg_setup(views, n, d, slices),
+        impls,
+        "formula",
+    )
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -1065,6 +1117,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _koleo_case(40, 8, chunk_size=7),
             _mmcr_case(12, 6, 4),
             _tico_case(10, 6),
+            _sigreg_case(2, 6, 3, 4),
             _wmse_case(16, 3, 16),  # one sub-batch: the draws do not change the value
             _byol_case(10, 8),
             _simsiam_case(10, 8),
@@ -1090,6 +1143,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _mmcr_case(512, 512, 4),
         _tico_case(4096, 256),
         _wmse_case(1024, 64, 128),
+        _sigreg_case(8, 256, 512, 1024),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),

@@ -488,6 +488,48 @@ def wmse(
 
 
 # --------------------------------------------------------------------------------------------
+# LeJEPA: Balestriero & LeCun 2025 (arXiv:2511.08544). lightly lightly/loss/lejepa_loss.py
+# (SIGReg.forward one process, given its random directions A; LeJEPALoss.forward;
+# lejepa_invariance_loss), and the paper's form with the complex characteristic function on the
+# symmetric grid.
+# --------------------------------------------------------------------------------------------
+def lightly_sigreg(proj: Tensor, a: Tensor, knots: int = 17, t_max: float = 3.0) -> Tensor:
+    """``SIGReg(knots, t_max)(proj)`` with the unit directions ``a`` (D, S): frequencies
+    ``linspace(0, t_max, knots)``, trapezoid weights ``[dt, 2dt, ..., 2dt, dt]`` times
+    ``exp(-t^2 / 2)``; per direction ``N * sum_k w_k ((mean cos - phi)^2 + mean sin^2)``, the
+    mean over directions (and leading dimensions)."""
+    t = torch.linspace(0, t_max, knots, dtype=proj.dtype)
+    dt = t_max / (knots - 1)
+    weights = torch.full((knots,), 2 * dt, dtype=proj.dtype)
+    weights[[0, -1]] = dt
+    phi = torch.exp(-t.square() / 2.0)
+    n = proj.size(-2)
+    x_t = (proj @ a).unsqueeze(-1) * t
+    err = (x_t.cos().sum(-3) / n - phi).square() + (x_t.sin().sum(-3) / n).square()
+    return ((err @ (weights * phi)) * n).mean()
+
+
+def paper_sigreg(proj: Tensor, a: Tensor, knots: int = 17, t_max: float = 3.0) -> Tensor:
+    """The paper's Epps-Pulley form: ``ecf = mean exp(i t x)`` on ``linspace(-t_max, t_max,
+    2 knots - 1)``, ``N * trapezoid(|ecf - phi|^2 phi, t)``, the mean over directions."""
+    t = torch.linspace(-t_max, t_max, 2 * knots - 1, dtype=proj.dtype)
+    phi = torch.exp(-0.5 * t.square())
+    x_t = (proj @ a).unsqueeze(-1) * t
+    ecf = torch.exp(1j * x_t).mean(dim=-3)
+    err = (ecf - phi).abs().square() * phi
+    return (torch.trapezoid(err, t, dim=-1) * proj.size(-2)).mean()
+
+
+def lightly_lejepa(
+    local_proj: Tensor, global_proj: Tensor, a: Tensor, lambda_param: float = 0.05
+) -> Tensor:
+    """``LeJEPALoss(lambda_param)(local_proj=..., global_proj=...)`` with directions ``a``."""
+    all_proj = torch.cat([global_proj, local_proj], dim=0)
+    invariance = (global_proj.mean(0) - all_proj).square().mean()
+    return lambda_param * lightly_sigreg(all_proj, a) + (1.0 - lambda_param) * invariance
+
+
+# --------------------------------------------------------------------------------------------
 # Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
 # them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
 # adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),

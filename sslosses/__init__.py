@@ -16,6 +16,7 @@ from sslosses.mmcr import MMCRLoss
 from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
+from sslosses.sigreg import LeJEPALoss, SIGRegLoss
 from sslosses.simsiam import NegativeCosineSimilarity
 from sslosses.swav import SwAVLoss
 from sslosses.tico import TiCoCovariance, TiCoLoss
@@ -37,10 +38,12 @@ __all__ = [
     "IBOTPatchLoss",
     "InfoNCELoss",
     "KoLeoLoss",
+    "LeJEPALoss",
     "MMCRLoss",
     "MoCoQueue",
     "NTXentLoss",
     "NegativeCosineSimilarity",
+    "SIGRegLoss",
     "SwAVLoss",
     "SwAVPrototypes",
     "TiCoCovariance",

@@ -17,6 +17,7 @@ from sslosses.kernels.offdiag import select_algorithm
 from sslosses.koleo import koleo_loss
 from sslosses.mmcr import mmcr_loss
 from sslosses.nt_xent import nt_xent
+from sslosses.sigreg import lejepa_loss, sigreg_loss
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
 from sslosses.swav import swav_loss
@@ -32,11 +33,13 @@ __all__ = [
     "ibot_patch_loss",
     "info_nce",
     "koleo_loss",
+    "lejepa_loss",
     "mmcr_loss",
     "negative_cosine_similarity",
     "nt_xent",
     "resolve_chunk_size",
     "select_algorithm",
+    "sigreg_loss",
     "sinkhorn",
     "swav_loss",
     "tico_loss",

@@ -264,5 +264,31 @@ CONTRACTS += [
     ),
 ]
 
+
+def sigreg_inputs(
+    views: int | None = None, n: int = 6, d: int = 4
+) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of SIGReg / LeJEPA: ``x`` (or a list of views) and fixed unit directions ``(d, 5)``
+    as ``projections`` (drawn directions would differ between the calls a row compares)."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        a = rows(d, 5, dtype=torch.float64, seed=seed + 1)[0]
+        kwargs = {"projections": (a / a.norm(dim=0)).to(dtype)}
+        if views is None:
+            return tuple(rows(n, d, dtype=dtype, seed=seed)), kwargs
+        return (rows(n, d, dtype=dtype, seed=seed, count=views),), kwargs
+
+    return build
+
+
+CONTRACTS += [
+    Contract(
+        "sigreg_loss", Fn.sigreg_loss, sigreg_inputs(), {"knots": 5}, module=sslosses.SIGRegLoss
+    ),
+    Contract(
+        "lejepa_loss", Fn.lejepa_loss, sigreg_inputs(3), {"lambd": 0.3}, module=sslosses.LeJEPALoss
+    ),
+]
+
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
 NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_"}

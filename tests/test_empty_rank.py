@@ -29,8 +29,10 @@ from sslosses.functional import (
     ibot_patch_loss,
     info_nce,
     koleo_loss,
+    lejepa_loss,
     mmcr_loss,
     nt_xent,
+    sigreg_loss,
     sinkhorn,
     swav_loss,
     tico_loss,
@@ -115,6 +117,11 @@ def _tico(x: list[torch.Tensor], gather: bool, reduction: str = "mean") -> torch
     return tico_loss(x[0], x[1], running, gather_distributed=gather, reduction=reduction)
 
 
+def _directions() -> torch.Tensor:
+    a = torch.randn(K, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    return a / a.norm(dim=0)
+
+
 Case = tuple[Callable[[list[torch.Tensor], bool], torch.Tensor], int, int, str]
 # name: (function, number of row-aligned inputs, minimum global batch, kind)
 CASES: dict[str, Case] = {
@@ -165,6 +172,26 @@ CASES: dict[str, Case] = {
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+    "sigreg_loss": (
+        lambda x, g: sigreg_loss(x[0], projections=_directions(), gather_distributed=g),
+        1,
+        1,
+        "mean",
+    ),
+    "sigreg_loss drawn": (
+        lambda x, g: sigreg_loss(
+            x[0], num_slices=3, generator=torch.Generator().manual_seed(2), gather_distributed=g
+        ),
+        1,
+        1,
+        "mean",
+    ),
+    "lejepa_loss": (
+        lambda x, g: lejepa_loss(x[:2], x[2:], projections=_directions(), gather_distributed=g),
+        3,
+        1,
+        "mean",
+    ),
     "tico_loss": (_tico, 2, 1, "mean"),
     "tico_loss sum": (lambda x, g: _tico(x, g, "sum"), 2, 1, "mean"),
     "tico_loss none": (lambda x, g: _tico(x, g, "none"), 2, 1, "rows"),

@@ -241,3 +241,28 @@ def test_wmse_same_value_and_gradient_with_the_same_draws() -> None:
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
     default = lightly_loss.WMSELoss()
     assert (default.w_size, default.w_iter, default.whitening.eps) == (256, 1, 0.0)
+
+
+# lightly keeps SIGReg's frequency grid and weights as float32 buffers: 1e-9 apart in float64
+GRID_TOL = {"rtol": 1e-7, "atol": 1e-9}
+
+
+def test_sigreg_and_lejepa_same_value_and_gradient_with_the_same_draws() -> None:
+    x = torch.randn(3, 8, 5, dtype=torch.float64, requires_grad=True)  # (V, N, D)
+    torch.manual_seed(3)  # lightly draws its directions with torch.randn from the global generator
+    expected = lightly_loss.SIGReg(num_vectors=16)(x)
+    torch.manual_seed(3)
+    got = SF.sigreg_loss(x, num_slices=16)  # generator=None: the same draw
+    torch.testing.assert_close(got, expected, **GRID_TOL)
+    for g, w in zip(torch.autograd.grad(got, x), torch.autograd.grad(expected, x), strict=True):
+        torch.testing.assert_close(g, w, **GRID_TOL)
+    global_proj, local_proj = x[:2], x[2:]
+    torch.manual_seed(4)
+    expected = lightly_loss.LeJEPALoss(sigreg_num_vectors=16)(
+        local_proj=local_proj, global_proj=global_proj
+    )
+    torch.manual_seed(4)
+    got = SF.lejepa_loss(list(global_proj), list(local_proj), num_slices=16)
+    torch.testing.assert_close(got, expected, **GRID_TOL)
+    default = lightly_loss.LeJEPALoss()
+    assert (default.lambda_param, default.sigreg.num_vectors) == (0.05, 1024)
