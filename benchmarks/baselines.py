@@ -58,8 +58,11 @@ import torch
 import torch.nn.functional as F
 from references import BarlowTwins as OfficialBarlowTwins
 from references import koleo as dinov2_koleo
-from references import off_diagonal, simclr_nt_xent
+from references import lightly_sigreg, off_diagonal, simclr_nt_xent
+from references import mmcr as original_mmcr
+from references import tico as lightly_tico
 from references import vicreg as official_vicreg
+from references import wmse as original_wmse
 from torch import Tensor, nn
 
 __all__ = [
@@ -73,10 +76,14 @@ __all__ = [
     "lightly_nearest_neighbours",
     "lightly_nnclr",
     "lightly_nt_xent",
+    "lightly_sigreg",
+    "lightly_tico",
     "moco_info_nce",
     "multicrop_loop",
     "off_diagonal",
     "official_vicreg",
+    "original_mmcr",
+    "original_wmse",
     "plain_nt_xent",
     "resnet50_parameter_shapes",
     "simclr_nt_xent",

@@ -29,10 +29,14 @@ from sslosses.functional import (
     ibot_patch_loss,
     info_nce,
     koleo_loss,
+    lejepa_loss,
+    mmcr_loss,
     nnclr_loss,
     nt_xent,
+    sigreg_loss,
     sinkhorn,
     swav_loss,
+    tico_loss,
     vicreg_loss,
     vicreg_terms,
 )
@@ -102,6 +106,23 @@ def _queue_push(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
     return queue.features()
 
 
+def _tico_covariance(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    covariance = sslosses.TiCoCovariance(K, beta=0.5, gather_distributed=gather, dtype=F64)
+    covariance.update(x[0])
+    covariance.update(x[1])
+    return covariance.covariance
+
+
+def _tico(x: list[torch.Tensor], gather: bool, reduction: str = "mean") -> torch.Tensor:
+    running = torch.linspace(0.0, 0.1, K * K, dtype=F64).reshape(K, K)
+    return tico_loss(x[0], x[1], running, gather_distributed=gather, reduction=reduction)
+
+
+def _directions() -> torch.Tensor:
+    a = torch.randn(K, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    return a / a.norm(dim=0)
+
+
 Case = tuple[Callable[[list[torch.Tensor], bool], torch.Tensor], int, int, str]
 # name: (function, number of row-aligned inputs, minimum global batch, kind)
 CASES: dict[str, Case] = {
@@ -152,6 +173,36 @@ CASES: dict[str, Case] = {
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+    "sigreg_loss": (
+        lambda x, g: sigreg_loss(x[0], projections=_directions(), gather_distributed=g),
+        1,
+        1,
+        "mean",
+    ),
+    "sigreg_loss drawn": (
+        lambda x, g: sigreg_loss(
+            x[0], num_slices=3, generator=torch.Generator().manual_seed(2), gather_distributed=g
+        ),
+        1,
+        1,
+        "mean",
+    ),
+    "lejepa_loss": (
+        lambda x, g: lejepa_loss(x[:2], x[2:], projections=_directions(), gather_distributed=g),
+        3,
+        1,
+        "mean",
+    ),
+    "tico_loss": (_tico, 2, 1, "mean"),
+    "tico_loss sum": (lambda x, g: _tico(x, g, "sum"), 2, 1, "mean"),
+    "tico_loss none": (lambda x, g: _tico(x, g, "none"), 2, 1, "rows"),
+    "TiCoCovariance.update": (_tico_covariance, 2, 1, "state"),
+    "mmcr_loss": (
+        lambda x, g: mmcr_loss(x[:2], target_views=x[2:], lambd=0.1, gather_distributed=g),
+        3,
+        1,
+        "mean",
+    ),
     "nnclr_loss": (lambda x, g: nnclr_loss(*x, _queue(), gather_distributed=g), 4, 2, "mean"),
     "nnclr_loss asymmetric none": (
         lambda x, g: nnclr_loss(
@@ -248,7 +299,12 @@ def test_every_gather_distributed_entry_point_is_in_the_table() -> None:
     for attr in sslosses.functional.__all__:
         if "gather_distributed" in inspect.signature(getattr(sslosses.functional, attr)).parameters:
             assert attr in covered, f"{attr} takes gather_distributed but has no empty-rank case"
-    for cls, method in ((sslosses.DINOCenter, "update"), (sslosses.MoCoQueue, "push")):
+    components = (
+        (sslosses.DINOCenter, "update"),
+        (sslosses.MoCoQueue, "push"),
+        (sslosses.TiCoCovariance, "update"),
+    )
+    for cls, method in components:
         assert f"{cls.__name__}.{method}" in covered
 
 
