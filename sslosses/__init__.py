@@ -16,6 +16,7 @@ from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
 from sslosses.simsiam import NegativeCosineSimilarity
+from sslosses.supcon import SupConLoss
 from sslosses.swav import SwAVLoss
 from sslosses.vicreg import VICRegLoss, VICRegTerms
 
@@ -37,6 +38,7 @@ __all__ = [
     "MoCoQueue",
     "NTXentLoss",
     "NegativeCosineSimilarity",
+    "SupConLoss",
     "SwAVLoss",
     "SwAVPrototypes",
     "VICRegLoss",

@@ -18,6 +18,7 @@ from sslosses.koleo import koleo_loss
 from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
+from sslosses.supcon import supcon_loss
 from sslosses.swav import swav_loss
 from sslosses.vicreg import vicreg_loss, vicreg_terms
 
@@ -34,6 +35,7 @@ __all__ = [
     "resolve_chunk_size",
     "select_algorithm",
     "sinkhorn",
+    "supcon_loss",
     "swav_loss",
     "vicreg_loss",
     "vicreg_terms",
