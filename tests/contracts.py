@@ -218,6 +218,22 @@ CONTRACTS: list[Contract] = [
         {"chunk_size": 3, "reduction": "sum"},
         module=sslosses.KoLeoLoss,
     ),
+    Contract(
+        "supcon_loss",
+        Fn.supcon_loss,
+        lambda dtype, seed: (
+            (rows(6, 5, dtype=dtype, seed=seed, count=3),),
+            {"labels": torch.tensor([0, 1, 0, 2, 1, 0])},
+        ),
+        module=sslosses.SupConLoss,
+    ),
+    Contract(
+        "supcon_loss[one, no labels, chunked]",
+        Fn.supcon_loss,
+        crops(n=6, k=5, count=2),
+        {"contrast_mode": "one", "chunk_size": 4, "reduction": "none"},
+        module=sslosses.SupConLoss,
+    ),
 ]
 
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
