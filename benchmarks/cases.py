@@ -1011,6 +1011,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _koleo_case(4096, 384, chunk_size=256),
         _koleo_case(16384, 384, chunk_size=256),
         _supcon_case(8192, 2, 128, chunk_size=1024),
+        _supcon_case(16384, 2, 128, chunk_size=1024),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),
@@ -1089,6 +1090,15 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
             1,
             t.ratio("supcon:8192x2x128", "original", impl, "total_ms"),
         )
+    row = t.find("supcon:16384x2x128", "chunked")
+    mem = None if row is None else row.peak_extra_mb
+    t.add(
+        "SupCon N=16384 V=2: chunked peak extra memory",
+        "<= 1024 MB",
+        mem,
+        None if mem is None else mem <= 1024,
+        unit="MB",
+    )
     ema_case = next((r.case for r in rows if r.group == "ema"), "ema:resnet50w64")
     for base, base_what in (("moco", "MoCo's loop"), ("loop", "in-place loop")):
         for impl, what in (("module", "EMA.update"), ("functional", "ema_update_")):
