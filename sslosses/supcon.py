@@ -96,7 +96,8 @@ def supcon_loss(
     loss on the concatenated global batch, and each rank's input gradient divided by
     :math:`W` (DDP's averaging) is its slice of the single-process gradient. ``"sum"``
     returns :math:`W` times the local sum; ``"none"`` this rank's rows of the global
-    per-sample loss. Without a process group the loss is computed locally.
+    per-sample loss. Every rank passes ``labels``, or every rank passes ``None``. Without a
+    process group the loss is computed locally.
 
     Args:
         views: the embeddings, either a list or tuple of :math:`V` tensors :math:`(N, D)`
