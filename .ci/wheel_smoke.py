@@ -87,6 +87,23 @@ def smoke_calls() -> dict[str, Smoke]:
         a, _ = _pair()
         return SF.koleo_loss(a) + SF.koleo_loss(a, chunk_size=3), [a]
 
+    def mmcr() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        return SF.mmcr_loss([a, b], lambd=0.1), [a, b]
+
+    def tico() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        from sslosses import TiCoCovariance
+
+        covariance = TiCoCovariance(a.shape[1])
+        covariance.update(a)
+        return SF.tico_loss(a, b, covariance.covariance), [a, b]
+
+    def wmse() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        views = [torch.randn(16, 3, requires_grad=True) for _ in range(2)]
+        gen = torch.Generator().manual_seed(0)
+        return SF.wmse_loss(views, w_size=8, generator=gen), views
+
     def dino_sinkhorn() -> tuple[torch.Tensor, list[torch.Tensor]]:
         student = _scores(4)
         teacher = [s.detach() for s in _scores(2)]
@@ -137,14 +154,17 @@ def smoke_calls() -> dict[str, Smoke]:
         "ibot_patch_loss": ibot,
         "info_nce": info_nce,
         "koleo_loss": koleo,
+        "mmcr_loss": mmcr,
         "negative_cosine_similarity": pair_loss(SF.negative_cosine_similarity, target_grad=False),
         "nt_xent": pair_loss(SF.nt_xent),
         "resolve_chunk_size": resolve_chunk_size,
         "select_algorithm": select_algorithm,
         "sinkhorn": sinkhorn,
         "swav_loss": swav,
+        "tico_loss": tico,
         "supcon_loss": supcon,
         "vicreg_loss": pair_loss(SF.vicreg_loss),
+        "wmse_loss": wmse,
         "vicreg_terms": vicreg_terms,
     }
 

@@ -57,9 +57,12 @@ import torch
 import torch.nn.functional as F
 from references import BarlowTwins as OfficialBarlowTwins
 from references import koleo as dinov2_koleo
+from references import mmcr as original_mmcr
 from references import off_diagonal, simclr_nt_xent
 from references import supcon as supcontrast_supcon
+from references import tico as lightly_tico
 from references import vicreg as official_vicreg
+from references import wmse as original_wmse
 from torch import Tensor, nn
 
 __all__ = [
@@ -70,10 +73,13 @@ __all__ = [
     "dinov2_koleo",
     "ema_loop_",
     "ema_moco_",
+    "lightly_tico",
     "moco_info_nce",
     "multicrop_loop",
     "off_diagonal",
     "official_vicreg",
+    "original_mmcr",
+    "original_wmse",
     "plain_nt_xent",
     "resnet50_parameter_shapes",
     "simclr_nt_xent",

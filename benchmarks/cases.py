@@ -36,6 +36,9 @@ GROUPS = (
     "swav",
     "dino",
     "koleo",
+    "mmcr",
+    "tico",
+    "wmse",
     "supcon",
     "byol",
     "simsiam",
@@ -51,6 +54,9 @@ GROUP_TITLES = {
     "swav": "SwAV",
     "dino": "DINO",
     "koleo": "KoLeo (DINOv2)",
+    "mmcr": "MMCR",
+    "tico": "TiCo",
+    "wmse": "W-MSE",
     "supcon": "SupCon (supervised contrastive)",
     "byol": "BYOL",
     "simsiam": "SimSiam",
@@ -557,6 +563,157 @@ def _koleo_case(n: int, d: int, chunk_size: int) -> Case:
     return Case("koleo", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "original")
 
 
+# MMCR ---------------------------------------------------------------------------------------
+MMCR_LAMBDA = 5e-3  # lightly's default, so that every implementation runs the per-sample SVDs
+
+
+def _mmcr_setup(n: int, d: int, views: int) -> Callable[[torch.device], Inputs]:
+    """``views`` embeddings ``(N, D)`` that require grad."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        return {"views": [_leaf(n, d, device=device, gen=gen) for _ in range(views)]}
+
+    return setup
+
+
+def _mmcr_original(inputs: Inputs) -> Prepared:
+    views = inputs["views"]
+
+    def step() -> Tensor:
+        z = torch.stack(views, dim=1).reshape(-1, views[0].shape[1])  # (N V, D), sample-major
+        return baselines.original_mmcr(z, len(views), MMCR_LAMBDA)
+
+    return Prepared(step, list(views))
+
+
+def _mmcr_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "MMCRLoss")(lmda=MMCR_LAMBDA)
+    views = inputs["views"]
+    half = len(views) // 2
+    # lightly takes (B, k, D) online and momentum outputs and does not normalize: normalize
+    # first, so that it computes the same value
+    return Prepared(
+        lambda: loss(
+            torch.nn.functional.normalize(torch.stack(views[:half], dim=1), dim=-1),
+            torch.nn.functional.normalize(torch.stack(views[half:], dim=1), dim=-1),
+        ),
+        list(views),
+    )
+
+
+def _mmcr_ours(inputs: Inputs) -> Prepared:
+    views = inputs["views"]
+    return Prepared(lambda: SF.mmcr_loss(views, lambd=MMCR_LAMBDA), list(views))
+
+
+def _mmcr_case(n: int, d: int, views: int) -> Case:
+    impls = (
+        Impl("original", "MMCR loss_mmcr.py MMCR_Loss (baseline)", "baseline", _mmcr_original),
+        Impl("lightly", "lightly MMCRLoss", "lightly", _mmcr_lightly),
+        Impl("sslosses", "sslosses mmcr_loss", "sslosses", _mmcr_ours),
+    )
+    return Case(
+        "mmcr",
+        f"{n}x{d}x{views}",
+        f"N={n} D={d} V={views}",
+        _mmcr_setup(n, d, views),
+        impls,
+        "original",
+    )
+
+
+# TiCo ---------------------------------------------------------------------------------------
+def _tico_lightly_formula(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    running = torch.zeros(z_a.shape[1], z_a.shape[1], device=z_a.device)
+    return Prepared(lambda: baselines.lightly_tico(z_a, z_b, running)[0], [z_a, z_b])
+
+
+def _tico_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "TiCoLoss")()
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return Prepared(lambda: loss(z_a, z_b, update_covariance_matrix=False), [z_a, z_b])
+
+
+def _tico_ours(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    covariance = sslosses.TiCoCovariance(z_a.shape[1], device=z_a.device)
+
+    def step() -> Tensor:
+        # a fresh state each call, as the baselines (their running C starts at zero)
+        covariance.covariance.zero_()
+        covariance.update(z_a)
+        return SF.tico_loss(z_a, z_b, covariance.covariance)
+
+    return Prepared(step, [z_a, z_b])
+
+
+def _tico_case(n: int, d: int) -> Case:
+    impls = (
+        Impl(
+            "formula",
+            "lightly TiCoLoss formula, written out (baseline)",
+            "baseline",
+            _tico_lightly_formula,
+        ),
+        Impl("lightly", "lightly TiCoLoss", "lightly", _tico_lightly),
+        Impl("sslosses", "sslosses TiCoCovariance.update + tico_loss", "sslosses", _tico_ours),
+    )
+    return Case("tico", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula")
+
+
+# W-MSE --------------------------------------------------------------------------------------
+def _wmse_original(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+
+        def step() -> Tensor:
+            perm = torch.randperm(z_a.shape[0], device=z_a.device)
+            return baselines.original_wmse(torch.cat([z_a, z_b]), 2, w_size, [perm])
+
+        return Prepared(step, [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_lightly(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        loss = optional_import("lightly.loss", "WMSELoss")(
+            embedding_dim=z_a.shape[1], w_size=w_size, num_samples=2
+        ).to(z_a.device)
+        return Prepared(lambda: loss(torch.cat([z_a, z_b])), [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_ours(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        return Prepared(lambda: SF.wmse_loss([z_a, z_b], w_size=w_size), [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_case(n: int, d: int, w_size: int) -> Case:
+    impls = (
+        Impl(
+            "original", "htdt/self-supervised WMSE (baseline)", "baseline", _wmse_original(w_size)
+        ),
+        Impl("lightly", "lightly WMSELoss", "lightly", _wmse_lightly(w_size)),
+        Impl("sslosses", "sslosses wmse_loss", "sslosses", _wmse_ours(w_size)),
+    )
+    return Case(
+        "wmse",
+        f"{n}x{d}x{w_size}",
+        f"N={n} D={d} w_size={w_size}",
+        _pair_setup(n, d),
+        impls,
+        "original",
+    )
+
+
 # SupCon -------------------------------------------------------------------------------------
 def _supcon_setup(n: int, v: int, d: int, classes: int) -> Callable[[torch.device], Inputs]:
     """``features`` ``(N, V, D)`` that require grad and ``labels`` ``(N,)`` from ``classes``."""
@@ -988,6 +1145,9 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _swav_case(12, 20, 4),
             _dino_case(6, 16, 3),
             _koleo_case(40, 8, chunk_size=7),
+            _mmcr_case(12, 6, 4),
+            _tico_case(10, 6),
+            _wmse_case(16, 3, 16),  # one sub-batch: the draws do not change the value
             _supcon_case(12, 3, 8, chunk_size=5, classes=4),
             _byol_case(10, 8),
             _simsiam_case(10, 8),
@@ -1010,6 +1170,9 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _dino_case(64, 65536, 8),
         _koleo_case(4096, 384, chunk_size=256),
         _koleo_case(16384, 384, chunk_size=256),
+        _mmcr_case(512, 512, 4),
+        _tico_case(4096, 256),
+        _wmse_case(1024, 64, 128),
         _supcon_case(8192, 2, 128, chunk_size=1024),
         _supcon_case(16384, 2, 128, chunk_size=1024),
         _byol_case(4096, 256),

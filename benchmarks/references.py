@@ -393,6 +393,101 @@ def koleo(x: Tensor, eps: float = 1e-8, pairwise_eps: float = 1e-8) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# MMCR: Yerxa et al., NeurIPS 2023 (arXiv:2303.03307); ThomasYerxa/mmcr,
+# mmcr/imagenet/loss_mmcr.py, MMCR_Loss.forward (one process: no all_gather), and
+# loss_mmcr_momentum.py, MMCR_Momentum_Loss.forward. Both default lmbda to 0 in their scripts.
+# --------------------------------------------------------------------------------------------
+def mmcr(z: Tensor, n_aug: int, lmbda: float = 0.0, z_momentum: Tensor | None = None) -> Tensor:
+    """``MMCR_Loss(lmbda, n_aug)(z)`` (or ``MMCR_Momentum_Loss`` with ``z_momentum``).
+
+    ``z`` is ``(B * n_aug, C)``, sample-major (rows ``b * n_aug`` to ``b * n_aug + n_aug - 1``
+    are sample ``b``'s views). Rows L2-normalized (``F.normalize``); each sample's ``C x n_aug``
+    matrix of views; the centroids are their means over the views (with a momentum output, the
+    average of the two networks' means); the loss is
+    ``lmbda * sum(svdvals(per-sample matrices)) / B - sum(svdvals(centroids))``, the per-sample
+    term of the online views only.
+    """
+    z = F.normalize(z, dim=-1)
+    local = z.reshape(-1, n_aug, z.shape[-1]).permute(0, 2, 1)  # (B, C, n_aug)
+    centroids = local.mean(dim=-1)  # (B, C)
+    if z_momentum is not None:
+        zm = F.normalize(z_momentum, dim=-1)
+        local_m = zm.reshape(-1, n_aug, zm.shape[-1]).permute(0, 2, 1)
+        centroids = (centroids + local_m.mean(dim=-1)) * 0.5
+    local_nuc = torch.linalg.svdvals(local).sum() if lmbda != 0.0 else torch.zeros(())
+    global_nuc = torch.linalg.svdvals(centroids).sum()
+    return lmbda * local_nuc / local.shape[0] - global_nuc
+
+
+# --------------------------------------------------------------------------------------------
+# TiCo: Zhu et al. 2022 (arXiv:2206.10698, Algorithm 1); no official code. lightly
+# lightly/loss/tico_loss.py, TiCoLoss.forward (one process), which the paper's formula matches.
+# --------------------------------------------------------------------------------------------
+def tico(
+    z_a: Tensor, z_b: Tensor, running: Tensor, beta: float = 0.9, rho: float = 8.0
+) -> tuple[Tensor, Tensor]:
+    """``TiCoLoss(beta, rho)(z_a, z_b)`` with ``self.C = running``: the loss and the new ``C``.
+
+    Rows L2-normalized; ``B = z_a^T z_a / N`` (detached); ``C = beta * running + (1 - beta) * B``;
+    the loss is ``1 - mean_i <z_a_i, z_b_i> + rho * mean_i (z_a C)_i . z_a_i``; lightly then
+    stores ``C`` (detached) as its state for the next call.
+    """
+    z_a = F.normalize(z_a, dim=1)
+    z_b = F.normalize(z_b, dim=1)
+    batch = torch.mm(z_a.T, z_a).detach() / z_a.shape[0]
+    c = beta * running + (1 - beta) * batch
+    invariance = 1.0 - (z_a * z_b).sum(dim=1).mean()
+    contrast = rho * (torch.mm(z_a, c) * z_a).sum(dim=1).mean()
+    return invariance + contrast, c.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# W-MSE: Ermolov et al., ICML 2021 (arXiv:2007.06346); htdt/self-supervised, methods/w_mse.py
+# (WMSE.forward), methods/whitening.py (Whitening2d in training mode, track_running_stats=False
+# as WMSE builds it) and methods/norm_mse.py (norm_mse_loss; F.mse_loss with --no_norm).
+# --------------------------------------------------------------------------------------------
+def whitening2d(x: Tensor, eps: float = 0.0) -> Tensor:
+    """``Whitening2d(D, eps=eps)(x)`` in training mode: ``(x - mean) @ L^{-1}^T``, with ``L`` the
+    Cholesky factor of ``(1 - eps) * cov + eps * I`` (``cov`` divided by ``N - 1``) and ``L^{-1}``
+    from ``solve_triangular(L, I)``; the original applies it as a 1x1 ``conv2d``."""
+    d = x.shape[1]
+    xn = x - x.mean(dim=0, keepdim=True)
+    cov = xn.T @ xn / (x.shape[0] - 1)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    inv_sqrt = torch.linalg.solve_triangular(
+        torch.linalg.cholesky((1 - eps) * cov + eps * eye), eye, upper=False
+    )
+    return F.conv2d(xn[:, :, None, None], inv_sqrt[:, :, None, None])[:, :, 0, 0]
+
+
+def wmse(
+    h: Tensor,
+    num_samples: int,
+    w_size: int,
+    perms: Sequence[Tensor],
+    eps: float = 0.0,
+    norm: bool = True,
+) -> Tensor:
+    """``WMSE.forward`` on the head outputs ``h`` (``num_samples`` views of ``bs`` rows, view
+    after view), with ``perms[k]`` the ``torch.randperm(bs)`` of iteration ``k``."""
+    bs = h.shape[0] // num_samples
+    loss = h.new_zeros(())
+    for perm in perms:
+        z = torch.empty_like(h)
+        for idx in perm.view(-1, w_size):
+            for i in range(num_samples):
+                z[idx + i * bs] = whitening2d(h[idx + i * bs], eps)
+        for i in range(num_samples - 1):
+            for j in range(i + 1, num_samples):
+                x0, x1 = z[i * bs : (i + 1) * bs], z[j * bs : (j + 1) * bs]
+                if norm:
+                    loss = loss + 2 - 2 * (F.normalize(x0) * F.normalize(x1)).sum(dim=-1).mean()
+                else:
+                    loss = loss + F.mse_loss(x0, x1)
+    return loss / (len(perms) * num_samples * (num_samples - 1) // 2)
+
+
+# --------------------------------------------------------------------------------------------
 # SupCon: Khosla et al., NeurIPS 2020 (arXiv:2004.11362); HobbitLong/SupContrast, losses.py,
 # SupConLoss(temperature=0.07, contrast_mode="all", base_temperature=0.07).forward(features,
 # labels): features (N, V, D), already normalized by the model; no process group.

@@ -15,12 +15,15 @@ from sslosses.ibot import ibot_patch_loss
 from sslosses.info_nce import info_nce
 from sslosses.kernels.offdiag import select_algorithm
 from sslosses.koleo import koleo_loss
+from sslosses.mmcr import mmcr_loss
 from sslosses.nt_xent import nt_xent
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
 from sslosses.supcon import supcon_loss
 from sslosses.swav import swav_loss
+from sslosses.tico import tico_loss
 from sslosses.vicreg import vicreg_loss, vicreg_terms
+from sslosses.wmse import wmse_loss
 
 __all__ = [
     "barlow_twins_loss",
@@ -30,6 +33,7 @@ __all__ = [
     "ibot_patch_loss",
     "info_nce",
     "koleo_loss",
+    "mmcr_loss",
     "negative_cosine_similarity",
     "nt_xent",
     "resolve_chunk_size",
@@ -37,6 +41,8 @@ __all__ = [
     "sinkhorn",
     "supcon_loss",
     "swav_loss",
+    "tico_loss",
     "vicreg_loss",
     "vicreg_terms",
+    "wmse_loss",
 ]

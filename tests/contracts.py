@@ -218,6 +218,53 @@ CONTRACTS: list[Contract] = [
         {"chunk_size": 3, "reduction": "sum"},
         module=sslosses.KoLeoLoss,
     ),
+    Contract("mmcr_loss", Fn.mmcr_loss, crops(6, 5, count=3), module=sslosses.MMCRLoss),
+    Contract(
+        "mmcr_loss[lambd]",
+        Fn.mmcr_loss,
+        crops(6, 5, count=3),
+        {"lambd": 0.05, "normalize": False},
+        module=sslosses.MMCRLoss,
+    ),
+]
+
+
+def tico_inputs(n: int = 6, d: int = 5) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of TiCo: ``(z_a, z_b)`` and a running covariance ``(d, d)`` (not differentiated)."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        a, b, m = rows(n, d, dtype=dtype, seed=seed, count=3)
+        return (a, b), {"covariance": (m[:d].T @ m[:d] / d).to(dtype)}
+
+    return build
+
+
+CONTRACTS += [
+    Contract("tico_loss", Fn.tico_loss, tico_inputs(), module=sslosses.TiCoLoss),
+    Contract(
+        "tico_loss[none]",
+        Fn.tico_loss,
+        tico_inputs(),
+        {"reduction": "none", "normalize": False, "rho": 2.0},
+        module=sslosses.TiCoLoss,
+    ),
+]
+
+CONTRACTS += [
+    # w_size = N: one sub-batch, so the value does not depend on the random permutation
+    Contract(
+        "wmse_loss", Fn.wmse_loss, crops(8, 3, count=3), {"w_size": 8}, module=sslosses.WMSELoss
+    ),
+    Contract(
+        "wmse_loss[mse]",
+        Fn.wmse_loss,
+        crops(8, 3, count=2),
+        {"w_size": 8, "eps": 0.1, "normalize": False},
+        module=sslosses.WMSELoss,
+    ),
+]
+
+CONTRACTS += [
     Contract(
         "supcon_loss",
         Fn.supcon_loss,

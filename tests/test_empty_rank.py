@@ -29,10 +29,12 @@ from sslosses.functional import (
     ibot_patch_loss,
     info_nce,
     koleo_loss,
+    mmcr_loss,
     nt_xent,
     sinkhorn,
     supcon_loss,
     swav_loss,
+    tico_loss,
     vicreg_loss,
     vicreg_terms,
 )
@@ -100,6 +102,18 @@ def _queue_push(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
     queue = sslosses.MoCoQueue(4, K, gather_distributed=gather, dtype=F64)
     queue.push(x[0])
     return queue.features()
+
+
+def _tico_covariance(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    covariance = sslosses.TiCoCovariance(K, beta=0.5, gather_distributed=gather, dtype=F64)
+    covariance.update(x[0])
+    covariance.update(x[1])
+    return covariance.covariance
+
+
+def _tico(x: list[torch.Tensor], gather: bool, reduction: str = "mean") -> torch.Tensor:
+    running = torch.linspace(0.0, 0.1, K * K, dtype=F64).reshape(K, K)
+    return tico_loss(x[0], x[1], running, gather_distributed=gather, reduction=reduction)
 
 
 def _supcon(x: list[torch.Tensor], gather: bool, **kw: Any) -> torch.Tensor:
@@ -171,6 +185,16 @@ CASES: dict[str, Case] = {
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+    "tico_loss": (_tico, 2, 1, "mean"),
+    "tico_loss sum": (lambda x, g: _tico(x, g, "sum"), 2, 1, "mean"),
+    "tico_loss none": (lambda x, g: _tico(x, g, "none"), 2, 1, "rows"),
+    "TiCoCovariance.update": (_tico_covariance, 2, 1, "state"),
+    "mmcr_loss": (
+        lambda x, g: mmcr_loss(x[:2], target_views=x[2:], lambd=0.1, gather_distributed=g),
+        3,
+        1,
+        "mean",
+    ),
 }
 
 
@@ -258,7 +282,12 @@ def test_every_gather_distributed_entry_point_is_in_the_table() -> None:
     for attr in sslosses.functional.__all__:
         if "gather_distributed" in inspect.signature(getattr(sslosses.functional, attr)).parameters:
             assert attr in covered, f"{attr} takes gather_distributed but has no empty-rank case"
-    for cls, method in ((sslosses.DINOCenter, "update"), (sslosses.MoCoQueue, "push")):
+    components = (
+        (sslosses.DINOCenter, "update"),
+        (sslosses.MoCoQueue, "push"),
+        (sslosses.TiCoCovariance, "update"),
+    )
+    for cls, method in components:
         assert f"{cls.__name__}.{method}" in covered
 
 

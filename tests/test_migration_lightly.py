@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import sslosses.functional as SF
-from sslosses import EMA, MoCoQueue, SwAVPrototypes, cosine_schedule
+from sslosses import EMA, MoCoQueue, SwAVPrototypes, TiCoCovariance, cosine_schedule
 
 lightly_loss = pytest.importorskip("lightly.loss")
 lightly_utils = pytest.importorskip("lightly.models.utils")
@@ -195,3 +195,49 @@ def test_koleo_batch_of_one() -> None:
     torch.testing.assert_close(lightly_loss.KoLeoLoss()(x), expected, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="at least 2"):
         SF.koleo_loss(x)
+
+
+def test_mmcr_same_value_and_gradient_without_normalization() -> None:
+    online = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)  # (B, k, D)
+    momentum = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    expected = lightly_loss.MMCRLoss(lmda=5e-3)(online, momentum)
+    views = list(online.unbind(1)) + list(momentum.unbind(1))
+    got = SF.mmcr_loss(views, lambd=5e-3, normalize=False)
+    torch.testing.assert_close(got, expected, **TOL)
+    grads = torch.autograd.grad(got, [online, momentum])
+    for g, w in zip(grads, torch.autograd.grad(expected, [online, momentum]), strict=True):
+        torch.testing.assert_close(g, w, **TOL)
+    assert lightly_loss.MMCRLoss().lmda == 5e-3  # the guide's default row
+
+
+def test_tico_same_values_over_steps_and_the_same_state() -> None:
+    theirs = lightly_loss.TiCoLoss(beta=0.9, rho=8.0)
+    ours = TiCoCovariance(5, beta=0.9, dtype=torch.float64)
+    for _ in range(3):
+        a, b = _pair(6, 5, grad=True)
+        expected = theirs(a, b)
+        ours.update(a)
+        got = SF.tico_loss(a, b, ours.covariance, rho=8.0)
+        torch.testing.assert_close(got, expected, **TOL)
+        for g, w in zip(
+            torch.autograd.grad(got, [a, b]), torch.autograd.grad(expected, [a, b]), strict=True
+        ):
+            torch.testing.assert_close(g, w, **TOL)
+        torch.testing.assert_close(ours.covariance, theirs.C, **TOL)
+    assert (theirs.beta, theirs.rho) == (0.9, 8.0)  # the guide's default row
+
+
+def test_wmse_same_value_and_gradient_with_the_same_draws() -> None:
+    views = [t.requires_grad_(True) for t in _pair(16, 3)]
+    criterion = lightly_loss.WMSELoss(embedding_dim=3, w_size=8, w_iter=2, num_samples=2)
+    torch.manual_seed(5)  # lightly draws torch.randperm(bs) from the global generator
+    expected = criterion(torch.cat(views))
+    torch.manual_seed(5)
+    got = SF.wmse_loss(views, w_size=8, w_iter=2)  # generator=None: the same global draws
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+    for g, w in zip(
+        torch.autograd.grad(got, views), torch.autograd.grad(expected, views), strict=True
+    ):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
+    default = lightly_loss.WMSELoss()
+    assert (default.w_size, default.w_iter, default.whitening.eps) == (256, 1, 0.0)
