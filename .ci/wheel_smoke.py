@@ -145,6 +145,12 @@ def smoke_calls() -> dict[str, Smoke]:
         a, b = _pair()
         return SF.vicreg_terms(a, b).loss, [a, b]
 
+    def supcon() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+        loss = SF.supcon_loss([a, b], labels) + SF.supcon_loss([a, b], labels, chunk_size=3)
+        return loss + SF.supcon_loss(torch.stack([a, b], dim=1), contrast_mode="one"), [a, b]
+
     def nnclr() -> tuple[torch.Tensor, list[torch.Tensor]]:
         (z_a, z_b), (p_a, p_b) = _pair(), _pair()
         support = torch.randn(20, 16)
@@ -177,6 +183,7 @@ def smoke_calls() -> dict[str, Smoke]:
         "sinkhorn": sinkhorn,
         "swav_loss": swav,
         "tico_loss": tico,
+        "supcon_loss": supcon,
         "vicreg_loss": pair_loss(SF.vicreg_loss),
         "wmse_loss": wmse,
         "vicreg_terms": vicreg_terms,

@@ -36,6 +36,10 @@ Sources (read for facts; no code is copied):
   the same out-of-place form as lightly's ``update_momentum`` and solo-learn's
   ``MomentumUpdater.update``), and an in-place variant of that loop
   (``p_t.data.mul_(m).add_((1 - m) * p_o.data)``) as a stronger baseline.
+- SupCon: HobbitLong/SupContrast ``losses.py`` (``SupConLoss.forward``, restated in
+  ``references.supcon``), on the features its model's head L2-normalizes
+  (``networks/resnet_big.py``, ``SupConResNet.forward``): the tiled ``(V N, V N)`` masks and
+  logits.
 - NNCLR, lightly: ``lightly/models/modules/nn_memory_bank.py`` (``NNMemoryBankModule``, the
   full ``(N, K)`` similarity matrix against the cloned, normalized bank) and
   ``lightly/loss/ntx_ent_loss.py`` (``NTXentLoss``, four ``(N, N)`` blocks), combined as in
@@ -60,6 +64,7 @@ from references import BarlowTwins as OfficialBarlowTwins
 from references import koleo as dinov2_koleo
 from references import lightly_sigreg, off_diagonal, simclr_nt_xent
 from references import mmcr as original_mmcr
+from references import supcon as supcontrast_supcon
 from references import tico as lightly_tico
 from references import vicreg as official_vicreg
 from references import wmse as original_wmse
@@ -90,6 +95,7 @@ __all__ = [
     "simsiam_loss",
     "solo_learn_barlow_twins",
     "solo_learn_nnclr",
+    "supcontrast_supcon",
     "swav_loss",
 ]
 

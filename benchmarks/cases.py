@@ -40,6 +40,7 @@ GROUPS = (
     "tico",
     "wmse",
     "sigreg",
+    "supcon",
     "byol",
     "simsiam",
     "ema",
@@ -59,6 +60,7 @@ GROUP_TITLES = {
     "tico": "TiCo",
     "wmse": "W-MSE",
     "sigreg": "LeJEPA SIGReg",
+    "supcon": "SupCon (supervised contrastive)",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
@@ -766,6 +768,86 @@ def _sigreg_case(views: int, n: int, d: int, slices: int) -> Case:
     )
 
 
+# SupCon -------------------------------------------------------------------------------------
+def _supcon_setup(n: int, v: int, d: int, classes: int) -> Callable[[torch.device], Inputs]:
+    """``features`` ``(N, V, D)`` that require grad and ``labels`` ``(N,)`` from ``classes``."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        features = _leaf(n, v, d, device=device, gen=gen)
+        labels = torch.randint(0, classes, (n,), generator=gen).to(device)
+        return {"features": features, "labels": labels}
+
+    return setup
+
+
+def _supcon_original(inputs: Inputs) -> Prepared:
+    features, labels = inputs["features"], inputs["labels"]
+    return _loss_step(
+        lambda: baselines.supcontrast_supcon(
+            torch.nn.functional.normalize(features, dim=2), labels
+        ),
+        inputs,
+        "features",
+    )
+
+
+def _supcon_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        features, labels = inputs["features"], inputs["labels"]
+        chunk: Any = chunk_size
+        prep = _loss_step(
+            lambda: SF.supcon_loss(features, labels, chunk_size=chunk), inputs, "features"
+        )
+        if chunk_size == "auto":
+            rows = features.shape[0] * features.shape[1]
+            prep.note = f"runs {chunk_auto_choice(rows, rows, features.device)}"
+        return prep
+
+    return prepare
+
+
+def _supcon_case(n: int, v: int, d: int, chunk_size: int, classes: int = 100) -> Case:
+    vn = v * n
+    full = 4.0 * vn * vn  # one (V N, V N) float32 matrix
+    picked = chunk_auto_choice(vn, vn, torch.device("cpu"))
+    auto_block = int(picked.split("=")[1]) if picked.startswith("chunk_size=") else vn
+    impls = (
+        Impl(
+            "original",
+            "SupContrast SupConLoss, dense (baseline)",
+            "baseline",
+            _supcon_original,
+            estimate=10 * full,
+        ),
+        Impl(
+            "dense", "sslosses chunk_size=None", "sslosses", _supcon_ours(None), estimate=4 * full
+        ),
+        Impl(
+            "auto",
+            'sslosses chunk_size="auto"',
+            "sslosses",
+            _supcon_ours("auto"),
+            estimate=4 * 4.0 * auto_block * vn,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses chunk_size={chunk_size}",
+            "sslosses",
+            _supcon_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * vn,
+        ),
+    )
+    return Case(
+        "supcon",
+        f"{n}x{v}x{d}",
+        f"N={n} V={v} D={d}, {classes} classes",
+        _supcon_setup(n, v, d, classes),
+        impls,
+        "original",
+    )
+
+
 # NNCLR --------------------------------------------------------------------------------------
 def _nnclr_setup(n: int, d: int, k: int) -> Callable[[torch.device], Inputs]:
     """Projections ``z_a, z_b`` (no gradient reaches them), predictions ``p_a, p_b`` that require
@@ -1255,6 +1337,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _tico_case(10, 6),
             _sigreg_case(2, 6, 3, 4),
             _wmse_case(16, 3, 16),  # one sub-batch: the draws do not change the value
+            _supcon_case(12, 3, 8, chunk_size=5, classes=4),
             _byol_case(10, 8),
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
@@ -1281,6 +1364,8 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _tico_case(4096, 256),
         _wmse_case(1024, 64, 128),
         _sigreg_case(8, 256, 512, 1024),
+        _supcon_case(8192, 2, 128, chunk_size=1024),
+        _supcon_case(16384, 2, 128, chunk_size=1024),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),
@@ -1349,6 +1434,26 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 1,
                 t.ratio(case, "original", impl, "total_ms"),
             )
+    for impl, what in (("chunked", "chunk_size=1024"), ("auto", 'chunk_size="auto"')):
+        t.at_least(
+            f"SupCon N=8192 V=2: peak extra memory, SupContrast original / sslosses {what}",
+            10,
+            t.ratio("supcon:8192x2x128", "original", impl, "peak_extra_mb"),
+        )
+        t.at_least(
+            f"SupCon N=8192 V=2: sslosses {what} never slower than SupContrast original",
+            1,
+            t.ratio("supcon:8192x2x128", "original", impl, "total_ms"),
+        )
+    row = t.find("supcon:16384x2x128", "chunked")
+    mem = None if row is None else row.peak_extra_mb
+    t.add(
+        "SupCon N=16384 V=2: chunked peak extra memory",
+        "<= 1024 MB",
+        mem,
+        None if mem is None else mem <= 1024,
+        unit="MB",
+    )
     ema_case = next((r.case for r in rows if r.group == "ema"), "ema:resnet50w64")
     for base, base_what in (("moco", "MoCo's loop"), ("loop", "in-place loop")):
         for impl, what in (("module", "EMA.update"), ("functional", "ema_update_")):

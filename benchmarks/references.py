@@ -530,6 +530,46 @@ def lightly_lejepa(
 
 
 # --------------------------------------------------------------------------------------------
+# SupCon: Khosla et al., NeurIPS 2020 (arXiv:2004.11362); HobbitLong/SupContrast, losses.py,
+# SupConLoss(temperature=0.07, contrast_mode="all", base_temperature=0.07).forward(features,
+# labels): features (N, V, D), already normalized by the model; no process group.
+# --------------------------------------------------------------------------------------------
+def supcon(
+    features: Tensor,
+    labels: Tensor | None = None,
+    temperature: float = 0.07,
+    contrast_mode: str = "all",
+    base_temperature: float = 0.07,
+) -> Tensor:
+    """``SupConLoss.forward(features, labels)``: the dense ``(A, V N)`` formulation.
+
+    The views are stacked view-major into ``V N`` candidates; the anchors are all of them
+    (``"all"``) or the first view (``"one"``). The ``N x N`` same-label mask (the identity
+    without labels) is tiled to ``(A, V N)`` and each anchor's own column is removed from it
+    and from the softmax's denominator. Logits are shifted by their detached row maximum, the
+    log-probabilities averaged over each anchor's positives (a count of 0 replaced by 1, as
+    the original's current code does) and scaled by ``-temperature / base_temperature``; the
+    loss is the mean over anchors.
+    """
+    n, v = features.shape[0], features.shape[1]
+    same = torch.eye(n) if labels is None else (labels[:, None] == labels[None, :])
+    same = same.to(features)  # (N, N)
+    contrast = torch.cat(torch.unbind(features, dim=1))  # (V N, D)
+    anchor, count = (contrast, v) if contrast_mode == "all" else (features[:, 0], 1)
+    scores = anchor @ contrast.T / temperature  # (A, V N)
+    logits = scores - scores.max(dim=1, keepdim=True).values.detach()
+    not_self = torch.ones_like(scores)
+    not_self[torch.arange(n * count), torch.arange(n * count)] = 0
+    positive = same.repeat(count, v) * not_self  # (A, V N)
+    denominator = (torch.exp(logits) * not_self).sum(dim=1, keepdim=True)  # (A, 1)
+    log_prob = logits - torch.log(denominator)
+    n_positive = positive.sum(dim=1)
+    n_positive = torch.where(n_positive < 1e-6, torch.ones_like(n_positive), n_positive)
+    mean_log_prob = (positive * log_prob).sum(dim=1) / n_positive  # (A,)
+    return (-(temperature / base_temperature) * mean_log_prob).reshape(count, n).mean()
+
+
+# --------------------------------------------------------------------------------------------
 # Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
 # them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
 # adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),

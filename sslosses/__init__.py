@@ -19,6 +19,7 @@ from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
 from sslosses.sigreg import LeJEPALoss, SIGRegLoss
 from sslosses.simsiam import NegativeCosineSimilarity
+from sslosses.supcon import SupConLoss
 from sslosses.swav import SwAVLoss
 from sslosses.tico import TiCoCovariance, TiCoLoss
 from sslosses.vicreg import VICRegLoss, VICRegTerms
@@ -46,6 +47,7 @@ __all__ = [
     "NTXentLoss",
     "NegativeCosineSimilarity",
     "SIGRegLoss",
+    "SupConLoss",
     "SwAVLoss",
     "SwAVPrototypes",
     "TiCoCovariance",

@@ -21,6 +21,7 @@ from sslosses.nt_xent import nt_xent
 from sslosses.sigreg import lejepa_loss, sigreg_loss
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
+from sslosses.supcon import supcon_loss
 from sslosses.swav import swav_loss
 from sslosses.tico import tico_loss
 from sslosses.vicreg import vicreg_loss, vicreg_terms
@@ -44,6 +45,7 @@ __all__ = [
     "select_algorithm",
     "sigreg_loss",
     "sinkhorn",
+    "supcon_loss",
     "swav_loss",
     "tico_loss",
     "vicreg_loss",

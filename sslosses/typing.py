@@ -21,6 +21,7 @@ __all__ = [
     "BufferPolicy",
     "Centering",
     "ChunkSize",
+    "ContrastMode",
     "JitterOrder",
     "OutputNorm",
     "Reduction",
@@ -65,3 +66,8 @@ a random permutation per sample (torchvision's) or brightness, contrast, saturat
 
 Size: TypeAlias = int | tuple[int, int]
 """An image size, ``s`` for ``s x s`` or ``(height, width)``."""
+
+ContrastMode: TypeAlias = Literal["all", "one"]
+"""The anchors of :func:`~sslosses.functional.supcon_loss`: every view of every sample
+(``"all"``) or the first view of each sample only (``"one"``), as the original's
+``contrast_mode``."""

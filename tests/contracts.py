@@ -314,5 +314,24 @@ CONTRACTS += [
     ),
 ]
 
+CONTRACTS += [
+    Contract(
+        "supcon_loss",
+        Fn.supcon_loss,
+        lambda dtype, seed: (
+            (rows(6, 5, dtype=dtype, seed=seed, count=3),),
+            {"labels": torch.tensor([0, 1, 0, 2, 1, 0])},
+        ),
+        module=sslosses.SupConLoss,
+    ),
+    Contract(
+        "supcon_loss[one, no labels, chunked]",
+        Fn.supcon_loss,
+        crops(n=6, k=5, count=2),
+        {"contrast_mode": "one", "chunk_size": 4, "reduction": "none"},
+        module=sslosses.SupConLoss,
+    ),
+]
+
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
 NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_", "nearest_neighbours"}

@@ -35,6 +35,7 @@ from sslosses.functional import (
     nt_xent,
     sigreg_loss,
     sinkhorn,
+    supcon_loss,
     swav_loss,
     tico_loss,
     vicreg_loss,
@@ -123,6 +124,12 @@ def _directions() -> torch.Tensor:
     return a / a.norm(dim=0)
 
 
+def _supcon(x: list[torch.Tensor], gather: bool, **kw: Any) -> torch.Tensor:
+    """SupCon on 2 views with labels read off a third row-aligned input (3 classes)."""
+    labels = (x[2][:, 0].detach() > 0).long() + (x[2][:, 1].detach() > 0).long()
+    return supcon_loss(x[:2], labels, temperature=0.5, gather_distributed=gather, **kw)
+
+
 Case = tuple[Callable[[list[torch.Tensor], bool], torch.Tensor], int, int, str]
 # name: (function, number of row-aligned inputs, minimum global batch, kind)
 CASES: dict[str, Case] = {
@@ -170,6 +177,19 @@ CASES: dict[str, Case] = {
     "ibot_patch_loss center": (lambda x, g: _ibot(x, g, "center", "patches"), 3, 1, "mean"),
     "ibot_patch_loss sinkhorn": (lambda x, g: _ibot(x, g, "sinkhorn", "patches"), 3, 1, "mean"),
     "ibot_patch_loss sinkhorn rows": (lambda x, g: _ibot(x, g, "sinkhorn", "rows"), 3, 1, "mean"),
+    "supcon_loss": (_supcon, 3, 2, "mean"),
+    "supcon_loss one chunked sum": (
+        lambda x, g: _supcon(x, g, contrast_mode="one", chunk_size=1, reduction="sum"),
+        3,
+        2,
+        "mean",
+    ),
+    "supcon_loss none no labels": (
+        lambda x, g: supcon_loss(x[:2], gather_distributed=g, reduction="none"),
+        2,
+        2,
+        "rows",
+    ),
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
