@@ -151,6 +151,19 @@ def smoke_calls() -> dict[str, Smoke]:
         loss = SF.supcon_loss([a, b], labels) + SF.supcon_loss([a, b], labels, chunk_size=3)
         return loss + SF.supcon_loss(torch.stack([a, b], dim=1), contrast_mode="one"), [a, b]
 
+    def nnclr() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        (z_a, z_b), (p_a, p_b) = _pair(), _pair()
+        support = torch.randn(20, 16)
+        loss = SF.nnclr_loss(z_a, z_b, p_a, p_b, support)
+        return loss + SF.nnclr_loss(z_a, z_b, p_a, p_b, support, chunk_size=3), [p_a, p_b]
+
+    def nearest_neighbours() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        support = torch.randn(20, 16)
+        rows, index = SF.nearest_neighbours(support[[3, 7]], support, return_indices=True)
+        if index.tolist() != [3, 7] or not torch.equal(rows, support[[3, 7]]):
+            raise AssertionError(f"nearest_neighbours of support rows 3, 7 gave {index.tolist()}")
+        return rows.sum(), []
+
     return {
         "barlow_twins_loss": pair_loss(SF.barlow_twins_loss),
         "byol_loss": pair_loss(SF.byol_loss, target_grad=False),
@@ -174,6 +187,8 @@ def smoke_calls() -> dict[str, Smoke]:
         "vicreg_loss": pair_loss(SF.vicreg_loss),
         "wmse_loss": wmse,
         "vicreg_terms": vicreg_terms,
+        "nnclr_loss": nnclr,
+        "nearest_neighbours": nearest_neighbours,
     }
 
 

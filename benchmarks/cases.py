@@ -45,6 +45,7 @@ GROUPS = (
     "simsiam",
     "ema",
     "multicrop",
+    "nnclr",
 )
 
 GROUP_TITLES = {
@@ -64,6 +65,7 @@ GROUP_TITLES = {
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
     "multicrop": "Multi-crop augmentation",
+    "nnclr": "NNCLR (nearest-neighbour positives from a support set)",
 }
 
 
@@ -846,6 +848,140 @@ def _supcon_case(n: int, v: int, d: int, chunk_size: int, classes: int = 100) ->
     )
 
 
+# NNCLR --------------------------------------------------------------------------------------
+def _nnclr_setup(n: int, d: int, k: int) -> Callable[[torch.device], Inputs]:
+    """Projections ``z_a, z_b`` (no gradient reaches them), predictions ``p_a, p_b`` that require
+    grad, and a ``(K, D)`` support set of unit rows (a queue of normalized projections)."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        support = torch.nn.functional.normalize(torch.randn(k, d, generator=gen), dim=1)
+        return {
+            "z_a": torch.randn(n, d, generator=gen).to(device),
+            "z_b": torch.randn(n, d, generator=gen).to(device),
+            "p_a": _leaf(n, d, device=device, gen=gen),
+            "p_b": _leaf(n, d, device=device, gen=gen),
+            "support": support.to(device),
+        }
+
+    return setup
+
+
+def _nnclr_args(inputs: Inputs) -> tuple[Tensor, ...]:
+    return tuple(inputs[name] for name in ("z_a", "z_b", "p_a", "p_b", "support"))
+
+
+def _nnclr_lightly(inputs: Inputs) -> Prepared:
+    args = _nnclr_args(inputs)
+    return _loss_step(lambda: baselines.lightly_nnclr(*args), inputs, "p_a", "p_b")
+
+
+def _nnclr_lightly_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    """lightly's NNCLR loss through sslosses: ``nearest_neighbours`` then ``nt_xent``."""
+
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b, p_a, p_b, support = _nnclr_args(inputs)
+        chunk: Any = chunk_size
+
+        def step() -> Tensor:
+            nn_a = SF.nearest_neighbours(z_a, support, chunk_size=chunk)
+            nn_b = SF.nearest_neighbours(z_b, support, chunk_size=chunk)
+            return 0.5 * (
+                SF.nt_xent(nn_a, p_b, temperature=0.1, chunk_size=chunk)
+                + SF.nt_xent(nn_b, p_a, temperature=0.1, chunk_size=chunk)
+            )
+
+        prep = _loss_step(step, inputs, "p_a", "p_b")
+        if chunk_size == "auto":
+            n, k = z_a.shape[0], support.shape[0]
+            search = chunk_auto_choice(k, n, z_a.device)
+            prep.note = (
+                f"search runs {search}, nt_xent {chunk_auto_choice(2 * n, 2 * n, z_a.device)}"
+            )
+        return prep
+
+    return prepare
+
+
+def _nnclr_solo(inputs: Inputs) -> Prepared:
+    args = _nnclr_args(inputs)
+    return _loss_step(lambda: baselines.solo_learn_nnclr(*args), inputs, "p_a", "p_b")
+
+
+def _nnclr_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        args = _nnclr_args(inputs)
+        chunk: Any = chunk_size
+        prep = _loss_step(lambda: SF.nnclr_loss(*args, chunk_size=chunk), inputs, "p_a", "p_b")
+        if chunk_size == "auto":
+            n, k = args[0].shape[0], args[4].shape[0]
+            search = chunk_auto_choice(k, 2 * n, args[0].device)
+            prep.note = f"search runs {search}, logits {chunk_auto_choice(n, n, args[0].device)}"
+        return prep
+
+    return prepare
+
+
+def _nnclr_cases(n: int, d: int, k: int, chunk_size: int) -> list[Case]:
+    """Two cases on the same inputs: lightly's NNCLR (NNMemoryBankModule + NTXentLoss) against
+    ``nearest_neighbours`` + ``nt_xent``, and the paper's loss (Algorithm 1 with the symmetric
+    term, as solo-learn computes it) against ``nnclr_loss``."""
+    search = 4.0 * n * k  # one (N, K) float32 similarity matrix
+    views = 4.0 * n * d
+    lightly = (
+        Impl(
+            "lightly",
+            "lightly NNMemoryBankModule + NTXentLoss formulation (baseline)",
+            "baseline",
+            _nnclr_lightly,
+            estimate=search + 4 * 4.0 * (2 * n) ** 2,
+        ),
+        Impl(
+            "auto",
+            'sslosses nearest_neighbours + nt_xent chunk_size="auto"',
+            "sslosses",
+            _nnclr_lightly_ours("auto"),
+            estimate=4 * 4.0 * 1024 * 2 * n + 16 * views,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses nearest_neighbours + nt_xent chunk_size={chunk_size}",
+            "sslosses",
+            _nnclr_lightly_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * 2 * n + 16 * views,
+        ),
+    )
+    paper = (
+        Impl(
+            "solo",
+            "Algorithm 1 + symmetric term, solo-learn's find_nn / nnclr_loss_func (baseline)",
+            "baseline",
+            _nnclr_solo,
+            estimate=search + 8 * 4.0 * n * n,
+        ),
+        Impl(
+            "auto",
+            'sslosses nnclr_loss chunk_size="auto"',
+            "sslosses",
+            _nnclr_ours("auto"),
+            estimate=4 * 4.0 * 1024 * n + 16 * views,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses nnclr_loss chunk_size={chunk_size}",
+            "sslosses",
+            _nnclr_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * n + 16 * views,
+        ),
+    )
+    shape = f"N={n} D={d} K={k}"
+    setup = _nnclr_setup(n, d, k)
+    return [
+        Case("nnclr", f"lightly-{n}x{k}", shape, setup, lightly, "lightly"),
+        Case("nnclr", f"paper-{n}x{k}", shape, setup, paper, "solo"),
+    ]
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -1206,6 +1342,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
             _multicrop_case(2, 40, (24, 12), (2, 2), blur_kernel=5),
+            *_nnclr_cases(6, 8, 40, chunk_size=7),
         ]
     return [
         _barlow_case(256, 8192, ("dense", "gram", "fused"), device=device),
@@ -1234,6 +1371,7 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _ema_case(),
         _multicrop_case(64, 256, (224, 96), (2, 6)),
         _multicrop_case(64, 512, (224, 96), (2, 6)),
+        *_nnclr_cases(8192, 128, 65536, chunk_size=1024),
     ]
 
 
@@ -1347,6 +1485,20 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "(measured)",
             t.ratio(mc_case, "sslosses", "sslosses-noaa", "total_ms"),
             None,
+        )
+    for case, base, what in (
+        ("nnclr:lightly-8192x65536", "lightly", "lightly's NNMemoryBankModule + NTXentLoss"),
+        ("nnclr:paper-8192x65536", "solo", "Algorithm 1 (solo-learn's formulation)"),
+    ):
+        t.at_least(
+            f"NNCLR N=8192 K=65536: peak extra memory, {what} / sslosses auto",
+            10,
+            t.ratio(case, base, "auto", "peak_extra_mb"),
+        )
+        t.at_least(
+            f"NNCLR N=8192 K=65536: sslosses auto never slower than {what}",
+            1,
+            t.ratio(case, base, "auto", "total_ms"),
         )
     return t.results
 

@@ -649,3 +649,53 @@ def gaussian_blur(img: Tensor, sigma: float, kernel_size: int) -> Tensor:
     out = F.conv2d(out, k1.view(1, 1, 1, kernel_size).expand(c, 1, 1, kernel_size), groups=c)
     out = F.conv2d(out, k1.view(1, 1, kernel_size, 1).expand(c, 1, kernel_size, 1), groups=c)
     return out.squeeze(0)
+
+
+# --------------------------------------------------------------------------------------------
+# NNCLR: Dwibedi et al., ICCV 2021 (arXiv:2104.14548): NN(z, Q) = argmin_q ||z - q||_2 over
+# L2-normalized rows (Sec. 3.2), Eq. 2, the symmetric term of Sec. 3.3 and Algorithm 1's
+# loss = L(NN1, p2) / 2 + L(NN2, p1) / 2 with L = cross_entropy(nn @ p.T / T, range(N)). No
+# official code was released; vturrisi/solo-learn, solo/methods/nnclr.py (find_nn) and
+# solo/losses/nnclr.py (nnclr_loss_func) compute Algorithm 1 the same way (one process).
+# --------------------------------------------------------------------------------------------
+def nnclr_nn(z: Tensor, support: Tensor) -> Tensor:
+    """``NN(z, Q)``: the support row at the smallest L2 distance of each normalized query.
+
+    Distances between all normalized pairs, written out (no matmul identity); the first
+    minimum on ties. Returns the support's rows as stored, detached.
+    """
+    z = F.normalize(z, dim=1)  # (N, D)
+    q = F.normalize(support, dim=1)  # (K, D)
+    distances = (z[:, None, :] - q[None, :, :]).norm(dim=2)  # (N, K)
+    return support[distances.argmin(dim=1)].detach()  # (N, D)
+
+
+def nnclr_contrast(nn_rows: Tensor, p: Tensor, temperature: float, symmetric: bool) -> Tensor:
+    """Algorithm 1's ``L(nn, p)``: Eq. 2 (rows of ``nn @ p.T``), with ``symmetric`` averaged
+    with the Sec. 3.3 term (the columns: each prediction against the in-batch neighbours)."""
+    nn_rows = F.normalize(nn_rows, dim=1)
+    p = F.normalize(p, dim=1)
+    logits = nn_rows @ p.T / temperature  # (N, N)
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    loss = F.cross_entropy(logits, labels)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+    return loss
+
+
+def nnclr(
+    z_a: Tensor,
+    z_b: Tensor,
+    p_a: Tensor,
+    p_b: Tensor,
+    support: Tensor,
+    temperature: float = 0.1,
+    symmetric: bool = True,
+) -> Tensor:
+    """NNCLR's loss: ``L(NN(z_a), p_b) / 2 + L(NN(z_b), p_a) / 2`` (Algorithm 1)."""
+    nn_a = nnclr_nn(z_a, support)
+    nn_b = nnclr_nn(z_b, support)
+    return (
+        nnclr_contrast(nn_a, p_b, temperature, symmetric) / 2
+        + nnclr_contrast(nn_b, p_a, temperature, symmetric) / 2
+    )

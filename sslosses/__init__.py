@@ -13,6 +13,7 @@ from sslosses.ibot import IBOTPatchLoss
 from sslosses.info_nce import InfoNCELoss
 from sslosses.koleo import KoLeoLoss
 from sslosses.mmcr import MMCRLoss
+from sslosses.nnclr import NNCLRLoss
 from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
@@ -42,6 +43,7 @@ __all__ = [
     "LeJEPALoss",
     "MMCRLoss",
     "MoCoQueue",
+    "NNCLRLoss",
     "NTXentLoss",
     "NegativeCosineSimilarity",
     "SIGRegLoss",

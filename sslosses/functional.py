@@ -16,6 +16,7 @@ from sslosses.info_nce import info_nce
 from sslosses.kernels.offdiag import select_algorithm
 from sslosses.koleo import koleo_loss
 from sslosses.mmcr import mmcr_loss
+from sslosses.nnclr import nearest_neighbours, nnclr_loss
 from sslosses.nt_xent import nt_xent
 from sslosses.sigreg import lejepa_loss, sigreg_loss
 from sslosses.simsiam import negative_cosine_similarity
@@ -36,7 +37,9 @@ __all__ = [
     "koleo_loss",
     "lejepa_loss",
     "mmcr_loss",
+    "nearest_neighbours",
     "negative_cosine_similarity",
+    "nnclr_loss",
     "nt_xent",
     "resolve_chunk_size",
     "select_algorithm",

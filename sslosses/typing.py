@@ -34,9 +34,10 @@ losses, ``"mean"`` and ``"sum"`` a 0-d tensor."""
 
 ChunkSize: TypeAlias = int | Literal["auto"] | None
 """A ``chunk_size`` of :func:`~sslosses.functional.info_nce`,
-:func:`~sslosses.functional.nt_xent` and :func:`~sslosses.functional.koleo_loss`: rows per
-block (an integer > 0), ``"auto"`` (the rule of :func:`~sslosses.functional.resolve_chunk_size`)
-or ``None`` (the plain path)."""
+:func:`~sslosses.functional.nt_xent`, :func:`~sslosses.functional.koleo_loss`,
+:func:`~sslosses.functional.nnclr_loss` and :func:`~sslosses.functional.nearest_neighbours`:
+rows per block (an integer > 0), ``"auto"`` (the rule of
+:func:`~sslosses.functional.resolve_chunk_size`) or ``None`` (the plain path)."""
 
 Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
 """The ``algorithm`` of :func:`~sslosses.functional.barlow_twins_loss` and

@@ -95,6 +95,16 @@ def single(n: int = 7, d: int = 4) -> Callable[[torch.dtype, int], Args]:
     return build
 
 
+def nnclr_views(n: int = 6, d: int = 5, k: int = 9) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of NNCLR: ``(z_a, z_b, p_a, p_b)`` of shape ``(n, d)`` and a ``(k, d)`` support."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        views = rows(n, d, dtype=dtype, seed=seed, count=4)
+        return tuple(views), {"support": rows(k, d, dtype=dtype, seed=seed + 1)[0]}
+
+    return build
+
+
 @dataclass(frozen=True)
 class Contract:
     """One loss in the contract table."""
@@ -288,6 +298,20 @@ CONTRACTS += [
     Contract(
         "lejepa_loss", Fn.lejepa_loss, sigreg_inputs(3), {"lambd": 0.3}, module=sslosses.LeJEPALoss
     ),
+    *(
+        Contract(
+            f"nnclr_loss[{name}]",
+            Fn.nnclr_loss,
+            nnclr_views(),
+            options,
+            module=sslosses.NNCLRLoss,
+            differentiable=(2, 3),  # the projections only pick neighbours: no gradient
+        )
+        for name, options in (
+            ("symmetric", {}),
+            ("asymmetric, chunked", {"symmetric": False, "chunk_size": 3, "reduction": "none"}),
+        )
+    ),
 ]
 
 CONTRACTS += [
@@ -310,4 +334,4 @@ CONTRACTS += [
 ]
 
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
-NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_"}
+NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_", "nearest_neighbours"}

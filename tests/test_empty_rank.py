@@ -31,6 +31,7 @@ from sslosses.functional import (
     koleo_loss,
     lejepa_loss,
     mmcr_loss,
+    nnclr_loss,
     nt_xent,
     sigreg_loss,
     sinkhorn,
@@ -221,6 +222,15 @@ CASES: dict[str, Case] = {
         3,
         1,
         "mean",
+    ),
+    "nnclr_loss": (lambda x, g: nnclr_loss(*x, _queue(), gather_distributed=g), 4, 2, "mean"),
+    "nnclr_loss asymmetric none": (
+        lambda x, g: nnclr_loss(
+            *x, _queue(), symmetric=False, gather_distributed=g, reduction="none", chunk_size=1
+        ),
+        4,
+        2,
+        "rows",
     ),
 }
 

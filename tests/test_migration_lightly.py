@@ -266,3 +266,51 @@ def test_sigreg_and_lejepa_same_value_and_gradient_with_the_same_draws() -> None
     torch.testing.assert_close(got, expected, **GRID_TOL)
     default = lightly_loss.LeJEPALoss()
     assert (default.lambda_param, default.sigreg.num_vectors) == (0.05, 1024)
+
+
+def _filled_bank_and_queue(k: int, d: int) -> tuple[nn.Module, MoCoQueue]:
+    """lightly's NNMemoryBankModule and a MoCoQueue fed the same batches until both are full."""
+    memory = pytest.importorskip("lightly.models.modules.nn_memory_bank")
+    bank = memory.NNMemoryBankModule(size=(k, d)).double()
+    queue = MoCoQueue(k, d, dtype=torch.float64)
+    for _ in range(k // 4):  # batches of 4 fill k exactly: lightly's slots = queue order
+        batch = torch.randn(4, d, dtype=torch.float64)
+        bank(batch, update=True)
+        queue.push(batch)
+    return bank, queue
+
+
+def test_nn_memory_bank_is_nearest_neighbours_of_the_queue() -> None:
+    bank, queue = _filled_bank_and_queue(12, 5)
+    z = torch.randn(7, 5, dtype=torch.float64)
+    expected = bank(z, update=False)
+    for chunk_size in (None, 5):
+        got = SF.nearest_neighbours(z, queue.features(), chunk_size=chunk_size)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="support must hold at least 1 row"):
+        SF.nearest_neighbours(z, MoCoQueue(12, 5, dtype=torch.float64).features())
+
+
+def test_nnclr_example_is_nt_xent_of_the_neighbours() -> None:
+    bank, queue = _filled_bank_and_queue(12, 5)
+    z_a, z_b = (torch.randn(4, 5, dtype=torch.float64) for _ in range(2))
+    p_a, p_b = _pair(4, 5, grad=True)
+    criterion = lightly_loss.NTXentLoss(temperature=0.1)
+    # lightly's NNCLR example: both searched in the bank before its update with the second view
+    nn_0 = bank(z_a.detach(), update=False)
+    nn_1 = bank(z_b.detach(), update=True)
+    expected = 0.5 * (criterion(nn_0, p_b) + criterion(nn_1, p_a))
+    nn_a = SF.nearest_neighbours(z_a, queue.features())
+    nn_b = SF.nearest_neighbours(z_b, queue.features())
+    got = 0.5 * (SF.nt_xent(nn_a, p_b) + SF.nt_xent(nn_b, p_a))
+    # the paper's loss contrasts across views only: a different value
+    paper = SF.nnclr_loss(z_a, z_b, p_a, p_b, queue.features(), symmetric=False)
+    queue.push(z_b)  # after the loss; the paper enqueues the first view instead
+    torch.testing.assert_close(got, expected, **TOL)
+    for g, e in zip(
+        torch.autograd.grad(got, [p_a, p_b]), torch.autograd.grad(expected, [p_a, p_b]), strict=True
+    ):
+        torch.testing.assert_close(g, e, **TOL)
+    buffer = next(b for name, b in bank.named_buffers() if name.endswith("bank"))
+    torch.testing.assert_close(queue.queue, buffer, rtol=0, atol=0)  # the same slots
+    assert abs(paper.item() - expected.item()) > 1e-3

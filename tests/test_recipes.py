@@ -34,6 +34,7 @@ NAMES = [
     "dinov2",
     "vicreg",
     "supcon",
+    "nnclr",
 ]
 FEATURES = 16
 N = 8
@@ -119,6 +120,13 @@ SMALL: dict[str, dict[str, object]] = {
     },
     "dinov2": _SMALL_DINO,  # dinov2's temperatures are 0.04 -> 0.07 already
     "supcon": {"image_size": 24},
+    "nnclr": {
+        "image_size": 24,
+        "hidden_dim": 32,
+        "dim": 16,
+        "pred_hidden_dim": 32,
+        "queue_size": 20,
+    },
 }
 
 
@@ -270,3 +278,17 @@ def test_supcon_trains_with_labels_and_distinct_labels_are_its_simclr_mode() -> 
         results.append(fresh.step(_images(5), step_labels))
     torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-6)
     assert abs(results[2].item() - results[0].item()) > 1e-3
+
+
+def test_nnclr_searches_the_batch_first_then_the_queue_it_fills() -> None:
+    module = _load("nnclr")
+    recipe = module.Recipe(_backbone(), module.Config(feature_dim=FEATURES, **SMALL["nnclr"]))
+    assert len(recipe.queue) == 0
+    recipe.step(_images(0))  # an empty queue: the batch's own projections are the support
+    assert len(recipe.queue) == N  # one push per step, after the loss
+    first = recipe.queue.features()
+    recipe.step(_images(1))
+    assert len(recipe.queue) == 2 * N and torch.equal(recipe.queue.features()[:N], first)
+    loss = recipe.step(_images(2))  # 20 rows: the queue wrapped around
+    assert recipe.queue.is_full and math.isfinite(loss.item())
+    assert not torch.equal(recipe.queue.features()[:N], first)
