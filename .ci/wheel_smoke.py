@@ -87,6 +87,29 @@ def smoke_calls() -> dict[str, Smoke]:
         a, _ = _pair()
         return SF.koleo_loss(a) + SF.koleo_loss(a, chunk_size=3), [a]
 
+    def mmcr() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        return SF.mmcr_loss([a, b], lambd=0.1), [a, b]
+
+    def tico() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        from sslosses import TiCoCovariance
+
+        covariance = TiCoCovariance(a.shape[1])
+        covariance.update(a)
+        return SF.tico_loss(a, b, covariance.covariance), [a, b]
+
+    def wmse() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        views = [torch.randn(16, 3, requires_grad=True) for _ in range(2)]
+        gen = torch.Generator().manual_seed(0)
+        return SF.wmse_loss(views, w_size=8, generator=gen), views
+
+    def lejepa() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        views = [torch.randn(16, 6, requires_grad=True) for _ in range(3)]
+        gen = torch.Generator().manual_seed(0)
+        loss = SF.lejepa_loss(views[:2], views[2:], num_slices=32, generator=gen)
+        return loss + SF.sigreg_loss(views[0], num_slices=32, generator=gen), views
+
     def dino_sinkhorn() -> tuple[torch.Tensor, list[torch.Tensor]]:
         student = _scores(4)
         teacher = [s.detach() for s in _scores(2)]
@@ -122,6 +145,25 @@ def smoke_calls() -> dict[str, Smoke]:
         a, b = _pair()
         return SF.vicreg_terms(a, b).loss, [a, b]
 
+    def supcon() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+        loss = SF.supcon_loss([a, b], labels) + SF.supcon_loss([a, b], labels, chunk_size=3)
+        return loss + SF.supcon_loss(torch.stack([a, b], dim=1), contrast_mode="one"), [a, b]
+
+    def nnclr() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        (z_a, z_b), (p_a, p_b) = _pair(), _pair()
+        support = torch.randn(20, 16)
+        loss = SF.nnclr_loss(z_a, z_b, p_a, p_b, support)
+        return loss + SF.nnclr_loss(z_a, z_b, p_a, p_b, support, chunk_size=3), [p_a, p_b]
+
+    def nearest_neighbours() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        support = torch.randn(20, 16)
+        rows, index = SF.nearest_neighbours(support[[3, 7]], support, return_indices=True)
+        if index.tolist() != [3, 7] or not torch.equal(rows, support[[3, 7]]):
+            raise AssertionError(f"nearest_neighbours of support rows 3, 7 gave {index.tolist()}")
+        return rows.sum(), []
+
     def dcl() -> tuple[torch.Tensor, list[torch.Tensor]]:
         a, b = _pair()
         return SF.dcl_loss(a, b) + SF.dcl_loss(a, b, chunk_size=3), [a, b]
@@ -143,14 +185,22 @@ def smoke_calls() -> dict[str, Smoke]:
         "ibot_patch_loss": ibot,
         "info_nce": info_nce,
         "koleo_loss": koleo,
+        "lejepa_loss": lejepa,
+        "mmcr_loss": mmcr,
         "negative_cosine_similarity": pair_loss(SF.negative_cosine_similarity, target_grad=False),
         "nt_xent": pair_loss(SF.nt_xent),
         "resolve_chunk_size": resolve_chunk_size,
         "select_algorithm": select_algorithm,
+        "sigreg_loss": lejepa,
         "sinkhorn": sinkhorn,
         "swav_loss": swav,
+        "tico_loss": tico,
+        "supcon_loss": supcon,
         "vicreg_loss": pair_loss(SF.vicreg_loss),
+        "wmse_loss": wmse,
         "vicreg_terms": vicreg_terms,
+        "nnclr_loss": nnclr,
+        "nearest_neighbours": nearest_neighbours,
         "dcl_loss": dcl,
         "dclw_loss": dclw,
         "alignment_loss": pair_loss(SF.alignment_loss),

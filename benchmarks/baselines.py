@@ -36,6 +36,15 @@ Sources (read for facts; no code is copied):
   the same out-of-place form as lightly's ``update_momentum`` and solo-learn's
   ``MomentumUpdater.update``), and an in-place variant of that loop
   (``p_t.data.mul_(m).add_((1 - m) * p_o.data)``) as a stronger baseline.
+- SupCon: HobbitLong/SupContrast ``losses.py`` (``SupConLoss.forward``, restated in
+  ``references.supcon``), on the features its model's head L2-normalizes
+  (``networks/resnet_big.py``, ``SupConResNet.forward``): the tiled ``(V N, V N)`` masks and
+  logits.
+- NNCLR, lightly: ``lightly/models/modules/nn_memory_bank.py`` (``NNMemoryBankModule``, the
+  full ``(N, K)`` similarity matrix against the cloned, normalized bank) and
+  ``lightly/loss/ntx_ent_loss.py`` (``NTXentLoss``, four ``(N, N)`` blocks), combined as in
+  lightly's NNCLR example; solo-learn: ``solo/methods/nnclr.py`` (``find_nn``) and
+  ``solo/losses/nnclr.py`` (``nnclr_loss_func``), NNCLR's Algorithm 1.
 - DCL: lightly's ``DCLLoss`` (``lightly/loss/dcl_loss.py``): per direction two ``(N, N)``
   similarity matrices, boolean masks that drop the positive and the self-similarity, a
   concatenation and a log-sum-exp (:func:`references.dcl`).
@@ -60,8 +69,12 @@ import torch.nn.functional as F
 from references import BarlowTwins as OfficialBarlowTwins
 from references import dcl as lightly_dcl
 from references import koleo as dinov2_koleo
-from references import off_diagonal, simclr_nt_xent
+from references import lightly_sigreg, off_diagonal, simclr_nt_xent
+from references import mmcr as original_mmcr
+from references import supcon as supcontrast_supcon
+from references import tico as lightly_tico
 from references import vicreg as official_vicreg
+from references import wmse as original_wmse
 from torch import Tensor, nn
 
 __all__ = [
@@ -73,15 +86,24 @@ __all__ = [
     "ema_loop_",
     "ema_moco_",
     "lightly_dcl",
+    "lightly_nearest_neighbours",
+    "lightly_nnclr",
+    "lightly_nt_xent",
+    "lightly_sigreg",
+    "lightly_tico",
     "moco_info_nce",
     "multicrop_loop",
     "off_diagonal",
     "official_vicreg",
+    "original_mmcr",
+    "original_wmse",
     "plain_nt_xent",
     "resnet50_parameter_shapes",
     "simclr_nt_xent",
     "simsiam_loss",
     "solo_learn_barlow_twins",
+    "solo_learn_nnclr",
+    "supcontrast_supcon",
     "swav_loss",
     "uniformity_pdist",
 ]
@@ -356,3 +378,97 @@ def dino_loss(
     return references.dino(
         student_output, teacher_output, center, ncrops, teacher_temp, student_temp
     )
+
+
+# --------------------------------------------------------------------------------------------
+# NNCLR
+# --------------------------------------------------------------------------------------------
+def lightly_nearest_neighbours(z: Tensor, bank: Tensor) -> Tensor:
+    """lightly ``NNMemoryBankModule.forward(z, update=False)``, one process.
+
+    lightly's ``MemoryBankModule.forward`` returns ``self.bank.clone().detach()``; the module
+    normalizes the output and the whole bank, builds the ``(N, K)`` similarity matrix with
+    ``einsum("nd,md->nm")``, takes ``argmax`` over the bank and ``index_select``s the rows.
+    ``bank`` is ``(K, D)`` (the buffer's layout after lightly's transposes).
+    """
+    bank = bank.clone().detach()
+    output_normed = F.normalize(z, dim=1)
+    bank_normed = F.normalize(bank, dim=1)
+    similarity = torch.einsum("nd,md->nm", output_normed, bank_normed)  # (N, K)
+    index = torch.argmax(similarity, dim=1)
+    return torch.index_select(bank, dim=0, index=index)  # (N, D)
+
+
+def lightly_nt_xent(out0: Tensor, out1: Tensor, *, temperature: float = 0.5) -> Tensor:
+    """lightly ``NTXentLoss.forward`` without a memory bank, one process.
+
+    Four ``(N, N)`` einsum blocks over the normalized views, the self-similarities of
+    ``out0 @ out0.T`` and ``out1 @ out1.T`` dropped through a boolean mask and ``view``, the
+    blocks concatenated into ``(2N, 2N - 1)`` logits, cross-entropy with labels
+    ``arange(N).repeat(2)``.
+    """
+    n = out0.shape[0]
+    out0 = F.normalize(out0, dim=1)
+    out1 = F.normalize(out1, dim=1)
+    diag_mask = torch.eye(n, device=out0.device, dtype=torch.bool)
+    logits_00 = torch.einsum("nc,mc->nm", out0, out0) / temperature
+    logits_01 = torch.einsum("nc,mc->nm", out0, out1) / temperature
+    logits_10 = torch.einsum("nc,mc->nm", out1, out0) / temperature
+    logits_11 = torch.einsum("nc,mc->nm", out1, out1) / temperature
+    logits_00 = logits_00[~diag_mask].view(n, -1)
+    logits_11 = logits_11[~diag_mask].view(n, -1)
+    logits = torch.cat(
+        [torch.cat([logits_01, logits_00], dim=1), torch.cat([logits_10, logits_11], dim=1)]
+    )  # (2N, 2N - 1)
+    labels = torch.arange(n, device=out0.device, dtype=torch.long).repeat(2)
+    return F.cross_entropy(logits, labels)
+
+
+def lightly_nnclr(
+    z_a: Tensor, z_b: Tensor, p_a: Tensor, p_b: Tensor, bank: Tensor, *, temperature: float = 0.1
+) -> Tensor:
+    """lightly's NNCLR example: ``0.5 * (criterion(nn(z0), p1) + criterion(nn(z1), p0))`` with
+    ``nn = NNMemoryBankModule`` (searched in the bank before its update) and
+    ``criterion = NTXentLoss(temperature=0.1)``."""
+    nn_a = lightly_nearest_neighbours(z_a.detach(), bank)
+    nn_b = lightly_nearest_neighbours(z_b.detach(), bank)
+    return 0.5 * (
+        lightly_nt_xent(nn_a, p_b, temperature=temperature)
+        + lightly_nt_xent(nn_b, p_a, temperature=temperature)
+    )
+
+
+def solo_learn_nnclr(
+    z_a: Tensor,
+    z_b: Tensor,
+    p_a: Tensor,
+    p_b: Tensor,
+    queue: Tensor,
+    *,
+    temperature: float = 0.1,
+    symmetric: bool = True,
+) -> Tensor:
+    """NNCLR's Algorithm 1 as solo-learn writes it, with the paper's symmetric term.
+
+    vturrisi/solo-learn ``solo/methods/nnclr.py``: ``find_nn`` is
+    ``queue[(z @ queue.T).max(dim=1)[1]]`` for normalized ``z`` against a queue of normalized
+    projections (``(K, D)``); ``solo/losses/nnclr.py`` ``nnclr_loss_func`` is
+    ``cross_entropy(normalize(nn) @ normalize(p).T / T, arange(N))``, and the step's loss is
+    ``loss(nn1, p2) / 2 + loss(nn2, p1) / 2``. With ``symmetric`` each term is averaged with the
+    cross-entropy of the transposed logits (NNCLR Sec. 3.3; not in solo-learn).
+    """
+
+    def find_nn(z: Tensor) -> Tensor:
+        with torch.no_grad():
+            index = (F.normalize(z, dim=-1) @ queue.T).max(dim=1)[1]  # (N,)
+        return queue[index]  # (N, D)
+
+    def loss(nn_rows: Tensor, p: Tensor) -> Tensor:
+        logits = F.normalize(nn_rows, dim=-1) @ F.normalize(p, dim=-1).T / temperature  # (N, N)
+        labels = torch.arange(logits.shape[0], device=logits.device)
+        value = F.cross_entropy(logits, labels)
+        if symmetric:
+            value = (value + F.cross_entropy(logits.T, labels)) / 2
+        return value
+
+    return loss(find_nn(z_a), p_b) / 2 + loss(find_nn(z_b), p_a) / 2

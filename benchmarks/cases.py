@@ -36,12 +36,18 @@ GROUPS = (
     "swav",
     "dino",
     "koleo",
+    "mmcr",
+    "tico",
+    "wmse",
+    "sigreg",
+    "supcon",
     "dcl",
     "uniformity",
     "byol",
     "simsiam",
     "ema",
     "multicrop",
+    "nnclr",
 )
 
 GROUP_TITLES = {
@@ -52,12 +58,18 @@ GROUP_TITLES = {
     "swav": "SwAV",
     "dino": "DINO",
     "koleo": "KoLeo (DINOv2)",
+    "mmcr": "MMCR",
+    "tico": "TiCo",
+    "wmse": "W-MSE",
+    "sigreg": "LeJEPA SIGReg",
+    "supcon": "SupCon (supervised contrastive)",
     "dcl": "DCL (decoupled contrastive learning)",
     "uniformity": "Uniformity (Wang & Isola)",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
     "multicrop": "Multi-crop augmentation",
+    "nnclr": "NNCLR (nearest-neighbour positives from a support set)",
 }
 
 
@@ -559,6 +571,421 @@ def _koleo_case(n: int, d: int, chunk_size: int) -> Case:
     return Case("koleo", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "original")
 
 
+# MMCR ---------------------------------------------------------------------------------------
+MMCR_LAMBDA = 5e-3  # lightly's default, so that every implementation runs the per-sample SVDs
+
+
+def _mmcr_setup(n: int, d: int, views: int) -> Callable[[torch.device], Inputs]:
+    """``views`` embeddings ``(N, D)`` that require grad."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        return {"views": [_leaf(n, d, device=device, gen=gen) for _ in range(views)]}
+
+    return setup
+
+
+def _mmcr_original(inputs: Inputs) -> Prepared:
+    views = inputs["views"]
+
+    def step() -> Tensor:
+        z = torch.stack(views, dim=1).reshape(-1, views[0].shape[1])  # (N V, D), sample-major
+        return baselines.original_mmcr(z, len(views), MMCR_LAMBDA)
+
+    return Prepared(step, list(views))
+
+
+def _mmcr_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "MMCRLoss")(lmda=MMCR_LAMBDA)
+    views = inputs["views"]
+    half = len(views) // 2
+    # lightly takes (B, k, D) online and momentum outputs and does not normalize: normalize
+    # first, so that it computes the same value
+    return Prepared(
+        lambda: loss(
+            torch.nn.functional.normalize(torch.stack(views[:half], dim=1), dim=-1),
+            torch.nn.functional.normalize(torch.stack(views[half:], dim=1), dim=-1),
+        ),
+        list(views),
+    )
+
+
+def _mmcr_ours(inputs: Inputs) -> Prepared:
+    views = inputs["views"]
+    return Prepared(lambda: SF.mmcr_loss(views, lambd=MMCR_LAMBDA), list(views))
+
+
+def _mmcr_case(n: int, d: int, views: int) -> Case:
+    impls = (
+        Impl("original", "MMCR loss_mmcr.py MMCR_Loss (baseline)", "baseline", _mmcr_original),
+        Impl("lightly", "lightly MMCRLoss", "lightly", _mmcr_lightly),
+        Impl("sslosses", "sslosses mmcr_loss", "sslosses", _mmcr_ours),
+    )
+    return Case(
+        "mmcr",
+        f"{n}x{d}x{views}",
+        f"N={n} D={d} V={views}",
+        _mmcr_setup(n, d, views),
+        impls,
+        "original",
+    )
+
+
+# TiCo ---------------------------------------------------------------------------------------
+def _tico_lightly_formula(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    running = torch.zeros(z_a.shape[1], z_a.shape[1], device=z_a.device)
+    return Prepared(lambda: baselines.lightly_tico(z_a, z_b, running)[0], [z_a, z_b])
+
+
+def _tico_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "TiCoLoss")()
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return Prepared(lambda: loss(z_a, z_b, update_covariance_matrix=False), [z_a, z_b])
+
+
+def _tico_ours(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    covariance = sslosses.TiCoCovariance(z_a.shape[1], device=z_a.device)
+
+    def step() -> Tensor:
+        # a fresh state each call, as the baselines (their running C starts at zero)
+        covariance.covariance.zero_()
+        covariance.update(z_a)
+        return SF.tico_loss(z_a, z_b, covariance.covariance)
+
+    return Prepared(step, [z_a, z_b])
+
+
+def _tico_case(n: int, d: int) -> Case:
+    impls = (
+        Impl(
+            "formula",
+            "lightly TiCoLoss formula, written out (baseline)",
+            "baseline",
+            _tico_lightly_formula,
+        ),
+        Impl("lightly", "lightly TiCoLoss", "lightly", _tico_lightly),
+        Impl("sslosses", "sslosses TiCoCovariance.update + tico_loss", "sslosses", _tico_ours),
+    )
+    return Case("tico", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula")
+
+
+# W-MSE --------------------------------------------------------------------------------------
+def _wmse_original(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+
+        def step() -> Tensor:
+            perm = torch.randperm(z_a.shape[0], device=z_a.device)
+            return baselines.original_wmse(torch.cat([z_a, z_b]), 2, w_size, [perm])
+
+        return Prepared(step, [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_lightly(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        loss = optional_import("lightly.loss", "WMSELoss")(
+            embedding_dim=z_a.shape[1], w_size=w_size, num_samples=2
+        ).to(z_a.device)
+        return Prepared(lambda: loss(torch.cat([z_a, z_b])), [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_ours(w_size: int) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        return Prepared(lambda: SF.wmse_loss([z_a, z_b], w_size=w_size), [z_a, z_b])
+
+    return prepare
+
+
+def _wmse_case(n: int, d: int, w_size: int) -> Case:
+    impls = (
+        Impl(
+            "original", "htdt/self-supervised WMSE (baseline)", "baseline", _wmse_original(w_size)
+        ),
+        Impl("lightly", "lightly WMSELoss", "lightly", _wmse_lightly(w_size)),
+        Impl("sslosses", "sslosses wmse_loss", "sslosses", _wmse_ours(w_size)),
+    )
+    return Case(
+        "wmse",
+        f"{n}x{d}x{w_size}",
+        f"N={n} D={d} w_size={w_size}",
+        _pair_setup(n, d),
+        impls,
+        "original",
+    )
+
+
+# LeJEPA SIGReg ------------------------------------------------------------------------------
+def _sigreg_setup(views: int, n: int, d: int, slices: int) -> Callable[[torch.device], Inputs]:
+    """A ``(V, N, D)`` stack that requires grad and fixed unit directions ``(D, S)``."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(d, slices, generator=gen)
+        return {
+            "x": _leaf(views, n, d, device=device, gen=gen),
+            "a": (a / a.norm(dim=0)).to(device),
+        }
+
+    return setup
+
+
+def _sigreg_formula(inputs: Inputs) -> Prepared:
+    x, a = inputs["x"], inputs["a"]
+    return Prepared(lambda: baselines.lightly_sigreg(x, a), [x])
+
+
+def _sigreg_lightly(inputs: Inputs) -> Prepared:
+    x, a = inputs["x"], inputs["a"]
+    loss = optional_import("lightly.loss", "SIGReg")(num_vectors=a.shape[1]).to(x.device)
+    loss._generate_unit_vectors = lambda device, dtype, num_features: a.to(dtype)  # the same A
+    return Prepared(lambda: loss(x), [x])
+
+
+def _sigreg_ours(inputs: Inputs) -> Prepared:
+    x, a = inputs["x"], inputs["a"]
+    return Prepared(lambda: SF.sigreg_loss(x, projections=a), [x])
+
+
+def _sigreg_case(views: int, n: int, d: int, slices: int) -> Case:
+    impls = (
+        Impl(
+            "formula", "lightly SIGReg formula, written out (baseline)", "baseline", _sigreg_formula
+        ),
+        Impl("lightly", "lightly SIGReg", "lightly", _sigreg_lightly),
+        Impl("sslosses", "sslosses sigreg_loss", "sslosses", _sigreg_ours),
+    )
+    return Case(
+        "sigreg",
+        f"{views}x{n}x{d}x{slices}",
+        f"V={views} N={n} D={d} S={slices}",
+        _sigreg_setup(views, n, d, slices),
+        impls,
+        "formula",
+    )
+
+
+# SupCon -------------------------------------------------------------------------------------
+def _supcon_setup(n: int, v: int, d: int, classes: int) -> Callable[[torch.device], Inputs]:
+    """``features`` ``(N, V, D)`` that require grad and ``labels`` ``(N,)`` from ``classes``."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        features = _leaf(n, v, d, device=device, gen=gen)
+        labels = torch.randint(0, classes, (n,), generator=gen).to(device)
+        return {"features": features, "labels": labels}
+
+    return setup
+
+
+def _supcon_original(inputs: Inputs) -> Prepared:
+    features, labels = inputs["features"], inputs["labels"]
+    return _loss_step(
+        lambda: baselines.supcontrast_supcon(
+            torch.nn.functional.normalize(features, dim=2), labels
+        ),
+        inputs,
+        "features",
+    )
+
+
+def _supcon_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        features, labels = inputs["features"], inputs["labels"]
+        chunk: Any = chunk_size
+        prep = _loss_step(
+            lambda: SF.supcon_loss(features, labels, chunk_size=chunk), inputs, "features"
+        )
+        if chunk_size == "auto":
+            rows = features.shape[0] * features.shape[1]
+            prep.note = f"runs {chunk_auto_choice(rows, rows, features.device)}"
+        return prep
+
+    return prepare
+
+
+def _supcon_case(n: int, v: int, d: int, chunk_size: int, classes: int = 100) -> Case:
+    vn = v * n
+    full = 4.0 * vn * vn  # one (V N, V N) float32 matrix
+    picked = chunk_auto_choice(vn, vn, torch.device("cpu"))
+    auto_block = int(picked.split("=")[1]) if picked.startswith("chunk_size=") else vn
+    impls = (
+        Impl(
+            "original",
+            "SupContrast SupConLoss, dense (baseline)",
+            "baseline",
+            _supcon_original,
+            estimate=10 * full,
+        ),
+        Impl(
+            "dense", "sslosses chunk_size=None", "sslosses", _supcon_ours(None), estimate=4 * full
+        ),
+        Impl(
+            "auto",
+            'sslosses chunk_size="auto"',
+            "sslosses",
+            _supcon_ours("auto"),
+            estimate=4 * 4.0 * auto_block * vn,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses chunk_size={chunk_size}",
+            "sslosses",
+            _supcon_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * vn,
+        ),
+    )
+    return Case(
+        "supcon",
+        f"{n}x{v}x{d}",
+        f"N={n} V={v} D={d}, {classes} classes",
+        _supcon_setup(n, v, d, classes),
+        impls,
+        "original",
+    )
+
+
+# NNCLR --------------------------------------------------------------------------------------
+def _nnclr_setup(n: int, d: int, k: int) -> Callable[[torch.device], Inputs]:
+    """Projections ``z_a, z_b`` (no gradient reaches them), predictions ``p_a, p_b`` that require
+    grad, and a ``(K, D)`` support set of unit rows (a queue of normalized projections)."""
+
+    def setup(device: torch.device) -> Inputs:
+        gen = torch.Generator().manual_seed(0)
+        support = torch.nn.functional.normalize(torch.randn(k, d, generator=gen), dim=1)
+        return {
+            "z_a": torch.randn(n, d, generator=gen).to(device),
+            "z_b": torch.randn(n, d, generator=gen).to(device),
+            "p_a": _leaf(n, d, device=device, gen=gen),
+            "p_b": _leaf(n, d, device=device, gen=gen),
+            "support": support.to(device),
+        }
+
+    return setup
+
+
+def _nnclr_args(inputs: Inputs) -> tuple[Tensor, ...]:
+    return tuple(inputs[name] for name in ("z_a", "z_b", "p_a", "p_b", "support"))
+
+
+def _nnclr_lightly(inputs: Inputs) -> Prepared:
+    args = _nnclr_args(inputs)
+    return _loss_step(lambda: baselines.lightly_nnclr(*args), inputs, "p_a", "p_b")
+
+
+def _nnclr_lightly_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    """lightly's NNCLR loss through sslosses: ``nearest_neighbours`` then ``nt_xent``."""
+
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b, p_a, p_b, support = _nnclr_args(inputs)
+        chunk: Any = chunk_size
+
+        def step() -> Tensor:
+            nn_a = SF.nearest_neighbours(z_a, support, chunk_size=chunk)
+            nn_b = SF.nearest_neighbours(z_b, support, chunk_size=chunk)
+            return 0.5 * (
+                SF.nt_xent(nn_a, p_b, temperature=0.1, chunk_size=chunk)
+                + SF.nt_xent(nn_b, p_a, temperature=0.1, chunk_size=chunk)
+            )
+
+        prep = _loss_step(step, inputs, "p_a", "p_b")
+        if chunk_size == "auto":
+            n, k = z_a.shape[0], support.shape[0]
+            search = chunk_auto_choice(k, n, z_a.device)
+            prep.note = (
+                f"search runs {search}, nt_xent {chunk_auto_choice(2 * n, 2 * n, z_a.device)}"
+            )
+        return prep
+
+    return prepare
+
+
+def _nnclr_solo(inputs: Inputs) -> Prepared:
+    args = _nnclr_args(inputs)
+    return _loss_step(lambda: baselines.solo_learn_nnclr(*args), inputs, "p_a", "p_b")
+
+
+def _nnclr_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        args = _nnclr_args(inputs)
+        chunk: Any = chunk_size
+        prep = _loss_step(lambda: SF.nnclr_loss(*args, chunk_size=chunk), inputs, "p_a", "p_b")
+        if chunk_size == "auto":
+            n, k = args[0].shape[0], args[4].shape[0]
+            search = chunk_auto_choice(k, 2 * n, args[0].device)
+            prep.note = f"search runs {search}, logits {chunk_auto_choice(n, n, args[0].device)}"
+        return prep
+
+    return prepare
+
+
+def _nnclr_cases(n: int, d: int, k: int, chunk_size: int) -> list[Case]:
+    """Two cases on the same inputs: lightly's NNCLR (NNMemoryBankModule + NTXentLoss) against
+    ``nearest_neighbours`` + ``nt_xent``, and the paper's loss (Algorithm 1 with the symmetric
+    term, as solo-learn computes it) against ``nnclr_loss``."""
+    search = 4.0 * n * k  # one (N, K) float32 similarity matrix
+    views = 4.0 * n * d
+    lightly = (
+        Impl(
+            "lightly",
+            "lightly NNMemoryBankModule + NTXentLoss formulation (baseline)",
+            "baseline",
+            _nnclr_lightly,
+            estimate=search + 4 * 4.0 * (2 * n) ** 2,
+        ),
+        Impl(
+            "auto",
+            'sslosses nearest_neighbours + nt_xent chunk_size="auto"',
+            "sslosses",
+            _nnclr_lightly_ours("auto"),
+            estimate=4 * 4.0 * 1024 * 2 * n + 16 * views,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses nearest_neighbours + nt_xent chunk_size={chunk_size}",
+            "sslosses",
+            _nnclr_lightly_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * 2 * n + 16 * views,
+        ),
+    )
+    paper = (
+        Impl(
+            "solo",
+            "Algorithm 1 + symmetric term, solo-learn's find_nn / nnclr_loss_func (baseline)",
+            "baseline",
+            _nnclr_solo,
+            estimate=search + 8 * 4.0 * n * n,
+        ),
+        Impl(
+            "auto",
+            'sslosses nnclr_loss chunk_size="auto"',
+            "sslosses",
+            _nnclr_ours("auto"),
+            estimate=4 * 4.0 * 1024 * n + 16 * views,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses nnclr_loss chunk_size={chunk_size}",
+            "sslosses",
+            _nnclr_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * n + 16 * views,
+        ),
+    )
+    shape = f"N={n} D={d} K={k}"
+    setup = _nnclr_setup(n, d, k)
+    return [
+        Case("nnclr", f"lightly-{n}x{k}", shape, setup, lightly, "lightly"),
+        Case("nnclr", f"paper-{n}x{k}", shape, setup, paper, "solo"),
+    ]
+
+
 # DCL ----------------------------------------------------------------------------------------
 def _dcl_lightly_formula(inputs: Inputs) -> Prepared:
     z_a, z_b = inputs["z_a"], inputs["z_b"]
@@ -1026,10 +1453,16 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _koleo_case(40, 8, chunk_size=7),
             _dcl_case(24, 8, chunk_size=5),
             _uniformity_case(40, 8, chunk_size=7),
+            _mmcr_case(12, 6, 4),
+            _tico_case(10, 6),
+            _sigreg_case(2, 6, 3, 4),
+            _wmse_case(16, 3, 16),  # one sub-batch: the draws do not change the value
+            _supcon_case(12, 3, 8, chunk_size=5, classes=4),
             _byol_case(10, 8),
             _simsiam_case(10, 8),
             _ema_case(width=4, classes=10),
             _multicrop_case(2, 40, (24, 12), (2, 2), blur_kernel=5),
+            *_nnclr_cases(6, 8, 40, chunk_size=7),
         ]
     return [
         _barlow_case(256, 8192, ("dense", "gram", "fused"), device=device),
@@ -1051,11 +1484,18 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _dcl_case(8192, 128, chunk_size=1024),
         _uniformity_case(4096, 128, chunk_size=256),
         _uniformity_case(16384, 128, chunk_size=256),
+        _mmcr_case(512, 512, 4),
+        _tico_case(4096, 256),
+        _wmse_case(1024, 64, 128),
+        _sigreg_case(8, 256, 512, 1024),
+        _supcon_case(8192, 2, 128, chunk_size=1024),
+        _supcon_case(16384, 2, 128, chunk_size=1024),
         _byol_case(4096, 256),
         _simsiam_case(4096, 256),
         _ema_case(),
         _multicrop_case(64, 256, (224, 96), (2, 6)),
         _multicrop_case(64, 512, (224, 96), (2, 6)),
+        *_nnclr_cases(8192, 128, 65536, chunk_size=1024),
     ]
 
 
@@ -1118,6 +1558,26 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
                 1,
                 t.ratio(case, "original", impl, "total_ms"),
             )
+    for impl, what in (("chunked", "chunk_size=1024"), ("auto", 'chunk_size="auto"')):
+        t.at_least(
+            f"SupCon N=8192 V=2: peak extra memory, SupContrast original / sslosses {what}",
+            10,
+            t.ratio("supcon:8192x2x128", "original", impl, "peak_extra_mb"),
+        )
+        t.at_least(
+            f"SupCon N=8192 V=2: sslosses {what} never slower than SupContrast original",
+            1,
+            t.ratio("supcon:8192x2x128", "original", impl, "total_ms"),
+        )
+    row = t.find("supcon:16384x2x128", "chunked")
+    mem = None if row is None else row.peak_extra_mb
+    t.add(
+        "SupCon N=16384 V=2: chunked peak extra memory",
+        "<= 1024 MB",
+        mem,
+        None if mem is None else mem <= 1024,
+        unit="MB",
+    )
     for group, big, base, base_what in (
         ("dcl", "8192x128", "formula", "lightly's formulation"),
         ("uniformity", "16384x128", "pdist", "the pdist original"),
@@ -1165,6 +1625,20 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "(measured)",
             t.ratio(mc_case, "sslosses", "sslosses-noaa", "total_ms"),
             None,
+        )
+    for case, base, what in (
+        ("nnclr:lightly-8192x65536", "lightly", "lightly's NNMemoryBankModule + NTXentLoss"),
+        ("nnclr:paper-8192x65536", "solo", "Algorithm 1 (solo-learn's formulation)"),
+    ):
+        t.at_least(
+            f"NNCLR N=8192 K=65536: peak extra memory, {what} / sslosses auto",
+            10,
+            t.ratio(case, base, "auto", "peak_extra_mb"),
+        )
+        t.at_least(
+            f"NNCLR N=8192 K=65536: sslosses auto never slower than {what}",
+            1,
+            t.ratio(case, base, "auto", "total_ms"),
         )
     return t.results
 

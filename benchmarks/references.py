@@ -393,6 +393,183 @@ def koleo(x: Tensor, eps: float = 1e-8, pairwise_eps: float = 1e-8) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# MMCR: Yerxa et al., NeurIPS 2023 (arXiv:2303.03307); ThomasYerxa/mmcr,
+# mmcr/imagenet/loss_mmcr.py, MMCR_Loss.forward (one process: no all_gather), and
+# loss_mmcr_momentum.py, MMCR_Momentum_Loss.forward. Both default lmbda to 0 in their scripts.
+# --------------------------------------------------------------------------------------------
+def mmcr(z: Tensor, n_aug: int, lmbda: float = 0.0, z_momentum: Tensor | None = None) -> Tensor:
+    """``MMCR_Loss(lmbda, n_aug)(z)`` (or ``MMCR_Momentum_Loss`` with ``z_momentum``).
+
+    ``z`` is ``(B * n_aug, C)``, sample-major (rows ``b * n_aug`` to ``b * n_aug + n_aug - 1``
+    are sample ``b``'s views). Rows L2-normalized (``F.normalize``); each sample's ``C x n_aug``
+    matrix of views; the centroids are their means over the views (with a momentum output, the
+    average of the two networks' means); the loss is
+    ``lmbda * sum(svdvals(per-sample matrices)) / B - sum(svdvals(centroids))``, the per-sample
+    term of the online views only.
+    """
+    z = F.normalize(z, dim=-1)
+    local = z.reshape(-1, n_aug, z.shape[-1]).permute(0, 2, 1)  # (B, C, n_aug)
+    centroids = local.mean(dim=-1)  # (B, C)
+    if z_momentum is not None:
+        zm = F.normalize(z_momentum, dim=-1)
+        local_m = zm.reshape(-1, n_aug, zm.shape[-1]).permute(0, 2, 1)
+        centroids = (centroids + local_m.mean(dim=-1)) * 0.5
+    local_nuc = torch.linalg.svdvals(local).sum() if lmbda != 0.0 else torch.zeros(())
+    global_nuc = torch.linalg.svdvals(centroids).sum()
+    return lmbda * local_nuc / local.shape[0] - global_nuc
+
+
+# --------------------------------------------------------------------------------------------
+# TiCo: Zhu et al. 2022 (arXiv:2206.10698, Algorithm 1); no official code. lightly
+# lightly/loss/tico_loss.py, TiCoLoss.forward (one process), which the paper's formula matches.
+# --------------------------------------------------------------------------------------------
+def tico(
+    z_a: Tensor, z_b: Tensor, running: Tensor, beta: float = 0.9, rho: float = 8.0
+) -> tuple[Tensor, Tensor]:
+    """``TiCoLoss(beta, rho)(z_a, z_b)`` with ``self.C = running``: the loss and the new ``C``.
+
+    Rows L2-normalized; ``B = z_a^T z_a / N`` (detached); ``C = beta * running + (1 - beta) * B``;
+    the loss is ``1 - mean_i <z_a_i, z_b_i> + rho * mean_i (z_a C)_i . z_a_i``; lightly then
+    stores ``C`` (detached) as its state for the next call.
+    """
+    z_a = F.normalize(z_a, dim=1)
+    z_b = F.normalize(z_b, dim=1)
+    batch = torch.mm(z_a.T, z_a).detach() / z_a.shape[0]
+    c = beta * running + (1 - beta) * batch
+    invariance = 1.0 - (z_a * z_b).sum(dim=1).mean()
+    contrast = rho * (torch.mm(z_a, c) * z_a).sum(dim=1).mean()
+    return invariance + contrast, c.detach()
+
+
+# --------------------------------------------------------------------------------------------
+# W-MSE: Ermolov et al., ICML 2021 (arXiv:2007.06346); htdt/self-supervised, methods/w_mse.py
+# (WMSE.forward), methods/whitening.py (Whitening2d in training mode, track_running_stats=False
+# as WMSE builds it) and methods/norm_mse.py (norm_mse_loss; F.mse_loss with --no_norm).
+# --------------------------------------------------------------------------------------------
+def whitening2d(x: Tensor, eps: float = 0.0) -> Tensor:
+    """``Whitening2d(D, eps=eps)(x)`` in training mode: ``(x - mean) @ L^{-1}^T``, with ``L`` the
+    Cholesky factor of ``(1 - eps) * cov + eps * I`` (``cov`` divided by ``N - 1``) and ``L^{-1}``
+    from ``solve_triangular(L, I)``; the original applies it as a 1x1 ``conv2d``."""
+    d = x.shape[1]
+    xn = x - x.mean(dim=0, keepdim=True)
+    cov = xn.T @ xn / (x.shape[0] - 1)
+    eye = torch.eye(d, dtype=x.dtype, device=x.device)
+    inv_sqrt = torch.linalg.solve_triangular(
+        torch.linalg.cholesky((1 - eps) * cov + eps * eye), eye, upper=False
+    )
+    return F.conv2d(xn[:, :, None, None], inv_sqrt[:, :, None, None])[:, :, 0, 0]
+
+
+def wmse(
+    h: Tensor,
+    num_samples: int,
+    w_size: int,
+    perms: Sequence[Tensor],
+    eps: float = 0.0,
+    norm: bool = True,
+) -> Tensor:
+    """``WMSE.forward`` on the head outputs ``h`` (``num_samples`` views of ``bs`` rows, view
+    after view), with ``perms[k]`` the ``torch.randperm(bs)`` of iteration ``k``."""
+    bs = h.shape[0] // num_samples
+    loss = h.new_zeros(())
+    for perm in perms:
+        z = torch.empty_like(h)
+        for idx in perm.view(-1, w_size):
+            for i in range(num_samples):
+                z[idx + i * bs] = whitening2d(h[idx + i * bs], eps)
+        for i in range(num_samples - 1):
+            for j in range(i + 1, num_samples):
+                x0, x1 = z[i * bs : (i + 1) * bs], z[j * bs : (j + 1) * bs]
+                if norm:
+                    loss = loss + 2 - 2 * (F.normalize(x0) * F.normalize(x1)).sum(dim=-1).mean()
+                else:
+                    loss = loss + F.mse_loss(x0, x1)
+    return loss / (len(perms) * num_samples * (num_samples - 1) // 2)
+
+
+# --------------------------------------------------------------------------------------------
+# LeJEPA: Balestriero & LeCun 2025 (arXiv:2511.08544). lightly lightly/loss/lejepa_loss.py
+# (SIGReg.forward one process, given its random directions A; LeJEPALoss.forward;
+# lejepa_invariance_loss), and the paper's form with the complex characteristic function on the
+# symmetric grid.
+# --------------------------------------------------------------------------------------------
+def lightly_sigreg(proj: Tensor, a: Tensor, knots: int = 17, t_max: float = 3.0) -> Tensor:
+    """``SIGReg(knots, t_max)(proj)`` with the unit directions ``a`` (D, S): frequencies
+    ``linspace(0, t_max, knots)``, trapezoid weights ``[dt, 2dt, ..., 2dt, dt]`` times
+    ``exp(-t^2 / 2)``; per direction ``N * sum_k w_k ((mean cos - phi)^2 + mean sin^2)``, the
+    mean over directions (and leading dimensions)."""
+    t = torch.linspace(0, t_max, knots, dtype=proj.dtype)
+    dt = t_max / (knots - 1)
+    weights = torch.full((knots,), 2 * dt, dtype=proj.dtype)
+    weights[[0, -1]] = dt
+    phi = torch.exp(-t.square() / 2.0)
+    n = proj.size(-2)
+    x_t = (proj @ a).unsqueeze(-1) * t
+    err = (x_t.cos().sum(-3) / n - phi).square() + (x_t.sin().sum(-3) / n).square()
+    return ((err @ (weights * phi)) * n).mean()
+
+
+def paper_sigreg(proj: Tensor, a: Tensor, knots: int = 17, t_max: float = 3.0) -> Tensor:
+    """The paper's Epps-Pulley form: ``ecf = mean exp(i t x)`` on ``linspace(-t_max, t_max,
+    2 knots - 1)``, ``N * trapezoid(|ecf - phi|^2 phi, t)``, the mean over directions."""
+    t = torch.linspace(-t_max, t_max, 2 * knots - 1, dtype=proj.dtype)
+    phi = torch.exp(-0.5 * t.square())
+    x_t = (proj @ a).unsqueeze(-1) * t
+    ecf = torch.exp(1j * x_t).mean(dim=-3)
+    err = (ecf - phi).abs().square() * phi
+    return (torch.trapezoid(err, t, dim=-1) * proj.size(-2)).mean()
+
+
+def lightly_lejepa(
+    local_proj: Tensor, global_proj: Tensor, a: Tensor, lambda_param: float = 0.05
+) -> Tensor:
+    """``LeJEPALoss(lambda_param)(local_proj=..., global_proj=...)`` with directions ``a``."""
+    all_proj = torch.cat([global_proj, local_proj], dim=0)
+    invariance = (global_proj.mean(0) - all_proj).square().mean()
+    return lambda_param * lightly_sigreg(all_proj, a) + (1.0 - lambda_param) * invariance
+
+
+# --------------------------------------------------------------------------------------------
+# SupCon: Khosla et al., NeurIPS 2020 (arXiv:2004.11362); HobbitLong/SupContrast, losses.py,
+# SupConLoss(temperature=0.07, contrast_mode="all", base_temperature=0.07).forward(features,
+# labels): features (N, V, D), already normalized by the model; no process group.
+# --------------------------------------------------------------------------------------------
+def supcon(
+    features: Tensor,
+    labels: Tensor | None = None,
+    temperature: float = 0.07,
+    contrast_mode: str = "all",
+    base_temperature: float = 0.07,
+) -> Tensor:
+    """``SupConLoss.forward(features, labels)``: the dense ``(A, V N)`` formulation.
+
+    The views are stacked view-major into ``V N`` candidates; the anchors are all of them
+    (``"all"``) or the first view (``"one"``). The ``N x N`` same-label mask (the identity
+    without labels) is tiled to ``(A, V N)`` and each anchor's own column is removed from it
+    and from the softmax's denominator. Logits are shifted by their detached row maximum, the
+    log-probabilities averaged over each anchor's positives (a count of 0 replaced by 1, as
+    the original's current code does) and scaled by ``-temperature / base_temperature``; the
+    loss is the mean over anchors.
+    """
+    n, v = features.shape[0], features.shape[1]
+    same = torch.eye(n) if labels is None else (labels[:, None] == labels[None, :])
+    same = same.to(features)  # (N, N)
+    contrast = torch.cat(torch.unbind(features, dim=1))  # (V N, D)
+    anchor, count = (contrast, v) if contrast_mode == "all" else (features[:, 0], 1)
+    scores = anchor @ contrast.T / temperature  # (A, V N)
+    logits = scores - scores.max(dim=1, keepdim=True).values.detach()
+    not_self = torch.ones_like(scores)
+    not_self[torch.arange(n * count), torch.arange(n * count)] = 0
+    positive = same.repeat(count, v) * not_self  # (A, V N)
+    denominator = (torch.exp(logits) * not_self).sum(dim=1, keepdim=True)  # (A, 1)
+    log_prob = logits - torch.log(denominator)
+    n_positive = positive.sum(dim=1)
+    n_positive = torch.where(n_positive < 1e-6, torch.ones_like(n_positive), n_positive)
+    mean_log_prob = (positive * log_prob).sum(dim=1) / n_positive  # (A,)
+    return (-(temperature / base_temperature) * mean_log_prob).reshape(count, n).mean()
+
+
+# --------------------------------------------------------------------------------------------
 # DCL / DCLW: Yeh et al., "Decoupled Contrastive Learning", ECCV 2022 (arXiv:2110.06848), Eq. 6;
 # as lightly computes it (lightly/loss/dcl_loss.py, DCLLoss._loss and
 # negative_mises_fisher_weights): normalized views, one direction's positive -<a_n, b_n> / tau
@@ -519,3 +696,53 @@ def gaussian_blur(img: Tensor, sigma: float, kernel_size: int) -> Tensor:
     out = F.conv2d(out, k1.view(1, 1, 1, kernel_size).expand(c, 1, 1, kernel_size), groups=c)
     out = F.conv2d(out, k1.view(1, 1, kernel_size, 1).expand(c, 1, kernel_size, 1), groups=c)
     return out.squeeze(0)
+
+
+# --------------------------------------------------------------------------------------------
+# NNCLR: Dwibedi et al., ICCV 2021 (arXiv:2104.14548): NN(z, Q) = argmin_q ||z - q||_2 over
+# L2-normalized rows (Sec. 3.2), Eq. 2, the symmetric term of Sec. 3.3 and Algorithm 1's
+# loss = L(NN1, p2) / 2 + L(NN2, p1) / 2 with L = cross_entropy(nn @ p.T / T, range(N)). No
+# official code was released; vturrisi/solo-learn, solo/methods/nnclr.py (find_nn) and
+# solo/losses/nnclr.py (nnclr_loss_func) compute Algorithm 1 the same way (one process).
+# --------------------------------------------------------------------------------------------
+def nnclr_nn(z: Tensor, support: Tensor) -> Tensor:
+    """``NN(z, Q)``: the support row at the smallest L2 distance of each normalized query.
+
+    Distances between all normalized pairs, written out (no matmul identity); the first
+    minimum on ties. Returns the support's rows as stored, detached.
+    """
+    z = F.normalize(z, dim=1)  # (N, D)
+    q = F.normalize(support, dim=1)  # (K, D)
+    distances = (z[:, None, :] - q[None, :, :]).norm(dim=2)  # (N, K)
+    return support[distances.argmin(dim=1)].detach()  # (N, D)
+
+
+def nnclr_contrast(nn_rows: Tensor, p: Tensor, temperature: float, symmetric: bool) -> Tensor:
+    """Algorithm 1's ``L(nn, p)``: Eq. 2 (rows of ``nn @ p.T``), with ``symmetric`` averaged
+    with the Sec. 3.3 term (the columns: each prediction against the in-batch neighbours)."""
+    nn_rows = F.normalize(nn_rows, dim=1)
+    p = F.normalize(p, dim=1)
+    logits = nn_rows @ p.T / temperature  # (N, N)
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    loss = F.cross_entropy(logits, labels)
+    if symmetric:
+        loss = (loss + F.cross_entropy(logits.T, labels)) / 2
+    return loss
+
+
+def nnclr(
+    z_a: Tensor,
+    z_b: Tensor,
+    p_a: Tensor,
+    p_b: Tensor,
+    support: Tensor,
+    temperature: float = 0.1,
+    symmetric: bool = True,
+) -> Tensor:
+    """NNCLR's loss: ``L(NN(z_a), p_b) / 2 + L(NN(z_b), p_a) / 2`` (Algorithm 1)."""
+    nn_a = nnclr_nn(z_a, support)
+    nn_b = nnclr_nn(z_b, support)
+    return (
+        nnclr_contrast(nn_a, p_b, temperature, symmetric) / 2
+        + nnclr_contrast(nn_b, p_a, temperature, symmetric) / 2
+    )

@@ -14,12 +14,18 @@ from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
 from sslosses.ibot import IBOTPatchLoss
 from sslosses.info_nce import InfoNCELoss
 from sslosses.koleo import KoLeoLoss
+from sslosses.mmcr import MMCRLoss
+from sslosses.nnclr import NNCLRLoss
 from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
+from sslosses.sigreg import LeJEPALoss, SIGRegLoss
 from sslosses.simsiam import NegativeCosineSimilarity
+from sslosses.supcon import SupConLoss
 from sslosses.swav import SwAVLoss
+from sslosses.tico import TiCoCovariance, TiCoLoss
 from sslosses.vicreg import VICRegLoss, VICRegTerms
+from sslosses.wmse import WMSELoss
 
 try:
     __version__ = version("sslosses")
@@ -39,14 +45,22 @@ __all__ = [
     "IBOTPatchLoss",
     "InfoNCELoss",
     "KoLeoLoss",
+    "LeJEPALoss",
+    "MMCRLoss",
     "MoCoQueue",
+    "NNCLRLoss",
     "NTXentLoss",
     "NegativeCosineSimilarity",
+    "SIGRegLoss",
+    "SupConLoss",
     "SwAVLoss",
     "SwAVPrototypes",
+    "TiCoCovariance",
+    "TiCoLoss",
     "UniformityLoss",
     "VICRegLoss",
     "VICRegTerms",
+    "WMSELoss",
     "__version__",
     "cosine_schedule",
     "distributed",

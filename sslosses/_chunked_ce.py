@@ -73,6 +73,10 @@ def resolve_chunk_size(
     nearest-neighbour search, ``rows = N`` and ``cols =`` the rows searched (:math:`N`, or the
     global :math:`N_g` with ``gather_distributed``; on CPU from :math:`N = 1448`, in blocks of
     :math:`\max(128, \lfloor 2^{20} / N \rfloor)` rows).
+    :func:`~sslosses.functional.nearest_neighbours` (NNCLR) applies it to the similarities of
+    its queries with a support set, in blocks of support rows: ``rows = K`` support rows,
+    ``cols = N`` queries (on CPU with :math:`N = 8192` and :math:`K = 65536`, 128 support rows
+    per block).
     :func:`~sslosses.functional.dcl_loss` and :func:`~sslosses.functional.dclw_loss` call it
     as NT-Xent does (``rows = cols = 2N``), :func:`~sslosses.functional.uniformity_loss` with
     ``rows = N`` and ``cols =`` :math:`N_g` (on CPU from :math:`N = 1448`, as KoLeo).

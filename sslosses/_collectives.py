@@ -205,6 +205,13 @@ def all_reduce_(tensor: Tensor, op: Literal["sum", "max"]) -> Tensor:
     return tensor
 
 
+def broadcast_(tensor: Tensor, src: int = 0) -> Tensor:
+    """Overwrite ``tensor`` in place with rank ``src``'s, without gradient (shared randomness)."""
+    with torch.no_grad():
+        dist.broadcast(tensor, src=src)
+    return tensor
+
+
 # --------------------------------------------------------------------- collectives with grad
 class Gather(torch.autograd.Function):
     """All-gather along dim 0; the backward is :class:`ReduceScatter` (differentiable)."""

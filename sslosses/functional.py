@@ -17,11 +17,17 @@ from sslosses.ibot import ibot_patch_loss
 from sslosses.info_nce import info_nce
 from sslosses.kernels.offdiag import select_algorithm
 from sslosses.koleo import koleo_loss
+from sslosses.mmcr import mmcr_loss
+from sslosses.nnclr import nearest_neighbours, nnclr_loss
 from sslosses.nt_xent import nt_xent
+from sslosses.sigreg import lejepa_loss, sigreg_loss
 from sslosses.simsiam import negative_cosine_similarity
 from sslosses.sinkhorn import sinkhorn
+from sslosses.supcon import supcon_loss
 from sslosses.swav import swav_loss
+from sslosses.tico import tico_loss
 from sslosses.vicreg import vicreg_loss, vicreg_terms
+from sslosses.wmse import wmse_loss
 
 __all__ = [
     "alignment_loss",
@@ -34,13 +40,21 @@ __all__ = [
     "ibot_patch_loss",
     "info_nce",
     "koleo_loss",
+    "lejepa_loss",
+    "mmcr_loss",
+    "nearest_neighbours",
     "negative_cosine_similarity",
+    "nnclr_loss",
     "nt_xent",
     "resolve_chunk_size",
     "select_algorithm",
+    "sigreg_loss",
     "sinkhorn",
+    "supcon_loss",
     "swav_loss",
+    "tico_loss",
     "uniformity_loss",
     "vicreg_loss",
     "vicreg_terms",
+    "wmse_loss",
 ]

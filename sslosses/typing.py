@@ -21,6 +21,7 @@ __all__ = [
     "BufferPolicy",
     "Centering",
     "ChunkSize",
+    "ContrastMode",
     "JitterOrder",
     "OutputNorm",
     "Reduction",
@@ -34,6 +35,7 @@ losses, ``"mean"`` and ``"sum"`` a 0-d tensor."""
 ChunkSize: TypeAlias = int | Literal["auto"] | None
 """A ``chunk_size`` of :func:`~sslosses.functional.info_nce`,
 :func:`~sslosses.functional.nt_xent`, :func:`~sslosses.functional.koleo_loss`,
+:func:`~sslosses.functional.nnclr_loss`, :func:`~sslosses.functional.nearest_neighbours`,
 :func:`~sslosses.functional.dcl_loss`, :func:`~sslosses.functional.dclw_loss` and
 :func:`~sslosses.functional.uniformity_loss`: rows per block (an integer > 0), ``"auto"`` (the
 rule of :func:`~sslosses.functional.resolve_chunk_size`) or ``None`` (the plain path)."""
@@ -65,3 +67,8 @@ a random permutation per sample (torchvision's) or brightness, contrast, saturat
 
 Size: TypeAlias = int | tuple[int, int]
 """An image size, ``s`` for ``s x s`` or ``(height, width)``."""
+
+ContrastMode: TypeAlias = Literal["all", "one"]
+"""The anchors of :func:`~sslosses.functional.supcon_loss`: every view of every sample
+(``"all"``) or the first view of each sample only (``"one"``), as the original's
+``contrast_mode``."""

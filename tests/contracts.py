@@ -95,6 +95,16 @@ def single(n: int = 7, d: int = 4) -> Callable[[torch.dtype, int], Args]:
     return build
 
 
+def nnclr_views(n: int = 6, d: int = 5, k: int = 9) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of NNCLR: ``(z_a, z_b, p_a, p_b)`` of shape ``(n, d)`` and a ``(k, d)`` support."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        views = rows(n, d, dtype=dtype, seed=seed, count=4)
+        return tuple(views), {"support": rows(k, d, dtype=dtype, seed=seed + 1)[0]}
+
+    return build
+
+
 @dataclass(frozen=True)
 class Contract:
     """One loss in the contract table."""
@@ -218,6 +228,109 @@ CONTRACTS: list[Contract] = [
         {"chunk_size": 3, "reduction": "sum"},
         module=sslosses.KoLeoLoss,
     ),
+    Contract("mmcr_loss", Fn.mmcr_loss, crops(6, 5, count=3), module=sslosses.MMCRLoss),
+    Contract(
+        "mmcr_loss[lambd]",
+        Fn.mmcr_loss,
+        crops(6, 5, count=3),
+        {"lambd": 0.05, "normalize": False},
+        module=sslosses.MMCRLoss,
+    ),
+]
+
+
+def tico_inputs(n: int = 6, d: int = 5) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of TiCo: ``(z_a, z_b)`` and a running covariance ``(d, d)`` (not differentiated)."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        a, b, m = rows(n, d, dtype=dtype, seed=seed, count=3)
+        return (a, b), {"covariance": (m[:d].T @ m[:d] / d).to(dtype)}
+
+    return build
+
+
+CONTRACTS += [
+    Contract("tico_loss", Fn.tico_loss, tico_inputs(), module=sslosses.TiCoLoss),
+    Contract(
+        "tico_loss[none]",
+        Fn.tico_loss,
+        tico_inputs(),
+        {"reduction": "none", "normalize": False, "rho": 2.0},
+        module=sslosses.TiCoLoss,
+    ),
+]
+
+CONTRACTS += [
+    # w_size = N: one sub-batch, so the value does not depend on the random permutation
+    Contract(
+        "wmse_loss", Fn.wmse_loss, crops(8, 3, count=3), {"w_size": 8}, module=sslosses.WMSELoss
+    ),
+    Contract(
+        "wmse_loss[mse]",
+        Fn.wmse_loss,
+        crops(8, 3, count=2),
+        {"w_size": 8, "eps": 0.1, "normalize": False},
+        module=sslosses.WMSELoss,
+    ),
+]
+
+
+def sigreg_inputs(
+    views: int | None = None, n: int = 6, d: int = 4
+) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of SIGReg / LeJEPA: ``x`` (or a list of views) and fixed unit directions ``(d, 5)``
+    as ``projections`` (drawn directions would differ between the calls a row compares)."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        a = rows(d, 5, dtype=torch.float64, seed=seed + 1)[0]
+        kwargs = {"projections": (a / a.norm(dim=0)).to(dtype)}
+        if views is None:
+            return tuple(rows(n, d, dtype=dtype, seed=seed)), kwargs
+        return (rows(n, d, dtype=dtype, seed=seed, count=views),), kwargs
+
+    return build
+
+
+CONTRACTS += [
+    Contract(
+        "sigreg_loss", Fn.sigreg_loss, sigreg_inputs(), {"knots": 5}, module=sslosses.SIGRegLoss
+    ),
+    Contract(
+        "lejepa_loss", Fn.lejepa_loss, sigreg_inputs(3), {"lambd": 0.3}, module=sslosses.LeJEPALoss
+    ),
+    *(
+        Contract(
+            f"nnclr_loss[{name}]",
+            Fn.nnclr_loss,
+            nnclr_views(),
+            options,
+            module=sslosses.NNCLRLoss,
+            differentiable=(2, 3),  # the projections only pick neighbours: no gradient
+        )
+        for name, options in (
+            ("symmetric", {}),
+            ("asymmetric, chunked", {"symmetric": False, "chunk_size": 3, "reduction": "none"}),
+        )
+    ),
+]
+
+CONTRACTS += [
+    Contract(
+        "supcon_loss",
+        Fn.supcon_loss,
+        lambda dtype, seed: (
+            (rows(6, 5, dtype=dtype, seed=seed, count=3),),
+            {"labels": torch.tensor([0, 1, 0, 2, 1, 0])},
+        ),
+        module=sslosses.SupConLoss,
+    ),
+    Contract(
+        "supcon_loss[one, no labels, chunked]",
+        Fn.supcon_loss,
+        crops(n=6, k=5, count=2),
+        {"contrast_mode": "one", "chunk_size": 4, "reduction": "none"},
+        module=sslosses.SupConLoss,
+    ),
     Contract("dcl_loss", Fn.dcl_loss, pair(), module=sslosses.DCLLoss),
     Contract(
         "dcl_loss[chunked]",
@@ -257,4 +370,4 @@ CONTRACTS: list[Contract] = [
 ]
 
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).
-NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_"}
+NOT_LOSSES = {"resolve_chunk_size", "select_algorithm", "ema_update_", "nearest_neighbours"}

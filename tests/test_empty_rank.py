@@ -32,9 +32,15 @@ from sslosses.functional import (
     ibot_patch_loss,
     info_nce,
     koleo_loss,
+    lejepa_loss,
+    mmcr_loss,
+    nnclr_loss,
     nt_xent,
+    sigreg_loss,
     sinkhorn,
+    supcon_loss,
     swav_loss,
+    tico_loss,
     uniformity_loss,
     vicreg_loss,
     vicreg_terms,
@@ -105,6 +111,29 @@ def _queue_push(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
     return queue.features()
 
 
+def _tico_covariance(x: list[torch.Tensor], gather: bool) -> torch.Tensor:
+    covariance = sslosses.TiCoCovariance(K, beta=0.5, gather_distributed=gather, dtype=F64)
+    covariance.update(x[0])
+    covariance.update(x[1])
+    return covariance.covariance
+
+
+def _tico(x: list[torch.Tensor], gather: bool, reduction: str = "mean") -> torch.Tensor:
+    running = torch.linspace(0.0, 0.1, K * K, dtype=F64).reshape(K, K)
+    return tico_loss(x[0], x[1], running, gather_distributed=gather, reduction=reduction)
+
+
+def _directions() -> torch.Tensor:
+    a = torch.randn(K, 4, generator=torch.Generator().manual_seed(5), dtype=F64)
+    return a / a.norm(dim=0)
+
+
+def _supcon(x: list[torch.Tensor], gather: bool, **kw: Any) -> torch.Tensor:
+    """SupCon on 2 views with labels read off a third row-aligned input (3 classes)."""
+    labels = (x[2][:, 0].detach() > 0).long() + (x[2][:, 1].detach() > 0).long()
+    return supcon_loss(x[:2], labels, temperature=0.5, gather_distributed=gather, **kw)
+
+
 Case = tuple[Callable[[list[torch.Tensor], bool], torch.Tensor], int, int, str]
 # name: (function, number of row-aligned inputs, minimum global batch, kind)
 CASES: dict[str, Case] = {
@@ -152,9 +181,61 @@ CASES: dict[str, Case] = {
     "ibot_patch_loss center": (lambda x, g: _ibot(x, g, "center", "patches"), 3, 1, "mean"),
     "ibot_patch_loss sinkhorn": (lambda x, g: _ibot(x, g, "sinkhorn", "patches"), 3, 1, "mean"),
     "ibot_patch_loss sinkhorn rows": (lambda x, g: _ibot(x, g, "sinkhorn", "rows"), 3, 1, "mean"),
+    "supcon_loss": (_supcon, 3, 2, "mean"),
+    "supcon_loss one chunked sum": (
+        lambda x, g: _supcon(x, g, contrast_mode="one", chunk_size=1, reduction="sum"),
+        3,
+        2,
+        "mean",
+    ),
+    "supcon_loss none no labels": (
+        lambda x, g: supcon_loss(x[:2], gather_distributed=g, reduction="none"),
+        2,
+        2,
+        "rows",
+    ),
     "DINOCenter.update patches": (_center_patches, 1, 1, "state"),
     "DINOCenter.update": (_center, 3, 1, "state"),
     "MoCoQueue.push": (_queue_push, 1, 0, "state"),
+    "sigreg_loss": (
+        lambda x, g: sigreg_loss(x[0], projections=_directions(), gather_distributed=g),
+        1,
+        1,
+        "mean",
+    ),
+    "sigreg_loss drawn": (
+        lambda x, g: sigreg_loss(
+            x[0], num_slices=3, generator=torch.Generator().manual_seed(2), gather_distributed=g
+        ),
+        1,
+        1,
+        "mean",
+    ),
+    "lejepa_loss": (
+        lambda x, g: lejepa_loss(x[:2], x[2:], projections=_directions(), gather_distributed=g),
+        3,
+        1,
+        "mean",
+    ),
+    "tico_loss": (_tico, 2, 1, "mean"),
+    "tico_loss sum": (lambda x, g: _tico(x, g, "sum"), 2, 1, "mean"),
+    "tico_loss none": (lambda x, g: _tico(x, g, "none"), 2, 1, "rows"),
+    "TiCoCovariance.update": (_tico_covariance, 2, 1, "state"),
+    "mmcr_loss": (
+        lambda x, g: mmcr_loss(x[:2], target_views=x[2:], lambd=0.1, gather_distributed=g),
+        3,
+        1,
+        "mean",
+    ),
+    "nnclr_loss": (lambda x, g: nnclr_loss(*x, _queue(), gather_distributed=g), 4, 2, "mean"),
+    "nnclr_loss asymmetric none": (
+        lambda x, g: nnclr_loss(
+            *x, _queue(), symmetric=False, gather_distributed=g, reduction="none", chunk_size=1
+        ),
+        4,
+        2,
+        "rows",
+    ),
     "dcl_loss": (
         lambda x, g: dcl_loss(x[0], x[1], temperature=0.5, gather_distributed=g),
         2,
@@ -280,7 +361,12 @@ def test_every_gather_distributed_entry_point_is_in_the_table() -> None:
     for attr in sslosses.functional.__all__:
         if "gather_distributed" in inspect.signature(getattr(sslosses.functional, attr)).parameters:
             assert attr in covered, f"{attr} takes gather_distributed but has no empty-rank case"
-    for cls, method in ((sslosses.DINOCenter, "update"), (sslosses.MoCoQueue, "push")):
+    components = (
+        (sslosses.DINOCenter, "update"),
+        (sslosses.MoCoQueue, "push"),
+        (sslosses.TiCoCovariance, "update"),
+    )
+    for cls, method in components:
         assert f"{cls.__name__}.{method}" in covered
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import sslosses.functional as SF
-from sslosses import EMA, MoCoQueue, SwAVPrototypes, cosine_schedule
+from sslosses import EMA, MoCoQueue, SwAVPrototypes, TiCoCovariance, cosine_schedule
 
 lightly_loss = pytest.importorskip("lightly.loss")
 lightly_utils = pytest.importorskip("lightly.models.utils")
@@ -196,6 +196,125 @@ def test_koleo_batch_of_one() -> None:
     torch.testing.assert_close(lightly_loss.KoLeoLoss()(x), expected, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="at least 2"):
         SF.koleo_loss(x)
+
+
+def test_mmcr_same_value_and_gradient_without_normalization() -> None:
+    online = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)  # (B, k, D)
+    momentum = torch.randn(6, 3, 5, dtype=torch.float64, requires_grad=True)
+    expected = lightly_loss.MMCRLoss(lmda=5e-3)(online, momentum)
+    views = list(online.unbind(1)) + list(momentum.unbind(1))
+    got = SF.mmcr_loss(views, lambd=5e-3, normalize=False)
+    torch.testing.assert_close(got, expected, **TOL)
+    grads = torch.autograd.grad(got, [online, momentum])
+    for g, w in zip(grads, torch.autograd.grad(expected, [online, momentum]), strict=True):
+        torch.testing.assert_close(g, w, **TOL)
+    assert lightly_loss.MMCRLoss().lmda == 5e-3  # the guide's default row
+
+
+def test_tico_same_values_over_steps_and_the_same_state() -> None:
+    theirs = lightly_loss.TiCoLoss(beta=0.9, rho=8.0)
+    ours = TiCoCovariance(5, beta=0.9, dtype=torch.float64)
+    for _ in range(3):
+        a, b = _pair(6, 5, grad=True)
+        expected = theirs(a, b)
+        ours.update(a)
+        got = SF.tico_loss(a, b, ours.covariance, rho=8.0)
+        torch.testing.assert_close(got, expected, **TOL)
+        for g, w in zip(
+            torch.autograd.grad(got, [a, b]), torch.autograd.grad(expected, [a, b]), strict=True
+        ):
+            torch.testing.assert_close(g, w, **TOL)
+        torch.testing.assert_close(ours.covariance, theirs.C, **TOL)
+    assert (theirs.beta, theirs.rho) == (0.9, 8.0)  # the guide's default row
+
+
+def test_wmse_same_value_and_gradient_with_the_same_draws() -> None:
+    views = [t.requires_grad_(True) for t in _pair(16, 3)]
+    criterion = lightly_loss.WMSELoss(embedding_dim=3, w_size=8, w_iter=2, num_samples=2)
+    torch.manual_seed(5)  # lightly draws torch.randperm(bs) from the global generator
+    expected = criterion(torch.cat(views))
+    torch.manual_seed(5)
+    got = SF.wmse_loss(views, w_size=8, w_iter=2)  # generator=None: the same global draws
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-10)
+    for g, w in zip(
+        torch.autograd.grad(got, views), torch.autograd.grad(expected, views), strict=True
+    ):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)
+    default = lightly_loss.WMSELoss()
+    assert (default.w_size, default.w_iter, default.whitening.eps) == (256, 1, 0.0)
+
+
+# lightly keeps SIGReg's frequency grid and weights as float32 buffers: 1e-9 apart in float64
+GRID_TOL = {"rtol": 1e-7, "atol": 1e-9}
+
+
+def test_sigreg_and_lejepa_same_value_and_gradient_with_the_same_draws() -> None:
+    x = torch.randn(3, 8, 5, dtype=torch.float64, requires_grad=True)  # (V, N, D)
+    torch.manual_seed(3)  # lightly draws its directions with torch.randn from the global generator
+    expected = lightly_loss.SIGReg(num_vectors=16)(x)
+    torch.manual_seed(3)
+    got = SF.sigreg_loss(x, num_slices=16)  # generator=None: the same draw
+    torch.testing.assert_close(got, expected, **GRID_TOL)
+    for g, w in zip(torch.autograd.grad(got, x), torch.autograd.grad(expected, x), strict=True):
+        torch.testing.assert_close(g, w, **GRID_TOL)
+    global_proj, local_proj = x[:2], x[2:]
+    torch.manual_seed(4)
+    expected = lightly_loss.LeJEPALoss(sigreg_num_vectors=16)(
+        local_proj=local_proj, global_proj=global_proj
+    )
+    torch.manual_seed(4)
+    got = SF.lejepa_loss(list(global_proj), list(local_proj), num_slices=16)
+    torch.testing.assert_close(got, expected, **GRID_TOL)
+    default = lightly_loss.LeJEPALoss()
+    assert (default.lambda_param, default.sigreg.num_vectors) == (0.05, 1024)
+
+
+def _filled_bank_and_queue(k: int, d: int) -> tuple[nn.Module, MoCoQueue]:
+    """lightly's NNMemoryBankModule and a MoCoQueue fed the same batches until both are full."""
+    memory = pytest.importorskip("lightly.models.modules.nn_memory_bank")
+    bank = memory.NNMemoryBankModule(size=(k, d)).double()
+    queue = MoCoQueue(k, d, dtype=torch.float64)
+    for _ in range(k // 4):  # batches of 4 fill k exactly: lightly's slots = queue order
+        batch = torch.randn(4, d, dtype=torch.float64)
+        bank(batch, update=True)
+        queue.push(batch)
+    return bank, queue
+
+
+def test_nn_memory_bank_is_nearest_neighbours_of_the_queue() -> None:
+    bank, queue = _filled_bank_and_queue(12, 5)
+    z = torch.randn(7, 5, dtype=torch.float64)
+    expected = bank(z, update=False)
+    for chunk_size in (None, 5):
+        got = SF.nearest_neighbours(z, queue.features(), chunk_size=chunk_size)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="support must hold at least 1 row"):
+        SF.nearest_neighbours(z, MoCoQueue(12, 5, dtype=torch.float64).features())
+
+
+def test_nnclr_example_is_nt_xent_of_the_neighbours() -> None:
+    bank, queue = _filled_bank_and_queue(12, 5)
+    z_a, z_b = (torch.randn(4, 5, dtype=torch.float64) for _ in range(2))
+    p_a, p_b = _pair(4, 5, grad=True)
+    criterion = lightly_loss.NTXentLoss(temperature=0.1)
+    # lightly's NNCLR example: both searched in the bank before its update with the second view
+    nn_0 = bank(z_a.detach(), update=False)
+    nn_1 = bank(z_b.detach(), update=True)
+    expected = 0.5 * (criterion(nn_0, p_b) + criterion(nn_1, p_a))
+    nn_a = SF.nearest_neighbours(z_a, queue.features())
+    nn_b = SF.nearest_neighbours(z_b, queue.features())
+    got = 0.5 * (SF.nt_xent(nn_a, p_b) + SF.nt_xent(nn_b, p_a))
+    # the paper's loss contrasts across views only: a different value
+    paper = SF.nnclr_loss(z_a, z_b, p_a, p_b, queue.features(), symmetric=False)
+    queue.push(z_b)  # after the loss; the paper enqueues the first view instead
+    torch.testing.assert_close(got, expected, **TOL)
+    for g, e in zip(
+        torch.autograd.grad(got, [p_a, p_b]), torch.autograd.grad(expected, [p_a, p_b]), strict=True
+    ):
+        torch.testing.assert_close(g, e, **TOL)
+    buffer = next(b for name, b in bank.named_buffers() if name.endswith("bank"))
+    torch.testing.assert_close(queue.queue, buffer, rtol=0, atol=0)  # the same slots
+    assert abs(paper.item() - expected.item()) > 1e-3
 
 
 def test_dcl_and_dclw_same_value_and_gradient() -> None:

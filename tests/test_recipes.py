@@ -33,6 +33,8 @@ NAMES = [
     "dino",
     "dinov2",
     "vicreg",
+    "supcon",
+    "nnclr",
 ]
 FEATURES = 16
 N = 8
@@ -117,6 +119,14 @@ SMALL: dict[str, dict[str, object]] = {
         "teacher_temperature": 0.07,
     },
     "dinov2": _SMALL_DINO,  # dinov2's temperatures are 0.04 -> 0.07 already
+    "supcon": {"image_size": 24},
+    "nnclr": {
+        "image_size": 24,
+        "hidden_dim": 32,
+        "dim": 16,
+        "pred_hidden_dim": 32,
+        "queue_size": 20,
+    },
 }
 
 
@@ -248,3 +258,37 @@ def test_dinov2_combines_dino_ibot_and_koleo(centering: str) -> None:
     koleo = losses[1] - losses[0]
     assert abs(koleo.item()) > 1e-3
     torch.testing.assert_close(losses[2] - losses[1], koleo, rtol=1e-4, atol=1e-5)
+
+
+def test_supcon_trains_with_labels_and_distinct_labels_are_its_simclr_mode() -> None:
+    module = _load("supcon")
+    cfg = module.Config(feature_dim=FEATURES, **SMALL["supcon"])
+    recipe = module.Recipe(_backbone(), cfg)
+    before = _params(recipe)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    losses = [recipe.step(_images(i), labels) for i in range(2)]
+    assert all(math.isfinite(loss.item()) for loss in losses)
+    assert any(not torch.equal(a, b) for a, b in zip(before, _params(recipe), strict=True))
+    # the labels reach the loss: distinct labels are the unlabelled loss, shared ones are not
+    model = _backbone()
+    results = []
+    for step_labels in (None, torch.arange(N) * 3, labels):
+        torch.manual_seed(0)  # the same views
+        fresh = module.Recipe(copy.deepcopy(model), cfg)
+        results.append(fresh.step(_images(5), step_labels))
+    torch.testing.assert_close(results[1], results[0], rtol=1e-6, atol=1e-6)
+    assert abs(results[2].item() - results[0].item()) > 1e-3
+
+
+def test_nnclr_searches_the_batch_first_then_the_queue_it_fills() -> None:
+    module = _load("nnclr")
+    recipe = module.Recipe(_backbone(), module.Config(feature_dim=FEATURES, **SMALL["nnclr"]))
+    assert len(recipe.queue) == 0
+    recipe.step(_images(0))  # an empty queue: the batch's own projections are the support
+    assert len(recipe.queue) == N  # one push per step, after the loss
+    first = recipe.queue.features()
+    recipe.step(_images(1))
+    assert len(recipe.queue) == 2 * N and torch.equal(recipe.queue.features()[:N], first)
+    loss = recipe.step(_images(2))  # 20 rows: the queue wrapped around
+    assert recipe.queue.is_full and math.isfinite(loss.item())
+    assert not torch.equal(recipe.queue.features()[:N], first)
