@@ -164,6 +164,18 @@ def smoke_calls() -> dict[str, Smoke]:
             raise AssertionError(f"nearest_neighbours of support rows 3, 7 gave {index.tolist()}")
         return rows.sum(), []
 
+    def dcl() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        return SF.dcl_loss(a, b) + SF.dcl_loss(a, b, chunk_size=3), [a, b]
+
+    def dclw() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, b = _pair()
+        return SF.dclw_loss(a, b) + SF.dclw_loss(a, b, chunk_size=3), [a, b]
+
+    def uniformity() -> tuple[torch.Tensor, list[torch.Tensor]]:
+        a, _ = _pair()
+        return SF.uniformity_loss(a) + SF.uniformity_loss(a, chunk_size=3), [a]
+
     return {
         "barlow_twins_loss": pair_loss(SF.barlow_twins_loss),
         "byol_loss": pair_loss(SF.byol_loss, target_grad=False),
@@ -189,6 +201,10 @@ def smoke_calls() -> dict[str, Smoke]:
         "vicreg_terms": vicreg_terms,
         "nnclr_loss": nnclr,
         "nearest_neighbours": nearest_neighbours,
+        "dcl_loss": dcl,
+        "dclw_loss": dclw,
+        "alignment_loss": pair_loss(SF.alignment_loss),
+        "uniformity_loss": uniformity,
     }
 
 

@@ -45,6 +45,12 @@ Sources (read for facts; no code is copied):
   ``lightly/loss/ntx_ent_loss.py`` (``NTXentLoss``, four ``(N, N)`` blocks), combined as in
   lightly's NNCLR example; solo-learn: ``solo/methods/nnclr.py`` (``find_nn``) and
   ``solo/losses/nnclr.py`` (``nnclr_loss_func``), NNCLR's Algorithm 1.
+- DCL: lightly's ``DCLLoss`` (``lightly/loss/dcl_loss.py``): per direction two ``(N, N)``
+  similarity matrices, boolean masks that drop the positive and the self-similarity, a
+  concatenation and a log-sum-exp (:func:`references.dcl`).
+- Uniformity: SsnL/align_uniform ``uniform_loss`` on normalized features: ``torch.pdist``
+  over the ``N (N - 1) / 2`` pairs, then ``pow``, ``mul``, ``exp``, ``mean``, ``log``
+  (:func:`references.uniform`).
 - Multi-crop: the per-image, per-crop pipeline of facebookresearch/swav
   ``src/multicropdataset.py`` (torchvision ``RandomResizedCrop``, ``RandomHorizontalFlip``,
   ``ColorJitter`` with ``p=0.8``, ``RandomGrayscale``, Gaussian blur, ``Normalize``), written
@@ -61,6 +67,7 @@ import references
 import torch
 import torch.nn.functional as F
 from references import BarlowTwins as OfficialBarlowTwins
+from references import dcl as lightly_dcl
 from references import koleo as dinov2_koleo
 from references import lightly_sigreg, off_diagonal, simclr_nt_xent
 from references import mmcr as original_mmcr
@@ -78,6 +85,7 @@ __all__ = [
     "dinov2_koleo",
     "ema_loop_",
     "ema_moco_",
+    "lightly_dcl",
     "lightly_nearest_neighbours",
     "lightly_nnclr",
     "lightly_nt_xent",
@@ -97,6 +105,7 @@ __all__ = [
     "solo_learn_nnclr",
     "supcontrast_supcon",
     "swav_loss",
+    "uniformity_pdist",
 ]
 
 
@@ -135,6 +144,12 @@ def plain_nt_xent(z_a: Tensor, z_b: Tensor, *, temperature: float = 0.1) -> Tens
     logits = logits.masked_fill(self_mask, float("-inf"))
     labels = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)  # (2N,)
     return F.cross_entropy(logits, labels)
+
+
+def uniformity_pdist(x: Tensor, *, t: float = 2.0) -> Tensor:
+    """``uniform_loss`` of SsnL/align_uniform on the L2-normalized rows (:func:`references.uniform`;
+    the original's callers normalize the features first)."""
+    return references.uniform(F.normalize(x, dim=1), t)
 
 
 def moco_info_nce(q: Tensor, k: Tensor, queue: Tensor, *, temperature: float = 0.2) -> Tensor:

@@ -41,6 +41,8 @@ GROUPS = (
     "wmse",
     "sigreg",
     "supcon",
+    "dcl",
+    "uniformity",
     "byol",
     "simsiam",
     "ema",
@@ -61,6 +63,8 @@ GROUP_TITLES = {
     "wmse": "W-MSE",
     "sigreg": "LeJEPA SIGReg",
     "supcon": "SupCon (supervised contrastive)",
+    "dcl": "DCL (decoupled contrastive learning)",
+    "uniformity": "Uniformity (Wang & Isola)",
     "byol": "BYOL",
     "simsiam": "SimSiam",
     "ema": "EMA (target network update)",
@@ -982,6 +986,120 @@ def _nnclr_cases(n: int, d: int, k: int, chunk_size: int) -> list[Case]:
     ]
 
 
+# DCL ----------------------------------------------------------------------------------------
+def _dcl_lightly_formula(inputs: Inputs) -> Prepared:
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: baselines.lightly_dcl(z_a, z_b, 0.1), inputs, "z_a", "z_b")
+
+
+def _dcl_lightly(inputs: Inputs) -> Prepared:
+    loss = optional_import("lightly.loss", "DCLLoss")(temperature=0.1)
+    z_a, z_b = inputs["z_a"], inputs["z_b"]
+    return _loss_step(lambda: loss(z_a, z_b), inputs, "z_a", "z_b")
+
+
+def _dcl_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        z_a, z_b = inputs["z_a"], inputs["z_b"]
+        chunk: Any = chunk_size
+        prep = _loss_step(
+            lambda: SF.dcl_loss(z_a, z_b, temperature=0.1, chunk_size=chunk), inputs, "z_a", "z_b"
+        )
+        if chunk_size == "auto":
+            rows = 2 * z_a.shape[0]
+            prep.note = f"runs {chunk_auto_choice(rows, rows, z_a.device)}"
+        return prep
+
+    return prepare
+
+
+def _dcl_case(n: int, d: int, chunk_size: int) -> Case:
+    half = 4.0 * n * 2 * n  # one (N, 2N) float32 matrix: a direction's similarities
+    full = 4.0 * (2 * n) ** 2  # the (2N, 2N) float32 logits
+    impls = (
+        Impl(
+            "formula",
+            "lightly's formulation, 2 x N x 2N (baseline)",
+            "baseline",
+            _dcl_lightly_formula,
+            estimate=10 * half,
+        ),
+        Impl("lightly", "lightly DCLLoss", "lightly", _dcl_lightly, estimate=10 * half),
+        Impl("dense", "sslosses chunk_size=None", "sslosses", _dcl_ours(None), estimate=4 * full),
+        Impl(
+            "auto",
+            'sslosses chunk_size="auto"',
+            "sslosses",
+            _dcl_ours("auto"),
+            estimate=_ntxent_auto_estimate(n),
+        ),
+        Impl(
+            "chunked",
+            f"sslosses chunk_size={chunk_size}",
+            "sslosses",
+            _dcl_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * 2 * n,
+        ),
+    )
+    return Case("dcl", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula")
+
+
+# Uniformity ---------------------------------------------------------------------------------
+def _uniformity_pdist(inputs: Inputs) -> Prepared:
+    x = inputs["x"]
+    return _loss_step(lambda: baselines.uniformity_pdist(x, t=2.0), inputs, "x")
+
+
+def _uniformity_ours(chunk_size: int | str | None) -> Callable[[Inputs], Prepared]:
+    def prepare(inputs: Inputs) -> Prepared:
+        x = inputs["x"]
+        chunk: Any = chunk_size
+        prep = _loss_step(lambda: SF.uniformity_loss(x, t=2.0, chunk_size=chunk), inputs, "x")
+        if chunk_size == "auto":
+            prep.note = f"runs {chunk_auto_choice(x.shape[0], x.shape[0], x.device)}"
+        return prep
+
+    return prepare
+
+
+def _uniformity_case(n: int, d: int, chunk_size: int) -> Case:
+    pairs = 4.0 * n * (n - 1) / 2  # one float32 value per pair i < j
+    full = 4.0 * n * n  # the (N, N) float32 potentials
+    picked = chunk_auto_choice(n, n, torch.device("cpu"))
+    auto_block = int(picked.split("=")[1]) if picked.startswith("chunk_size=") else n
+    impls = (
+        Impl(
+            "pdist",
+            "align_uniform uniform_loss, torch.pdist (baseline)",
+            "baseline",
+            _uniformity_pdist,
+            estimate=8 * pairs,
+        ),
+        Impl(
+            "dense",
+            "sslosses chunk_size=None",
+            "sslosses",
+            _uniformity_ours(None),
+            estimate=4 * full,
+        ),
+        Impl(
+            "auto",
+            'sslosses chunk_size="auto"',
+            "sslosses",
+            _uniformity_ours("auto"),
+            estimate=4 * 4.0 * auto_block * n,
+        ),
+        Impl(
+            "chunked",
+            f"sslosses chunk_size={chunk_size}",
+            "sslosses",
+            _uniformity_ours(chunk_size),
+            estimate=4 * 4.0 * chunk_size * n,
+        ),
+    )
+    return Case("uniformity", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "pdist")
+
+
 # BYOL and SimSiam ---------------------------------------------------------------------------
 def _pair_loss_case(
     group: str,
@@ -1333,6 +1451,8 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
             _swav_case(12, 20, 4),
             _dino_case(6, 16, 3),
             _koleo_case(40, 8, chunk_size=7),
+            _dcl_case(24, 8, chunk_size=5),
+            _uniformity_case(40, 8, chunk_size=7),
             _mmcr_case(12, 6, 4),
             _tico_case(10, 6),
             _sigreg_case(2, 6, 3, 4),
@@ -1360,6 +1480,10 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _dino_case(64, 65536, 8),
         _koleo_case(4096, 384, chunk_size=256),
         _koleo_case(16384, 384, chunk_size=256),
+        _dcl_case(4096, 128, chunk_size=1024),
+        _dcl_case(8192, 128, chunk_size=1024),
+        _uniformity_case(4096, 128, chunk_size=256),
+        _uniformity_case(16384, 128, chunk_size=256),
         _mmcr_case(512, 512, 4),
         _tico_case(4096, 256),
         _wmse_case(1024, 64, 128),
@@ -1454,6 +1578,22 @@ def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
         None if mem is None else mem <= 1024,
         unit="MB",
     )
+    for group, big, base, base_what in (
+        ("dcl", "8192x128", "formula", "lightly's formulation"),
+        ("uniformity", "16384x128", "pdist", "the pdist original"),
+    ):
+        title = "DCL" if group == "dcl" else "Uniformity"
+        t.at_least(
+            f"{title} {big}: peak extra memory, {base_what} / sslosses auto",
+            10,
+            t.ratio(f"{group}:{big}", base, "auto", "peak_extra_mb"),
+        )
+        for case in dict.fromkeys(r.case for r in rows if r.group == group):
+            t.at_least(
+                f"{title} {case.split(':')[1]}: sslosses auto never slower than {base_what}",
+                1,
+                t.ratio(case, base, "auto", "total_ms"),
+            )
     ema_case = next((r.case for r in rows if r.group == "ema"), "ema:resnet50w64")
     for base, base_what in (("moco", "MoCo's loop"), ("loop", "in-place loop")):
         for impl, what in (("module", "EMA.update"), ("functional", "ema_update_")):

@@ -570,6 +570,53 @@ def supcon(
 
 
 # --------------------------------------------------------------------------------------------
+# DCL / DCLW: Yeh et al., "Decoupled Contrastive Learning", ECCV 2022 (arXiv:2110.06848), Eq. 6;
+# as lightly computes it (lightly/loss/dcl_loss.py, DCLLoss._loss and
+# negative_mises_fisher_weights): normalized views, one direction's positive -<a_n, b_n> / tau
+# (times the weight) plus the log-sum-exp over the 2N - 2 similarities left when a_n and b_n are
+# dropped, mean over n, then the mean of the two directions. The weight is
+# 2 - N softmax_n(<a_n, b_n> / sigma) of the detached views.
+# --------------------------------------------------------------------------------------------
+def dcl(z_a: Tensor, z_b: Tensor, temperature: float = 0.1, sigma: float | None = None) -> Tensor:
+    """DCL (``sigma=None``) or DCLW (the von Mises-Fisher weight at ``sigma``), single process."""
+    a = F.normalize(z_a, dim=1)
+    b = F.normalize(z_b, dim=1)
+    n = a.shape[0]
+    weight = torch.ones(n, dtype=a.dtype, device=a.device)
+    if sigma is not None:
+        cosines = (a.detach() * b.detach()).sum(dim=1)  # (N,)
+        weight = 2 - n * torch.softmax(cosines / sigma, dim=0)
+
+    def one_direction(x: Tensor, y: Tensor) -> Tensor:
+        similarities = torch.cat([x @ x.t(), x @ y.t()], dim=1) / temperature  # (N, 2N)
+        same = torch.eye(n, dtype=torch.bool, device=x.device)
+        keep = ~torch.cat([same, same], dim=1)  # drop x_n (itself) and y_n (its positive)
+        negatives = similarities[keep].reshape(n, 2 * n - 2)  # (N, 2N - 2)
+        positive = (x * y).sum(dim=1) / temperature  # (N,)
+        return (-weight * positive + torch.logsumexp(negatives, dim=1)).mean()
+
+    return (one_direction(a, b) + one_direction(b, a)) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# Alignment and uniformity: Wang & Isola, ICML 2020 (arXiv:2005.10242); SsnL/align_uniform,
+# align_uniform/__init__.py: align_loss(x, y, alpha=2) is the mean over rows of the L2 norm of
+# x - y to the power alpha; uniform_loss(x, t=2) is the log of the mean of exp(-t d^2) over the
+# torch.pdist distances d (the N (N - 1) / 2 pairs i < j). Both take the features as given
+# (the original's callers normalize them first).
+# --------------------------------------------------------------------------------------------
+def align(x: Tensor, y: Tensor, alpha: float = 2.0) -> Tensor:
+    """``align_loss(x, y, alpha)``: ``mean_n ||x_n - y_n||_2 ** alpha``."""
+    return torch.linalg.vector_norm(x - y, ord=2, dim=1).pow(alpha).mean()
+
+
+def uniform(x: Tensor, t: float = 2.0) -> Tensor:
+    """``uniform_loss(x, t)``: ``log mean_{i<j} exp(-t ||x_i - x_j||^2)`` through ``pdist``."""
+    squared = torch.pdist(x, p=2).pow(2)  # (N (N - 1) / 2,)
+    return torch.exp(-t * squared).mean().log()
+
+
+# --------------------------------------------------------------------------------------------
 # Colour and blur of one (3, H, W) image in [0, 1], as torchvision's tensor transforms define
 # them (pytorch/vision, torchvision/transforms/_functional_tensor.py: rgb_to_grayscale,
 # adjust_brightness/contrast/saturation/hue via _blend, _rgb2hsv, _hsv2rgb, gaussian_blur),

@@ -5,8 +5,10 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from sslosses import distributed, functional, heads, transforms
+from sslosses.align_uniform import AlignmentLoss, UniformityLoss
 from sslosses.barlow_twins import BarlowTwinsLoss
 from sslosses.byol import BYOLLoss
+from sslosses.dcl import DCLLoss, DCLWLoss
 from sslosses.dino import DINOCenter, DINOHead, DINOLoss
 from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
 from sslosses.ibot import IBOTPatchLoss
@@ -32,8 +34,11 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 __all__ = [
     "EMA",
+    "AlignmentLoss",
     "BYOLLoss",
     "BarlowTwinsLoss",
+    "DCLLoss",
+    "DCLWLoss",
     "DINOCenter",
     "DINOHead",
     "DINOLoss",
@@ -52,6 +57,7 @@ __all__ = [
     "SwAVPrototypes",
     "TiCoCovariance",
     "TiCoLoss",
+    "UniformityLoss",
     "VICRegLoss",
     "VICRegTerms",
     "WMSELoss",

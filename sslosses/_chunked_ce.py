@@ -1,4 +1,5 @@
-"""Log-sum-exp over similarity logits, plain or in row blocks (private; InfoNCE and NT-Xent).
+"""Log-sum-exp over similarity logits, plain or in row blocks (private; InfoNCE, NT-Xent, DCL,
+uniformity).
 
 Both contrastive losses are cross-entropies over similarity logits
 ``scale * <anchor_i, candidate_j>``: the loss of row ``i`` is the log-sum-exp of its logits minus
@@ -76,6 +77,9 @@ def resolve_chunk_size(
     its queries with a support set, in blocks of support rows: ``rows = K`` support rows,
     ``cols = N`` queries (on CPU with :math:`N = 8192` and :math:`K = 65536`, 128 support rows
     per block).
+    :func:`~sslosses.functional.dcl_loss` and :func:`~sslosses.functional.dclw_loss` call it
+    as NT-Xent does (``rows = cols = 2N``), :func:`~sslosses.functional.uniformity_loss` with
+    ``rows = N`` and ``cols =`` :math:`N_g` (on CPU from :math:`N = 1448`, as KoLeo).
 
     Args:
         chunk_size: rows per block (an integer > 0), ``None`` for the plain path, or
@@ -141,7 +145,9 @@ def similarity_logsumexp(
         candidates: :math:`c`, shape ``(M, D)``.
         scale: :math:`s` (the inverse temperature).
         exclude: ``(R,)`` long tensor, the column :math:`e_i` left out of row ``i`` (its logit
-            is ``-inf``), or ``None`` to keep every column. Each row must keep one column.
+            is ``-inf``), or ``(R, E)``, the :math:`E` columns left out of row ``i`` (DCL leaves
+            out the anchor itself and its positive), or ``None`` to keep every column. Each row
+            must keep one column.
         chunk_size: rows per block for the blockwise path, ``None`` for the plain path, or
             ``"auto"`` (:func:`resolve_chunk_size`).
 
@@ -173,15 +179,16 @@ def _transformed(*tensors: Tensor) -> bool:
 def _block_logits(
     scaled: Tensor, candidates: Tensor, exclude: Tensor | None, start: int, stop: int
 ) -> Tensor:
-    """Rows ``start:stop`` of the logits, each row's excluded column set to ``-inf``.
+    """Rows ``start:stop`` of the logits, each row's excluded column(s) set to ``-inf``.
 
     The mask is written in place on the matmul output, whose backward does not need it, so this
     also serves differentiable (plain-path and double-backward) computations.
     """
     logits = scaled[start:stop] @ candidates.T  # (B, M)
     if exclude is not None:
-        rows = torch.arange(stop - start, device=logits.device)
-        logits[rows, exclude[start:stop]] = float("-inf")
+        columns = exclude[start:stop]  # (B,) or (B, E)
+        rows = torch.arange(stop - start, device=logits.device)  # (B,)
+        logits[rows.view(-1, *([1] * (columns.dim() - 1))), columns] = float("-inf")
     return logits
 
 

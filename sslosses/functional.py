@@ -7,8 +7,10 @@ losses) and :func:`select_algorithm` (``algorithm`` of Barlow Twins and VICReg).
 from __future__ import annotations
 
 from sslosses._chunked_ce import resolve_chunk_size
+from sslosses.align_uniform import alignment_loss, uniformity_loss
 from sslosses.barlow_twins import barlow_twins_loss
 from sslosses.byol import byol_loss
+from sslosses.dcl import dcl_loss, dclw_loss
 from sslosses.dino import dino_loss
 from sslosses.ema import ema_update_
 from sslosses.ibot import ibot_patch_loss
@@ -28,8 +30,11 @@ from sslosses.vicreg import vicreg_loss, vicreg_terms
 from sslosses.wmse import wmse_loss
 
 __all__ = [
+    "alignment_loss",
     "barlow_twins_loss",
     "byol_loss",
+    "dcl_loss",
+    "dclw_loss",
     "dino_loss",
     "ema_update_",
     "ibot_patch_loss",
@@ -48,6 +53,7 @@ __all__ = [
     "supcon_loss",
     "swav_loss",
     "tico_loss",
+    "uniformity_loss",
     "vicreg_loss",
     "vicreg_terms",
     "wmse_loss",

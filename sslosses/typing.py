@@ -35,9 +35,10 @@ losses, ``"mean"`` and ``"sum"`` a 0-d tensor."""
 ChunkSize: TypeAlias = int | Literal["auto"] | None
 """A ``chunk_size`` of :func:`~sslosses.functional.info_nce`,
 :func:`~sslosses.functional.nt_xent`, :func:`~sslosses.functional.koleo_loss`,
-:func:`~sslosses.functional.nnclr_loss` and :func:`~sslosses.functional.nearest_neighbours`:
-rows per block (an integer > 0), ``"auto"`` (the rule of
-:func:`~sslosses.functional.resolve_chunk_size`) or ``None`` (the plain path)."""
+:func:`~sslosses.functional.nnclr_loss`, :func:`~sslosses.functional.nearest_neighbours`,
+:func:`~sslosses.functional.dcl_loss`, :func:`~sslosses.functional.dclw_loss` and
+:func:`~sslosses.functional.uniformity_loss`: rows per block (an integer > 0), ``"auto"`` (the
+rule of :func:`~sslosses.functional.resolve_chunk_size`) or ``None`` (the plain path)."""
 
 Algorithm: TypeAlias = Literal["auto", "dense", "gram", "fused"]
 """The ``algorithm`` of :func:`~sslosses.functional.barlow_twins_loss` and

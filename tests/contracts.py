@@ -331,6 +331,42 @@ CONTRACTS += [
         {"contrast_mode": "one", "chunk_size": 4, "reduction": "none"},
         module=sslosses.SupConLoss,
     ),
+    Contract("dcl_loss", Fn.dcl_loss, pair(), module=sslosses.DCLLoss),
+    Contract(
+        "dcl_loss[chunked]",
+        Fn.dcl_loss,
+        pair(),
+        {"chunk_size": 4, "reduction": "none"},
+        module=sslosses.DCLLoss,
+    ),
+    # DCLW's von Mises-Fisher weights are constants of the loss (not differentiated), so
+    # finite differences, which move them, disagree with its gradient by design:
+    # test_dcl.py::test_dclw_weights_are_not_differentiated checks that gradient
+    Contract("dclw_loss", Fn.dclw_loss, pair(), module=sslosses.DCLWLoss, gradcheck=False),
+    Contract(
+        "dclw_loss[chunked]",
+        Fn.dclw_loss,
+        pair(),
+        {"chunk_size": 4, "sigma": 0.3, "reduction": "sum"},
+        module=sslosses.DCLWLoss,
+        gradcheck=False,
+    ),
+    Contract("alignment_loss", Fn.alignment_loss, pair(), module=sslosses.AlignmentLoss),
+    Contract(
+        "alignment_loss[alpha=1, none]",
+        Fn.alignment_loss,
+        pair(),
+        {"alpha": 1.0, "reduction": "none"},
+        module=sslosses.AlignmentLoss,
+    ),
+    Contract("uniformity_loss", Fn.uniformity_loss, single(), module=sslosses.UniformityLoss),
+    Contract(
+        "uniformity_loss[chunked]",
+        Fn.uniformity_loss,
+        single(),
+        {"chunk_size": 3, "t": 1.0},
+        module=sslosses.UniformityLoss,
+    ),
 ]
 
 # Public functions of ``sslosses.functional`` that are not losses (rules, updates, assignments).

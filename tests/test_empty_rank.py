@@ -24,7 +24,10 @@ import torch
 
 import sslosses
 from sslosses.functional import (
+    alignment_loss,
     barlow_twins_loss,
+    dcl_loss,
+    dclw_loss,
     dino_loss,
     ibot_patch_loss,
     info_nce,
@@ -38,6 +41,7 @@ from sslosses.functional import (
     supcon_loss,
     swav_loss,
     tico_loss,
+    uniformity_loss,
     vicreg_loss,
     vicreg_terms,
 )
@@ -231,6 +235,44 @@ CASES: dict[str, Case] = {
         4,
         2,
         "rows",
+    ),
+    "dcl_loss": (
+        lambda x, g: dcl_loss(x[0], x[1], temperature=0.5, gather_distributed=g),
+        2,
+        2,
+        "mean",
+    ),
+    "dcl_loss chunked none": (
+        lambda x, g: dcl_loss(x[0], x[1], gather_distributed=g, reduction="none", chunk_size=1),
+        2,
+        2,
+        "rows",
+    ),
+    "dclw_loss": (
+        lambda x, g: dclw_loss(x[0], x[1], sigma=0.3, gather_distributed=g),
+        2,
+        2,
+        "mean",
+    ),
+    "dclw_loss sum": (
+        lambda x, g: dclw_loss(x[0], x[1], gather_distributed=g, reduction="sum"),
+        2,
+        2,
+        "mean",
+    ),
+    "alignment_loss": (lambda x, g: alignment_loss(x[0], x[1], gather_distributed=g), 2, 1, "mean"),
+    "alignment_loss sum": (
+        lambda x, g: alignment_loss(x[0], x[1], alpha=1.5, gather_distributed=g, reduction="sum"),
+        2,
+        1,
+        "mean",
+    ),
+    "uniformity_loss": (lambda x, g: uniformity_loss(x[0], gather_distributed=g), 1, 2, "mean"),
+    "uniformity_loss chunked": (
+        lambda x, g: uniformity_loss(x[0], t=1.0, gather_distributed=g, chunk_size=1),
+        1,
+        2,
+        "mean",
     ),
 }
 

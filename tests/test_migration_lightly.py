@@ -8,6 +8,7 @@ CI does not need it.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -314,3 +315,55 @@ def test_nnclr_example_is_nt_xent_of_the_neighbours() -> None:
     buffer = next(b for name, b in bank.named_buffers() if name.endswith("bank"))
     torch.testing.assert_close(queue.queue, buffer, rtol=0, atol=0)  # the same slots
     assert abs(paper.item() - expected.item()) > 1e-3
+
+
+def test_dcl_and_dclw_same_value_and_gradient() -> None:
+    a, b = _pair(7, 5, grad=True)
+    for theirs, ours in (
+        (lightly_loss.DCLLoss(), lambda x, y: SF.dcl_loss(x, y)),
+        (lightly_loss.DCLLoss(temperature=0.3), lambda x, y: SF.dcl_loss(x, y, temperature=0.3)),
+        (lightly_loss.DCLWLoss(), lambda x, y: SF.dclw_loss(x, y)),
+        (
+            lightly_loss.DCLWLoss(temperature=0.2, sigma=0.8),
+            lambda x, y: SF.dclw_loss(x, y, temperature=0.2, sigma=0.8),
+        ),
+    ):
+        with warnings.catch_warnings():  # lightly's weight copy-constructs a tensor (warns)
+            warnings.filterwarnings("ignore", "To copy construct", UserWarning)
+            expected = theirs(a, b)
+        got = ours(a, b)
+        torch.testing.assert_close(got, expected, **TOL)
+        torch.testing.assert_close(
+            torch.autograd.grad(got, (a, b)), torch.autograd.grad(expected, (a, b)), **TOL
+        )
+    defaults = lightly_loss.DCLWLoss()
+    assert defaults.temperature == 0.1 and lightly_loss.DCLLoss().weight_fn is None
+    assert defaults.weight_fn.keywords == {"sigma": 0.5}  # the guide's default rows
+
+
+def test_dcl_chunked_same_value_as_lightly() -> None:
+    a, b = _pair(9, 4)
+    expected = lightly_loss.DCLLoss()(a, b)
+    torch.testing.assert_close(SF.dcl_loss(a, b, chunk_size=2), expected, **TOL)
+
+
+def test_dcl_batch_of_one() -> None:
+    a, b = _pair(1)
+    assert lightly_loss.DCLLoss()(a, b).item() == -float("inf")  # no negatives
+    with pytest.raises(ValueError, match="at least 2"):
+        SF.dcl_loss(a, b)
+
+
+def test_hypersphere_loss_is_alignment_plus_uniformity() -> None:
+    a, b = _pair(8, 5, grad=True)
+    for t, lam, alpha in ((1.0, 1.0, 2.0), (2.0, 0.5, 1.0)):
+        expected = lightly_loss.HypersphereLoss(t=t, lam=lam, alpha=alpha)(a, b)
+        got = (
+            SF.alignment_loss(a, b, alpha=alpha)
+            + lam * (SF.uniformity_loss(a, t=t) + SF.uniformity_loss(b, t=t)) / 2
+        )
+        torch.testing.assert_close(got, expected, **TOL)
+        torch.testing.assert_close(
+            torch.autograd.grad(got, (a, b)), torch.autograd.grad(expected, (a, b)), **TOL
+        )
+    assert lightly_loss.HypersphereLoss().t == 1.0  # the original's default is t=2
