@@ -171,11 +171,15 @@ def sigreg_loss(
 def _grid(knots: int, t_max: float, like: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """The frequencies on [0, t_max], the Gaussian's characteristic function there, and the
     trapezoidal weights of the symmetric integral (doubled but at the ends) times it."""
-    t = torch.linspace(0, t_max, knots, dtype=like.dtype, device=like.device)
+    # The grid on [0, 1] scaled by t_max, not torch.linspace(0, t_max) and torch.full(2 dt):
+    # with t_max a symbol under torch.compile (a schedule), torch 2.14 reuses a stale value
+    # of the factory functions' float arguments; a product traces correctly.
+    unit = torch.linspace(0, 1, knots, dtype=like.dtype, device=like.device)
+    t = unit * t_max
     phi = torch.exp(-t.square() / 2)
-    dt = t_max / (knots - 1)
-    weights = torch.full((knots,), 2 * dt, dtype=like.dtype, device=like.device)
-    weights[0] = weights[-1] = dt
+    steps = torch.full((knots,), 2.0, dtype=like.dtype, device=like.device)
+    steps[0] = steps[-1] = 1.0
+    weights = steps * (t_max / (knots - 1))
     return t, phi, weights * phi
 
 
