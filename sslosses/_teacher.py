@@ -31,7 +31,10 @@ _CENTERINGS: tuple[Centering, ...] = get_args(Centering)
 def check_center(name: str, center: object, k: int) -> Tensor:
     """Check a center: a floating-point tensor of shape ``(K,)`` or ``(1, K)``."""
     center = check_tensor(name, center)
-    if center.shape not in ((k,), (1, k)):
+    # Compared dimension by dimension: under torch.compile, once K has changed between calls
+    # it is a symbol, and ``center.shape in ((k,), (1, k))`` is False even when it matches.
+    rows = 1 if center.dim() == 1 else center.shape[0]
+    if center.dim() not in (1, 2) or rows != 1 or center.shape[-1] != k:
         raise ValueError(
             f"{name} must have shape ({k},) or (1, {k}) (K={k} like the scores), "
             f"got {tuple(center.shape)}"
