@@ -442,10 +442,11 @@ CONTRACTS += [
             module=sslosses.NTXentLoss,
             repr=f"NTXentLoss(temperature=0.3, normalize={norm}, gather_distributed=False, "
             f"reduction='none', chunk_size={k})",
-            plain={"chunk_size": None},
+            plain=None if k is None else {"chunk_size": None},
             plain_tol=1e-6,
         )
-        for k, norm in ((1, True), (2, False), (5, True))
+        for k in (None, 1, 2, 5)
+        for norm in (True, False)
     ),
     Contract(
         "info_nce[no normalize, chunked]",
@@ -474,8 +475,19 @@ CONTRACTS += [
         plain={"chunk_size": None},
         plain_tol=1e-6,
     ),
+    *(
+        Contract(
+            f"koleo_loss[chunk {k}, none]",
+            Fn.koleo_loss,
+            single(),
+            {"chunk_size": k, "reduction": "none"},
+            module=sslosses.KoLeoLoss,
+            plain=None if k is None else {"chunk_size": None},
+        )
+        for k in (None, 3)
+    ),
     Contract(
-        "koleo_loss[chunk 1, none]",
+        "koleo_loss[chunk 1, none, eps]",
         Fn.koleo_loss,
         single(),
         {"eps": 1e-6, "chunk_size": 1, "reduction": "none"},

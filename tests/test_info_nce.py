@@ -131,10 +131,10 @@ def test_blockwise_equals_plain_unnormalized(mode: str, views, chunk_size: int) 
     )
 
 
-@pytest.mark.parametrize("mode", ["v3+queue", "v2"])
+@pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("chunk_size", [None, 2])
-def test_gradcheck_through_the_queue_negatives(mode: str, chunk_size: int | None) -> None:
-    # the contract rows pass ``negatives`` as a keyword, which they do not differentiate
+def test_gradcheck_with_the_queue_differentiated(mode: str, chunk_size: int | None) -> None:
+    # beyond tests/contracts.py: its rows pass ``negatives`` as a keyword, not differentiated
     in_batch, queue = MODES[mode]
     inputs = [t.requires_grad_(True) for t in _inputs(5, 3, 4)]
     assert torch.autograd.gradcheck(
