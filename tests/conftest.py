@@ -59,3 +59,9 @@ def dist_pool(_dist_pools: dict[int, object]) -> object:
 def dist_pool_w(request: pytest.FixtureRequest, _dist_pools: dict[int, object]) -> object:
     """A gloo pool of W = 2, then W = 3 processes: a wrong factor W cannot hide behind 2."""
     return _pool(_dist_pools, request.param)
+
+
+@pytest.fixture(scope="session")
+def dist_pool3(_dist_pools: dict[int, object]) -> object:
+    """Three processes in a gloo group: the W = 3 pool of ``dist_pool_w``, shared."""
+    return _pool(_dist_pools, 3)

@@ -9,7 +9,9 @@
   without autocast;
 - float64 inputs give a float64 value;
 - ``torch.compile(fullgraph=True)`` matches eager in value and input gradients;
-- ``torch.autograd.gradcheck`` holds in float64 on the row's small inputs.
+- ``torch.autograd.gradcheck`` holds in float64 on the row's small inputs;
+- a row with ``repr`` checks the module's repr; a row with ``plain`` options (another path of
+  the same function, e.g. unchunked) also compares its float32 values with that path's.
 
 A row that turns a check off (``gradcheck=False``, ``compile=False``) says why in a comment.
 
@@ -121,10 +123,21 @@ class Contract:
     half_atol: float = 0.0  # half inputs against their float32 values (0: exact)
     differentiable: tuple[int, ...] | None = None  # positional args with a gradient (None: all)
     has_grad: bool = True  # False: the output carries no gradient (e.g. Sinkhorn's targets)
+    repr: str | None = None  # repr of the module built with **options
+    # options of the plain path (e.g. ``{"chunk_size": None}``): the float32 value of the half,
+    # autocast and compile checks (and compile's gradients) also equal the plain path's
+    plain: Mapping[str, Any] | None = None
+    plain_tol: float = 0.0  # rtol and atol of the half and autocast values against plain
 
 
 CONTRACTS: list[Contract] = [
-    Contract("barlow_twins_loss", Fn.barlow_twins_loss, pair(), module=sslosses.BarlowTwinsLoss),
+    Contract(
+        "barlow_twins_loss",
+        Fn.barlow_twins_loss,
+        pair(),
+        module=sslosses.BarlowTwinsLoss,
+        repr="BarlowTwinsLoss(lambd=0.0051, eps=1e-05, gather_distributed=False, algorithm='auto')",
+    ),
     *(
         Contract(
             f"barlow_twins_loss[{a}]",
@@ -135,7 +148,14 @@ CONTRACTS: list[Contract] = [
         )
         for a in ("dense", "gram", "fused")
     ),
-    Contract("byol_loss", Fn.byol_loss, pair(), module=sslosses.BYOLLoss, differentiable=(0,)),
+    Contract(
+        "byol_loss",
+        Fn.byol_loss,
+        pair(),
+        module=sslosses.BYOLLoss,
+        differentiable=(0,),
+        repr="BYOLLoss(reduction='mean')",
+    ),
     Contract(
         "byol_loss[none]",
         Fn.byol_loss,
@@ -157,6 +177,7 @@ CONTRACTS: list[Contract] = [
         pair(),
         {"stop_gradient": False, "reduction": "sum"},
         module=sslosses.NegativeCosineSimilarity,
+        repr="NegativeCosineSimilarity(stop_gradient=False, reduction='sum')",
     ),
     Contract(
         "dino_loss",
@@ -190,12 +211,21 @@ CONTRACTS: list[Contract] = [
         ),
         {"chunk_size": 4, "reduction": "none"},
         module=sslosses.InfoNCELoss,
+        plain={"chunk_size": None},
+        plain_tol=1e-6,
     ),
     Contract("sinkhorn", Fn.sinkhorn, single(6, 5), gradcheck=False, has_grad=False),
     # gradcheck would move the assignment crops' codes (stop-gradient targets) with their
     # scores: test_swav.py checks it through the predicting crops only
     Contract("swav_loss", Fn.swav_loss, crops(count=4), module=sslosses.SwAVLoss, gradcheck=False),
-    Contract("vicreg_loss", Fn.vicreg_loss, pair(), module=sslosses.VICRegLoss),
+    Contract(
+        "vicreg_loss",
+        Fn.vicreg_loss,
+        pair(),
+        module=sslosses.VICRegLoss,
+        repr="VICRegLoss(sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, eps=0.0001, "
+        "gather_distributed=False, algorithm='auto')",
+    ),
     *(
         Contract(
             f"vicreg_loss[{a}]",
@@ -219,14 +249,23 @@ CONTRACTS: list[Contract] = [
         pair(),
         {"chunk_size": 4, "reduction": "none"},
         module=sslosses.NTXentLoss,
+        plain={"chunk_size": None},
+        plain_tol=1e-6,
     ),
-    Contract("koleo_loss", Fn.koleo_loss, single(), module=sslosses.KoLeoLoss),
+    Contract(
+        "koleo_loss",
+        Fn.koleo_loss,
+        single(),
+        module=sslosses.KoLeoLoss,
+        repr="KoLeoLoss(eps=1e-08, gather_distributed=False, reduction='mean', chunk_size='auto')",
+    ),
     Contract(
         "koleo_loss[chunked]",
         Fn.koleo_loss,
         single(),
         {"chunk_size": 3, "reduction": "sum"},
         module=sslosses.KoLeoLoss,
+        plain={"chunk_size": None},
     ),
     Contract("mmcr_loss", Fn.mmcr_loss, crops(6, 5, count=3), module=sslosses.MMCRLoss),
     Contract(
@@ -366,6 +405,203 @@ CONTRACTS += [
         single(),
         {"chunk_size": 3, "t": 1.0},
         module=sslosses.UniformityLoss,
+    ),
+]
+
+
+# Variants the per-loss test files used to check by hand (issue 27): other option values, N < D,
+# modules built with non-default options and their repr.
+def with_queue(n: int = 6, d: int = 5, k: int = 9) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of InfoNCE with a queue: ``(query, key)`` ``(n, d)`` and ``negatives`` ``(k, d)``."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        return tuple(rows(n, d, dtype=dtype, seed=seed, count=2)), {
+            "negatives": rows(k, d, dtype=dtype, seed=seed + 1)[0]
+        }
+
+    return build
+
+
+def swav_queue(n: int = 4, k: int = 6, count: int = 4) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of SwAV: ``count`` crops ``(n, k)`` and a queue of scores per assignment crop."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        queue = rows(7, k, dtype=torch.float64, seed=seed + 1, count=2)
+        scores = [(q / q.norm(dim=1, keepdim=True)).to(dtype) for q in queue]
+        return (rows(n, k, dtype=dtype, seed=seed, count=count),), {"queue_scores": scores}
+
+    return build
+
+
+def ibot_sinkhorn(b: int = 3, p: int = 4, k: int = 5) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of iBOT's Sinkhorn centering: the patches of :func:`patches`, without a center."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        return patches(b, p, k)(dtype, seed)[0], {}
+
+    return build
+
+
+CONTRACTS += [
+    # N <= D / 2: "gram" computes in float32 there and "auto" picks it
+    *(
+        Contract(
+            f"barlow_twins_loss[{a}, N < D/2]",
+            Fn.barlow_twins_loss,
+            pair(6, 16),
+            {"lambd": 0.2, "eps": 1e-4, "algorithm": a},
+            module=sslosses.BarlowTwinsLoss,
+        )
+        for a in ("auto", "dense", "gram", "fused")
+    ),
+    *(
+        Contract(
+            f"vicreg_loss[{a}, N < D/2]",
+            Fn.vicreg_loss,
+            pair(6, 16),
+            {"sim_coeff": 2.0, "std_coeff": 3.0, "cov_coeff": 0.7, "eps": 1e-3, "algorithm": a},
+            module=sslosses.VICRegLoss,
+        )
+        for a in ("auto", "dense", "gram", "fused")
+    ),
+    Contract(
+        "vicreg_terms[gram, N < D/2]",
+        Fn.vicreg_terms,
+        pair(6, 16),
+        {"cov_coeff": 2.0, "algorithm": "gram"},
+        output=lambda terms: torch.stack(list(terms)),
+    ),
+    Contract(
+        "byol_loss[sum]",
+        Fn.byol_loss,
+        pair(),
+        {"reduction": "sum"},
+        module=sslosses.BYOLLoss,
+        differentiable=(0,),
+    ),
+    Contract(
+        "negative_cosine_similarity[no stop-gradient, none]",
+        Fn.negative_cosine_similarity,
+        pair(),
+        {"stop_gradient": False, "reduction": "none"},
+        module=sslosses.NegativeCosineSimilarity,
+    ),
+    Contract(
+        "nt_xent[no normalize, sum, gather]",
+        Fn.nt_xent,
+        pair(),
+        {"temperature": 0.3, "normalize": False, "reduction": "sum", "gather_distributed": True},
+        module=sslosses.NTXentLoss,
+    ),
+    *(
+        Contract(
+            f"nt_xent[chunk {k}, normalize={norm}]",
+            Fn.nt_xent,
+            pair(),
+            {"temperature": 0.3, "normalize": norm, "chunk_size": k, "reduction": "none"},
+            module=sslosses.NTXentLoss,
+            repr=f"NTXentLoss(temperature=0.3, normalize={norm}, gather_distributed=False, "
+            f"reduction='none', chunk_size={k})",
+            plain=None if k is None else {"chunk_size": None},
+            plain_tol=1e-6,
+        )
+        for k in (None, 1, 2, 5)
+        for norm in (True, False)
+    ),
+    Contract(
+        "info_nce[no normalize, chunked]",
+        Fn.info_nce,
+        pair(),
+        {"temperature": 0.3, "normalize": False, "chunk_size": 2, "reduction": "none"},
+        module=sslosses.InfoNCELoss,
+        plain={"chunk_size": None},
+        plain_tol=1e-6,
+    ),
+    Contract(
+        "info_nce[v2, sum, gather]",
+        Fn.info_nce,
+        with_queue(),
+        {"in_batch_negatives": False, "reduction": "sum", "gather_distributed": True},
+        module=sslosses.InfoNCELoss,
+    ),
+    Contract(
+        "info_nce[v2, chunked]",
+        Fn.info_nce,
+        with_queue(),
+        {"in_batch_negatives": False, "temperature": 0.07, "chunk_size": 2, "reduction": "none"},
+        module=sslosses.InfoNCELoss,
+        repr="InfoNCELoss(temperature=0.07, in_batch_negatives=False, normalize=True, "
+        "gather_distributed=False, reduction='none', chunk_size=2)",
+        plain={"chunk_size": None},
+        plain_tol=1e-6,
+    ),
+    *(
+        Contract(
+            f"koleo_loss[chunk {k}, none]",
+            Fn.koleo_loss,
+            single(),
+            {"chunk_size": k, "reduction": "none"},
+            module=sslosses.KoLeoLoss,
+            plain=None if k is None else {"chunk_size": None},
+        )
+        for k in (None, 3)
+    ),
+    Contract(
+        "koleo_loss[chunk 1, none, eps]",
+        Fn.koleo_loss,
+        single(),
+        {"eps": 1e-6, "chunk_size": 1, "reduction": "none"},
+        module=sslosses.KoLeoLoss,
+        repr="KoLeoLoss(eps=1e-06, gather_distributed=False, reduction='none', chunk_size=1)",
+        plain={"chunk_size": None},
+    ),
+    Contract(
+        "koleo_loss[plain, sum, gather]",
+        Fn.koleo_loss,
+        single(),
+        {"chunk_size": None, "reduction": "sum", "gather_distributed": True},
+        module=sslosses.KoLeoLoss,
+    ),
+    # gradcheck off as in the swav_loss row (test_swav.py checks the predicting crops)
+    Contract(
+        "swav_loss[queue, assign_crops]",
+        Fn.swav_loss,
+        swav_queue(),
+        {"temperature": 0.2, "epsilon": 0.03, "sinkhorn_iterations": 5, "assign_crops": [1, 0]},
+        module=sslosses.SwAVLoss,
+        repr="SwAVLoss(temperature=0.2, epsilon=0.03, sinkhorn_iterations=5, "
+        "assign_crops=(1, 0), gather_distributed=False)",
+        gradcheck=False,
+    ),
+    Contract(
+        "dino_loss[temperatures]",
+        Fn.dino_loss,
+        student_teacher(),
+        {"student_temperature": 0.2, "teacher_temperature": 0.05},
+        module=sslosses.DINOLoss,
+        repr="DINOLoss(student_temperature=0.2, teacher_temperature=0.05, centering='center', "
+        "gather_distributed=False)",
+        differentiable=(0,),
+    ),
+    Contract(
+        "ibot_patch_loss[temperatures]",
+        Fn.ibot_patch_loss,
+        patches(),
+        {"student_temperature": 0.2, "teacher_temperature": 0.05},
+        module=sslosses.IBOTPatchLoss,
+        repr="IBOTPatchLoss(student_temperature=0.2, teacher_temperature=0.05, "
+        "centering='center', gather_distributed=False)",
+        differentiable=(0,),
+    ),
+    Contract(
+        "ibot_patch_loss[sinkhorn]",
+        Fn.ibot_patch_loss,
+        ibot_sinkhorn(),
+        {"centering": "sinkhorn", "sinkhorn_iterations": 5},
+        module=sslosses.IBOTPatchLoss,
+        repr="IBOTPatchLoss(student_temperature=0.1, teacher_temperature=0.07, "
+        "centering='sinkhorn', sinkhorn_iterations=5, gather_distributed=False)",
+        differentiable=(0,),
     ),
 ]
 

@@ -69,6 +69,8 @@ def test_module_equals_function(c: Contract) -> None:
     torch.testing.assert_close(
         c.output(module(*args, **kwargs)), _call(c, (args, kwargs)), rtol=0, atol=0
     )
+    if c.repr is not None:
+        assert repr(module) == c.repr
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -79,6 +81,9 @@ def test_half_inputs_compute_in_float32(c: Contract, dtype: torch.dtype) -> None
     assert value.dtype == torch.float32
     as_float = (tuple(_to(a, torch.float32) for a in half[0]), half[1])
     torch.testing.assert_close(value, _call(c, as_float), rtol=0, atol=c.half_atol)
+    if c.plain is not None:
+        plain = _call(c, as_float, **c.plain)
+        torch.testing.assert_close(value, plain, rtol=c.plain_tol, atol=c.plain_tol)
     got = _value_and_grads(c, half)
     if not c.has_grad:
         return
@@ -103,6 +108,9 @@ def test_autocast_bf16_computes_in_float32(c: Contract) -> None:
         assert (probe @ probe).dtype == torch.bfloat16  # autocast is really on
     assert value.dtype == torch.float32
     torch.testing.assert_close(value, _call(c, built), rtol=0, atol=0)
+    if c.plain is not None:
+        plain = _call(c, built, **c.plain)
+        torch.testing.assert_close(value, plain, rtol=c.plain_tol, atol=c.plain_tol)
 
 
 @pytest.mark.parametrize("c", CONTRACTS, ids=IDS)
@@ -112,6 +120,10 @@ def test_float64_stays_float64(c: Contract) -> None:
 
 @pytest.mark.parametrize("c", [c for c in CONTRACTS if c.compile], ids=lambda c: c.name)
 def test_compile_fullgraph_matches_eager(c: Contract) -> None:
+    # A fresh Dynamo state: the row compiles on its own, whatever earlier tests compiled. (After
+    # a compile at another K, Dynamo traces K as a symbol, and dino_loss's center shape check
+    # then fails under fullgraph: a known gap, not this check's subject.)
+    torch._dynamo.reset()
     built = c.inputs(torch.float32, 4)
     compiled = torch.compile(c.function, fullgraph=True)
     extra = dict(c.compile_options) if c.compile_options is not None else {}
@@ -119,6 +131,10 @@ def test_compile_fullgraph_matches_eager(c: Contract) -> None:
     got = _value_and_grads(c, built, compiled, **extra)
     for x, y in zip(got, eager, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    if c.plain is not None:
+        plain = _value_and_grads(c, built, **{**extra, **c.plain})
+        for x, y in zip(got, plain, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
 
 
 def _float_defaults(c: Contract) -> dict[str, float]:

@@ -238,33 +238,6 @@ def test_invariant_to_batch_permutation(
 
 
 # --------------------------------------------------------------------------------- numerics
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_compute_in_float32(dtype: torch.dtype) -> None:
-    student = [s.to(dtype) for s in _scores(4, dtype=torch.float32)]
-    teacher = [t.to(dtype) for t in _scores(2, seed=1, dtype=torch.float32)]
-    center = torch.zeros(7, dtype=dtype)
-    out = dino_loss(student, teacher, center=center)
-    assert out.dtype == torch.float32
-    expected = dino_loss(
-        [s.float() for s in student], [t.float() for t in teacher], center=center.float()
-    )
-    torch.testing.assert_close(out, expected)
-
-
-def test_autocast_returns_float32() -> None:
-    student = _scores(4, dtype=torch.float32)
-    teacher = _scores(2, seed=1, dtype=torch.float32)
-    center = torch.zeros(7)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = dino_loss(student, teacher, center=center)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, dino_loss(student, teacher, center=center))
-
-
-def test_float64_stays_float64() -> None:
-    assert dino_loss(_scores(2), _scores(1), center=torch.zeros(7, dtype=F64)).dtype == F64
-
-
 def test_finite_at_small_teacher_temperature_and_large_k() -> None:
     k = 65536
     student = _leaves(_scores(4, 3, k, scale=30.0, dtype=torch.float32))
@@ -282,30 +255,12 @@ def test_finite_at_small_teacher_temperature_and_large_k() -> None:
     torch.testing.assert_close(loss.double(), exact, rtol=1e-5, atol=0)
 
 
-def test_compile_fullgraph_matches_eager() -> None:
-    student = _scores(5, dtype=torch.float32)
-    teacher = _scores(2, seed=1, dtype=torch.float32)
-    center = 0.1 * torch.ones(7)
-    compiled = torch.compile(dino_loss, fullgraph=True)
-    torch.testing.assert_close(
-        compiled(student, teacher, center=center, teacher_temperature=0.07),
-        dino_loss(student, teacher, center=center, teacher_temperature=0.07),
-    )
-
-
 # ----------------------------------------------------------------------------------- module
-def test_module_equals_functional() -> None:
+def test_module_teacher_temperature_overrides_per_call() -> None:
+    # module == function and the repr: tests/contracts.py (row dino_loss[temperatures])
     student, teacher = _scores(5), _scores(2, seed=1)
     center = _scores(1, 1, 7, seed=2)[0][0]
     module = DINOLoss(student_temperature=0.2, teacher_temperature=0.05)
-    torch.testing.assert_close(
-        module(student, teacher, center=center),
-        dino_loss(
-            student, teacher, center=center, student_temperature=0.2, teacher_temperature=0.05
-        ),
-        rtol=0,
-        atol=0,
-    )
     torch.testing.assert_close(
         module(student, teacher, center=center, teacher_temperature=0.07),
         dino_loss(
@@ -313,10 +268,6 @@ def test_module_equals_functional() -> None:
         ),
         rtol=0,
         atol=0,
-    )
-    assert repr(module) == (
-        "DINOLoss(student_temperature=0.2, teacher_temperature=0.05, centering='center', "
-        "gather_distributed=False)"
     )
 
 

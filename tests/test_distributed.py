@@ -4,7 +4,8 @@ The contract (docs/guides/distributed.rst): the mean over ranks of a returned va
 single-process value on the concatenated global batch, and each rank's input gradient divided
 by W equals its slice of the single-process gradient. W = 3 with unequal batch sizes (one rank
 holding a single row) keeps a wrong factor W or a wrong offset from hiding behind W = 2. Each
-test runs its checks for all options in one call into the pool of its W.
+test runs its checks for all options in one call into the pool of its W. Barlow Twins (every
+algorithm and the module, three layouts, at W = 2 and W = 3): ``tests/test_barlow_twins.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 
 import sslosses
 from sslosses import _collectives, distributed
-from sslosses.functional import barlow_twins_loss, info_nce, nt_xent, sinkhorn, swav_loss
+from sslosses.functional import info_nce, nt_xent, sinkhorn, swav_loss
 
 F64 = torch.float64
 SIZES = {2: [3, 5], 3: [3, 1, 4]}  # unequal per-rank batch sizes, rank 0's rows first
@@ -259,43 +260,6 @@ def test_swav_and_sinkhorn_match_single_process(dist_pool_w: Any) -> None:
         for rank, (_, grads) in enumerate(per_rank):
             for v in range(3):
                 _close(grads[v] / world, leaves[v].grad[_rows(rank, sizes)])  # type: ignore[index]
-
-
-# ------------------------------------------------------------------------------ Barlow Twins
-BARLOW = ("dense", "gram", "fused", "auto", "module")
-
-
-def _barlow(a: torch.Tensor, b: torch.Tensor, which: str, **kw: Any) -> Any:
-    if which == "module":
-        return sslosses.BarlowTwinsLoss(lambd=0.3, **kw)(a, b)
-    return barlow_twins_loss(a, b, lambd=0.3, algorithm=which, **kw)  # type: ignore[arg-type]
-
-
-def _barlow_case(rank: int, world: int) -> dict[str, tuple[Any, ...]]:
-    a_all, b_all, _ = _pair_data(world)
-    rows = _rows(rank, SIZES[world])
-    out = {}
-    for which in BARLOW:
-        a, b = _leaf(a_all[rows]), _leaf(b_all[rows])
-        loss = _barlow(a, b, which, gather_distributed=True)
-        loss.backward()
-        out[which] = (loss.detach(), a.grad, b.grad)
-    return out
-
-
-def test_barlow_twins_matches_single_process(dist_pool_w: Any) -> None:
-    world = dist_pool_w.world_size
-    results = dist_pool_w.run(_barlow_case)
-    a_all, b_all, _ = _pair_data(world)
-    for which in BARLOW:
-        a, b = _leaf(a_all), _leaf(b_all)
-        loss = _barlow(a, b, which)
-        loss.backward()
-        per_rank = [r[which] for r in results]
-        for value, _, _ in per_rank:
-            _close(value, loss.detach())  # every rank returns the global loss
-        _close(torch.cat([r[1] for r in per_rank]) / world, a.grad)  # type: ignore[arg-type]
-        _close(torch.cat([r[2] for r in per_rank]) / world, b.grad)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------- MoCoQueue

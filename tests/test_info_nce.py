@@ -133,7 +133,8 @@ def test_blockwise_equals_plain_unnormalized(mode: str, views, chunk_size: int) 
 
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("chunk_size", [None, 2])
-def test_gradcheck(mode: str, chunk_size: int | None) -> None:
+def test_gradcheck_with_the_queue_differentiated(mode: str, chunk_size: int | None) -> None:
+    # beyond tests/contracts.py: its rows pass ``negatives`` as a keyword, not differentiated
     in_batch, queue = MODES[mode]
     inputs = [t.requires_grad_(True) for t in _inputs(5, 3, 4)]
     assert torch.autograd.gradcheck(
@@ -270,24 +271,6 @@ def test_empty_queue_adds_no_negatives(chunk_size: int | None) -> None:
     assert q.grad is not None and torch.equal(q.grad, torch.zeros_like(q))
 
 
-def test_module_matches_functional() -> None:
-    q, k, u = _inputs(6, 4)
-    for kwargs in (
-        {},
-        {"temperature": 0.3, "normalize": False, "reduction": "none", "chunk_size": 4},
-        {"in_batch_negatives": False, "reduction": "sum", "gather_distributed": True},
-    ):
-        module = InfoNCELoss(**kwargs)
-        torch.testing.assert_close(
-            module(q, k, u), info_nce(q, k, negatives=u, **kwargs), rtol=0, atol=0
-        )
-    torch.testing.assert_close(InfoNCELoss()(q, k), info_nce(q, k), rtol=0, atol=0)
-    assert repr(InfoNCELoss(temperature=0.07, in_batch_negatives=False)) == (
-        "InfoNCELoss(temperature=0.07, in_batch_negatives=False, normalize=True, "
-        "gather_distributed=False, reduction='mean', chunk_size='auto')"
-    )
-
-
 def test_gather_distributed_without_process_group_is_local() -> None:
     q, k, u = _inputs(5, 3)
     assert not dist.is_initialized()
@@ -303,20 +286,6 @@ def test_gather_distributed_without_process_group_is_local() -> None:
 
 
 # ---------------------------------------------------------------- dtypes, autocast, compile
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("chunk_size", [None, 3])
-def test_half_inputs_compute_in_float32(dtype: torch.dtype, chunk_size: int | None) -> None:
-    q, k, u = _inputs(6, 8, dtype=dtype)
-    out = info_nce(q, k, negatives=u, chunk_size=chunk_size)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(
-        out, info_nce(q.float(), k.float(), negatives=u.float()), rtol=1e-6, atol=1e-6
-    )
-    q.requires_grad_(True)
-    (grad,) = torch.autograd.grad(info_nce(q, k, negatives=u, chunk_size=chunk_size), [q])
-    assert grad.dtype == dtype
-
-
 def test_float64_negatives_promote() -> None:
     q, k, u = _inputs(4, 3)
     out = info_nce(q.float(), k.float(), negatives=u)
@@ -324,24 +293,6 @@ def test_float64_negatives_promote() -> None:
     torch.testing.assert_close(
         out, info_nce(q.float().double(), k.float().double(), negatives=u), rtol=0, atol=0
     )
-
-
-@pytest.mark.parametrize("chunk_size", [None, 3])
-def test_autocast_bf16_computes_in_float32(chunk_size: int | None) -> None:
-    q, k, u = _inputs(6, 8, dtype=torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = info_nce(q, k, negatives=u, chunk_size=chunk_size)
-        assert (q @ k.T).dtype == torch.bfloat16  # autocast is really on
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, info_nce(q, k, negatives=u), rtol=1e-6, atol=1e-6)
-
-
-def test_compile_fullgraph_matches_eager() -> None:
-    q, k, u = _inputs(6, 5, dtype=torch.float32)
-    compiled = torch.compile(info_nce, fullgraph=True)
-    eager = _value_and_grads(lambda x, y: info_nce(x, y, negatives=u, temperature=0.3), q, k)
-    got = _value_and_grads(lambda x, y: compiled(x, y, negatives=u, temperature=0.3), q, k)
-    _assert_close_all(got, eager, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- errors

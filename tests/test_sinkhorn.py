@@ -184,26 +184,6 @@ def test_no_gradient_and_input_untouched() -> None:
 
 
 # ------------------------------------------------------------------------------- numerics
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_compute_in_float32(dtype: torch.dtype) -> None:
-    scores = _scores(dtype=dtype)
-    q = sinkhorn(scores)
-    assert q.dtype == torch.float32
-    torch.testing.assert_close(q, sinkhorn(scores.float()))
-
-
-def test_autocast_returns_float32() -> None:
-    scores = _scores(dtype=torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        q = sinkhorn(scores)
-    assert q.dtype == torch.float32
-    torch.testing.assert_close(q, sinkhorn(scores))
-
-
-def test_float64_stays_float64() -> None:
-    assert sinkhorn(_scores()).dtype == torch.float64
-
-
 # ---------------------------------------------------------------------------- distributed
 def _sinkhorn_case(rank: int, world: int, scores: list[torch.Tensor], gather: bool) -> torch.Tensor:
     return sinkhorn(scores[rank], epsilon=0.05, iterations=4, gather_distributed=gather)

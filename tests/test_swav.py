@@ -232,61 +232,7 @@ def test_stable_at_small_epsilon_with_large_scores() -> None:
     torch.testing.assert_close(loss.double(), exact, rtol=1e-5, atol=0)
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_compute_in_float32(dtype: torch.dtype) -> None:
-    crops = [c.to(dtype) for c in _crops(4, dtype=torch.float32)]
-    queue = [q.to(dtype) for q in _queue([5, 5])]
-    out = swav_loss(crops, queue_scores=queue)
-    assert out.dtype == torch.float32
-    expected = swav_loss([c.float() for c in crops], queue_scores=[q.float() for q in queue])
-    torch.testing.assert_close(out, expected)
-
-
-def test_autocast_returns_float32() -> None:
-    crops = _crops(4, dtype=torch.float32)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = swav_loss(crops)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, swav_loss(crops))
-
-
-def test_float64_stays_float64() -> None:
-    assert swav_loss(_crops(2)).dtype == F64
-
-
-def test_compile_fullgraph_matches_eager() -> None:
-    crops = _crops(3, 4, 5, dtype=torch.float32)
-    queue = [q.float() for q in _queue([6, 6])]
-    compiled = torch.compile(swav_loss, fullgraph=True)
-    torch.testing.assert_close(
-        compiled(crops, queue_scores=queue), swav_loss(crops, queue_scores=queue)
-    )
-
-
 # --------------------------------------------------------------------------------- module
-def test_module_equals_functional() -> None:
-    crops = _crops(4)
-    queue = _queue([7, 7])
-    kwargs = {"temperature": 0.2, "epsilon": 0.03, "sinkhorn_iterations": 5}
-    module = SwAVLoss(**kwargs, assign_crops=[1, 0])  # type: ignore[arg-type]
-    torch.testing.assert_close(
-        module(crops, queue_scores=queue),
-        swav_loss(crops, **kwargs, assign_crops=(1, 0), queue_scores=queue),  # type: ignore[arg-type]
-        rtol=0,
-        atol=0,
-    )
-    torch.testing.assert_close(
-        module(crops),
-        swav_loss(crops, **kwargs, assign_crops=(1, 0)),
-        rtol=0,
-        atol=0,  # type: ignore[arg-type]
-    )
-    assert repr(module) == (
-        "SwAVLoss(temperature=0.2, epsilon=0.03, sinkhorn_iterations=5, assign_crops=(1, 0), "
-        "gather_distributed=False)"
-    )
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
