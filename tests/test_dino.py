@@ -812,3 +812,20 @@ def test_sinkhorn_distributed_equals_single_process_on_global_batch(dist_pool_w:
             torch.testing.assert_close(
                 grads[j] / world, want[starts[r] : starts[r + 1]], rtol=1e-10, atol=1e-10
             )
+
+
+def test_compiled_loss_accepts_a_center_after_k_changed() -> None:
+    # Dynamo makes K a symbol once it changes between calls; the center check must trace it
+    # (it compared shapes with ``in`` and rejected a matching center).
+    torch._dynamo.reset()
+    compiled = torch.compile(dino_loss, fullgraph=True)
+    gen = torch.Generator().manual_seed(0)
+    for k, centering in ((7, "sinkhorn"), (6, "center"), (5, "center")):
+        student = [torch.randn(4, k, generator=gen) for _ in range(3)]
+        teacher = [torch.randn(4, k, generator=gen) for _ in range(2)]
+        kwargs: dict[str, Any] = (
+            {"centering": "sinkhorn"} if centering == "sinkhorn" else {"center": torch.zeros(k)}
+        )
+        torch.testing.assert_close(
+            compiled(student, teacher, **kwargs), dino_loss(student, teacher, **kwargs)
+        )
