@@ -135,6 +135,18 @@ def compare_with_committed(summary: Mapping[str, Any], folder: Path = RESULTS) -
             )
         if diff == 0:
             return f"This table matches {where} exactly."
+        mine_sw, theirs_sw = summary.get("software", {}), reference.get("software", {})
+        changed = [
+            f"{key} {theirs_sw[key]} there, {mine_sw[key]} here"
+            for key in ("cpu", "numpy", "scikit-learn", "python")
+            if key in mine_sw and key in theirs_sw and mine_sw[key] != theirs_sw[key]
+        ]
+        if changed:
+            return (
+                f"This table differs from {where} by up to {diff:.2f} points: same torch, but "
+                f"not the same machine or libraries ({'; '.join(changed)}); another CPU's "
+                "kernels round differently, and training carries the difference."
+            )
         return (
             f"This table differs from {where} by up to {diff:.2f} points: same torch, so "
             "something else differs (the code, NumPy / scikit-learn, or the options)."

@@ -96,6 +96,20 @@ def test_compare_with_committed_says_match_differ_or_unknown(tmp_path: Path) -> 
     moved = train_reference.compare_with_committed(_summary("2.14.1", 91.0), tmp_path)
     assert "differs from benchmarks/results/train_digits_b.json" in moved
     assert "by up to 0.25 points" in moved
+    other_cpu = _summary("2.13.0+cpu", 90.5)
+    other_cpu["software"]["cpu"] = "AMD EPYC"
+    (tmp_path / "train_digits_a.json").write_text(
+        json.dumps(
+            {
+                **_summary("2.13.0+cpu", 90.0),
+                "software": {"torch": "2.13.0+cpu", "cpu": "Intel Xeon"},
+            }
+        )
+    )
+    assert train_reference.compare_with_committed(other_cpu, tmp_path).endswith(
+        "same torch, but not the same machine or libraries (cpu Intel Xeon there, AMD EPYC "
+        "here); another CPU's kernels round differently, and training carries the difference."
+    )
     extra = _summary("2.13.0+cpu", 90.0)
     extra["runs"].append({**extra["runs"][0], "title": "DINO"})
     assert train_reference.compare_with_committed(extra, tmp_path).endswith(
