@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import _collectives
@@ -13,8 +14,6 @@ from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._validation import check_bool, check_crops, check_non_negative, check_same_shape
 
 __all__ = ["MMCRLoss", "mmcr_loss"]
-
-_EPS = 1e-12  # F.normalize's default, as the original
 
 
 def mmcr_loss(
@@ -127,11 +126,11 @@ def mmcr_loss(
         dtype = compute_dtype(*crops, *targets)
         z = torch.stack([upcast(c, dtype) for c in crops], dim=1)  # (N, V, D)
         if normalize:
-            z = _normalize(z)
+            z = F.normalize(z, dim=-1)  # as the original
         centroids = z.mean(dim=1)  # (N, D)
         if targets:
             t = torch.stack([upcast(c, dtype) for c in targets], dim=1)  # (N, V', D)
-            centroids = 0.5 * (centroids + (_normalize(t) if normalize else t).mean(dim=1))
+            centroids = 0.5 * (centroids + (F.normalize(t, dim=-1) if normalize else t).mean(dim=1))
         n = z.shape[0]
         layout = _collectives.global_layout(
             gather_distributed, n, z.device, name="views[0]", minimum=1
@@ -143,12 +142,6 @@ def mmcr_loss(
             spread: Tensor = torch.linalg.svdvals(z).sum()  # sum over i of ||Z_i||_*
             loss = loss + lambd * spread * _collectives.mean_weight(n, layout)
     return loss
-
-
-def _normalize(z: Tensor) -> Tensor:
-    """Every row of the last dimension L2-normalized (``F.normalize(z, dim=-1)``)."""
-    norm: Tensor = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
-    return z / norm.clamp_min(_EPS)
 
 
 class MMCRLoss(nn.Module):

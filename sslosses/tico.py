@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import _collectives
@@ -21,8 +22,6 @@ from sslosses._validation import (
 from sslosses.typing import Reduction
 
 __all__ = ["TiCoCovariance", "TiCoLoss", "tico_loss"]
-
-_EPS = 1e-12  # F.normalize's default, as lightly
 
 
 def tico_loss(
@@ -130,7 +129,7 @@ def tico_loss(
         dtype = compute_dtype(z_a, z_b, cov)
         a, b = upcast(z_a, dtype), upcast(z_b, dtype)
         if normalize:
-            a, b = _normalize(a), _normalize(b)
+            a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)  # as lightly
         c = upcast(cov.detach(), dtype)
         invariance = 1.0 - (a * b).sum(dim=1)  # (N,)
         contrast = ((a @ c) * a).sum(dim=1)  # (N,) a_i^T C a_i
@@ -139,12 +138,6 @@ def tico_loss(
             gather_distributed, a.shape[0], a.device, name="z_a", minimum=1
         )
     return _collectives.reduce_over_ranks(loss, reduction, layout)
-
-
-def _normalize(z: Tensor) -> Tensor:
-    """``F.normalize(z, dim=1)``."""
-    norm: Tensor = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-    return z / norm.clamp_min(_EPS)
 
 
 def _check_covariance(covariance: object, d: int, z_a: Tensor) -> Tensor:
@@ -309,7 +302,7 @@ class TiCoCovariance(nn.Module):
         with no_autocast(rows):
             x = upcast(rows.detach(), dtype)
             if self.normalize:
-                x = _normalize(x)
+                x = F.normalize(x, dim=1)
             batch_sum = x.T @ x  # (D, D)
             count = x.shape[0]
             layout = _collectives.global_layout(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses._numerics import compute_dtype, no_autocast, upcast
@@ -17,8 +18,6 @@ from sslosses._validation import (
 )
 
 __all__ = ["WMSELoss", "wmse_loss"]
-
-_EPS = 1e-12  # F.normalize's default, as the original's norm_mse_loss
 
 
 def wmse_loss(
@@ -114,14 +113,12 @@ def wmse_loss(
         ``methods/norm_mse.py``.
     """
     crops = check_crops("views", views, minimum=2, rows=1, column="feature (column)")
-    w_size = check_positive_int("w_size", w_size)
+    w_size = _check_w_size(w_size)
     w_iter = check_positive_int("w_iter", w_iter)
     eps = check_probability("eps", eps)
     normalize = check_bool("normalize", normalize)
     gen = check_generator(generator)
     n, d = crops[0].shape
-    if w_size < 2:
-        raise ValueError(f"w_size must be at least 2 (a covariance needs 2 rows), got {w_size}")
     if n % w_size != 0:
         raise ValueError(
             f"views must have a batch size that is a multiple of w_size={w_size} (the "
@@ -145,6 +142,14 @@ def wmse_loss(
             total = total + _pair_error(z[pairs[0]], z[pairs[1]], normalize).mean()
         loss = total / w_iter
     return loss
+
+
+def _check_w_size(w_size: object) -> int:
+    """A whitening sub-batch size: an integer >= 2 (a covariance needs 2 rows)."""
+    size = check_positive_int("w_size", w_size)
+    if size < 2:
+        raise ValueError(f"w_size must be at least 2 (a covariance needs 2 rows), got {size}")
+    return size
 
 
 def _whiten(x: Tensor, eps: float) -> Tensor:
@@ -171,9 +176,7 @@ def _pair_error(a: Tensor, b: Tensor, normalize: bool) -> Tensor:
     """The per-pair error ``(P,)`` between the whitened views ``a``, ``b`` ``(P, N, D)``."""
     if not normalize:
         return (a - b).pow(2).mean(dim=(-1, -2))
-    na: Tensor = torch.linalg.vector_norm(a, dim=-1).clamp_min(_EPS)
-    nb: Tensor = torch.linalg.vector_norm(b, dim=-1).clamp_min(_EPS)
-    cosine = (a * b).sum(dim=-1) / (na * nb)  # (P, N)
+    cosine = (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(dim=-1)  # (P, N)
     return 2 - 2 * cosine.mean(dim=-1)
 
 
@@ -203,9 +206,7 @@ class WMSELoss(nn.Module):
         self, *, w_size: int = 128, w_iter: int = 1, eps: float = 0.0, normalize: bool = True
     ) -> None:
         super().__init__()
-        self.w_size = check_positive_int("w_size", w_size)
-        if self.w_size < 2:
-            raise ValueError(f"w_size must be at least 2 (a covariance needs 2 rows), got {w_size}")
+        self.w_size = _check_w_size(w_size)
         self.w_iter = check_positive_int("w_iter", w_iter)
         self.eps = check_probability("eps", eps)
         self.normalize = check_bool("normalize", normalize)
