@@ -131,40 +131,75 @@ def sigreg_loss(
             f"x must have at least {rows} row(s), 1 feature and 1 view, got shape "
             f"{tuple(tensor.shape)}"
         )
-    num_slices = check_positive_int("num_slices", num_slices)
-    knots = check_int("knots", knots, low=2)
-    t_max = check_positive("t_max", t_max)
-    gen = check_generator(generator)
-    d = tensor.shape[-1]
-    if projections is not None:
-        directions = check_tensor("projections", projections, ndim=2)
-        if directions.shape[0] != d or directions.shape[1] < 1:
-            raise ValueError(
-                f"projections must have shape (D, S) with D={d} (the features of x) and S >= 1, "
-                f"got shape {tuple(directions.shape)}"
-            )
-        check_same_device("x", tensor, "projections", directions)
+    num_slices, knots, t_max, gen = _check_options(num_slices, knots, t_max, generator)
+    directions = _check_projections(projections, tensor)
     with no_autocast(tensor):
-        dtype = compute_dtype(tensor) if projections is None else compute_dtype(tensor, directions)
-        z = upcast(tensor, dtype)
-        n = z.shape[-2]
-        layout = _collectives.global_layout(gather_distributed, n, z.device, name="x", minimum=1)
-        if projections is None:
-            directions = torch.randn(d, num_slices, generator=gen, device=z.device, dtype=dtype)
-            if layout is not None:
-                directions = _collectives.broadcast_(directions)
-            directions = directions / torch.linalg.vector_norm(directions, dim=0)
-        a = upcast(directions, dtype)
-        t, phi, weights = _grid(knots, t_max, z)
-        x_t = (z @ a).unsqueeze(-1) * t  # (..., N, S, K)
-        sums = torch.stack([x_t.cos().sum(dim=-3), x_t.sin().sum(dim=-3)])  # (2, ..., S, K)
-        total = n
+        z = upcast(tensor, compute_dtype(tensor, *_present(directions)))
+        layout = _collectives.global_layout(
+            gather_distributed, z.shape[-2], z.device, name="x", minimum=1
+        )
+        return _statistic(z, layout, directions, num_slices, knots, t_max, gen)
+
+
+def _check_options(
+    num_slices: object, knots: object, t_max: object, generator: object
+) -> tuple[int, int, float, torch.Generator | None]:
+    """SIGReg's options: ``num_slices >= 1``, ``knots >= 2``, ``t_max > 0``, a generator."""
+    return (
+        check_positive_int("num_slices", num_slices),
+        check_int("knots", knots, low=2),
+        check_positive("t_max", t_max),
+        check_generator(generator),
+    )
+
+
+def _check_projections(projections: object, x: Tensor) -> Tensor | None:
+    """Given directions: a floating-point ``(D, S)`` tensor on ``x``'s device (``D`` its last)."""
+    if projections is None:
+        return None
+    d = x.shape[-1]
+    directions = check_tensor("projections", projections, ndim=2)
+    if directions.shape[0] != d or directions.shape[1] < 1:
+        raise ValueError(
+            f"projections must have shape (D, S) with D={d} (the features of x) and S >= 1, "
+            f"got shape {tuple(directions.shape)}"
+        )
+    check_same_device("x", x, "projections", directions)
+    return directions
+
+
+def _present(tensor: Tensor | None) -> tuple[Tensor, ...]:
+    """``(tensor,)``, or ``()`` for ``None`` (for :func:`compute_dtype`)."""
+    return () if tensor is None else (tensor,)
+
+
+def _statistic(
+    z: Tensor,
+    layout: _collectives.BatchLayout | None,
+    directions: Tensor | None,
+    num_slices: int,
+    knots: int,
+    t_max: float,
+    gen: torch.Generator | None,
+) -> Tensor:
+    """SIGReg of ``z`` ``(..., N, D)`` (checked, in its compute dtype) given the layout."""
+    n, d = z.shape[-2:]
+    if directions is None:
+        directions = torch.randn(d, num_slices, generator=gen, device=z.device, dtype=z.dtype)
         if layout is not None:
-            sums = apply_function(_collectives.AllReduceSum, sums)
-            total = layout.total
-        cos_mean, sin_mean = sums / total
-        error = (cos_mean - phi).square() + sin_mean.square()  # (..., S, K)
-        loss: Tensor = ((error @ weights) * total).mean()
+            directions = _collectives.broadcast_(directions)
+        directions = directions / torch.linalg.vector_norm(directions, dim=0)
+    a = upcast(directions, z.dtype)
+    t, phi, weights = _grid(knots, t_max, z)
+    x_t = (z @ a).unsqueeze(-1) * t  # (..., N, S, K)
+    sums = torch.stack([x_t.cos().sum(dim=-3), x_t.sin().sum(dim=-3)])  # (2, ..., S, K)
+    total = n
+    if layout is not None:
+        sums = apply_function(_collectives.AllReduceSum, sums)
+        total = layout.total
+    cos_mean, sin_mean = sums / total
+    error = (cos_mean - phi).square() + sin_mean.square()  # (..., S, K)
+    loss: Tensor = ((error @ weights) * total).mean()
     return loss
 
 
@@ -261,25 +296,21 @@ def lejepa_loss(
         check_same_shape("global_views[0]", globals_[0], "local_views[0]", locals_[0])
         check_same_device("global_views[0]", globals_[0], "local_views[0]", locals_[0])
     lambd = check_probability("lambd", lambd)
+    num_slices, knots, t_max, gen = _check_options(num_slices, knots, t_max, generator)
+    directions = _check_projections(projections, globals_[0])
     with no_autocast(globals_[0]):
         dtype = compute_dtype(*globals_, *locals_)
         everything = torch.stack([upcast(v, dtype) for v in (*globals_, *locals_)])  # (V, N, D)
         v_count, n, d = everything.shape
         centers = everything[: len(globals_)].mean(dim=0)  # (N, D)
+        # one exchange of batch sizes serves both terms
         layout = _collectives.global_layout(
             gather_distributed, n, everything.device, name="global_views[0]"
         )
         squared = (everything - centers).square().sum()
         prediction = squared * _collectives.mean_weight(n, layout) / (v_count * d)
-    regularizer = sigreg_loss(
-        everything,
-        num_slices=num_slices,
-        knots=knots,
-        t_max=t_max,
-        projections=projections,
-        generator=generator,
-        gather_distributed=gather_distributed,
-    )
+        z = upcast(everything, compute_dtype(everything, *_present(directions)))
+        regularizer = _statistic(z, layout, directions, num_slices, knots, t_max, gen)
     return lambd * regularizer + (1 - lambd) * prediction
 
 
