@@ -57,13 +57,13 @@ package: install $(WHEEL_VENV)/.torch
 test: lint typecheck pytest docs package
 
 train: install
-	$(PY) benchmarks/train.py --method all --out runs/default
+	$(PY) -m benchmarks.train --method all --out runs/default
 
 bench: install
-	$(PY) benchmarks/speed.py
+	$(PY) -m benchmarks.speed
 
 gpu-check: install
-	$(PY) benchmarks/gpu_check.py
+	$(PY) -m benchmarks.gpu_check
 
 # Re-pin the tools after changing the extras: the versions .venv resolved, minus torch/triton.
 lock: install

@@ -11,11 +11,11 @@ those minutes into a complete report, with no manual steps and no downloads:
    against the float64 reference path on the same (rounded) inputs, values and input
    gradients; the Triton kernels called directly; :class:`sslosses.EMA`; the transforms on the
    device against CPU with the same generator;
-2. **timing**: the cases of ``benchmarks/speed.py`` timed with CUDA events (warm-up, median)
+2. **timing**: the cases of ``python -m benchmarks.speed`` timed with CUDA events (warm-up, median)
    with ``torch.cuda.max_memory_allocated``, and for each ``auto`` rule (Barlow Twins
    ``algorithm``, NT-Xent / InfoNCE ``chunk_size``) the measured times next to what the rule
    picks;
-3. **training**: a short ``benchmarks/train.py`` run per method on the bundled digits with
+3. **training**: a short ``python -m benchmarks.train`` run per method on the bundled digits with
    ``--compile`` (train.py uses bf16 autocast on CUDA), checking the loss stays finite and falls.
 
 It writes ``benchmarks/results/gpu_check_<device>.json`` and ``.md`` and exits non-zero if a
@@ -25,13 +25,13 @@ writes to a temporary folder; the test suite runs it so the script cannot rot.
 
 Usage::
 
-    python benchmarks/gpu_check.py                  # on a CUDA machine (make gpu-check)
-    python benchmarks/gpu_check.py --dry-run        # anywhere, about a minute on one core
-    python benchmarks/gpu_check.py --sections correctness,timing --out /tmp/check
+    python -m benchmarks.gpu_check                  # on a CUDA machine (make gpu-check)
+    python -m benchmarks.gpu_check --dry-run        # anywhere, about a minute on one core
+    python -m benchmarks.gpu_check --sections correctness,timing --out /tmp/check
 
 Adding a loss (VICReg, DINO, ...) to the correctness section is one :class:`LossCheck` entry
-in :func:`loss_checks`; the timing section picks up every case of ``speed.py`` and the training
-section every method of ``train.py`` by themselves.
+in :func:`loss_checks`; the timing section picks up every case of :mod:`benchmarks.speed.cases`
+and the training section every method of :mod:`benchmarks.train` by themselves.
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ if DRY_RUN:  # before Triton is imported: the kernels then run on CPU tensors
 
 import argparse
 import contextlib
-import importlib.util
 import math
 import re
 import statistics
@@ -64,14 +63,10 @@ import torch
 from torch import Tensor, nn
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-import cases
-import harness
 
 import sslosses
 import sslosses.functional as SF
+from benchmarks.speed import cases, harness
 from sslosses.kernels import offdiag_torch, offdiag_triton
 
 SECTIONS = ("correctness", "timing", "training")
@@ -476,9 +471,18 @@ def check_timing(ctx: Context) -> None:
     """Each implementation alone (an out-of-memory one is skipped): ``harness.time_impls`` with
     CUDA events, the median of up to 10 runs (3 for calls over 0.6 s; dry run: 2)."""
     repeats = 2 if ctx.dry_run else 10
+    timing_args: dict[str, Any] = {
+        "device": ctx.device,
+        "repeats": repeats,
+        "budget_s": 6.0,
+        "min_repeats": min(3, repeats),
+        "events": True,
+    }
+    device_limits(ctx, timing_args)
     for case in cases.build_cases(quick=ctx.dry_run):
         inputs = case.setup(ctx.device)
         timings: dict[str, float] = {}
+        limit_ms = _limit_ms(ctx, case.limit, timing_args)
         for impl in case.impls:
             if impl.source == "lightly":
                 continue
@@ -491,13 +495,7 @@ def check_timing(ctx: Context) -> None:
                     ctx.add(Result("timing", name, "skip", note="would not fit in memory"))
                     continue
                 (timing,) = harness.time_impls(
-                    {impl.key: prep},
-                    backward=case.backward,
-                    device=ctx.device,
-                    repeats=repeats,
-                    budget_s=6.0,
-                    min_repeats=min(3, repeats),
-                    events=True,
+                    {impl.key: prep}, backward=case.backward, **timing_args
                 ).values()
                 peak = (
                     harness.cuda_peak_extra_mb(prep, case.backward, ctx.device)
@@ -527,9 +525,12 @@ def check_timing(ctx: Context) -> None:
                 "peak_mb": peak,
                 "repeats": timing.repeats,
                 "warmup": timing.warmup,
+                "limit_ms": limit_ms,
+                "x_limit": None if limit_ms is None else total / limit_ms,
             }
             mem = "" if peak is None else f", peak {peak:.1f} MB"
-            ctx.add(Result("timing", name, "info", detail, f"{total:.3f} ms{mem}"))
+            lim = "" if limit_ms is None else f", {total / limit_ms:.2f}x the limit"
+            ctx.add(Result("timing", name, "info", detail, f"{total:.3f} ms{mem}{lim}"))
         rule = AUTO_RULES.get(case.group)
         if rule is not None:
             paths = {k: v for k, v in timings.items() if k != "auto" and not _baseline(case, k)}
@@ -543,6 +544,46 @@ def check_timing(ctx: Context) -> None:
             ctx.add(Result("timing", f"auto rule {case.id}", "info", detail, note))
         del inputs
         _free(ctx.device)
+
+
+def device_limits(ctx: Context, timing_args: dict[str, Any]) -> None:
+    """The device's own limits, as one result: float32 and bfloat16 matmul throughput (square
+    matmuls of side 8192; dry run: 256) and memory bandwidth (one flat ``lerp_`` over 2^28
+    float32 values, 12 bytes moved per value; dry run: 2^16)."""
+    side, numel = (256, 2**16) if ctx.dry_run else (8192, 2**28)
+    detail: dict[str, Any] = {}
+    notes = []
+    for dtype in (torch.float32, torch.bfloat16):
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        a = torch.randn(side, side, generator=gen).to(ctx.device, dtype)
+        b = torch.randn(side, side, generator=gen).to(ctx.device, dtype)
+        prep = harness.Prepared(lambda a=a, b=b: a @ b.T)
+        (timing,) = harness.time_impls({"mm": prep}, backward=False, **timing_args).values()
+        tflops = 2.0 * side**3 / (timing.total_ms / 1e3) / 1e12
+        name = str(dtype).removeprefix("torch.")
+        detail[f"matmul_{name}_tflops"] = tflops
+        notes.append(f"matmul {name} {tflops:.2f} TFLOP/s")
+        del a, b, prep
+    bandwidth = harness.lerp_limit(numel)
+    ms = _limit_ms(ctx, bandwidth, timing_args)
+    if ms is not None:
+        detail["bandwidth_gb_s"] = bandwidth.amount / (ms / 1e3) / 1e9
+        notes.append(f"memory {detail['bandwidth_gb_s']:.0f} GB/s ({bandwidth.label})")
+    _free(ctx.device)
+    ctx.add(Result("timing", "device limits", "info", detail, "; ".join(notes)))
+
+
+def _limit_ms(
+    ctx: Context, limit: harness.Limit | None, timing_args: dict[str, Any]
+) -> float | None:
+    """The time of a case's :class:`harness.Limit` operation on the device (``None`` if none)."""
+    if limit is None:
+        return None
+    prep = harness.Prepared(limit.prepare(ctx.device))
+    (timing,) = harness.time_impls({"limit": prep}, backward=False, **timing_args).values()
+    del prep
+    _free(ctx.device)
+    return timing.total_ms
 
 
 def _baseline(case: harness.Case, key: str) -> bool:
@@ -559,22 +600,14 @@ def _free(device: torch.device) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# 3. Training: train.py per method on digits
+# 3. Training: the reference training app per method on digits
 # --------------------------------------------------------------------------------------------
-def _load_train() -> Any:
-    spec = importlib.util.spec_from_file_location("sslosses_train_script", HERE / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 def check_training(ctx: Context) -> None:
-    train = _load_train()
+    from benchmarks.train import config, loop  # imports the training app only when it runs
+
     steps = 4 if ctx.dry_run else ctx.train_steps
     runs = Path(tempfile.mkdtemp(prefix="gpu_check_train_"))  # checkpoints stay out of results/
-    for method in train.METHODS:
+    for method in config.METHODS:
         argv = ["--method", method, "--data", "digits", "--steps", str(steps)]
         argv += ["--eval-every", str(steps), "--out", str(runs / method), "--quiet"]
         argv += ["--device", ctx.device.type, "--no-resume"]
@@ -584,7 +617,7 @@ def check_training(ctx: Context) -> None:
             argv += ["--compile"]
         t0 = time.perf_counter()
         try:
-            (result,) = train.main(argv)
+            (result,) = loop.main(argv)
         except Exception as exc:  # NonFiniteLossError included
             ctx.add(Result("training", method, "fail", {"argv": argv, "error": _error(exc)}))
             continue
@@ -659,7 +692,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# GPU check: {info.get('gpu') or 'CPU dry run'}",
         "",
-        f"Generated by `benchmarks/gpu_check.py{' --dry-run' if info['dry_run'] else ''}` on "
+        f"Generated by `benchmarks.gpu_check{' --dry-run' if info['dry_run'] else ''}` on "
         f"{info['date']} (torch {info['torch']}, CUDA {info['cuda']}, Triton {info['triton']}, "
         f"git {info['git']}), {report['seconds']:.0f} s"
         + ("." if report["complete"] else ", INCOMPLETE (the run stopped early)."),

@@ -4,13 +4,15 @@ Each function restates what the paper's official repository computes (named in i
 block), in straightforward PyTorch, single process, with no attempt at stability. Two users
 import this module, and nothing else restates these formulas:
 
-- the tests (``tests/``; ``tests/conftest.py`` puts ``benchmarks/`` on ``sys.path``) compare
+- the tests (``tests/``, which import ``benchmarks.references``: pytest's ``pythonpath``
+  setting puts the repository root on the path) compare
   sslosses against these in float64, values and gradients;
-- the speed benchmark's baselines (``benchmarks/baselines.py``) time them as the code people
+- the speed benchmark's baselines (``benchmarks/speed/baselines.py``) time them as the code people
   run today; where the official code works in place (Barlow Twins, VICReg), so does this one.
 
 Baselines that intentionally differ from the originals (solo-learn's Barlow Twins, the plain
-logits NT-Xent, the EMA loops, the per-image multi-crop pipeline) stay in ``baselines.py``.
+logits NT-Xent, the EMA loops, the per-image multi-crop pipeline) stay in
+``benchmarks/speed/baselines.py``.
 Nothing here is imported by the package. Sources are read for facts; no code is copied.
 """
 

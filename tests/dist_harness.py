@@ -9,7 +9,7 @@ tracebacks).
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import os
 import queue
 import socket
@@ -30,6 +30,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _test_module(path: str) -> Any:
+    """The test file at ``path``, loaded once per worker under its file name (as pytest names
+    it), without touching ``sys.path``: the workers inherit the parent's path, on which pytest
+    put the test folder (``helpers``, ``contracts``) and the repository root (``benchmarks``)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load the test module {path}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def _worker(rank: int, world: int, port: int, tasks: Any, results: Any) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
@@ -45,10 +60,7 @@ def _worker(rank: int, world: int, port: int, tasks: Any, results: Any) -> None:
             break
         path, name, args = task
         try:
-            folder, file = os.path.split(path)
-            if folder not in sys.path:
-                sys.path.insert(0, folder)
-            module = importlib.import_module(os.path.splitext(file)[0])
+            module = _test_module(path)
             out = getattr(module, name)(rank, world, *args)
             results.put((rank, True, out))
         except BaseException:

@@ -11,9 +11,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from references import align, uniform
 from strategies import SEEDS, embeddings, positive_scales
 
+from benchmarks.references import align, uniform
 from sslosses import AlignmentLoss, UniformityLoss, _chunked_ce
 from sslosses.functional import alignment_loss, byol_loss, uniformity_loss
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from references import barlow_twins as barlow_twins_reference
 from strategies import SEEDS, embeddings
 
+from benchmarks.references import barlow_twins as barlow_twins_reference
 from sslosses.barlow_twins import BarlowTwinsLoss, barlow_twins_loss
 from sslosses.functional import select_algorithm
 from sslosses.kernels import offdiag_triton

@@ -1,20 +1,17 @@
-"""``benchmarks/harness.py``: the target checker, the Markdown rendering and the repeat logic.
+"""``benchmarks/speed/harness.py``: the target checker, the Markdown rendering and the repeat logic.
 
 Timings are never asserted: the timing test counts calls, not seconds.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import harness
-import speed
+from benchmarks.speed import cli as speed
+from benchmarks.speed import harness
 
 CPU = torch.device("cpu")
 
@@ -119,9 +116,9 @@ def test_time_impls_repeat_counts() -> None:
     assert (t["fast"].warmup, t["fast"].repeats, calls["fast"]) == (0, 1, 1)
 
 
-def test_run_case_needs_a_memory_script_on_cpu() -> None:
+def test_run_case_needs_a_memory_command_on_cpu() -> None:
     case = harness.Case("g", "a", "N=1", lambda d: {}, (), "base")
-    with pytest.raises(ValueError, match="memory_script"):
+    with pytest.raises(ValueError, match="memory_command"):
         harness.run_case(
             case, harness.RunOptions(device=CPU, repeats=1, budget_s=0.0, memory=True, quick=True)
         )
@@ -129,7 +126,7 @@ def test_run_case_needs_a_memory_script_on_cpu() -> None:
 
 def test_readme_highlights_are_the_committed_speed_json() -> None:
     """README's highlights table is rendered from benchmarks/results/speed.json, so its numbers
-    cannot drift from the run they come from (``python benchmarks/speed.py --readme``)."""
+    cannot drift from the run they come from (``python -m benchmarks.speed --readme``)."""
     root = Path(__file__).resolve().parent.parent
     _, rows = harness.read_report(root / "benchmarks" / "results" / "speed.json")
     readme = (root / "README.md").read_text()
@@ -144,3 +141,46 @@ def test_readme_highlights_are_the_committed_speed_json() -> None:
 def test_readme_highlights_need_their_markers() -> None:
     with pytest.raises(ValueError, match="highlights"):
         speed.readme_with_highlights("# a README without the block\n", [])
+
+
+def test_limits_count_what_they_say() -> None:
+    mm = harness.matmul_limit(8, 4, 6)
+    assert (mm.unit, mm.amount) == ("FLOP", 2 * 8 * 4 * 6)
+    assert tuple(mm.prepare(CPU)().shape) == (8, 6)  # A (8, 4) @ B.T, B (6, 4)
+    assert mm.rate(1.0) == f"{2 * 8 * 4 * 6 / 1e-3 / 1e9:.1f} GFLOP/s"
+    lerp = harness.lerp_limit(10)
+    assert (lerp.unit, lerp.amount) == ("B", 120.0)
+    out = lerp.prepare(CPU)()
+    assert torch.allclose(out, torch.full((10,), 0.004))  # zeros moved 0.004 towards ones
+    softmax = harness.pass_limit(3, 5)
+    assert (softmax.unit, softmax.amount) == ("B", 8.0 * 15)
+    assert torch.allclose(softmax.prepare(CPU)().exp().sum(1), torch.ones(3))
+
+
+def test_run_case_reports_time_over_limit() -> None:
+    def setup(device: torch.device) -> harness.Inputs:
+        return {"x": torch.randn(64, 64)}
+
+    impl = harness.Impl(
+        "mm",
+        "two matmuls",
+        "sslosses",
+        lambda i: harness.Prepared(lambda: i["x"] @ i["x"] @ i["x"]),
+    )
+    case = harness.Case(
+        "g",
+        "a",
+        "N=64",
+        setup,
+        (impl,),
+        "mm",
+        backward=False,
+        limit=harness.matmul_limit(64, 64, 64),
+    )
+    options = harness.RunOptions(device=CPU, repeats=3, budget_s=0.0, memory=False, quick=True)
+    (row,) = harness.run_case(case, options, log=lambda _: None)
+    assert row.limit_ms is not None and row.total_ms is not None
+    assert row.x_limit == pytest.approx(row.total_ms / row.limit_ms)
+    assert row.limit_label.startswith("one (64x64) @ (64x64) matmul: ")
+    table = "\n".join(harness.results_table([row], "g"))
+    assert "time / limit" in table and f"N=64: {row.limit_label}" in table

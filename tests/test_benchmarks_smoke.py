@@ -1,5 +1,5 @@
-"""Smoke test of ``benchmarks/speed.py`` (its cases ``cases.py``, its harness ``harness.py``)
-and honesty checks of ``benchmarks/baselines.py``.
+"""Smoke test of ``python -m benchmarks.speed`` (its cases ``benchmarks/speed/cases.py``, its
+harness ``benchmarks/speed/harness.py``) and honesty checks of ``benchmarks/speed/baselines.py``.
 
 Timings are never asserted. What is checked: every ``--quick`` case runs in-process for one
 repeat; each baseline computes the same value (and input gradient) as the sslosses function it
@@ -20,13 +20,9 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-import baselines
-import cases
-import harness
-import references
-import speed
+from benchmarks import references
+from benchmarks.speed import baselines, cases, harness
+from benchmarks.speed import cli as speed
 
 CPU = torch.device("cpu")
 QUICK = cases.build_cases(quick=True)
@@ -196,7 +192,7 @@ def test_memory_measurement_sees_an_allocation() -> None:
 def test_memory_subprocess_reports_json() -> None:
     case = next(c for c in QUICK if c.group == "simsiam")
     result = harness.measure_memory_subprocess(
-        case, case.impls[0], script=speed.SCRIPT, quick=True, device=CPU
+        case, case.impls[0], command=speed.MEMORY_COMMAND, quick=True, device=CPU
     )
     assert "error" not in result, result
     assert 0 <= result["peak_extra_mb"] < 50
@@ -209,7 +205,7 @@ def test_cli_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "OMP_NUM_THREADS=1" in printed
     report = json.loads((tmp_path / "speed.json").read_text())
     assert report["machine"]["OMP_NUM_THREADS"] == "1"
-    assert report["command"].startswith("OMP_NUM_THREADS=1 python benchmarks/speed.py --quick")
+    assert report["command"].startswith("OMP_NUM_THREADS=1 python -m benchmarks.speed --quick")
     assert {r["group"] for r in report["results"]} == {"byol", "simsiam"}
     markdown = (tmp_path / "speed.md").read_text()
     assert "## BYOL" in markdown and "## SimSiam" in markdown and "## Barlow" not in markdown
@@ -227,9 +223,9 @@ def test_cli_rejects_unknown_group() -> None:
 def test_chunk_auto_rule_quick_run_reports_what_auto_picks() -> None:
     import subprocess
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "chunk_auto_rule.py"
     done = subprocess.run(
-        [sys.executable, str(script), "--quick", "--reps", "1"],
+        [sys.executable, "-m", "benchmarks.speed.chunk_auto_rule", "--quick", "--reps", "1"],
+        cwd=harness.ROOT,
         capture_output=True,
         text=True,
         check=True,

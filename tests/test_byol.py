@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import gaussian_pair
 from hypothesis import given
-from references import byol as byol_reference
 from strategies import embeddings, positive_scales
 
+from benchmarks.references import byol as byol_reference
 from sslosses.byol import BYOLLoss, byol_loss
 
 

@@ -11,9 +11,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from references import dcl
 from strategies import SEEDS, embeddings, positive_scales
 
+from benchmarks.references import dcl
 from sslosses import DCLLoss, DCLWLoss
 from sslosses.functional import dcl_loss, dclw_loss, nt_xent
 

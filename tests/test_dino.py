@@ -11,11 +11,15 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from references import dino as dino_reference
-from references import dino_from_targets, dino_update_center, dinov2_sinkhorn_knopp_teacher
 from strategies import SEEDS
 
 import sslosses
+from benchmarks.references import dino as dino_reference
+from benchmarks.references import (
+    dino_from_targets,
+    dino_update_center,
+    dinov2_sinkhorn_knopp_teacher,
+)
 from sslosses.dino import DINOCenter, DINOHead, DINOLoss, dino_loss
 from sslosses.ema import linear_warmup_schedule
 

@@ -1,10 +1,11 @@
-"""``benchmarks/gpu_check.py --dry-run``: every code path of the GPU check, on CPU at tiny sizes.
+"""``benchmarks.gpu_check --dry-run``: every code path of the GPU check, on CPU at tiny sizes.
 
 The dry run runs as a subprocess (it sets ``TRITON_INTERPRET=1`` before Triton is imported, so
 the Triton kernels run on CPU tensors). What is asserted: it exits 0 and its report holds a
 passing check for every loss path and dtype, the Triton kernels, EMA, the transforms, timings
-for the ``speed.py`` cases with what each ``auto`` rule picks, and a finite training run per
-``train.py`` method. A second test shows a wrong result is reported as a failure (exit 1).
+for the ``benchmarks.speed`` cases with what each ``auto`` rule picks, and a finite training
+run per ``benchmarks.train`` method. A second test shows a wrong result is reported as a
+failure (exit 1).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from typing import Any
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import gpu_check
+from benchmarks import gpu_check
+from benchmarks.train import config as train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +32,7 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, An
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     env.pop("TRITON_INTERPRET", None)  # the script sets it for --dry-run
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks.gpu_check", "--dry-run", "--out", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -89,13 +89,20 @@ def test_dry_run_times_speed_cases_and_auto_rules(dry_run: tuple[int, dict[str, 
     assert timing["auto rule barlow:16x48"]["detail"]["rule_picks"] == "gram"  # N <= D / 2
     assert timing["ema:resnet50w4 module"]["detail"]["total_ms"] > 0
     assert timing["multicrop:2x40 sslosses"]["detail"]["backward_ms"] is None
+    # the limit column: the device's own throughput, and each case with a limit against it
+    limits = timing["device limits"]["detail"]
+    assert limits["matmul_float32_tflops"] > 0 and limits["bandwidth_gb_s"] > 0
+    assert limits["matmul_bfloat16_tflops"] > 0
+    for name in ("barlow:16x48 auto", "ntxent:24 auto", "ema:resnet50w4 module"):
+        detail = timing[name]["detail"]
+        assert detail["x_limit"] == pytest.approx(detail["total_ms"] / detail["limit_ms"])
+    assert timing["multicrop:2x40 sslosses"]["detail"]["limit_ms"] is None  # no limit there
 
 
 def test_dry_run_trains_every_method(dry_run: tuple[int, dict[str, Any], str]) -> None:
     _, report, _ = dry_run
     training = _by_name(report, "training")
-    train = gpu_check._load_train()
-    assert set(training) == set(train.METHODS)
+    assert set(training) == set(train_config.METHODS)
     for r in training.values():
         assert r["status"] == "pass", r
         assert r["detail"]["steps"] == 4 and r["detail"]["compile"] is False

@@ -9,15 +9,15 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from references import (
+from strategies import SEEDS
+
+import sslosses
+from benchmarks.references import (
     dinov2_sinkhorn_knopp_teacher,
     ibot_forward,
     ibot_forward_masked,
     ibot_update_center,
 )
-from strategies import SEEDS
-
-import sslosses
 from sslosses import DINOCenter, IBOTPatchLoss
 from sslosses.functional import ibot_patch_loss
 

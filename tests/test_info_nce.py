@@ -10,9 +10,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from references import moco_v2, moco_v3
 from strategies import SEEDS, embeddings, positive_scales
 
+from benchmarks.references import moco_v2, moco_v3
 from sslosses.info_nce import InfoNCELoss, info_nce
 
 F64 = torch.float64

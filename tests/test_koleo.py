@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 from hypothesis import given
 from hypothesis import strategies as st
-from references import koleo
 from strategies import SEEDS, embeddings, positive_scales
 
+from benchmarks.references import koleo
 from sslosses import KoLeoLoss
 from sslosses.functional import koleo_loss
 from sslosses.koleo import _nearest_neighbours

@@ -8,9 +8,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from references import mmcr
 from strategies import SEEDS, positive_scales
 
+from benchmarks.references import mmcr
 from sslosses import MMCRLoss
 from sslosses.functional import mmcr_loss
 

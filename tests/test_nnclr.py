@@ -12,11 +12,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from references import nnclr, nnclr_nn
 from strategies import SEEDS, embeddings, positive_scales
 from torch import nn
 
 import sslosses.nnclr
+from benchmarks.references import nnclr, nnclr_nn
 from sslosses import MoCoQueue, NNCLRLoss
 from sslosses.functional import nearest_neighbours, nnclr_loss, resolve_chunk_size
 

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from helpers import gaussian_pair
 from hypothesis import given
 from hypothesis import strategies as st
-from references import simclr_nt_xent
 from strategies import SEEDS, embeddings, positive_scales
 
+from benchmarks.references import simclr_nt_xent
 from sslosses.nt_xent import NTXentLoss, nt_xent
 
 F64 = torch.float64

@@ -8,9 +8,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from references import lightly_lejepa, lightly_sigreg, paper_sigreg
 from strategies import SEEDS
 
+from benchmarks.references import lightly_lejepa, lightly_sigreg, paper_sigreg
 from sslosses import LeJEPALoss, SIGRegLoss
 from sslosses.functional import lejepa_loss, sigreg_loss
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from helpers import gaussian_pair
 from hypothesis import given
-from references import simsiam as simsiam_reference
 from strategies import embeddings, positive_scales
 
+from benchmarks.references import simsiam as simsiam_reference
 from sslosses.simsiam import negative_cosine_similarity
 
 

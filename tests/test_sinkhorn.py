@@ -6,9 +6,9 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from references import swav_sinkhorn
 from strategies import SEEDS
 
+from benchmarks.references import swav_sinkhorn
 from sslosses.sinkhorn import sinkhorn
 
 

@@ -12,10 +12,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
-from references import supcon
 from strategies import SEEDS
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from benchmarks.references import supcon
 from sslosses import SupConLoss
 from sslosses.functional import nt_xent, supcon_loss
 

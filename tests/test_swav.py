@@ -8,10 +8,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from references import swav as swav_reference
-from references import swav_sinkhorn
 from strategies import SEEDS
 
+from benchmarks.references import swav as swav_reference
+from benchmarks.references import swav_sinkhorn
 from sslosses.swav import SwAVLoss, swav_loss
 
 F64 = torch.float64

@@ -8,10 +8,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from references import tico
 from strategies import SEEDS, embeddings, positive_scales
 
 import sslosses
+from benchmarks.references import tico
 from sslosses import TiCoCovariance, TiCoLoss
 from sslosses.functional import tico_loss
 

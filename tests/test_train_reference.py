@@ -8,18 +8,16 @@ its statement of how much the numbers move across torch versions disagree with t
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from benchmarks.train import reference as train_reference
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-train_reference = importlib.import_module("train_reference")
 
 README = (ROOT / "README.md").read_text()
 DIGITS = README[

@@ -1,4 +1,4 @@
-"""Smoke tests of the reference training script ``benchmarks/train.py``.
+"""Smoke tests of the reference training script ``python -m benchmarks.train``.
 
 The script is imported in-process (not run as a subprocess) and driven through ``main(argv)``:
 three short methods on the bundled digits must beat their untrained encoder; an interrupted and
@@ -9,39 +9,26 @@ the run; and the dataset readers are checked on small synthetic files with a kno
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 import pickle
 import random
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPT = BENCHMARKS / "train.py"
+from benchmarks.train import config, loop, report
+from benchmarks.train import data as train_data
+from benchmarks.train import probes as train_probes
+from benchmarks.train import state as train_state
+from benchmarks.train import views as train_views
+from sslosses.transforms import Augmentation, MultiCrop
 
 # A small, fast setting: width-8 ResNet, 128-image batches (10 steps per epoch on digits).
 TINY = ["--width", "8", "--batch-size", "128", "--eval-every", "10", "--quiet"]
 
-
-def _load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sslosses_train_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-train = _load_script()  # puts benchmarks/ on sys.path: its train_* modules import by name
-import train_data  # noqa: E402
-import train_probes  # noqa: E402
-import train_state  # noqa: E402
 
 # --- training learns --------------------------------------------------------------------------
 
@@ -51,7 +38,7 @@ def test_short_run_beats_untrained_encoder(method: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     steps = 40
     args = ["--method", method, "--steps", str(steps), "--batch-size", "128"]
-    (result,) = train.main([*args, "--eval-every", "20", "--out", str(out), "--quiet"])
+    (result,) = loop.main([*args, "--eval-every", "20", "--out", str(out), "--quiet"])
     assert result.method == method
     assert result.steps == steps
     assert result.knn_top1 > result.baseline_top1 + 2.0, (result.knn_top1, result.baseline_top1)
@@ -101,11 +88,11 @@ def test_resume_reproduces_an_uninterrupted_run(
     method: str, stop_after: int, extra: list[str], tmp_path: Path
 ) -> None:
     common = ["--method", method, "--steps", "20", *TINY, *extra]
-    train.main([*common, "--out", str(tmp_path / "straight")])
-    (first,) = train.main([*common, "--out", str(tmp_path / "resumed"),
+    loop.main([*common, "--out", str(tmp_path / "straight")])
+    (first,) = loop.main([*common, "--out", str(tmp_path / "resumed"),
                            "--stop-after", str(stop_after)])  # fmt: skip
     assert first.steps == stop_after
-    (second,) = train.main([*common, "--out", str(tmp_path / "resumed")])
+    (second,) = loop.main([*common, "--out", str(tmp_path / "resumed")])
     assert second.steps == 20
 
     straight = _final_state(tmp_path / "straight", method)
@@ -135,16 +122,16 @@ def test_resume_reproduces_an_uninterrupted_run(
 
 def test_resume_refuses_a_checkpoint_with_other_settings(tmp_path: Path) -> None:
     args = ["--method", "simsiam", "--steps", "2", *TINY, "--out", str(tmp_path)]
-    train.main(args)
+    loop.main(args)
     with pytest.raises(ValueError, match=r"width: 8 -> 12.*--no-resume"):
-        train.main([*args, "--width", "12"])
+        loop.main([*args, "--width", "12"])
 
 
 def test_finished_run_is_reported_without_training(tmp_path: Path) -> None:
     args = ["--method", "barlow-twins", "--steps", "3", *TINY, "--out", str(tmp_path)]
-    (first,) = train.main(args)
+    (first,) = loop.main(args)
     mtime = (tmp_path / "barlow-twins" / "checkpoint.pt").stat().st_mtime_ns
-    (again,) = train.main(args)
+    (again,) = loop.main(args)
     assert again.knn_top1 == first.knn_top1
     assert (tmp_path / "barlow-twins" / "checkpoint.pt").stat().st_mtime_ns == mtime
 
@@ -171,7 +158,7 @@ def test_checkpoints_hold_only_weights_only_types_and_resume_refuses_others(
     pickled object names. Checkpoints now hold tensors, numbers and strings only (the RNG
     states as tensors), and resume loads with ``weights_only=True``."""
     args = ["--method", "byol", "--steps", "3", *TINY, "--out", str(tmp_path)]
-    train.main([*args, "--stop-after", "2"])
+    loop.main([*args, "--stop-after", "2"])
     path = tmp_path / "byol" / "checkpoint.pt"
     ckpt = torch.load(path, weights_only=True)  # raises on anything but the safe types
     rng = ckpt["rng"][0]
@@ -180,7 +167,7 @@ def test_checkpoints_hold_only_weights_only_types_and_resume_refuses_others(
     ckpt["note"] = _Payload()
     torch.save(ckpt, path)
     with pytest.raises(pickle.UnpicklingError, match=r"Weights only load failed"):
-        train.main(args)
+        loop.main(args)
     assert _UNPICKLED == []  # the payload's code never ran
 
 
@@ -221,16 +208,16 @@ def test_rng_state_round_trips_through_a_weights_only_load() -> None:
 def test_non_finite_loss_stops_the_run(tmp_path: Path) -> None:
     args = ["--method", "simclr", "--steps", "20", *TINY, "--lr", "1e30", "--out", str(tmp_path)]
     with pytest.raises(
-        train.NonFiniteLossError, match=r"simclr: non-finite loss (nan|inf) at step \d+"
+        loop.NonFiniteLossError, match=r"simclr: non-finite loss (nan|inf) at step \d+"
     ):
-        train.main(args)
+        loop.main(args)
 
 
 def test_cli_exits_non_zero_on_non_finite_loss(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["--method", "byol", "--steps", "20", *TINY, "--lr", "1e30", "--out", str(tmp_path)]
-    assert train.cli(args) == 1
+    assert loop.cli(args) == 1
     assert "error: byol: non-finite loss" in capsys.readouterr().err
 
 
@@ -238,7 +225,7 @@ def test_cli_exits_non_zero_on_non_finite_loss(
 
 
 def test_parse_args_fills_the_typed_config() -> None:
-    cfg = train.parse_args(["--method", "swav", "--data-dir", "/x", "--lr", "0.5", "--no-resume"])
+    cfg = config.parse_args(["--method", "swav", "--data-dir", "/x", "--lr", "0.5", "--no-resume"])
     assert (cfg.method, cfg.data, cfg.data_dir, cfg.lr, cfg.resume) == (
         "swav",
         "digits",
@@ -247,9 +234,9 @@ def test_parse_args_fills_the_typed_config() -> None:
         False,
     )
     with pytest.raises(SystemExit):
-        train.parse_args(["--method", "mae"])
+        config.parse_args(["--method", "mae"])
     with pytest.raises(SystemExit):
-        train.parse_args(["--data", "imagenet"])
+        config.parse_args(["--data", "imagenet"])
 
 
 def test_cifar10_without_data_dir_is_an_error() -> None:
@@ -397,29 +384,29 @@ def test_grayscale_views_keep_one_channel_and_equal_the_three_channel_route() ->
     the first channel of the former route (three equal channels, one kept after) with the same
     random draws, since brightness and contrast treat a gray channel as its own luma."""
     data = train_data.load_digits()
-    cfg = train.parse_args(["--method", "swav"])
-    r = train.resolve(cfg, "swav", data.train_x.shape[0])
+    cfg = config.parse_args(["--method", "swav"])
+    r = config.resolve(cfg, "swav", data.train_x.shape[0])
     mean, std = torch.tensor([0.3]), torch.tensor([0.2])
     images = data.train_x[:16]
-    views = train.build_augment(r, data, mean, std)(images, torch.Generator().manual_seed(3))
+    views = train_views.build_augment(r, data, mean, std)(images, torch.Generator().manual_seed(3))
     sizes = [r.image_size] * 2 + [r.small_crop_size] * r.small_crops
     assert [tuple(v.shape) for v in views] == [(16, 1, s, s) for s in sizes]
 
     def route(channels: int) -> list[torch.Tensor]:
-        jitter = train.Augmentation(
+        jitter = Augmentation(
             jitter=(0.4, 0.4, 0.0, 0.0),
             jitter_prob=0.8,
             mean=(0.3,) * channels,
             std=(0.2,) * channels,
         )
-        multicrop = train.MultiCrop(
+        multicrop = MultiCrop(
             (r.image_size, r.small_crop_size),
             (2, r.small_crops),
             (r.preset.crop_scale, r.preset.small_crop_scale),
             augmentations=jitter,
             flip_prob=0.5 if r.preset.flip else 0.0,
         )
-        x = train.to_float(images, data).expand(-1, channels, -1, -1)
+        x = train_views.to_float(images, data).expand(-1, channels, -1, -1)
         return list(multicrop(x, generator=torch.Generator().manual_seed(3)))
 
     for one, new, three in zip(route(1), views, route(3), strict=True):
@@ -478,10 +465,10 @@ def test_help_shows_the_defaults_each_dataset_and_method_resolves_to(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(SystemExit):
-        train.parse_args(["--help"])
+        config.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text
-    steps = "; ".join(f"{name}: {preset.steps}" for name, preset in train.PRESETS.items())
+    steps = "; ".join(f"{name}: {preset.steps}" for name, preset in config.PRESETS.items())
     assert f"optimizer steps per method (default: {steps})" in text
     assert "(default: simclr, moco, dino-sinkhorn: 0.2; swav, dino: 0.1)" in text  # per method
     assert "--stop-after" in text and "(default: none)" in text
@@ -489,10 +476,10 @@ def test_help_shows_the_defaults_each_dataset_and_method_resolves_to(
 
 def test_supervised_ceiling_and_a_second_seed_make_one_report(tmp_path: Path) -> None:
     args = ["--steps", "20", *TINY, "--out", str(tmp_path)]
-    (supervised,) = train.main(["--method", "supervised", *args])
+    (supervised,) = loop.main(["--method", "supervised", *args])
     assert supervised.knn_top1 > supervised.baseline_top1 + 5.0
     assert supervised.final["linear"] > supervised.untrained["linear"]
-    runs = [train.main(["--method", "vicreg", "--seed", str(s), *args])[0] for s in (0, 1)]
+    runs = [loop.main(["--method", "vicreg", "--seed", str(s), *args])[0] for s in (0, 1)]
     assert [run.seed for run in runs] == [0, 1]
     assert (tmp_path / "vicreg" / "result.json").is_file()
     assert (tmp_path / "vicreg-seed1" / "result.json").is_file()
@@ -500,7 +487,7 @@ def test_supervised_ceiling_and_a_second_seed_make_one_report(tmp_path: Path) ->
     assert sorted(k.split("/")[0] for k in baselines) == ["raw-pixels", "untrained", "untrained"]
     assert runs[0].untrained == supervised.untrained != runs[1].untrained  # cached per seed
 
-    reported = train.main(["--report", *args])
+    reported = loop.main(["--report", *args])
     assert [(r.method, r.seed) for r in reported] == [("vicreg", 0), ("vicreg", 1),
                                                        ("supervised", 0)]  # fmt: skip
     table = (tmp_path / "results.md").read_text()
@@ -508,5 +495,5 @@ def test_supervised_ceiling_and_a_second_seed_make_one_report(tmp_path: Path) ->
     mean, sd = sum(linear) / 2, abs(linear[0] - linear[1]) / 2**0.5
     assert "| VICReg | 2 |" in table and f"{mean:.2f} ± {sd:.2f}" in table
     summary = json.loads((tmp_path / "results.json").read_text())
-    assert summary["raw_pixels"] == baselines[train.raw_pixels_key(train.parse_args(args), 8)]
+    assert summary["raw_pixels"] == baselines[report.raw_pixels_key(config.parse_args(args), 8)]
     assert [run["cpu_seconds"] > 0 for run in summary["runs"]] == [True] * 3

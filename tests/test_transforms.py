@@ -10,7 +10,6 @@ import colorsys
 from collections.abc import Callable, Sequence
 
 import pytest
-import references
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -19,6 +18,7 @@ from strategies import SEEDS
 from torch import Tensor, nn
 
 import sslosses.transforms.augment as augment_module
+from benchmarks import references
 from sslosses.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,

@@ -7,10 +7,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from references import vicreg as vicreg_reference
-from references import vicreg_terms as vicreg_reference_terms
 from strategies import SEEDS, embeddings
 
+from benchmarks.references import vicreg as vicreg_reference
+from benchmarks.references import vicreg_terms as vicreg_reference_terms
 from sslosses import VICRegLoss, VICRegTerms
 from sslosses.functional import select_algorithm, vicreg_loss, vicreg_terms
 

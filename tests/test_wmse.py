@@ -8,9 +8,9 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from references import wmse
 from strategies import SEEDS
 
+from benchmarks.references import wmse
 from sslosses import WMSELoss
 from sslosses.functional import wmse_loss
 

@@ -4,7 +4,8 @@ Both losses run on one off-diagonal primitive with one rule; ``--loss vicreg`` m
 (the whole loss; its covariance term is where the algorithms differ) against the official
 ``main_vicreg.py`` formulation instead of Barlow Twins against ``main.py``.
 
-Measured with the harness of ``speed.py`` (``benchmarks/harness.py``). For every case
+Measured with the harness of ``python -m benchmarks.speed`` (``benchmarks/speed/harness.py``).
+For every case
 ``(N, D)`` and method, a fresh subprocess (one CPU thread, float32) builds ``z_a, z_b`` with
 ``requires_grad``, runs every method forward + backward once at a tiny shape (code warm-up),
 then the method once at full size: the peak resident set size during the call minus the one
@@ -22,9 +23,9 @@ Methods: ``official`` is facebookresearch/barlowtwins ``main.py`` as written the
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/barlow_auto_rule.py            # full table (~15 min)
-    OMP_NUM_THREADS=1 python benchmarks/barlow_auto_rule.py --quick    # small smoke run
-    OMP_NUM_THREADS=1 python benchmarks/barlow_auto_rule.py --loss vicreg --cases 1024
+    OMP_NUM_THREADS=1 python -m benchmarks.speed.barlow_auto_rule            # full table (~15 min)
+    OMP_NUM_THREADS=1 python -m benchmarks.speed.barlow_auto_rule --quick    # small smoke run
+    OMP_NUM_THREADS=1 python -m benchmarks.speed.barlow_auto_rule --loss vicreg --cases 1024
 """
 
 from __future__ import annotations
@@ -37,15 +38,12 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import harness
-import references
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from benchmarks import references
+from benchmarks.speed import harness
 from sslosses.functional import barlow_twins_loss, select_algorithm, vicreg_loss
 
 METHODS = ("official", "dense", "gram", "fused")
@@ -131,7 +129,9 @@ def child_time(loss: str, n: int, d: int, reps: int, slow: float) -> None:
 
 
 def _run_child(*args: object) -> dict[str, float]:
-    result = harness.run_json_child([sys.executable, __file__, "--child", *map(str, args)])
+    result = harness.run_json_child(
+        [sys.executable, "-m", "benchmarks.speed.barlow_auto_rule", "--child", *map(str, args)]
+    )
     if "error" in result:
         raise RuntimeError(f"barlow_auto_rule child {args}: {result['error']}")
     return result

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"  # benchmarks/results
 DIGITS_TABLES = "train_digits*.json"  # one per torch build, each with its ``software``
 PROBES = ("knn200", "knn20", "linear")
 

@@ -1,9 +1,9 @@
 """Speed and memory micro-benchmarks: sslosses against the computations it replaces.
 
-The command-line entry point: the cases are ``benchmarks/cases.py``, the timing, memory
-measurement, rendering and target checking ``benchmarks/harness.py``. For every loss and
+The command-line entry point: the cases are ``benchmarks/speed/cases.py``, the timing, memory
+measurement, rendering and target checking ``benchmarks/speed/harness.py``. For every loss and
 component, each implementation runs on the same inputs: sslosses, the
-original repositories' formulations (``benchmarks/baselines.py``) and lightly's implementation
+original repositories' formulations (``benchmarks/speed/baselines.py``) and lightly's implementation
 when ``import lightly`` works. Reported per case:
 
 - forward and backward time: the median over repeated runs after warm-up, timed separately
@@ -11,7 +11,7 @@ when ``import lightly`` works. Reported per case:
   load changes on a shared machine hit all of them alike;
 - peak extra memory: on CPU, the peak resident set size during one forward + backward minus the
   resident set size after setup (inputs allocated), in a fresh subprocess per implementation
-  (``python benchmarks/speed.py --memory-case ...``; the high-water mark is reset after setup
+  (``python -m benchmarks.speed --memory-case ...``; the high-water mark is reset after setup
   through ``/proc/self/clear_refs``, else ``ru_maxrss`` after minus ``ru_maxrss`` before); on
   CUDA, ``torch.cuda.max_memory_allocated`` minus the memory allocated after setup;
 - ratios against the case's baseline (time: baseline / implementation, so > 1 is faster;
@@ -22,10 +22,10 @@ and in the subprocesses), because 2-thread timings on small shared machines are 
 
 Usage::
 
-    python benchmarks/speed.py                         # everything; writes benchmarks/results/
-    python benchmarks/speed.py --only barlow,ntxent --repeats 5
-    python benchmarks/speed.py --quick                 # tiny shapes: a smoke check, no files
-    python benchmarks/speed.py --list                  # the cases and implementations
+    python -m benchmarks.speed                         # everything; writes benchmarks/results/
+    python -m benchmarks.speed --only barlow,ntxent --repeats 5
+    python -m benchmarks.speed --quick                 # tiny shapes: a smoke check, no files
+    python -m benchmarks.speed --list                  # the cases and implementations
 """
 
 from __future__ import annotations
@@ -48,12 +48,14 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import harness
-from cases import GROUP_TITLES, GROUPS, build_cases, evaluate_targets, render_highlights
+from benchmarks.speed import harness
+from benchmarks.speed.cases import GROUP_TITLES, GROUPS, build_cases
+from benchmarks.speed.readme import render_highlights
+from benchmarks.speed.targets import evaluate_targets
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = Path(__file__).resolve()
+ROOT = harness.ROOT
+# The memory child: this command line in a fresh interpreter (harness.measure_memory_subprocess)
+MEMORY_COMMAND = (sys.executable, "-m", "benchmarks.speed")
 
 
 def run_suite(
@@ -62,7 +64,7 @@ def run_suite(
     log: Callable[[str], None] = print,
 ) -> list[harness.Row]:
     """:func:`harness.run_suite` with this script's group titles and memory child."""
-    options = dataclasses.replace(options, memory_script=SCRIPT)
+    options = dataclasses.replace(options, memory_command=MEMORY_COMMAND)
     return harness.run_suite(cases, options, titles=GROUP_TITLES, log=log)
 
 
@@ -71,7 +73,7 @@ def render_markdown(report: dict[str, Any], rows: Sequence[harness.Row]) -> str:
 
 
 README = ROOT / "README.md"
-README_START = "<!-- highlights: written by `python benchmarks/speed.py --readme`"
+README_START = "<!-- highlights: written by `python -m benchmarks.speed --readme`"
 README_END = "<!-- end of highlights -->"
 
 
@@ -194,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else 0.5 * harness.available_bytes(device)
     )
     info = harness.machine_info(device)
-    command = "OMP_NUM_THREADS=1 python benchmarks/speed.py" + "".join(
+    command = "OMP_NUM_THREADS=1 python -m benchmarks.speed" + "".join(
         f" {a}" for a in (sys.argv[1:] if argv is None else argv)
     )
     print(f"command: {command}")
@@ -263,7 +265,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             README.write_text(readme_with_highlights(README.read_text(), rows))
             print(f"wrote the highlights into {README}")
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

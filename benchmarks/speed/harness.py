@@ -1,6 +1,7 @@
-"""The measuring harness shared by every benchmark script (``speed.py``, ``gpu_check.py``,
-``barlow_auto_rule.py``, ``chunk_auto_rule.py``): one home for how things are timed, how memory
-is measured, what the report's environment header holds, how results are rendered and how
+"""The measuring harness shared by every benchmark script (``python -m benchmarks.speed``,
+``python -m benchmarks.gpu_check``, ``benchmarks/speed/barlow_auto_rule.py``,
+``chunk_auto_rule.py``): one home for how things are timed, how memory is measured, what the
+report's environment header holds, how results are rendered and how
 targets are judged.
 
 - **What is measured**: a :class:`Case` (shared inputs built by ``setup(device)``) with its
@@ -38,7 +39,6 @@ import platform
 import resource
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 MB = 1024.0 * 1024.0
 OPTIONAL_SOURCES = ("lightly", "torchvision", "kornia")  # timed only where they import
 SLOW_CALL_S = 2.0
@@ -89,6 +89,65 @@ class Impl:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """What the hardware allows for a case: one operation that any implementation needs at least
+    once (a matmul of the case's shapes, one pass over its memory), timed on the same device in
+    the same run right after the case's implementations, so that each row can say how many of
+    them its time is (``time / limit``).
+
+    ``unit`` is ``"FLOP"`` (a compute-bound operation; ``amount`` = 2 m k n for a matmul) or
+    ``"B"`` (a bandwidth-bound one; ``amount`` = bytes read + written). ``prepare(device)``
+    allocates the operation's own operands and returns the call to time.
+    """
+
+    label: str
+    unit: str
+    amount: float
+    prepare: Callable[[torch.device], Callable[[], Any]]
+
+    def rate(self, ms: float) -> str:
+        """The machine's throughput on this operation, e.g. ``"95.5 GFLOP/s"``."""
+        per_s = self.amount / (ms / 1e3)
+        return f"{per_s / 1e9:.1f} G{self.unit}/s"
+
+
+def matmul_limit(m: int, k: int, n: int) -> Limit:
+    """One float32 ``A @ B.T`` with ``A`` (m, k) and ``B`` (n, k): 2 m k n FLOPs."""
+
+    def prepare(device: torch.device) -> Callable[[], Any]:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        a = torch.randn(m, k, generator=gen).to(device)
+        b = torch.randn(n, k, generator=gen).to(device)
+        return lambda: a @ b.T
+
+    return Limit(f"one ({m}x{k}) @ ({k}x{n}) matmul", "FLOP", 2.0 * m * k * n, prepare)
+
+
+def lerp_limit(numel: int) -> Limit:
+    """One in-place float32 ``lerp_`` over a flat buffer of ``numel`` values: reads two
+    buffers and writes one (12 bytes per value): the least an EMA update moves."""
+
+    def prepare(device: torch.device) -> Callable[[], Any]:
+        target = torch.zeros(numel, device=device)
+        online = torch.ones(numel, device=device)
+        return lambda: target.lerp_(online, 0.004)
+
+    return Limit(f"one flat lerp_ over {numel:,} float32 values", "B", 12.0 * numel, prepare)
+
+
+def pass_limit(rows: int, cols: int) -> Limit:
+    """One float32 ``log_softmax`` over a (rows, cols) tensor: reads and writes it once (8 bytes
+    per value): the least a cross-entropy over these scores moves."""
+
+    def prepare(device: torch.device) -> Callable[[], Any]:
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn(rows, cols, generator=gen).to(device)
+        return lambda: torch.log_softmax(x, dim=1)
+
+    return Limit(f"one log_softmax over ({rows}x{cols}) float32", "B", 8.0 * rows * cols, prepare)
+
+
+@dataclass(frozen=True)
 class Case:
     group: str
     key: str
@@ -99,6 +158,7 @@ class Case:
     backward: bool = True
     items: int = 0  # images per call, for an images/s column
     min_repeats: int = 3
+    limit: Limit | None = None  # the hardware's limit for this case (a "time / limit" column)
 
     @property
     def id(self) -> str:
@@ -299,7 +359,8 @@ def child_env() -> dict[str, str]:
 
 
 def run_json_child(cmd: Sequence[str], *, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Run ``cmd`` with :func:`child_env` and parse the last JSON line it prints.
+    """Run ``cmd`` with :func:`child_env` in the repository root (where ``python -m
+    benchmarks...`` finds the package) and parse the last JSON line it prints.
 
     Returns ``{"error": ...}`` when it fails, times out or prints no JSON line.
     """
@@ -309,6 +370,7 @@ def run_json_child(cmd: Sequence[str], *, timeout_s: float = 600.0) -> dict[str,
             capture_output=True,
             text=True,
             env=child_env(),
+            cwd=ROOT,
             timeout=timeout_s,
             check=False,
         )
@@ -326,16 +388,17 @@ def measure_memory_subprocess(
     case: Case,
     impl: Impl,
     *,
-    script: Path,
+    command: Sequence[str],
     quick: bool,
     device: torch.device,
     timeout_s: float = 600.0,
 ) -> dict[str, Any]:
-    """Run ``script --memory-case <case> --impl <impl>`` in a fresh interpreter.
+    """Run ``<command> --memory-case <case> --impl <impl>`` in a fresh interpreter.
 
-    ``script`` answers with :func:`measure_memory_here` as one JSON line (``speed.py`` does).
+    ``command`` (e.g. ``[sys.executable, "-m", "benchmarks.speed"]``) answers with
+    :func:`measure_memory_here` as one JSON line (``python -m benchmarks.speed`` does).
     """
-    cmd = [sys.executable, str(script), "--memory-case", case.id, "--impl", impl.key]
+    cmd = [*command, "--memory-case", case.id, "--impl", impl.key]
     cmd += ["--device", str(device)]
     if quick:
         cmd.append("--quick")
@@ -384,6 +447,9 @@ class Row:
     speedup: float | None = None  # baseline time / this time
     memory_ratio: float | None = None  # baseline memory / this memory
     baseline: bool = False
+    limit_ms: float | None = None  # time of the case's Limit operation, same run
+    x_limit: float | None = None  # total_ms / limit_ms: how many limit operations this time is
+    limit_label: str = ""  # the Limit and the machine's rate on it
 
 
 MIN_MEMORY_MB = 0.1
@@ -400,18 +466,18 @@ class RunOptions:
     memory: bool  # also measure the peak extra memory
     quick: bool  # tiny shapes (passed on to the memory child)
     memory_limit: float = math.inf  # bytes: implementations estimated above it are skipped
-    memory_script: Path | None = None  # the script whose child measures memory on CPU
+    memory_command: tuple[str, ...] | None = None  # the command whose child measures CPU memory
 
 
 def run_case(case: Case, options: RunOptions, *, log: Callable[[str], None] = print) -> list[Row]:
     """Time (and measure memory of) every implementation of one case.
 
-    On CPU the memory of each implementation is measured by ``options.memory_script`` (see
+    On CPU the memory of each implementation is measured by ``options.memory_command`` (see
     :func:`measure_memory_subprocess`); it is required when ``options.memory`` is true.
     """
-    device, memory_script = options.device, options.memory_script
-    if options.memory and device.type != "cuda" and memory_script is None:
-        raise ValueError("run_case: memory=True on CPU needs memory_script, got None")
+    device, memory_command = options.device, options.memory_command
+    if options.memory and device.type != "cuda" and memory_command is None:
+        raise ValueError("run_case: memory=True on CPU needs memory_command, got None")
     rows: dict[str, Row] = {}
     inputs = case.setup(device)
     prepared: dict[str, Prepared] = {}
@@ -462,6 +528,16 @@ def run_case(case: Case, options: RunOptions, *, log: Callable[[str], None] = pr
             row.items_per_s = case.items / (t.total_ms / 1e3)
     del prepared, runnable, inputs
     gc.collect()
+    if case.limit is not None and timings:
+        limit = time_impls(
+            {"limit": Prepared(case.limit.prepare(device))}, **{**timing_args, "backward": False}
+        )["limit"].total_ms
+        label = f"{case.limit.label}: {limit:.3g} ms, {case.limit.rate(limit)}"
+        for key in timings:
+            row = rows[key]
+            row.limit_ms, row.limit_label = limit, label
+            row.x_limit = None if row.total_ms is None else row.total_ms / limit
+        gc.collect()
     if options.memory:
         impls = {impl.key: impl for impl in case.impls}
         for key in timings:
@@ -470,9 +546,9 @@ def run_case(case: Case, options: RunOptions, *, log: Callable[[str], None] = pr
                 gc.collect()
                 torch.cuda.empty_cache()
             else:
-                assert memory_script is not None  # checked above
+                assert memory_command is not None  # checked above
                 res = measure_memory_subprocess(
-                    case, impls[key], script=memory_script, quick=options.quick, device=device
+                    case, impls[key], command=memory_command, quick=options.quick, device=device
                 )
             if "error" in res:
                 rows[key].reason = (rows[key].reason + " " + res["error"]).strip()
@@ -584,6 +660,15 @@ class Targets:
     def at_least(self, name: str, goal: float, value: float | None) -> None:
         """A ratio target ``value >= goal`` (shown as ``">= {goal}x"``)."""
         self.add(name, f">= {goal:g}x", value, None if value is None else value >= goal)
+
+    def at_most(self, name: str, goal: float, value: float | None) -> None:
+        """A ratio target ``value <= goal`` (shown as ``"<= {goal}x"``), e.g. time / limit."""
+        self.add(name, f"<= {goal:g}x", value, None if value is None else value <= goal)
+
+    def x_limit(self, case: str, impl: str) -> float | None:
+        """``impl``'s time over its case's limit operation, same run (``None`` if not run)."""
+        row = self.find(case, impl)
+        return None if row is None else row.x_limit
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,6 +795,9 @@ def results_table(rows: Sequence[Row], group: str) -> list[str]:
     if items:
         header.append("images/s")
     header += ["speed-up", "peak extra MB", "memory saving"]
+    limits = any(r.x_limit is not None for r in sel)
+    if limits:
+        header.append("time / limit")
     right = [False, False] + [True] * (len(header) - 2)
     body: list[list[str]] = []
     for r in sel:
@@ -731,8 +819,15 @@ def results_table(rows: Sequence[Row], group: str) -> list[str]:
             fmt(r.peak_extra_mb),
             fmt(r.memory_ratio, 2, "x"),
         ]
+        if limits:
+            cells.append(fmt(r.x_limit, 2, "x"))
         body.append(cells)
-    return markdown_table(header, body, right)
+    table = markdown_table(header, body, right)
+    notes = dict.fromkeys(f"{r.shape}: {r.limit_label}" for r in sel if r.limit_label)
+    if notes:
+        table += ["", "Limit (time / limit = total time / the limit's time, same run):", ""]
+        table += [f"- {note}" for note in notes]
+    return table
 
 
 def render_markdown(

@@ -1,11 +1,11 @@
-"""The benchmark case catalogue: what ``benchmarks/speed.py`` measures, and its targets.
+"""The benchmark case catalogue: what ``python -m benchmarks.speed`` measures.
 
 Each case is one shape of one loss or component (a :class:`harness.Case`), with its
 implementations: sslosses (through its public API), the original repositories' formulations
-(``benchmarks/baselines.py``, built on ``benchmarks/references.py``) and lightly, torchvision
+(``benchmarks/speed/baselines.py``, built on ``benchmarks/references.py``) and lightly, torchvision
 or Kornia where they import. :func:`build_cases` lists the cases (the issue's shapes, or tiny
 ones for a smoke run); :func:`evaluate_targets` judges the project's targets on a run's rows.
-How they are timed and measured is ``benchmarks/harness.py``.
+How they are timed and measured is ``benchmarks/speed/harness.py``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,21 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import baselines
 import torch
-from harness import MIN_MEMORY_MB, Case, Impl, Inputs, Prepared, Row, Targets
 from torch import Tensor, nn
 
 import sslosses
 import sslosses.functional as SF
+from benchmarks.speed import baselines
+from benchmarks.speed.harness import (
+    Case,
+    Impl,
+    Inputs,
+    Prepared,
+    lerp_limit,
+    matmul_limit,
+    pass_limit,
+)
 from sslosses.functional import select_algorithm
 from sslosses.transforms import swav_transform
 
@@ -194,6 +202,8 @@ def _offdiag_case(
         tuple(impls),
         impls[0].key,
         min_repeats=min_repeats,
+        # one cross-correlation product in its cheaper form: (N, D) x (D, N) or (D, N) x (N, D)
+        limit=matmul_limit(n, d, n) if n <= d else matmul_limit(d, n, d),
     )
 
 
@@ -351,7 +361,9 @@ def _ntxent_case(n: int, d: int, chunk_size: int, *, simclr: bool = True) -> Cas
     ]
     if not simclr:
         impls = [i for i in impls if i.key != "simclr"]
-    return Case("ntxent", str(n), f"N={n} D={d}", _pair_setup(n, d), tuple(impls), "plain")
+    shape = f"N={n} D={d}"
+    limit = matmul_limit(2 * n, d, 2 * n)  # the 2N x 2N similarities
+    return Case("ntxent", str(n), shape, _pair_setup(n, d), tuple(impls), "plain", limit=limit)
 
 
 # InfoNCE with a queue -----------------------------------------------------------------------
@@ -407,7 +419,9 @@ def _infonce_case(n: int, d: int, k: int, chunk_size: int) -> Case:
         ),
         Impl("chunked", f"sslosses chunk_size={chunk_size}", "sslosses", _infonce_ours(chunk_size)),
     )
-    return Case("infonce", f"{n}x{k}", f"N={n} D={d} K={k}", _infonce_setup(n, d, k), impls, "moco")
+    shape, setup = f"N={n} D={d} K={k}", _infonce_setup(n, d, k)
+    limit = matmul_limit(n, d, k)  # the queries against the queue
+    return Case("infonce", f"{n}x{k}", shape, setup, impls, "moco", limit=limit)
 
 
 # SwAV ---------------------------------------------------------------------------------------
@@ -457,6 +471,7 @@ def _swav_case(n: int, k: int, crops: int) -> Case:
         _swav_setup(n, k, crops),
         impls,
         "official",
+        limit=pass_limit(crops * n, k),  # every crop's scores read and written once
     )
 
 
@@ -503,6 +518,7 @@ def _dino_case(n: int, k: int, local: int) -> Case:
         _dino_setup(n, k, local),
         impls,
         "official",
+        limit=pass_limit((2 + local) * n, k),  # every student crop's outputs read and written once
     )
 
 
@@ -568,7 +584,10 @@ def _koleo_case(n: int, d: int, chunk_size: int) -> Case:
             estimate=4.0 * chunk_size * n + 8 * rows,
         ),
     )
-    return Case("koleo", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "original")
+    limit = matmul_limit(n, d, n)  # the N x N similarities
+    return Case(
+        "koleo", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "original", limit=limit
+    )
 
 
 # MMCR ---------------------------------------------------------------------------------------
@@ -668,7 +687,10 @@ def _tico_case(n: int, d: int) -> Case:
         Impl("lightly", "lightly TiCoLoss", "lightly", _tico_lightly),
         Impl("sslosses", "sslosses TiCoCovariance.update + tico_loss", "sslosses", _tico_ours),
     )
-    return Case("tico", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula")
+    limit = matmul_limit(d, n, d)  # the D x D covariance of a batch
+    return Case(
+        "tico", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula", limit=limit
+    )
 
 
 # W-MSE --------------------------------------------------------------------------------------
@@ -769,6 +791,7 @@ def _sigreg_case(views: int, n: int, d: int, slices: int) -> Case:
         _sigreg_setup(views, n, d, slices),
         impls,
         "formula",
+        limit=matmul_limit(views * n, d, slices),  # the projections onto the S directions
     )
 
 
@@ -849,6 +872,7 @@ def _supcon_case(n: int, v: int, d: int, chunk_size: int, classes: int = 100) ->
         _supcon_setup(n, v, d, classes),
         impls,
         "original",
+        limit=matmul_limit(n * v, d, n * v),  # the NV x NV similarities
     )
 
 
@@ -980,9 +1004,10 @@ def _nnclr_cases(n: int, d: int, k: int, chunk_size: int) -> list[Case]:
     )
     shape = f"N={n} D={d} K={k}"
     setup = _nnclr_setup(n, d, k)
+    limit = matmul_limit(n, d, k)  # the nearest-neighbour search over the support set
     return [
-        Case("nnclr", f"lightly-{n}x{k}", shape, setup, lightly, "lightly"),
-        Case("nnclr", f"paper-{n}x{k}", shape, setup, paper, "solo"),
+        Case("nnclr", f"lightly-{n}x{k}", shape, setup, lightly, "lightly", limit=limit),
+        Case("nnclr", f"paper-{n}x{k}", shape, setup, paper, "solo", limit=limit),
     ]
 
 
@@ -1041,7 +1066,8 @@ def _dcl_case(n: int, d: int, chunk_size: int) -> Case:
             estimate=4 * 4.0 * chunk_size * 2 * n,
         ),
     )
-    return Case("dcl", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula")
+    limit = matmul_limit(2 * n, d, 2 * n)  # the 2N x 2N similarities
+    return Case("dcl", f"{n}x{d}", f"N={n} D={d}", _pair_setup(n, d), impls, "formula", limit=limit)
 
 
 # Uniformity ---------------------------------------------------------------------------------
@@ -1097,7 +1123,8 @@ def _uniformity_case(n: int, d: int, chunk_size: int) -> Case:
             estimate=4 * 4.0 * chunk_size * n,
         ),
     )
-    return Case("uniformity", f"{n}x{d}", f"N={n} D={d}", _koleo_setup(n, d), impls, "pdist")
+    shape, limit = f"N={n} D={d}", matmul_limit(n, d, n)  # the N x N similarities
+    return Case("uniformity", f"{n}x{d}", shape, _koleo_setup(n, d), impls, "pdist", limit=limit)
 
 
 # BYOL and SimSiam ---------------------------------------------------------------------------
@@ -1239,6 +1266,7 @@ def _ema_case(width: int = 64, classes: int = 1000) -> Case:
         impls,
         "moco",
         backward=False,
+        limit=lerp_limit(numel),  # the same values as one contiguous buffer
     )
 
 
@@ -1497,209 +1525,3 @@ def build_cases(quick: bool = False, device: torch.device | None = None) -> list
         _multicrop_case(64, 512, (224, 96), (2, 6)),
         *_nnclr_cases(8192, 128, 65536, chunk_size=1024),
     ]
-
-
-# --------------------------------------------------------------------------------------------
-# Targets
-# --------------------------------------------------------------------------------------------
-def evaluate_targets(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """The issue's targets, measured in this run (``None`` where a case did not run)."""
-    t = Targets(rows)
-    for group, title in (("barlow", "Barlow Twins"), ("vicreg", "VICReg")):
-        # the same targets for both losses on the shared off-diagonal kernel
-        t.at_least(
-            f"{title} N=256 D=8192: time, official / sslosses auto",
-            20,
-            t.ratio(f"{group}:256x8192", "official", "auto", "total_ms"),
-        )
-        t.at_least(
-            f"{title} N=256 D=8192: peak extra memory, official / sslosses auto",
-            10,
-            t.ratio(f"{group}:256x8192", "official", "auto", "peak_extra_mb"),
-        )
-        for case in dict.fromkeys(r.case for r in rows if r.group == group):
-            shape = next(r.shape for r in rows if r.case == case)
-            t.at_least(
-                f"{title} {shape}: sslosses auto never slower than official",
-                1,
-                t.ratio(case, "official", "auto", "total_ms"),
-            )
-    for den, what in (
-        ("plain", "the plain logits baseline"),
-        ("dense", "sslosses chunk_size=None"),
-    ):
-        t.at_least(
-            f"NT-Xent N=8192: peak extra memory, {what} / chunked",
-            10,
-            t.ratio("ntxent:8192", den, "chunked", "peak_extra_mb"),
-        )
-        r = t.ratio("ntxent:8192", "chunked", den, "total_ms")
-        t.add(
-            f"NT-Xent N=8192: time, chunked / {what}", "<= 1.1x", r, None if r is None else r <= 1.1
-        )
-    row = t.find("ntxent:16384", "chunked")
-    mem = None if row is None else row.peak_extra_mb
-    t.add(
-        "NT-Xent N=16384: chunked peak extra memory",
-        "<= 1024 MB",
-        mem,
-        None if mem is None else mem <= 1024,
-        unit="MB",
-    )
-    for impl, what in (("chunked", "chunk_size=256"), ("auto", 'chunk_size="auto"')):
-        t.at_least(
-            f"KoLeo N=16384 D=384: peak extra memory, DINOv2 original / sslosses {what}",
-            10,
-            t.ratio("koleo:16384x384", "original", impl, "peak_extra_mb"),
-        )
-        for case in ("koleo:4096x384", "koleo:16384x384"):
-            t.at_least(
-                f"KoLeo {case.split(':')[1]}: sslosses {what} never slower than DINOv2 original",
-                1,
-                t.ratio(case, "original", impl, "total_ms"),
-            )
-    for impl, what in (("chunked", "chunk_size=1024"), ("auto", 'chunk_size="auto"')):
-        t.at_least(
-            f"SupCon N=8192 V=2: peak extra memory, SupContrast original / sslosses {what}",
-            10,
-            t.ratio("supcon:8192x2x128", "original", impl, "peak_extra_mb"),
-        )
-        t.at_least(
-            f"SupCon N=8192 V=2: sslosses {what} never slower than SupContrast original",
-            1,
-            t.ratio("supcon:8192x2x128", "original", impl, "total_ms"),
-        )
-    row = t.find("supcon:16384x2x128", "chunked")
-    mem = None if row is None else row.peak_extra_mb
-    t.add(
-        "SupCon N=16384 V=2: chunked peak extra memory",
-        "<= 1024 MB",
-        mem,
-        None if mem is None else mem <= 1024,
-        unit="MB",
-    )
-    for group, big, base, base_what in (
-        ("dcl", "8192x128", "formula", "lightly's formulation"),
-        ("uniformity", "16384x128", "pdist", "the pdist original"),
-    ):
-        title = "DCL" if group == "dcl" else "Uniformity"
-        t.at_least(
-            f"{title} {big}: peak extra memory, {base_what} / sslosses auto",
-            10,
-            t.ratio(f"{group}:{big}", base, "auto", "peak_extra_mb"),
-        )
-        for case in dict.fromkeys(r.case for r in rows if r.group == group):
-            t.at_least(
-                f"{title} {case.split(':')[1]}: sslosses auto never slower than {base_what}",
-                1,
-                t.ratio(case, base, "auto", "total_ms"),
-            )
-    ema_case = next((r.case for r in rows if r.group == "ema"), "ema:resnet50w64")
-    for base, base_what in (("moco", "MoCo's loop"), ("loop", "in-place loop")):
-        for impl, what in (("module", "EMA.update"), ("functional", "ema_update_")):
-            t.at_least(
-                f"EMA ResNet-50: time, {base_what} / {what}",
-                3,
-                t.ratio(ema_case, base, impl, "total_ms"),
-            )
-    mc_cases = list(dict.fromkeys(r.case for r in rows if r.group == "multicrop"))
-    for mc_case in mc_cases or ["multicrop:64x256"]:
-        images = mc_case.split(":")[1]
-        t.at_least(
-            f"Multi-crop {images}: images/s, sslosses / per-sample loop (both antialiased)",
-            3,
-            t.ratio(mc_case, "loop", "sslosses", "total_ms"),
-        )
-        for other, what in (
-            ("torchvision", "torchvision v2 per sample (antialias)"),
-            ("torchvision-noaa", "torchvision v2 per sample (antialias=False)"),
-            ("kornia", "Kornia batched"),
-        ):
-            t.at_least(
-                f"Multi-crop {images}: images/s, sslosses default / {what}",
-                1,
-                t.ratio(mc_case, other, "sslosses", "total_ms"),
-            )
-        t.add(
-            f"Multi-crop {images}: cost of antialiasing, sslosses time True / False",
-            "(measured)",
-            t.ratio(mc_case, "sslosses", "sslosses-noaa", "total_ms"),
-            None,
-        )
-    for case, base, what in (
-        ("nnclr:lightly-8192x65536", "lightly", "lightly's NNMemoryBankModule + NTXentLoss"),
-        ("nnclr:paper-8192x65536", "solo", "Algorithm 1 (solo-learn's formulation)"),
-    ):
-        t.at_least(
-            f"NNCLR N=8192 K=65536: peak extra memory, {what} / sslosses auto",
-            10,
-            t.ratio(case, base, "auto", "peak_extra_mb"),
-        )
-        t.at_least(
-            f"NNCLR N=8192 K=65536: sslosses auto never slower than {what}",
-            1,
-            t.ratio(case, base, "auto", "total_ms"),
-        )
-    return t.results
-
-
-# --------------------------------------------------------------------------------------------
-# README highlights
-# --------------------------------------------------------------------------------------------
-# (label, case, our implementation, the original code's, lightly's or None)
-HIGHLIGHTS: tuple[tuple[str, str, str, str, str | None], ...] = (
-    ("Barlow Twins N=256, D=8192 (`auto` runs the Gram identity)", "barlow:256x8192", "auto",
-     "official", "lightly"),
-    ("Barlow Twins N=2048, D=8192", "barlow:2048x8192", "auto", "official", "lightly"),
-    ("Barlow Twins N=8192, D=2048 (`auto` runs the dense math)", "barlow:8192x2048", "auto",
-     "official", "lightly"),
-    ("VICReg N=256, D=8192 (`auto` runs the Gram identity)", "vicreg:256x8192", "auto",
-     "official", "lightly"),
-    ("VICReg N=8192, D=2048 (`auto` runs the fused covariance)", "vicreg:8192x2048", "auto",
-     "official", "lightly"),
-    ("NT-Xent N=8192, D=128, default `chunk_size=\"auto\"`", "ntxent:8192", "auto", "plain",
-     "lightly"),
-    ("InfoNCE N=256, K=65536 queue, `chunk_size=1024`", "infonce:256x65536", "chunked", "moco",
-     None),
-    ("SwAV N=256, K=3000, 8 crops", "swav:256x3000x8", "sslosses", "official", "lightly"),
-    ("DINO N=64, K=65536, 2 + 8 crops", "dino:64x65536x2+8", "sslosses", "official", None),
-    ("EMA over ResNet-50's parameters (vs MoCo's loop)", "ema:resnet50w64", "module", "moco",
-     "lightly"),
-    ("multi-crop 2x224 + 6x96, 64 images of 256x256 (vs a per-sample loop)", "multicrop:64x256",
-     "sslosses", "loop", None),
-)  # fmt: skip
-
-
-def _versus(t: Targets, case: str, ours: str, other: str | None) -> str:
-    """How ``ours`` compares with ``other`` in ``case``: time, and memory where it differs."""
-    speed = None if other is None else t.ratio(case, other, ours, "total_ms")
-    if speed is None:
-        return "-"
-    if speed >= 1.1:
-        text = f"{speed:.0f}x faster" if speed >= 10 else f"{speed:.1f}x faster"
-    elif speed >= 0.95:
-        text = f"{speed:.2f}x (a tie)"
-    else:
-        text = f"{1 / speed:.2f}x slower"
-    mems = [getattr(t.find(case, impl), "peak_extra_mb", None) for impl in (other, ours)]
-    measured = all(m is not None and m >= MIN_MEMORY_MB for m in mems)
-    memory = t.ratio(case, other, ours, "peak_extra_mb") if measured else None
-    if memory is not None and memory >= 1.1:
-        text += f", {memory:.0f}x less memory" if memory >= 10 else f", {memory:.1f}x less memory"
-    elif memory is not None and memory < 0.9:
-        text += f", {1 / memory:.1f}x more memory"
-    return text
-
-
-def render_highlights(rows: Sequence[Row]) -> str:
-    """README's table of :data:`HIGHLIGHTS` from the rows of one run (``speed.json``)."""
-    t = Targets(rows)
-    lines = [
-        "| case | vs the original code | vs lightly 1.6.0 |",
-        "|---|---|---|",
-    ]
-    for label, case, ours, original, lightly in HIGHLIGHTS:
-        lines.append(
-            f"| {label} | {_versus(t, case, ours, original)} | {_versus(t, case, ours, lightly)} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -2,14 +2,15 @@
 
 For each shape, forward + backward of the plain path (``chunk_size=None``), of what ``"auto"``
 picks, and of fixed block sizes run round-robin on the same float32 inputs (one CPU thread,
-after warm-up ``--reps`` rounds; the median per variant), timed by the harness of ``speed.py``
-(``benchmarks/harness.py``: wall-clock ``time.perf_counter``). Ratios are variant / plain
+after warm-up ``--reps`` rounds; the median per variant), timed by the harness of
+``python -m benchmarks.speed``
+(``benchmarks/speed/harness.py``: wall-clock ``time.perf_counter``). Ratios are variant / plain
 (< 1 is faster).
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/chunk_auto_rule.py           # the table (~5 min)
-    OMP_NUM_THREADS=1 python benchmarks/chunk_auto_rule.py --quick   # smoke run, prints only
+    OMP_NUM_THREADS=1 python -m benchmarks.speed.chunk_auto_rule           # the table (~5 min)
+    OMP_NUM_THREADS=1 python -m benchmarks.speed.chunk_auto_rule --quick   # smoke run, prints only
 """
 
 from __future__ import annotations
@@ -19,17 +20,13 @@ import os
 os.environ["OMP_NUM_THREADS"] = "1"
 
 import argparse
-import sys
 from pathlib import Path
 
-import harness
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sslosses.functional import info_nce, nt_xent, resolve_chunk_size  # noqa: E402
-from sslosses.typing import ChunkSize  # noqa: E402
+from benchmarks.speed import harness
+from sslosses.functional import info_nce, nt_xent, resolve_chunk_size
+from sslosses.typing import ChunkSize
 
 FIXED = (64, 256, 1024)
 
@@ -64,7 +61,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument("--quick", action="store_true", help="tiny shapes, no file written")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/chunk_auto_rule.md")
+    parser.add_argument(
+        "--out", type=Path, default=harness.ROOT / "benchmarks/results/chunk_auto_rule.md"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
@@ -97,7 +96,7 @@ def main() -> None:
         lines = [
             "# chunk_size='auto' measurements",
             "",
-            "- Command: `OMP_NUM_THREADS=1 python benchmarks/chunk_auto_rule.py "
+            "- Command: `OMP_NUM_THREADS=1 python -m benchmarks.speed.chunk_auto_rule "
             f"--reps {args.reps}`",
             f"- {harness.environment_line(info)}; one CPU thread, float32, D=128, forward + "
             "backward, wall-clock time, median; ratios < 1 are faster than the plain path",

@@ -1,4 +1,4 @@
-"""Baselines for ``speed.py``: each computation as the original repository writes it.
+"""Baselines for ``python -m benchmarks.speed``: each computation as the original code writes it.
 
 These restate, in plain PyTorch and single process, the code that people run today, so that the
 speed benchmark compares sslosses with what it replaces rather than with a straw man. Each
@@ -63,19 +63,20 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import references
 import torch
 import torch.nn.functional as F
-from references import BarlowTwins as OfficialBarlowTwins
-from references import dcl as lightly_dcl
-from references import koleo as dinov2_koleo
-from references import lightly_sigreg, off_diagonal, simclr_nt_xent
-from references import mmcr as original_mmcr
-from references import supcon as supcontrast_supcon
-from references import tico as lightly_tico
-from references import vicreg as official_vicreg
-from references import wmse as original_wmse
 from torch import Tensor, nn
+
+from benchmarks import references
+from benchmarks.references import BarlowTwins as OfficialBarlowTwins
+from benchmarks.references import dcl as lightly_dcl
+from benchmarks.references import koleo as dinov2_koleo
+from benchmarks.references import lightly_sigreg, off_diagonal, simclr_nt_xent
+from benchmarks.references import mmcr as original_mmcr
+from benchmarks.references import supcon as supcontrast_supcon
+from benchmarks.references import tico as lightly_tico
+from benchmarks.references import vicreg as official_vicreg
+from benchmarks.references import wmse as original_wmse
 
 __all__ = [
     "ColorJitterConfig",

@@ -1,4 +1,4 @@
-"""Frozen-feature probes of ``train.py``: weighted kNN and a linear probe, as the field reports.
+"""Frozen-feature probes of the reference training: weighted kNN and a linear probe.
 
 * **kNN** (Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance
   Discrimination", CVPR 2018; the k=200 / k=20, temperature 0.1 protocol of DINO's
@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
 from torch import Tensor
-from train_state import autocast
+
+from benchmarks.train.state import autocast
 
 # L2 strengths tried by the linear probe (the penalty is lambda/2 * ||W||^2 on the mean loss).
 L2_GRID: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)

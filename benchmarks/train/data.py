@@ -1,4 +1,4 @@
-"""Dataset readers of ``train.py``: images as uint8 tensors ``(N, C, H, W)``, read from disk.
+"""Dataset readers of the reference training: images as uint8 tensors ``(N, C, H, W)``.
 
 Nothing is downloaded: scikit-learn's bundled digits need no files; Fashion-MNIST is read from
 its IDX files (Debian's ``dataset-fashion-mnist`` package puts them in

@@ -1,5 +1,5 @@
-"""Runtime helpers of ``train.py``: seeding, every RNG's state as plain tensors (so that a
-checkpoint loads with ``torch.load(weights_only=True)``), atomic saves, and the autocast
+"""Runtime helpers of the reference training: seeding, every RNG's state as plain tensors (so
+that a checkpoint loads with ``torch.load(weights_only=True)``), atomic saves, and the autocast
 context shared by training and the probes."""
 
 from __future__ import annotations

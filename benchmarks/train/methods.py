@@ -1,0 +1,359 @@
+"""The methods: one module per method whose ``forward`` returns the loss of a batch of views.
+
+This is the part to copy into a training loop of one's own: each class builds its heads from
+:mod:`sslosses.heads`, calls one sslosses loss, and keeps its state (EMA target, queue,
+prototypes, center) in ``after_step``."""
+
+from __future__ import annotations
+
+import functools
+import typing
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import sslosses
+import sslosses.functional as SF
+from benchmarks.train.config import Config, Resolved
+from benchmarks.train.data import Data
+from benchmarks.train.networks import BLOCKS, Encoder, ResNet
+from sslosses.heads import BarlowTwinsProjectionHead, MLPHead, MoCoV2ProjectionHead
+from sslosses.transforms import (
+    forward_multicrop,
+)
+
+# ------------------------------------------------------------------------------------------------
+# 5. Methods: each is a module whose forward returns the loss of one batch of views
+# ------------------------------------------------------------------------------------------------
+
+
+class Method(nn.Module):
+    """Base class. ``forward(views, labels)`` returns the loss of a batch (only the supervised
+    ceiling reads the labels); ``after_step()`` runs after the
+    optimizer step (EMA update, queue push, prototype normalization); ``online`` is what the
+    optimizer trains and what the target networks follow."""
+
+    online: Encoder
+
+    @property
+    def backbone(self) -> ResNet:
+        return self.online.backbone
+
+    def before_optimizer_step(self, step: int) -> None:
+        """Adjust gradients between backward and optimizer step ``step``. Default: nothing."""
+
+    def after_step(self, step: int) -> None:
+        """Update state after optimizer step ``step`` (0-based). Default: nothing."""
+
+    def log_values(self) -> dict[str, float]:
+        """Extra numbers for the JSON log (e.g. the EMA momentum)."""
+        return {}
+
+
+def per_view(net: nn.Module, views: Sequence[Tensor]) -> list[Tensor]:
+    """One forward pass per view, so each view has its own BatchNorm statistics (as the official
+    BYOL, SimSiam, Barlow Twins and MoCo code do; SimCLR and SwAV batch the views together)."""
+    return [net(v) for v in views]
+
+
+class SimCLR(Method):
+    """SimCLR (Chen et al. 2020): NT-Xent between the two views' projections."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.temperature = r.temperature
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = forward_multicrop(self.online, views[:2])
+        return SF.nt_xent(z_a, z_b, temperature=self.temperature, gather_distributed=self.gather)
+
+
+class MoCo(Method):
+    """MoCo v2 (Chen et al. 2020): InfoNCE of queries against momentum-encoder keys and a queue
+    of past keys. Symmetrized over the two views (as MoCo v3 and solo-learn's MoCo v2+ do; the
+    official MoCo v2 uses one direction), so both views' keys are enqueued."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MoCoV2ProjectionHead(f, 4 * f, 128))
+        self.target = sslosses.EMA(self.online, momentum=r.ema_momentum, buffers="keep")
+        self.queue = sslosses.MoCoQueue(r.queue_size, 128, gather_distributed=distributed)
+        self.temperature = r.temperature
+        self._keys: Tensor | None = None
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        q_a, q_b = per_view(self.online, views[:2])
+        with torch.no_grad():
+            k_a, k_b = per_view(self.target.module, views[:2])
+        # MoCo v2 contrasts with the queue only; on the very first step the queue is still
+        # empty (MoCo fills it with random noise instead), so the batch's keys stand in.
+        negatives = self.queue.features() if len(self.queue) else None
+        nce = functools.partial(
+            SF.info_nce,
+            negatives=negatives,
+            temperature=self.temperature,
+            in_batch_negatives=negatives is None,
+        )
+        loss = 0.5 * (nce(q_a, k_b) + nce(q_b, k_a))
+        self._keys = F.normalize(torch.cat([k_a, k_b]).float(), dim=1)
+        return loss
+
+    def after_step(self, step: int) -> None:
+        self.target.update(self.online)
+        if self._keys is not None:
+            self.queue.push(self._keys)
+            self._keys = None
+
+    def log_values(self) -> dict[str, float]:
+        return {"ema_momentum": self.target.momentum}
+
+
+class BYOL(Method):
+    """BYOL (Grill et al. 2020): the online predictor regresses the EMA target's projection."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 8 * f, 256], hidden_bias=False))
+        self.predictor = MLPHead([256, 8 * f, 256], hidden_bias=False)
+        self.target = sslosses.EMA(
+            self.online, momentum=r.ema_momentum, total_steps=r.steps, buffers="keep"
+        )
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = per_view(self.online, views[:2])
+        p_a, p_b = per_view(self.predictor, [z_a, z_b])
+        with torch.no_grad():
+            t_a, t_b = per_view(self.target.module, views[:2])
+        return SF.byol_loss(p_a, t_b) + SF.byol_loss(p_b, t_a)
+
+    def after_step(self, step: int) -> None:
+        self.target.update(self.online)
+
+    def log_values(self) -> dict[str, float]:
+        return {"ema_momentum": self.target.momentum}
+
+
+class SimSiam(Method):
+    """SimSiam (Chen & He 2021): predictor vs stop-gradient projection, no target network."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(
+            backbone,
+            MLPHead(
+                [f, 4 * f, 4 * f, 4 * f],
+                hidden_bias=False,
+                output_bias=False,
+                output_norm="no_affine",
+            ),
+        )
+        self.predictor = MLPHead([4 * f, f, 4 * f], hidden_bias=False)
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = per_view(self.online, views[:2])
+        p_a, p_b = per_view(self.predictor, [z_a, z_b])
+        return 0.5 * (
+            SF.negative_cosine_similarity(p_a, z_b) + SF.negative_cosine_similarity(p_b, z_a)
+        )
+
+
+class SwAV(Method):
+    """SwAV (Caron et al. 2020): swapped prediction of Sinkhorn codes over multi-crop views."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool, queue: int) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        # frozen for the first ~2% of training (the paper: the first epoch)
+        self.prototypes = sslosses.SwAVPrototypes(
+            128, r.prototypes, freeze_steps=max(1, r.steps // 50)
+        )
+        self.prototypes.normalize_()
+        self.temperature = r.temperature
+        self.gather = distributed
+        # optional feature queue per assignment crop (each rank its own, as the official code)
+        self.queues = nn.ModuleList(
+            [sslosses.MoCoQueue(queue, 128) for _ in range(2)] if queue else []
+        )
+        self._embeddings: list[Tensor] = []
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        # one forward pass per crop size (SwAV's multi-crop), then onto the unit sphere
+        z = [F.normalize(out, dim=1) for out in forward_multicrop(self.online, views)]
+        scores = [self.prototypes(zv) for zv in z]
+        queue_scores = None
+        if self.queues and all(q.is_full for q in self._queues()):  # used once full
+            queue_scores = [self.prototypes(q.features()).detach() for q in self._queues()]
+        self._embeddings = [z[0].detach(), z[1].detach()]
+        return SF.swav_loss(
+            scores,
+            temperature=self.temperature,
+            queue_scores=queue_scores,
+            gather_distributed=self.gather,
+        )
+
+    def before_optimizer_step(self, step: int) -> None:
+        self.prototypes.cancel_gradients_(step)
+
+    def after_step(self, step: int) -> None:
+        self.prototypes.normalize_()
+        if self.queues:
+            for queue, embedding in zip(self._queues(), self._embeddings, strict=True):
+                queue.push(embedding.float())
+        self._embeddings = []
+
+    def _queues(self) -> list[sslosses.MoCoQueue]:
+        return [typing.cast(sslosses.MoCoQueue, q) for q in self.queues]
+
+
+class BarlowTwins(Method):
+    """Barlow Twins (Zbontar et al. 2021): cross-correlation of the two views -> identity."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool, lambd: float) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, BarlowTwinsProjectionHead(f, [4 * f, 4 * f, 4 * f]))
+        self.lambd = lambd
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = per_view(self.online, views[:2])
+        return SF.barlow_twins_loss(z_a, z_b, lambd=self.lambd, gather_distributed=self.gather)
+
+
+class DINO(Method):
+    """DINO (Caron et al. 2021): every student crop predicts the centered, sharpened output of
+    the EMA teacher on the other global crops. The head is DINO's (L2-normalized bottleneck,
+    weight-normalized last layer, frozen for the first ~2% of steps, as the paper's first
+    epoch); the teacher's momentum follows a cosine from 0.996 to 1, its temperature warms up
+    linearly from 0.04 to 0.07 over the first 30% of steps (the paper's ViT-S setting), and
+    the center is updated explicitly after each loss. K is small for small data. With
+    ``sinkhorn`` (``--method dino-sinkhorn``) the teacher's targets come from Sinkhorn-Knopp
+    instead of the center (no state) and the head has BatchNorm."""
+
+    def __init__(
+        self, backbone: ResNet, r: Resolved, distributed: bool, *, sinkhorn: bool = False
+    ) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        k = DINO_SMALL_OUTPUTS if r.image_size < 32 else 65_536  # small images: small K
+        head = sslosses.DINOHead(
+            f,
+            k,
+            hidden_dim=8 * f,
+            bottleneck_dim=DINO_BOTTLENECK,
+            use_bn=sinkhorn,
+            freeze_steps=max(1, r.steps // 50),
+        )
+        self.online = Encoder(backbone, head)
+        self.target = sslosses.EMA(
+            self.online, momentum=r.ema_momentum, total_steps=r.steps, buffers="keep"
+        )
+        # Sinkhorn-Knopp targets need no center: no state to keep or checkpoint
+        self.centering = (
+            None
+            if sinkhorn
+            else sslosses.DINOCenter(k, momentum=0.9, gather_distributed=distributed)
+        )
+        self.criterion = sslosses.DINOLoss(
+            student_temperature=r.temperature,
+            centering="sinkhorn" if sinkhorn else "center",
+            gather_distributed=distributed,
+        )
+        self.warmup_steps = max(1, (3 * r.steps) // 10)
+
+    def teacher_temperature(self) -> float:
+        # the teacher's step count is saved in the checkpoint, so a resumed run continues here
+        start, end = DINO_TEACHER_TEMPERATURES
+        return sslosses.linear_warmup_schedule(self.target.step, self.warmup_steps, start, end)
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        student = forward_multicrop(self.online, views)  # one pass per crop size
+        with torch.no_grad():
+            teacher = forward_multicrop(self.target.module, views[:2])
+        loss: Tensor = self.criterion(
+            student,
+            teacher,
+            center=None if self.centering is None else self.centering.center,
+            teacher_temperature=self.teacher_temperature(),
+        )
+        if self.centering is not None:
+            self.centering.update(teacher)
+        return loss
+
+    def before_optimizer_step(self, step: int) -> None:
+        typing.cast(sslosses.DINOHead, self.online.projector).cancel_gradients_(step)
+
+    def after_step(self, step: int) -> None:
+        self.target.update(self.online)
+
+    def log_values(self) -> dict[str, float]:
+        return {
+            "ema_momentum": self.target.momentum,
+            "teacher_temperature": self.teacher_temperature(),
+        }
+
+
+DINO_SMALL_OUTPUTS = 1024  # K of the DINO head on digits / Fashion-MNIST (paper: 65536)
+DINO_BOTTLENECK = 256
+DINO_TEACHER_TEMPERATURES = (0.04, 0.07)
+
+
+class VICReg(Method):
+    """VICReg (Bardes et al. 2022): invariance, variance and covariance of the two views'
+    embeddings. The expander is the paper's three layers (8192-8192-8192 on ResNet-50's 2048
+    features) scaled to the backbone: 4F-4F-4F, BatchNorm and ReLU between, no final bias."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(
+            backbone, MLPHead([f, 4 * f, 4 * f, 4 * f], hidden_bias=False, output_bias=False)
+        )
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = per_view(self.online, views[:2])
+        return SF.vicreg_loss(z_a, z_b, gather_distributed=self.gather)  # 25 / 25 / 1
+
+
+class Supervised(Method):
+    """The ceiling: the same backbone trained with cross-entropy on the labels, on one
+    augmented view per image (the first of the pair the other methods get), same budget."""
+
+    def __init__(self, backbone: ResNet, n_classes: int) -> None:
+        super().__init__()
+        self.online = Encoder(backbone, nn.Linear(backbone.out_dim, n_classes))
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        return F.cross_entropy(self.online(views[0]).float(), labels)
+
+
+def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Method:
+    """Backbone first (so every method starts from the same weights for a seed), then heads."""
+    backbone = ResNet(data.train_x.shape[1], r.width, BLOCKS[r.backbone], stem_stride=r.stem_stride)
+    if r.method == "simclr":
+        return SimCLR(backbone, r, distributed)
+    if r.method == "moco":
+        return MoCo(backbone, r, distributed)
+    if r.method == "byol":
+        return BYOL(backbone, r, distributed)
+    if r.method == "simsiam":
+        return SimSiam(backbone, r, distributed)
+    if r.method == "swav":
+        return SwAV(backbone, r, distributed, cfg.swav_queue)
+    if r.method in ("dino", "dino-sinkhorn"):
+        return DINO(backbone, r, distributed, sinkhorn=r.method == "dino-sinkhorn")
+    if r.method == "vicreg":
+        return VICReg(backbone, r, distributed)
+    if r.method == "supervised":
+        return Supervised(backbone, data.n_classes)
+    return BarlowTwins(backbone, r, distributed, cfg.barlow_lambda)
