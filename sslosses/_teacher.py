@@ -7,7 +7,7 @@ Two ways to turn the teacher's scores into targets, the ``centering`` option of
   \\tau_t)` row by row (DINO's ``DINOLoss``, dinov2's ``softmax_center_teacher``);
 - ``"sinkhorn"``: the Sinkhorn-Knopp normalization of :math:`\\exp(t / \\tau_t)` over the rows of
   the batch (dinov2's ``sinkhorn_knopp_teacher``), computed by :mod:`sslosses.sinkhorn`'s
-  log-domain iteration with :math:`\\varepsilon = \\tau_t`.
+  stabilized iteration with :math:`\\varepsilon = \\tau_t`.
 
 The argument checks of the pair ``(centering, center)`` live here too, so both losses word
 them alike.

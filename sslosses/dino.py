@@ -72,7 +72,7 @@ def dino_loss(
     rounds of normalizing every output to total mass :math:`1/K` and every row to :math:`1/(G
     N)`, each row summing to 1 at the end. This equals ``DINOLoss.sinkhorn_knopp_teacher`` of
     facebookresearch/dinov2 (``dinov2/loss/dino_clstoken_loss.py``) and is computed by the
-    log-domain iteration of :func:`sslosses.functional.sinkhorn` with
+    stabilized iteration of :func:`sslosses.functional.sinkhorn` with
     :math:`\varepsilon = \tau_t`: the original exponentiates :math:`T / \tau_t` directly,
     which overflows to ``inf`` (then ``nan``) once it exceeds about 88 in float32 (scores of 4
     at :math:`\tau_t = 0.04`), while every normalization here is a log-sum-exp with its maximum

@@ -55,7 +55,7 @@ def ibot_patch_loss(
     :math:`c` (:class:`sslosses.DINOCenter` updated with the teacher's patch tokens), and with
     ``"sinkhorn"`` the Sinkhorn-Knopp normalization of :math:`\exp(T / \tau_t)` over the
     masked patches of the batch (all ranks' under ``gather_distributed``), each row summing to
-    1, computed in the log domain as in :func:`sslosses.functional.sinkhorn` with
+    1, computed by the stabilized iteration of :func:`sslosses.functional.sinkhorn` with
     :math:`\varepsilon = \tau_t` (finite where the original's ``exp`` overflows; both agree
     wherever it is finite). Unmasked patches do not enter the loss nor the Sinkhorn sums.
 

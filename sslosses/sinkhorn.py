@@ -52,10 +52,15 @@ def sinkhorn(
     This reproduces ``distributed_sinkhorn`` of the official SwAV code with one deliberate
     difference: the original exponentiates ``scores / epsilon`` directly, which overflows to
     ``inf`` (and then ``nan``) once ``scores / epsilon`` exceeds about 88 in float32 or 709 in
-    float64, e.g. cosine scores near 1 with ``epsilon=0.01`` in float32. Here every
-    normalization is a log-sum-exp with the maximum subtracted, so the result is finite for
+    float64, e.g. cosine scores near 1 with ``epsilon=0.01`` in float32. Here the first
+    per-prototype normalization is a log-sum-exp with the maximum subtracted; its result is
+    then shifted per sample so that each sample's largest entry is 1 (the per-sample step that
+    follows cancels the shift) and exponentiated once, and the remaining normalizations are the
+    original's rescalings of that matrix (scaling vectors, no further exponential). Every
+    entry lies in [0, 1], no row or column underflows as a whole, and the result is finite for
     ``epsilon`` down to 0.01 and ``|scores|`` up to ``1 / epsilon`` and beyond; wherever the
-    original is finite, both agree to rounding (tested in float64).
+    original is finite, both agree to rounding (tested in float64). It costs one exponential
+    pass over the scores more than the original, not one per normalization.
 
     The computation runs under :class:`torch.no_grad` and the result carries no gradient, as the
     codes are targets. Half-precision inputs (or autocast) are computed and returned in float32;
@@ -158,16 +163,31 @@ def _sinkhorn(
     dtype = compute_dtype(scores)
     with torch.no_grad(), no_autocast(scores):
         logits = upcast(scores.detach(), dtype) / epsilon  # (N, K)
-        # log 1 = 0 for a row that takes part, log 0 = -inf for one that does not
-        excluded = None if samples is None else torch.where(samples, 0.0, -torch.inf)[:, None]
-        row = torch.zeros_like(logits[:, :1])  # (N, 1): b, the per-sample potential
-        if excluded is not None:
-            row = row - excluded.to(dtype)  # (N, 1): +inf drops a row from the column sums
-        for _ in range(iterations - 1):
-            col = _logsumexp_over_samples(logits - row, across_ranks)  # (K,): a
-            row = torch.logsumexp(logits - col, dim=1, keepdim=True)  # (N, 1): b
-            if excluded is not None:
-                row = row - excluded.to(dtype)
-        col = _logsumexp_over_samples(logits - row, across_ranks)  # (K,)
-        # the final per-sample normalization: exp(logits - a - b) with b = logsumexp_k
-        return torch.softmax(logits - col, dim=1)  # (N, K)
+        marked = logits if samples is None else logits.masked_fill(~samples[:, None], -torch.inf)
+        # iteration 1's per-prototype step, exactly in the log domain: a^(1) (finite where the
+        # original's exp(scores / epsilon) overflows)
+        col = _logsumexp_over_samples(marked, across_ranks)  # (K,)
+        # Its result exp(logits - a) shifted per sample so that each row's largest entry is 1
+        # (a per-sample factor, which the per-sample step that follows cancels): no row
+        # underflows, and each column, which summed to 1, keeps an entry of at least 1 / B.
+        # From here on the original's rescalings, as scaling vectors of this one matrix: one
+        # exponential in all instead of one per normalization.
+        kernel = logits - col  # (N, K)
+        kernel = kernel.sub_(kernel.amax(dim=1, keepdim=True)).exp_()  # (N, K) in [0, 1]
+        weight = None if samples is None else samples.to(dtype)  # (N,): 1 takes part, 0 not
+        row = 1.0 / kernel.sum(dim=1)  # (N,): iteration 1's per-sample step, rows sum to 1
+        if iterations > 1:
+            # the global number of samples B: each prototype gets B / K, so that the total
+            # mass stays B in both steps (1 instead would grow it by B / K per iteration)
+            count = logits.new_full((), logits.shape[0]) if weight is None else weight.sum()
+            if across_ranks:
+                count = _collectives.all_reduce_(count, "sum")
+            share = count / logits.shape[1]
+            for _ in range(iterations - 1):
+                mass = (row if weight is None else row * weight) @ kernel  # (K,)
+                if across_ranks:
+                    mass = _collectives.all_reduce_(mass, "sum")
+                prototype = share / mass  # (K,): each prototype's total becomes B / K
+                row = 1.0 / (kernel @ prototype)  # (N,): each sample's total becomes 1
+            kernel.mul_(prototype)
+        return kernel.mul_(row[:, None])  # (N, K)

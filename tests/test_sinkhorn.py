@@ -87,6 +87,48 @@ def test_stable_where_the_reference_overflows(
     torch.testing.assert_close(ours.double(), exact, rtol=0, atol=1e-4 if scale > 1 else 1e-5)
 
 
+def _dual_potentials(scores: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
+    """The docstring's dual form in float64, one log-sum-exp per normalization: an oracle
+    that never overflows (the implementation exponentiates once and rescales instead)."""
+    logits = scores.double() / epsilon
+    b = torch.zeros(logits.shape[0], 1, dtype=torch.float64)
+    for _ in range(iterations):
+        a = torch.logsumexp(logits - b, dim=0)
+        b = torch.logsumexp(logits - a, dim=1, keepdim=True)
+    return torch.exp(logits - a - b)
+
+
+@pytest.mark.parametrize(
+    ("n", "k", "iterations"), [(4096, 8, 100), (8, 4096, 100), (256, 3000, 20), (1, 5, 50)]
+)
+def test_many_iterations_keep_the_scale_and_the_dual_form(n: int, k: int, iterations: int) -> None:
+    # the rescalings keep the total mass at B in both steps: without that (each prototype's
+    # total 1 instead of B / K) the scaling vectors grow by B / K per iteration and overflow
+    scores = torch.nn.functional.normalize(_scores(n, k, scale=1.0, dtype=torch.float32), dim=1)
+    ours = sinkhorn(scores, epsilon=0.05, iterations=iterations)
+    assert bool(torch.isfinite(ours).all())
+    torch.testing.assert_close(ours.sum(dim=1), torch.ones(n))
+    exact = _dual_potentials(scores, 0.05, iterations)
+    torch.testing.assert_close(ours.double(), exact, rtol=0, atol=1e-5)
+    exact64 = sinkhorn(scores.double(), epsilon=0.05, iterations=iterations)
+    torch.testing.assert_close(exact64, exact, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_and_columns_far_below_the_rest(dtype: torch.dtype) -> None:
+    # a sample and a prototype 1000 nats (50 / epsilon) below every other score: exp of their
+    # scores underflows, yet Sinkhorn gives the sample a full row and the prototype its share
+    scores = _scores(64, 30, scale=1.0, dtype=torch.float64)
+    scores[3] -= 50.0
+    scores[:, 7] -= 50.0
+    ours = sinkhorn(scores.to(dtype), epsilon=0.05, iterations=3)
+    assert bool(torch.isfinite(ours).all())
+    exact = _dual_potentials(scores, 0.05, 3)
+    assert exact[:, 7].sum() > 0.1 and exact[3].sum() == pytest.approx(1.0)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(ours.double(), exact, rtol=0, atol=tol)
+
+
 def test_tiny_epsilon_gives_hard_assignments() -> None:
     # each sample sits on its own prototype: the equipartition is the permutation itself
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(0))
