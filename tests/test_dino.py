@@ -21,7 +21,6 @@ from benchmarks.references import (
     dinov2_sinkhorn_knopp_teacher,
 )
 from sslosses.dino import DINOCenter, DINOHead, DINOLoss, dino_loss
-from sslosses.ema import linear_warmup_schedule
 
 F64 = torch.float64
 
@@ -279,52 +278,6 @@ def test_exported() -> None:
     assert sslosses.DINOLoss is DINOLoss and sslosses.DINOCenter is DINOCenter
     assert sslosses.DINOHead is DINOHead
     assert sslosses.functional.dino_loss is dino_loss
-    assert sslosses.linear_warmup_schedule is linear_warmup_schedule
-
-
-# --------------------------------------------------------------------------------- schedule
-@pytest.mark.parametrize(
-    ("start", "end", "warmup", "total"),
-    [(0.04, 0.07, 30, 100), (0.04, 0.04, 0, 10), (0.07, 0.04, 5, 9), (0.04, 0.07, 1, 4),
-     (0.04, 0.07, 2, 2), (-1.5, 3.25, 17, 20), (0.04, 0.07, 50, 50)],
-)  # fmt: skip
-def test_warmup_schedule_equals_linspace_and_constant(
-    start: float, end: float, warmup: int, total: int
-) -> None:
-    reference = np.concatenate((np.linspace(start, end, warmup), np.ones(total - warmup) * end))
-    mine = [linear_warmup_schedule(k, warmup, start, end) for k in range(total)]
-    assert mine == reference.tolist()  # bit for bit
-    assert linear_warmup_schedule(total + 100, warmup, start, end) == end
-
-
-@given(
-    st.integers(0, 300),
-    st.integers(0, 200),
-    st.floats(-10, 10, allow_nan=False),
-    st.floats(-10, 10, allow_nan=False),
-)
-def test_warmup_schedule_equals_linspace_everywhere(
-    warmup: int, extra: int, start: float, end: float
-) -> None:
-    reference = np.concatenate((np.linspace(start, end, warmup), np.ones(extra) * end))
-    assert [linear_warmup_schedule(k, warmup, start, end) for k in range(warmup + extra)] == (
-        reference.tolist()
-    )
-
-
-@pytest.mark.parametrize(
-    ("args", "error", "match"),
-    [
-        ((-1, 5, 0.04, 0.07), ValueError, r"step must be an int >= 0, got -1"),
-        ((0, -5, 0.04, 0.07), ValueError, r"warmup_steps must be an int >= 0, got -5"),
-        ((0.5, 5, 0.04, 0.07), TypeError, r"step must be an int, got float"),
-        ((0, 5, float("nan"), 0.07), ValueError, r"start must be a finite number, got nan"),
-        ((0, 5, 0.04, "0.07"), TypeError, r"end must be a float, got str"),
-    ],
-)
-def test_warmup_schedule_errors(args: tuple[object, ...], error: type, match: str) -> None:
-    with pytest.raises(error, match=match):
-        linear_warmup_schedule(*args)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------- errors
