@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from strategies import SEEDS
 from torch import Tensor, nn
 
+import sslosses.multicrop
 import sslosses.transforms.augment as augment_module
 from benchmarks import references
 from sslosses.transforms import (
@@ -698,6 +699,11 @@ class CountingBackbone(nn.Module):
         self.calls.append(x.shape[0])
         out: Tensor = self.net(x)
         return out
+
+
+def test_forward_multicrop_is_defined_model_side_and_exported_by_transforms() -> None:
+    assert forward_multicrop.__module__ == "sslosses.multicrop"
+    assert forward_multicrop is sslosses.multicrop.forward_multicrop
 
 
 def test_forward_multicrop_equals_per_crop_forward() -> None:
