@@ -19,8 +19,8 @@ from sslosses._validation import (
     check_sequence,
     check_size,
 )
-from sslosses.transforms import functional as TF
 from sslosses.transforms._checks import as_batch
+from sslosses.transforms._geometry import check_crop_params, resize_crops
 from sslosses.transforms.augment import Augmentation, AugmentationParams
 from sslosses.transforms.crop import CropParams, RandomResizedCrop
 from sslosses.typing import Size
@@ -38,7 +38,8 @@ class MultiCrop(nn.Module):
     together (:func:`~sslosses.transforms.functional.resized_crop`, batched
     antialiased resize by default, or :func:`torch.nn.functional.grid_sample` calls over chunks
     of images with ``antialias=False``); each group's pixel
-    pipeline runs once on all its crops, in place on the resampled buffer. Called on
+    pipeline runs once on all its crops, in place on the resampled buffer. The images are
+    checked and converted to floating point once per call, not again per group. Called on
     ``(N, C, H, W)`` images it returns a list of :math:`V = \sum_g` ``crop_counts[g]``
     tensors ``(N, C, h_g, w_g)``, in group order (put the global crops first, as the losses
     expect); on ``(C, H, W)`` it returns ``(C, h_g, w_g)`` crops, so it also works as a
@@ -185,7 +186,6 @@ class MultiCrop(nn.Module):
     ) -> list[Tensor]:
         """Make the crops described by ``params`` (deterministic); see :meth:`forward`."""
         x, unbatched = as_batch("images", images)
-        n, c = x.shape[:2]
         groups = self._groups()
         if not isinstance(params, (list, tuple)):
             raise TypeError(
@@ -197,28 +197,8 @@ class MultiCrop(nn.Module):
                 f"params must hold one (CropParams, AugmentationParams) pair per group "
                 f"({len(groups)}), got {len(params)}"
             )
-        # one resampling (resized_crop) per distinct output size
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for g, (crop, _, _) in enumerate(groups):
-            by_size.setdefault(crop.size, []).append(g)
-        resampled: dict[int, Tensor] = {}
-        for size, members in by_size.items():
-            boxes = torch.cat([params[g][0].boxes for g in members])  # (sum V, N, 4)
-            flip = torch.cat([params[g][0].flip for g in members])  # (sum V, N)
-            out = TF.resized_crop(
-                x, boxes, size, flip=flip, antialias=self.antialias
-            )  # (sum V, N, C, h, w)
-            parts = torch.split(out, [groups[g][2] for g in members])
-            for g, part in zip(members, parts, strict=True):
-                resampled[g] = part
-        result: list[Tensor] = []
-        for g, (crop, aug, count) in enumerate(groups):
-            h, w = crop.size
-            views = resampled[g].reshape(count * n, c, h, w)
-            # the resampled crops are private buffers: augment them in place
-            views = aug._apply_params(views, params[g][1], owned=True).view(count, n, c, h, w)
-            result.extend(v.squeeze(0) if unbatched else v for v in views.unbind(0))
-        return result
+        out = self._crops(x, params, check_params=True)
+        return [o.squeeze(0) for o in out] if unbatched else out
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """Make all crops of every image.
@@ -233,8 +213,56 @@ class MultiCrop(nn.Module):
         x, unbatched = as_batch("images", images)
         n, _, h, w = x.shape
         params = self.sample_params(n, h, w, generator=generator, device=x.device)
-        out = self.apply_params(x, params)
+        out = self._crops(x, params, check_params=False)
         return [o.squeeze(0) for o in out] if unbatched else out
+
+    def _crops(
+        self,
+        x: Tensor,
+        params: Sequence[tuple[CropParams, AugmentationParams]],
+        *,
+        check_params: bool,
+    ) -> list[Tensor]:
+        """The crops of ``x``, a batch checked once by the caller (``as_batch``).
+
+        The crops and augmentations get the batch through their unchecked paths
+        (``resize_crops``, ``Augmentation._apply_batch``); each augmentation checks the channels
+        once. ``check_params``: ``params`` come from a caller (:meth:`apply_params`) and are
+        checked as :func:`~sslosses.transforms.functional.resized_crop` and
+        :meth:`Augmentation.apply_params` check them; :meth:`forward` drew them itself.
+        """
+        n, c = x.shape[:2]
+        groups = self._groups()
+        # one resampling (resize_crops) per distinct output size
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for g, (crop, _, _) in enumerate(groups):
+            by_size.setdefault(crop.size, []).append(g)
+        resampled: dict[int, Tensor] = {}
+        for size, members in by_size.items():
+            boxes = torch.cat([params[g][0].boxes for g in members])  # (sum V, N, 4)
+            flip = torch.cat([params[g][0].flip for g in members])  # (sum V, N)
+            if check_params:
+                check_crop_params(boxes, flip, n)
+            out = resize_crops(
+                x, boxes, size, flip=flip, antialias=self.antialias
+            )  # (sum V, N, C, h, w)
+            parts = torch.split(out, [groups[g][2] for g in members])
+            for g, part in zip(members, parts, strict=True):
+                resampled[g] = part
+        result: list[Tensor] = []
+        checked: list[Augmentation] = []  # an augmentation shared by the groups is checked once
+        for g, (crop, aug, count) in enumerate(groups):
+            h, w = crop.size
+            if check_params:
+                aug._check_params(params[g][1], count * n)
+            if not any(a is aug for a in checked):
+                aug._check_input(c)
+                checked.append(aug)
+            views = resampled[g].reshape(count * n, c, h, w)
+            # the resampled crops are private buffers: augment them in place
+            views = aug._apply_batch(views, params[g][1], owned=True).view(count, n, c, h, w)
+            result.extend(views.unbind(0))
+        return result
 
     def extra_repr(self) -> str:
         return f"crop_counts={self.crop_counts}, antialias={self.antialias}"
