@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import get_args, overload
 
 import torch
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from sslosses._autograd import drop_gradients_while_frozen
+from sslosses._autograd import FrozenAtFirst
 from sslosses._validation import (
     check_bool,
     check_choice,
@@ -636,7 +636,7 @@ class SwAVProjectionHead(MLPHead):
         super().__init__([in_dim, hidden_dim, out_dim])
 
 
-class DINOHead(nn.Module):
+class DINOHead(FrozenAtFirst, nn.Module):
     r"""The DINO projection head: an MLP, L2-normalization, and a weight-normalized layer.
 
     .. math::
@@ -758,24 +758,9 @@ class DINOHead(nn.Module):
         out: Tensor = self.last_layer(x)  # (N, K)
         return out
 
-    def cancel_gradients_(self, step: int) -> bool:
-        """Drop the last layer's gradients (set them to ``None``) if ``step < freeze_steps``.
-
-        Call it after ``loss.backward()`` and before ``optimizer.step()``, with the global
-        0-based iteration.
-
-        Args:
-            step: the current training iteration, ``>= 0``.
-
-        Returns:
-            Whether the gradients were dropped.
-
-        Raises:
-            TypeError: if ``step`` is not an ``int``.
-            ValueError: if ``step < 0``.
-        """
-        step = check_non_negative_int("step", step)
-        return drop_gradients_while_frozen(step, self.freeze_steps, self.last_layer.parameters())
+    def _frozen_at_first(self) -> Iterable[Tensor]:
+        last: nn.Module = self.last_layer  # its gain g and direction V
+        return last.parameters()
 
     def extra_repr(self) -> str:
         return (
