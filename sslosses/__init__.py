@@ -10,7 +10,7 @@ from sslosses.barlow_twins import BarlowTwinsLoss
 from sslosses.byol import BYOLLoss
 from sslosses.dcl import DCLLoss, DCLWLoss
 from sslosses.dino import DINOCenter, DINOHead, DINOLoss
-from sslosses.ema import EMA, cosine_schedule, linear_warmup_schedule
+from sslosses.ema import EMA
 from sslosses.ibot import IBOTPatchLoss
 from sslosses.info_nce import InfoNCELoss
 from sslosses.koleo import KoLeoLoss
@@ -19,6 +19,7 @@ from sslosses.nnclr import NNCLRLoss
 from sslosses.nt_xent import NTXentLoss
 from sslosses.prototypes import SwAVPrototypes
 from sslosses.queue import MoCoQueue
+from sslosses.schedules import cosine_schedule, linear_warmup_schedule
 from sslosses.sigreg import LeJEPALoss, SIGRegLoss
 from sslosses.simsiam import NegativeCosineSimilarity
 from sslosses.supcon import SupConLoss

@@ -9,6 +9,8 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import Tensor
 
+from sslosses._validation import check_non_negative_int
+
 _Backward = TypeVar("_Backward", bound=Callable[..., Any])
 
 
@@ -49,14 +51,39 @@ def first_order_only(what: str, instead: str) -> Callable[[_Backward], _Backward
     return decorate
 
 
-def drop_gradients_while_frozen(step: int, freeze_steps: int, params: Iterable[Tensor]) -> bool:
-    """Set the ``.grad`` of ``params`` to ``None`` if ``step < freeze_steps``; whether it did.
+class FrozenAtFirst:
+    """Mixin: ``cancel_gradients_(step)`` for a module with parameters fixed for the first steps.
 
-    The one rule behind ``cancel_gradients_`` of the layers frozen for the first steps
-    (SwAV's prototypes, DINO's last layer); ``step`` is validated by the caller.
+    The one home of that method (SwAV's prototypes, DINO's last layer): the module sets
+    ``freeze_steps`` and names the parameters in ``_frozen_at_first``.
     """
-    if step >= freeze_steps:
-        return False
-    for p in params:
-        p.grad = None
-    return True
+
+    freeze_steps: int
+
+    def _frozen_at_first(self) -> Iterable[Tensor]:  # pragma: no cover - always overridden
+        raise NotImplementedError
+
+    def cancel_gradients_(self, step: int) -> bool:
+        """Drop the gradients of the parameters fixed at first (set them to ``None``) while
+        ``step < freeze_steps``.
+
+        Those are the last layer of :class:`~sslosses.DINOHead` and the ``weight`` of
+        :class:`~sslosses.SwAVPrototypes`. Call it after ``loss.backward()`` and before
+        ``optimizer.step()``, with the global 0-based iteration.
+
+        Args:
+            step: the current training iteration, ``>= 0``.
+
+        Returns:
+            Whether the gradients were dropped.
+
+        Raises:
+            TypeError: if ``step`` is not an ``int``.
+            ValueError: if ``step < 0``.
+        """
+        step = check_non_negative_int("step", step)
+        if step >= self.freeze_steps:
+            return False
+        for p in self._frozen_at_first():
+            p.grad = None
+        return True

@@ -228,6 +228,15 @@ def check_size(name: str, value: object) -> tuple[int, int]:
     return size, size
 
 
+def check_sequence(name: str, value: object) -> Sequence[object]:
+    """Check a non-empty list or tuple (of anything: the caller checks the items)."""
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a list or tuple, got {type(value).__name__}")
+    if len(value) == 0:
+        raise ValueError(f"{name} must not be empty")
+    return value
+
+
 def check_generator(value: object) -> torch.Generator | None:
     """Check that ``value`` is a :class:`torch.Generator` or ``None``."""
     if value is not None and not isinstance(value, torch.Generator):

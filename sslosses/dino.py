@@ -1,4 +1,8 @@
-r"""DINO: self-distillation with no labels (loss, centering, head)."""
+r"""DINO: self-distillation with no labels (loss, centering).
+
+DINO's head, ``DINOHead``, is defined with the other heads in ``sslosses/heads.py``; it is
+re-exported here and is public as ``sslosses.DINOHead``.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +12,20 @@ from typing import get_args
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrizations
 
 from sslosses import _collectives
-from sslosses._autograd import drop_gradients_while_frozen
 from sslosses._numerics import compute_dtype, no_autocast, upcast
 from sslosses._teacher import check_centering, options_repr, teacher_targets
 from sslosses._validation import (
-    check_bool,
     check_choice,
     check_crops,
-    check_non_negative_int,
     check_positive,
     check_positive_int,
     check_real,
     check_same_device,
     check_tensor,
 )
+from sslosses.heads import DINOHead
 from sslosses.typing import Centering
 
 __all__ = ["DINOCenter", "DINOHead", "DINOLoss", "dino_loss"]
@@ -446,154 +447,4 @@ class DINOCenter(nn.Module):
         return (
             f"dim={self.dim}, momentum={self.momentum}, "
             f"gather_distributed={self.gather_distributed}"
-        )
-
-
-class DINOHead(nn.Module):
-    r"""The DINO projection head: an MLP, L2-normalization, and a weight-normalized layer.
-
-    .. math::
-        h(x) = W \, \frac{u}{\lVert u \rVert_2}, \quad u = \operatorname{MLP}(x), \qquad
-        W_{k} = g_k \frac{V_{k}}{\lVert V_{k} \rVert_2},
-
-    where the MLP has ``n_layers`` linear layers (``in_dim -> hidden_dim -> ... ->
-    bottleneck_dim``, GELU after each but the last, BatchNorm before each GELU if ``use_bn``;
-    a single linear layer for ``n_layers=1``) and the last layer :math:`W` maps the
-    bottleneck to :math:`K` outputs without bias, weight-normalized with
-    :func:`torch.nn.utils.parametrizations.weight_norm` (gain :math:`g` per output, set to 1).
-    With ``norm_last_layer=True`` the gain stays fixed at 1 (it gets no gradient), so every
-    row of :math:`W` has unit norm, as in the official ``DINOHead``. The MLP's linear layers
-    are initialized with ``trunc_normal_(std=0.02)`` and zero bias; the last layer's
-    direction :math:`V` is initialized as :class:`torch.nn.Linear` is (the official code
-    wraps it after applying its initialization).
-
-    DINO keeps the last layer fixed during the first epoch (``--freeze_last_layer 1``) by
-    dropping its gradient after the backward pass and before the optimizer step; here this is
-    :meth:`cancel_gradients_`, counted in steps:
-
-    .. code-block:: python
-
-        loss.backward()
-        head.cancel_gradients_(step)  # drops last_layer's gradient while step < freeze_steps
-        optimizer.step()
-
-    Args:
-        in_dim: the backbone's feature dimension.
-        out_dim: the number of outputs :math:`K`. Default: ``65536`` (``--out_dim``).
-        hidden_dim: the MLP's hidden width. Default: ``2048``.
-        bottleneck_dim: the MLP's output (bottleneck) width. Default: ``256``.
-        n_layers: the number of linear layers of the MLP, ``>= 1``. Default: ``3``.
-        use_bn: BatchNorm in the MLP's hidden layers. Default: ``False``
-            (``--use_bn_in_head``).
-        norm_last_layer: fix the last layer's weight-norm gain at 1. Default: ``True``
-            (``--norm_last_layer``).
-        freeze_steps: the number of initial steps during which :meth:`cancel_gradients_`
-            drops the last layer's gradient. Default: ``0`` (never).
-
-    Shape:
-        - input: :math:`(N, \text{in\_dim})`.
-        - output: :math:`(N, K)`.
-
-    Raises:
-        TypeError: if a dimension, ``n_layers`` or ``freeze_steps`` is not an ``int``, or
-            ``use_bn`` / ``norm_last_layer`` is not a ``bool``.
-        ValueError: if a dimension or ``n_layers`` is not positive or ``freeze_steps < 0``.
-
-    Examples:
-        >>> import torch
-        >>> from sslosses import DINOHead
-        >>> head = DINOHead(16, 100, hidden_dim=32, bottleneck_dim=8, freeze_steps=1)
-        >>> head(torch.randn(4, 16)).shape
-        torch.Size([4, 100])
-        >>> head(torch.randn(4, 16)).sum().backward()
-        >>> head.cancel_gradients_(0), head.last_layer.parametrizations.weight.original1.grad
-        (True, None)
-
-    References:
-        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
-        arXiv:2104.14294, Appendix. Official code: facebookresearch/dino,
-        ``vision_transformer.py`` (``DINOHead``) and ``utils.py``
-        (``cancel_gradients_last_layer``).
-    """
-
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int = 65536,
-        *,
-        hidden_dim: int = 2048,
-        bottleneck_dim: int = 256,
-        n_layers: int = 3,
-        use_bn: bool = False,
-        norm_last_layer: bool = True,
-        freeze_steps: int = 0,
-    ) -> None:
-        super().__init__()
-        self.in_dim = check_positive_int("in_dim", in_dim)
-        self.out_dim = check_positive_int("out_dim", out_dim)
-        self.hidden_dim = check_positive_int("hidden_dim", hidden_dim)
-        self.bottleneck_dim = check_positive_int("bottleneck_dim", bottleneck_dim)
-        self.n_layers = check_positive_int("n_layers", n_layers)
-        self.use_bn = check_bool("use_bn", use_bn)
-        self.norm_last_layer = check_bool("norm_last_layer", norm_last_layer)
-        self.freeze_steps = check_non_negative_int("freeze_steps", freeze_steps)
-
-        self.mlp: nn.Module
-        if self.n_layers == 1:
-            self.mlp = nn.Linear(self.in_dim, self.bottleneck_dim)
-        else:
-            layers: list[nn.Module] = []
-            width = self.in_dim
-            for _ in range(self.n_layers - 1):
-                layers.append(nn.Linear(width, self.hidden_dim))
-                if self.use_bn:
-                    layers.append(nn.BatchNorm1d(self.hidden_dim))
-                layers.append(nn.GELU())
-                width = self.hidden_dim
-            layers.append(nn.Linear(width, self.bottleneck_dim))
-            self.mlp = nn.Sequential(*layers)
-        for module in self.mlp.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        last = nn.Linear(self.bottleneck_dim, self.out_dim, bias=False)
-        self.last_layer = parametrizations.weight_norm(last, name="weight", dim=0)
-        weight = self.last_layer.parametrizations.weight
-        with torch.no_grad():
-            weight.original0.fill_(1.0)  # the gain g: (K, 1)
-        if self.norm_last_layer:
-            weight.original0.requires_grad_(False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.mlp(x)  # (N, bottleneck_dim)
-        x = F.normalize(x, dim=-1, p=2)
-        out: Tensor = self.last_layer(x)  # (N, K)
-        return out
-
-    def cancel_gradients_(self, step: int) -> bool:
-        """Drop the last layer's gradients (set them to ``None``) if ``step < freeze_steps``.
-
-        Call it after ``loss.backward()`` and before ``optimizer.step()``, with the global
-        0-based iteration.
-
-        Args:
-            step: the current training iteration, ``>= 0``.
-
-        Returns:
-            Whether the gradients were dropped.
-
-        Raises:
-            TypeError: if ``step`` is not an ``int``.
-            ValueError: if ``step < 0``.
-        """
-        step = check_non_negative_int("step", step)
-        return drop_gradients_while_frozen(step, self.freeze_steps, self.last_layer.parameters())
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden_dim={self.hidden_dim}, "
-            f"bottleneck_dim={self.bottleneck_dim}, n_layers={self.n_layers}, "
-            f"use_bn={self.use_bn}, norm_last_layer={self.norm_last_layer}, "
-            f"freeze_steps={self.freeze_steps}"
         )

@@ -1,34 +1,47 @@
 r"""The projection and prediction heads of the papers, with their published layer configurations.
 
-Every head is an :class:`MLPHead`: a flat :class:`torch.nn.Sequential` of ``Linear``,
-``BatchNorm1d`` and activation layers, in the order of the original repository, so that
-``print(head)`` shows the layers and the ``state_dict`` keys are the layer indices, as in the
-original ``nn.Sequential`` heads. Hidden layers are ``Linear [-> BatchNorm1d] -> activation``;
-the output layer is ``Linear [-> BatchNorm1d]``. Each class names the file it reproduces, and the
-defaults are that file's (ResNet-50 widths for the image models). Linear layers keep PyTorch's
-default initialization (the PyTorch repositories do the same; the TensorFlow and JAX ones draw
-from other distributions).
+Every head but :class:`DINOHead` is an :class:`MLPHead`: a flat :class:`torch.nn.Sequential`
+of ``Linear``, ``BatchNorm1d`` and activation layers, in the order of the original repository,
+so that ``print(head)`` shows the layers and the ``state_dict`` keys are the layer indices, as
+in the original ``nn.Sequential`` heads. Hidden layers are ``Linear [-> BatchNorm1d] ->
+activation``; the output layer is ``Linear [-> BatchNorm1d]``. Each class names the file it
+reproduces, and the defaults are that file's (ResNet-50 widths for the image models). Linear
+layers keep PyTorch's default initialization (the PyTorch repositories do the same; the
+TensorFlow and JAX ones draw from other distributions). The input shape and the errors are
+documented once, on :class:`MLPHead`.
 
-A new method's head is one more subclass of :class:`MLPHead` (for DINO's head: its MLP with
-``activation="gelu"`` and no normalization, followed by the method's own last layer).
+:class:`DINOHead` (public as ``sslosses.DINOHead``) keeps the official module's structure
+instead: an ``mlp`` (GELU, truncated-normal initialization), L2 normalization and a
+weight-normalized ``last_layer``. A new method's head is one more subclass of :class:`MLPHead`
+where its layers are an MLP's.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import get_args, overload
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrizations
 
-from sslosses._validation import check_bool, check_choice, check_positive_int
+from sslosses._autograd import FrozenAtFirst
+from sslosses._validation import (
+    check_bool,
+    check_choice,
+    check_non_negative_int,
+    check_positive_int,
+)
 from sslosses.typing import Activation, OutputNorm
 
 __all__ = [
     "BYOLPredictionHead",
     "BYOLProjectionHead",
     "BarlowTwinsProjectionHead",
+    "DINOHead",
     "MLPHead",
     "MoCoV2ProjectionHead",
     "MoCoV3PredictionHead",
@@ -129,13 +142,15 @@ class MLPHead(nn.Sequential):
         activation: the hidden activation, ``"relu"`` or ``"gelu"``. Default: ``"relu"``.
 
     Shape:
-        - input: :math:`(N, D_0)`.
-        - output: :math:`(N, D_L)`.
+        - input: :math:`(N, D_0)`, :math:`D_0` = ``in_dim``.
+        - output: :math:`(N, D_L)`, :math:`D_L` = ``out_dim``.
 
     Raises:
-        TypeError: if a width is not an ``int`` or a flag is not a ``bool``.
-        ValueError: if fewer than two widths are given, a width is not positive, or
-            ``output_norm`` / ``activation`` is not one of the listed values.
+        TypeError: if a width is not an ``int`` (or the widths are neither a string nor a
+            sequence), a flag is not a ``bool``, or the input of a call is not a tensor.
+        ValueError: if fewer than two widths are given, a width is not positive,
+            ``output_norm`` / ``activation`` is not one of the listed values, or the input of
+            a call is not :math:`(N, D_0)`.
 
     Examples:
         >>> import torch
@@ -234,17 +249,16 @@ class SimCLRProjectionHead(MLPHead):
         hidden_dim: the hidden width :math:`H`. Default: ``None`` (``in_dim``, as SimCLR).
         out_dim: the output width. Default: ``128``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import SimCLRProjectionHead
-        >>> SimCLRProjectionHead(32)(torch.randn(4, 32)).shape
+        >>> head = SimCLRProjectionHead(32)
+        >>> head[-1]  # the output BatchNorm: a learned scale, no shift
+        _ScaleOnlyBatchNorm1d(128, eps=1e-05, momentum=0.1, scale=True, shift=False,
+                              track_running_stats=True)
+        >>> head(torch.randn(4, 32)).shape
         torch.Size([4, 128])
 
     References:
@@ -279,12 +293,7 @@ class MoCoV2ProjectionHead(MLPHead):
         hidden_dim: the hidden width :math:`H`. Default: ``None`` (``in_dim``, as MoCo v2).
         out_dim: the output width. Default: ``128``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
@@ -321,16 +330,17 @@ class MoCoV3ProjectionHead(MLPHead):
         out_dim: the output width (``dim``). Default: ``256``.
         num_layers: the number of linear layers, at least 2. Default: ``3``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, \text{out\_dim})`.
+    Shape and errors: those of :class:`MLPHead`, plus those of ``num_layers``:
 
     Raises:
-        TypeError: if a width or ``num_layers`` is not an ``int``.
-        ValueError: if a width is not positive or ``num_layers < 2``.
+        TypeError: if ``num_layers`` is not an ``int``.
+        ValueError: if ``num_layers < 2``.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import MoCoV3ProjectionHead
+        >>> len(MoCoV3ProjectionHead(32, 64, 16)), len(MoCoV3ProjectionHead(32, num_layers=2))
+        (8, 5)
         >>> MoCoV3ProjectionHead(32, 64, 16)(torch.randn(4, 32)).shape
         torch.Size([4, 16])
 
@@ -364,17 +374,13 @@ class MoCoV3PredictionHead(MLPHead):
         hidden_dim: the hidden width (``mlp_dim``). Default: ``4096``.
         out_dim: the output width. Default: ``256``.
 
-    Shape:
-        - input: :math:`(N, \text{in\_dim})`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
-        >>> from sslosses.heads import MoCoV3PredictionHead
-        >>> MoCoV3PredictionHead(16, 64, 16)(torch.randn(4, 16)).shape
+        >>> from sslosses.heads import MoCoV3PredictionHead, MoCoV3ProjectionHead
+        >>> projector = MoCoV3ProjectionHead(32, 64, 16)
+        >>> MoCoV3PredictionHead(16, 64, 16)(projector(torch.randn(4, 32))).shape
         torch.Size([4, 16])
 
     References:
@@ -406,17 +412,15 @@ class BYOLProjectionHead(MLPHead):
         hidden_dim: the hidden width. Default: ``4096``.
         out_dim: the output width. Default: ``256``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import BYOLProjectionHead
-        >>> BYOLProjectionHead(32, 64, 16)(torch.randn(4, 32)).shape
+        >>> head = BYOLProjectionHead(32, 64, 16)
+        >>> head[0].bias is None, head[-1].bias is None
+        (False, True)
+        >>> head(torch.randn(4, 32)).shape
         torch.Size([4, 16])
 
     References:
@@ -437,16 +441,13 @@ class BYOLPredictionHead(MLPHead):
         hidden_dim: the hidden width. Default: ``4096``.
         out_dim: the output width. Default: ``256``.
 
-    Shape:
-        - input: :math:`(N, \text{in\_dim})`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import BYOLPredictionHead
+        >>> BYOLPredictionHead().dims
+        (256, 4096, 256)
         >>> BYOLPredictionHead(16, 64, 16)(torch.randn(4, 16)).shape
         torch.Size([4, 16])
 
@@ -478,17 +479,15 @@ class SimSiamProjectionHead(MLPHead):
         hidden_dim: the hidden width. Default: ``None`` (``in_dim``, as SimSiam).
         out_dim: the output width (``dim``). Default: ``2048``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import SimSiamProjectionHead
-        >>> SimSiamProjectionHead(32, out_dim=16)(torch.randn(4, 32)).shape
+        >>> head = SimSiamProjectionHead(32, out_dim=16)
+        >>> head.dims, head[-1].affine
+        ((32, 32, 32, 16), False)
+        >>> head(torch.randn(4, 32)).shape
         torch.Size([4, 16])
 
     References:
@@ -518,17 +517,15 @@ class SimSiamPredictionHead(MLPHead):
         hidden_dim: the bottleneck width (``pred_dim``). Default: ``512``.
         out_dim: the output width. Default: ``2048``.
 
-    Shape:
-        - input: :math:`(N, \text{in\_dim})`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import SimSiamPredictionHead
-        >>> SimSiamPredictionHead(16, 4, 16)(torch.randn(4, 16)).shape
+        >>> head = SimSiamPredictionHead(16, 4, 16)
+        >>> [type(layer).__name__ for layer in head], head[-1].bias is not None
+        (['Linear', 'BatchNorm1d', 'ReLU', 'Linear'], True)
+        >>> head(torch.randn(4, 16)).shape
         torch.Size([4, 16])
 
     References:
@@ -553,17 +550,15 @@ class BarlowTwinsProjectionHead(MLPHead):
         spec: the widths after the input, as ``"8192-8192-8192"`` or a sequence of ints.
             Default: ``"8192-8192-8192"``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, D_L)`.
-
-    Raises:
-        TypeError: if ``in_dim`` is not an ``int`` or ``spec`` is not a string or sequence.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import BarlowTwinsProjectionHead
-        >>> BarlowTwinsProjectionHead(32, "64-64-64")(torch.randn(4, 32)).shape
+        >>> head = BarlowTwinsProjectionHead(32, "64-64-64")
+        >>> head.dims
+        (32, 64, 64, 64)
+        >>> head(torch.randn(4, 32)).shape
         torch.Size([4, 64])
 
     References:
@@ -587,17 +582,15 @@ class VICRegProjectionHead(MLPHead):
         in_dim: the backbone's feature width :math:`D` (2048 for ResNet-50).
         spec: the widths after the input (VICReg's ``--mlp``). Default: ``"8192-8192-8192"``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, D_L)`.
-
-    Raises:
-        TypeError: if ``in_dim`` is not an ``int`` or ``spec`` is not a string or sequence.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
         >>> from sslosses.heads import VICRegProjectionHead
-        >>> VICRegProjectionHead(32, "64-64-64")(torch.randn(4, 32)).shape
+        >>> head = VICRegProjectionHead(32, [64, 64, 64])
+        >>> [layer.bias is not None for layer in head if isinstance(layer, torch.nn.Linear)]
+        [True, True, False]
+        >>> head(torch.randn(4, 32)).shape
         torch.Size([4, 64])
 
     References:
@@ -625,12 +618,7 @@ class SwAVProjectionHead(MLPHead):
         hidden_dim: the hidden width (``hidden_mlp``). Default: ``2048``.
         out_dim: the output width (``feat_dim``). Default: ``128``.
 
-    Shape:
-        - input: :math:`(N, D)`; output: :math:`(N, \text{out\_dim})`.
-
-    Raises:
-        TypeError: if a width is not an ``int``.
-        ValueError: if a width is not positive.
+    Shape and errors: those of :class:`MLPHead`.
 
     Examples:
         >>> import torch
@@ -646,3 +634,138 @@ class SwAVProjectionHead(MLPHead):
 
     def __init__(self, in_dim: int, hidden_dim: int = 2048, out_dim: int = 128) -> None:
         super().__init__([in_dim, hidden_dim, out_dim])
+
+
+class DINOHead(FrozenAtFirst, nn.Module):
+    r"""The DINO projection head: an MLP, L2-normalization, and a weight-normalized layer.
+
+    .. math::
+        h(x) = W \, \frac{u}{\lVert u \rVert_2}, \quad u = \operatorname{MLP}(x), \qquad
+        W_{k} = g_k \frac{V_{k}}{\lVert V_{k} \rVert_2},
+
+    where the MLP has ``n_layers`` linear layers (``in_dim -> hidden_dim -> ... ->
+    bottleneck_dim``, GELU after each but the last, BatchNorm before each GELU if ``use_bn``;
+    a single linear layer for ``n_layers=1``) and the last layer :math:`W` maps the
+    bottleneck to :math:`K` outputs without bias, weight-normalized with
+    :func:`torch.nn.utils.parametrizations.weight_norm` (gain :math:`g` per output, set to 1).
+    With ``norm_last_layer=True`` the gain stays fixed at 1 (it gets no gradient), so every
+    row of :math:`W` has unit norm, as in the official ``DINOHead``. The MLP's linear layers
+    are initialized with ``trunc_normal_(std=0.02)`` and zero bias; the last layer's
+    direction :math:`V` is initialized as :class:`torch.nn.Linear` is (the official code
+    wraps it after applying its initialization).
+
+    DINO keeps the last layer fixed during the first epoch (``--freeze_last_layer 1``) by
+    dropping its gradient after the backward pass and before the optimizer step; here this is
+    :meth:`cancel_gradients_`, counted in steps:
+
+    .. code-block:: python
+
+        loss.backward()
+        head.cancel_gradients_(step)  # drops last_layer's gradient while step < freeze_steps
+        optimizer.step()
+
+    Args:
+        in_dim: the backbone's feature dimension.
+        out_dim: the number of outputs :math:`K`. Default: ``65536`` (``--out_dim``).
+        hidden_dim: the MLP's hidden width. Default: ``2048``.
+        bottleneck_dim: the MLP's output (bottleneck) width. Default: ``256``.
+        n_layers: the number of linear layers of the MLP, ``>= 1``. Default: ``3``.
+        use_bn: BatchNorm in the MLP's hidden layers. Default: ``False``
+            (``--use_bn_in_head``).
+        norm_last_layer: fix the last layer's weight-norm gain at 1. Default: ``True``
+            (``--norm_last_layer``).
+        freeze_steps: the number of initial steps during which :meth:`cancel_gradients_`
+            drops the last layer's gradient. Default: ``0`` (never).
+
+    Shape:
+        - input: :math:`(N, \text{in\_dim})`.
+        - output: :math:`(N, K)`.
+
+    Raises:
+        TypeError: if a dimension, ``n_layers`` or ``freeze_steps`` is not an ``int``, or
+            ``use_bn`` / ``norm_last_layer`` is not a ``bool``.
+        ValueError: if a dimension or ``n_layers`` is not positive or ``freeze_steps < 0``.
+
+    Examples:
+        >>> import torch
+        >>> from sslosses import DINOHead
+        >>> head = DINOHead(16, 100, hidden_dim=32, bottleneck_dim=8, freeze_steps=1)
+        >>> head(torch.randn(4, 16)).shape
+        torch.Size([4, 100])
+        >>> head(torch.randn(4, 16)).sum().backward()
+        >>> head.cancel_gradients_(0), head.last_layer.parametrizations.weight.original1.grad
+        (True, None)
+
+    References:
+        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
+        arXiv:2104.14294, Appendix. Official code: facebookresearch/dino,
+        ``vision_transformer.py`` (``DINOHead``) and ``utils.py``
+        (``cancel_gradients_last_layer``).
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        *,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        n_layers: int = 3,
+        use_bn: bool = False,
+        norm_last_layer: bool = True,
+        freeze_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        self.in_dim = check_positive_int("in_dim", in_dim)
+        self.out_dim = check_positive_int("out_dim", out_dim)
+        self.hidden_dim = check_positive_int("hidden_dim", hidden_dim)
+        self.bottleneck_dim = check_positive_int("bottleneck_dim", bottleneck_dim)
+        self.n_layers = check_positive_int("n_layers", n_layers)
+        self.use_bn = check_bool("use_bn", use_bn)
+        self.norm_last_layer = check_bool("norm_last_layer", norm_last_layer)
+        self.freeze_steps = check_non_negative_int("freeze_steps", freeze_steps)
+
+        self.mlp: nn.Module
+        if self.n_layers == 1:
+            self.mlp = nn.Linear(self.in_dim, self.bottleneck_dim)
+        else:
+            layers: list[nn.Module] = []
+            width = self.in_dim
+            for _ in range(self.n_layers - 1):
+                layers.append(nn.Linear(width, self.hidden_dim))
+                if self.use_bn:
+                    layers.append(nn.BatchNorm1d(self.hidden_dim))
+                layers.append(nn.GELU())
+                width = self.hidden_dim
+            layers.append(nn.Linear(width, self.bottleneck_dim))
+            self.mlp = nn.Sequential(*layers)
+        for module in self.mlp.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        last = nn.Linear(self.bottleneck_dim, self.out_dim, bias=False)
+        self.last_layer = parametrizations.weight_norm(last, name="weight", dim=0)
+        weight = self.last_layer.parametrizations.weight
+        with torch.no_grad():
+            weight.original0.fill_(1.0)  # the gain g: (K, 1)
+        if self.norm_last_layer:
+            weight.original0.requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.mlp(x)  # (N, bottleneck_dim)
+        x = F.normalize(x, dim=-1, p=2)
+        out: Tensor = self.last_layer(x)  # (N, K)
+        return out
+
+    def _frozen_at_first(self) -> Iterable[Tensor]:
+        last: nn.Module = self.last_layer  # its gain g and direction V
+        return last.parameters()
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_dim={self.in_dim}, out_dim={self.out_dim}, hidden_dim={self.hidden_dim}, "
+            f"bottleneck_dim={self.bottleneck_dim}, n_layers={self.n_layers}, "
+            f"use_bn={self.use_bn}, norm_last_layer={self.norm_last_layer}, "
+            f"freeze_steps={self.freeze_steps}"
+        )

@@ -3,12 +3,13 @@ r"""SwAV prototypes: a bias-free linear layer of L2-normalized cluster centres."
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sslosses._autograd import drop_gradients_while_frozen
+from sslosses._autograd import FrozenAtFirst
 from sslosses._numerics import compute_dtype, upcast
 from sslosses._validation import (
     check_non_negative_int,
@@ -20,7 +21,7 @@ from sslosses._validation import (
 __all__ = ["SwAVPrototypes"]
 
 
-class SwAVPrototypes(nn.Module):
+class SwAVPrototypes(FrozenAtFirst, nn.Module):
     r"""The SwAV prototype layer: scores of embeddings against :math:`K` learnable prototypes.
 
     .. math::
@@ -130,24 +131,8 @@ class SwAVPrototypes(nn.Module):
         w = upcast(self.weight, compute_dtype(self.weight))  # (K, D)
         self.weight.copy_(F.normalize(w, dim=1, p=2))
 
-    def cancel_gradients_(self, step: int) -> bool:
-        """Drop the gradient of ``weight`` (set it to ``None``) if ``step < freeze_steps``.
-
-        Call it after ``loss.backward()`` and before ``optimizer.step()``, with the global
-        0-based iteration.
-
-        Args:
-            step: the current training iteration, ``>= 0``.
-
-        Returns:
-            Whether the gradient was dropped.
-
-        Raises:
-            TypeError: if ``step`` is not an ``int``.
-            ValueError: if ``step < 0``.
-        """
-        step = check_non_negative_int("step", step)
-        return drop_gradients_while_frozen(step, self.freeze_steps, [self.weight])
+    def _frozen_at_first(self) -> Iterable[Tensor]:
+        return [self.weight]
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, n_prototypes={self.n_prototypes}, freeze_steps={self.freeze_steps}"

@@ -1,4 +1,4 @@
-"""``EMA``, ``ema_update_`` and ``cosine_schedule``: formula, schedule, buffers, state, errors."""
+"""``EMA`` and ``ema_update_``: formula, schedule, buffers, state, errors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from sslosses.ema import EMA, cosine_schedule, ema_update_
+from sslosses.ema import EMA, ema_update_
+from sslosses.schedules import cosine_schedule
 
 
 def _net(seed: int = 0, dtype: torch.dtype = torch.float64) -> nn.Module:
@@ -32,11 +33,6 @@ def _train_step(model: nn.Module, seed: int) -> None:
             p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
-def _byol_tau(k: int, K: int, base: float) -> float:
-    # BYOL, byol/utils/schedules.py target_ema: 1 - (1 - base) * (cos(pi * k / K) + 1) / 2
-    return 1 - (1 - base) * (math.cos(math.pi * k / K) + 1) / 2
-
-
 def _state_equal(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     if sa.keys() != sb.keys():
@@ -44,58 +40,6 @@ def _state_equal(a: nn.Module, b: nn.Module) -> bool:
     return all(
         torch.equal(sa[k], sb[k]) if isinstance(sa[k], torch.Tensor) else sa[k] == sb[k] for k in sa
     )
-
-
-# ------------------------------------------------------------------------------ cosine_schedule
-@pytest.mark.parametrize("base", [0.99, 0.996, 0.9])
-def test_cosine_schedule_matches_byol_formula(base: float) -> None:
-    K = 1000
-    for k in (0, 1, 250, 500, 999, 1000):
-        assert cosine_schedule(k, K, base, 1.0) == _byol_tau(k, K, base)
-    assert cosine_schedule(0, K, base, 1.0) == base
-    assert cosine_schedule(K, K, base, 1.0) == 1.0
-    assert math.isclose(cosine_schedule(K // 2, K, base, 1.0), (1 + base) / 2, rel_tol=1e-15)
-
-
-@given(
-    k=st.integers(0, 10_000),
-    K=st.integers(1, 10_000),
-    start=st.floats(-10, 10),
-    end=st.floats(-10, 10),
-)
-def test_cosine_schedule_properties(k: int, K: int, start: float, end: float) -> None:
-    v = cosine_schedule(k, K, start, end)
-    assert type(v) is float
-    lo, hi = min(start, end), max(start, end)
-    assert lo - 1e-12 <= v <= hi + 1e-12
-    if k >= K:
-        assert v == end  # clamped after the ramp
-    else:
-        expected = end - (end - start) * (math.cos(math.pi * k / K) + 1) / 2
-        assert v == expected
-    # monotone in k, towards end
-    v_next = cosine_schedule(k + 1, K, start, end)
-    direction = math.copysign(1.0, end - start)
-    assert (v_next - v) * direction >= -1e-13
-
-
-@pytest.mark.parametrize(
-    ("args", "exc", "match"),
-    [
-        ((-1, 10, 0.9, 1.0), ValueError, r"step must be an int >= 0, got -1"),
-        ((1.5, 10, 0.9, 1.0), TypeError, r"step must be an int, got float"),
-        ((True, 10, 0.9, 1.0), TypeError, r"step must be an int, got bool"),
-        ((0, 0, 0.9, 1.0), ValueError, r"total_steps must be an int > 0, got 0"),
-        ((0, -5, 0.9, 1.0), ValueError, r"total_steps must be an int > 0, got -5"),
-        ((0, 10.0, 0.9, 1.0), TypeError, r"total_steps must be an int, got float"),
-        ((0, 10, math.nan, 1.0), ValueError, r"start must be a finite number, got nan"),
-        ((0, 10, 0.9, math.inf), ValueError, r"end must be a finite number, got inf"),
-        ((0, 10, "0.9", 1.0), TypeError, r"start must be a float, got str"),
-    ],
-)
-def test_cosine_schedule_errors(args: tuple[object, ...], exc: type, match: str) -> None:
-    with pytest.raises(exc, match=match):
-        cosine_schedule(*args)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------ ema_update_

@@ -10,13 +10,17 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+import sslosses
+import sslosses.dino
 from sslosses import heads
 from sslosses.heads import (
     BarlowTwinsProjectionHead,
     BYOLPredictionHead,
     BYOLProjectionHead,
+    DINOHead,
     MLPHead,
     MoCoV2ProjectionHead,
     MoCoV3PredictionHead,
@@ -221,7 +225,9 @@ def test_layer_configuration_and_parameter_count_match_the_paper(name: str) -> N
 
 def test_every_public_head_has_a_paper_configuration_test() -> None:
     tested = {cfg[0].__name__ for cfg in PAPER_CONFIGS.values()}
-    public = {n for n in heads.__all__ if n.endswith("Head") and n != "MLPHead"}
+    # DINOHead is not an MLPHead (no flat layer list): its configuration test is
+    # test_dino_head_default_configuration_and_parameter_count below
+    public = {n for n in heads.__all__ if n.endswith("Head") and n not in ("MLPHead", "DINOHead")}
     assert public == tested
 
 
@@ -396,3 +402,94 @@ def test_bad_input() -> None:
         head(torch.randn(4))
     with pytest.raises(TypeError, match=r"input must be a torch.Tensor, got list"):
         head([1.0, 2.0])
+
+
+# -------------------------------------------------------------------------------- DINOHead
+# DINOHead is not an MLPHead: the official module's mlp + L2 normalization + weight-normalized
+# last layer (facebookresearch/dino vision_transformer.py DINOHead), tested here on its own.
+def test_dino_head_is_defined_once_and_exported_where_it_was() -> None:
+    assert DINOHead.__module__ == "sslosses.heads"
+    assert sslosses.DINOHead is DINOHead and sslosses.dino.DINOHead is DINOHead
+
+
+def test_dino_head_default_configuration_and_parameter_count() -> None:
+    head = DINOHead(384)
+    linears = [m for m in head.mlp.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (384, 2048),
+        (2048, 2048),
+        (2048, 256),
+    ]
+    assert [type(m).__name__ for m in head.mlp] == [  # type: ignore[union-attr]
+        "Linear", "GELU", "Linear", "GELU", "Linear"
+    ]  # fmt: skip
+    mlp_params = 384 * 2048 + 2048 + 2048 * 2048 + 2048 + 2048 * 256 + 256
+    last_params = 65536 * 256 + 65536  # direction V and gain g
+    assert sum(p.numel() for p in head.parameters()) == mlp_params + last_params
+    trainable = sum(p.numel() for p in head.parameters() if p.requires_grad)
+    assert trainable == mlp_params + 65536 * 256  # norm_last_layer: the gain is fixed
+    assert head.last_layer.bias is None
+
+
+def test_dino_head_with_bn_and_one_layer() -> None:
+    bn = DINOHead(8, 10, hidden_dim=16, bottleneck_dim=4, n_layers=4, use_bn=True)
+    assert [type(m).__name__ for m in bn.mlp] == [  # type: ignore[union-attr]
+        "Linear", "BatchNorm1d", "GELU", "Linear", "BatchNorm1d", "GELU",
+        "Linear", "BatchNorm1d", "GELU", "Linear",
+    ]  # fmt: skip
+    one = DINOHead(8, 10, bottleneck_dim=4, n_layers=1)
+    assert isinstance(one.mlp, torch.nn.Linear) and one.mlp.out_features == 4
+
+
+def test_dino_head_initialization() -> None:
+    torch.manual_seed(0)
+    head = DINOHead(256, 1000, hidden_dim=512, bottleneck_dim=128)
+    for m in head.mlp.modules():
+        if isinstance(m, torch.nn.Linear):
+            assert m.bias is not None and bool((m.bias == 0).all())
+            assert abs(m.weight.std().item() - 0.02) < 0.002
+            assert m.weight.abs().max().item() <= 2.0  # truncated at [-2, 2]
+    gain = head.last_layer.parametrizations.weight.original0
+    assert gain.shape == (1000, 1) and bool((gain == 1).all()) and not gain.requires_grad
+    # unit-norm rows of the effective last-layer weight
+    torch.testing.assert_close(head.last_layer.weight.norm(dim=1), torch.ones(1000))
+
+
+def test_dino_head_forward_is_the_normalized_bottleneck_times_the_unit_rows() -> None:
+    head = DINOHead(6, 9, hidden_dim=8, bottleneck_dim=5, norm_last_layer=False)
+    assert head.last_layer.parametrizations.weight.original0.requires_grad
+    x = torch.randn(4, 6)
+    u = F.normalize(head.mlp(x), dim=1)
+    v = head.last_layer.parametrizations.weight.original1
+    torch.testing.assert_close(head(x), u @ F.normalize(v, dim=1).T)
+
+
+def test_dino_head_cancel_gradients() -> None:
+    head = DINOHead(6, 9, hidden_dim=8, bottleneck_dim=5, norm_last_layer=False, freeze_steps=2)
+    for step, dropped in [(0, True), (1, True), (2, False), (5, False)]:
+        head.zero_grad(set_to_none=True)
+        head(torch.randn(4, 6)).pow(2).sum().backward()
+        assert head.cancel_gradients_(step) is dropped
+        last = list(head.last_layer.parameters())
+        assert len(last) == 2
+        assert all((p.grad is None) is dropped for p in last)
+        assert all(p.grad is not None for p in head.mlp.parameters())
+    with pytest.raises(ValueError, match=r"step must be an int >= 0, got -1"):
+        head.cancel_gradients_(-1)
+    assert "freeze_steps=2" in repr(head)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"in_dim": 0}, ValueError, r"in_dim must be an int > 0, got 0"),
+        ({"out_dim": 2.0}, TypeError, r"out_dim must be an int, got float"),
+        ({"n_layers": 0}, ValueError, r"n_layers must be an int > 0, got 0"),
+        ({"use_bn": 1}, TypeError, r"use_bn must be a bool, got int"),
+        ({"freeze_steps": -1}, ValueError, r"freeze_steps must be an int >= 0, got -1"),
+    ],
+)
+def test_dino_head_errors(kwargs: dict[str, object], error: type, match: str) -> None:
+    args: dict[str, object] = {"in_dim": 4, "out_dim": 5, "hidden_dim": 6, "bottleneck_dim": 3}
+    with pytest.raises(error, match=match):
+        DINOHead(**{**args, **kwargs})  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from strategies import SEEDS
 from torch import Tensor, nn
 
+import sslosses.multicrop
 import sslosses.transforms.augment as augment_module
 from benchmarks import references
 from sslosses.transforms import (
@@ -631,6 +632,82 @@ def test_multicrop_matches_per_sample_loop(antialias: bool) -> None:
     torch.testing.assert_close(mc(x, generator=gen(4)), out, rtol=0, atol=0)
 
 
+def multicrop_by_public_calls(
+    mc: MultiCrop, images: Tensor, generator: torch.Generator
+) -> list[Tensor]:
+    """``mc(images, generator=generator)`` composed of the public transforms, as it was before
+    ``MultiCrop`` checked its input once (issue 27): the same draws, one
+    ``functional.resized_crop`` per crop size, then each group's ``Augmentation.apply_params``."""
+    x = TF.to_float(images)
+    unbatched = x.dim() == 3
+    x = x.unsqueeze(0) if unbatched else x
+    n, c, h, w = x.shape
+    params = mc.sample_params(n, h, w, generator=generator, device=x.device)
+    sizes = [crop.size for crop in mc.crops]
+    resampled: dict[int, Tensor] = {}
+    for size in dict.fromkeys(sizes):
+        members = [g for g, s in enumerate(sizes) if s == size]
+        boxes = torch.cat([params[g][0].boxes for g in members])
+        flip = torch.cat([params[g][0].flip for g in members])
+        out = TF.resized_crop(x, boxes, size, flip=flip, antialias=mc.antialias)
+        parts = torch.split(out, [mc.crop_counts[g] for g in members])
+        resampled.update(zip(members, parts, strict=True))
+    crops = []
+    for g, (aug, count) in enumerate(zip(mc.augmentations, mc.crop_counts, strict=True)):
+        views = resampled[g].reshape(count * n, c, *sizes[g])
+        out = aug.apply_params(views, params[g][1]).view(count, n, c, *sizes[g])
+        crops.extend(v[0] if unbatched else v for v in out.unbind(0))
+    return crops
+
+
+@pytest.mark.parametrize("antialias", [False, True])
+@pytest.mark.parametrize("kind", ["float64", "uint8", "unbatched", "shared augmentation"])
+def test_multicrop_is_bit_identical_to_the_public_transforms_composed(
+    antialias: bool, kind: str
+) -> None:
+    if kind == "shared augmentation":
+        aug = Augmentation(**FULL, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # type: ignore[arg-type]
+        mc = MultiCrop((10, 10, 6), (2, 1, 3), ((0.4, 1.0), (0.3, 1.0), (0.05, 0.4)),
+                       augmentations=aug, antialias=antialias)  # fmt: skip
+    else:
+        mc = small_multicrop(antialias=antialias)
+    images = rand_images(4, 20, 18, seed=3)
+    if kind == "uint8":
+        images = (images * 255).round().to(torch.uint8)
+    elif kind == "unbatched":
+        images = images[0]
+    ours, theirs = gen(7), gen(7)
+    out = mc(images, generator=ours)
+    ref = multicrop_by_public_calls(mc, images, theirs)
+    assert len(out) == len(ref) == mc.num_crops
+    for o, r in zip(out, ref, strict=True):
+        assert o.dtype == r.dtype and o.shape == r.shape
+        assert torch.equal(o, r)  # bit for bit
+    assert torch.equal(torch.rand(4, generator=ours), torch.rand(4, generator=theirs))
+
+
+def test_transforms_check_and_batch_their_input_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sslosses.transforms._checks as checks
+
+    calls: list[tuple[int, ...]] = []
+    check_images = checks.check_images
+
+    def counting(name: str, value: object) -> Tensor:
+        calls.append(tuple(value.shape))  # type: ignore[attr-defined]
+        return check_images(name, value)
+
+    monkeypatch.setattr(checks, "check_images", counting)
+    x = rand_images(3, 20, 18)
+    for transform in (
+        small_multicrop(),
+        RandomResizedCrop(8),
+        Augmentation(**FULL),  # type: ignore[arg-type]
+    ):
+        calls.clear()
+        transform(x, generator=gen(0))
+        assert calls == [(3, 3, 20, 18)], type(transform).__name__
+
+
 def test_multicrop_shapes_dtype_range() -> None:
     mc = MultiCrop((16, 8), (2, 4), ((0.4, 1.0), (0.05, 0.4)), augmentations=Augmentation(**FULL))  # type: ignore[arg-type]
     u8 = torch.randint(0, 256, (4, 3, 24, 24), dtype=torch.uint8, generator=gen(0))
@@ -698,6 +775,11 @@ class CountingBackbone(nn.Module):
         self.calls.append(x.shape[0])
         out: Tensor = self.net(x)
         return out
+
+
+def test_forward_multicrop_is_defined_model_side_and_exported_by_transforms() -> None:
+    assert forward_multicrop.__module__ == "sslosses.multicrop"
+    assert forward_multicrop is sslosses.multicrop.forward_multicrop
 
 
 def test_forward_multicrop_equals_per_crop_forward() -> None:

@@ -10,7 +10,8 @@ normalization.
   of a batch in one ``grid_sample``.
 - :class:`Augmentation`: colour jitter, grayscale, Gaussian blur, solarization, normalization.
 - :class:`MultiCrop`: groups of crops, each with its own :class:`Augmentation`.
-- :func:`forward_multicrop`: one backbone pass per crop resolution.
+- :func:`forward_multicrop`: one backbone pass per crop resolution (the model side,
+  defined in ``sslosses/multicrop.py``; exported here, next to the crops it takes).
 - Presets: :func:`simclr_transform`, :func:`byol_transform`, :func:`swav_transform`,
   :func:`dino_transform`.
 - :mod:`sslosses.transforms.functional`: the deterministic operations.
@@ -18,6 +19,7 @@ normalization.
 
 from __future__ import annotations
 
+from sslosses.multicrop import forward_multicrop
 from sslosses.transforms import functional
 from sslosses.transforms.augment import (
     IMAGENET_MEAN,
@@ -26,7 +28,7 @@ from sslosses.transforms.augment import (
     AugmentationParams,
 )
 from sslosses.transforms.crop import CropParams, RandomResizedCrop
-from sslosses.transforms.multicrop import MultiCrop, forward_multicrop
+from sslosses.transforms.multicrop import MultiCrop
 from sslosses.transforms.presets import (
     SWAV_STD,
     byol_transform,

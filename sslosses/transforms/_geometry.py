@@ -201,16 +201,25 @@ def resized_crop(
         ``tf.image.resize`` (``antialias=False`` by default).
     """
     x, unbatched = as_batch("images", images)
-    n, c, H, W = x.shape
-    h_out, w_out = check_size("size", size)
+    size = check_size("size", size)
     check_bool("antialias", antialias)
+    check_crop_params(boxes, flip, x.shape[0])
+    single = boxes.dim() == 2
+    out = resize_crops(
+        x, boxes.unsqueeze(0) if single else boxes, size, flip=flip, antialias=antialias
+    )  # (V, N, C, h, w)
+    if single:
+        out = out.squeeze(0)
+        return out.squeeze(0) if unbatched else out
+    return out.squeeze(1) if unbatched else out
+
+
+def check_crop_params(boxes: object, flip: object, n: int) -> None:
+    """Check the types and shapes of ``boxes`` and ``flip`` (:func:`resized_crop`), ``n`` images."""
     if not isinstance(boxes, Tensor):
         raise TypeError(f"boxes must be a torch.Tensor, got {type(boxes).__name__}")
     if boxes.dim() not in (2, 3) or tuple(boxes.shape[-2:]) != (n, 4):
         raise ValueError(f"boxes must have shape ({n}, 4) or (V, {n}, 4), got {tuple(boxes.shape)}")
-    single = boxes.dim() == 2
-    b = (boxes.unsqueeze(0) if single else boxes).to(device=x.device, dtype=x.dtype)  # (V, N, 4)
-    v = b.shape[0]
     if flip is not None:
         if not isinstance(flip, Tensor):
             raise TypeError(f"flip must be a torch.Tensor or None, got {type(flip).__name__}")
@@ -221,15 +230,27 @@ def resized_crop(
                 f"flip must have shape {tuple(boxes.shape[:-1])} to match boxes, "
                 f"got {tuple(flip.shape)}"
             )
+
+
+def resize_crops(
+    x: Tensor, boxes: Tensor, size: tuple[int, int], *, flip: Tensor | None, antialias: bool
+) -> Tensor:
+    """:func:`resized_crop` of a checked batch: the ``(V, N, C, h, w)`` crops of ``x``.
+
+    ``x`` is a float ``(N, C, H, W)`` batch (from ``as_batch``), ``boxes`` ``(V, N, 4)`` and
+    ``flip`` ``V * N`` flags or ``None`` have passed ``check_crop_params`` and ``size`` is
+    checked; only the boxes' values are checked here (inside the image, with ``antialias``).
+    The transforms call it on a batch they have checked once.
+    """
+    n, c, H, W = x.shape
+    h_out, w_out = size
+    b = boxes.to(device=x.device, dtype=x.dtype)  # (V, N, 4)
+    v = b.shape[0]
     top, left, ch, cw = b.unbind(dim=-1)  # (V, N) each
     if antialias:
         _check_boxes_inside(b, H, W)  # the antialias path indexes rows directly
     if antialias and n > 0 and bool(((ch > h_out) | (cw > w_out)).any()):
-        out = _resized_crop_antialias(x, boxes.reshape(v, n, 4), (h_out, w_out), flip)
-        if single:
-            out = out.squeeze(0)
-            return out.squeeze(0) if unbatched else out
-        return out.squeeze(1) if unbatched else out
+        return _resized_crop_antialias(x, boxes.reshape(v, n, 4), (h_out, w_out), flip)
     gx = _sample_positions(left, cw, w_out, W)  # (V, N, w)
     gy = _sample_positions(top, ch, h_out, H)  # (V, N, h)
     if flip is not None:
@@ -255,10 +276,7 @@ def resized_crop(
             align_corners=False,
         )  # (n', C, h, V*w)
         out[:, start:stop].copy_(part.view(-1, c, h_out, v, w_out).permute(3, 0, 1, 2, 4))
-    if single:
-        out = out.squeeze(0)
-        return out.squeeze(0) if unbatched else out
-    return out.squeeze(1) if unbatched else out
+    return out
 
 
 def _sample_positions(start: Tensor, length: Tensor, out: int, full: int) -> Tensor:

@@ -304,25 +304,40 @@ class Augmentation(nn.Module):
         Returns:
             The augmented images, float32 (float64 for float64 input).
         """
-        return self._apply_params(images, params, owned=False)
-
-    def _apply_params(self, images: Tensor, params: AugmentationParams, *, owned: bool) -> Tensor:
-        """:meth:`apply_params`; ``owned``: ``images`` is a private buffer that may be modified."""
         x, unbatched = as_batch("images", images)
-        # a converted (uint8 / half) input is a new buffer too
-        owned = owned or x.data_ptr() != images.data_ptr()
-        n, c = x.shape[:2]
+        # a converted (uint8 / half) input is a new buffer, which may be modified
+        owned = x.data_ptr() != images.data_ptr()
+        self._check_params(params, x.shape[0])
+        self._check_input(x.shape[1])
+        out = self._apply_batch(x, params, owned=owned)
+        return out.squeeze(0) if unbatched else out
+
+    def _check_params(self, params: object, n: int) -> None:
+        """Raise unless ``params`` is an :class:`AugmentationParams` for ``n`` images."""
         if not isinstance(params, AugmentationParams):
             raise TypeError(f"params must be an AugmentationParams, got {type(params).__name__}")
         if params.jitter.shape != (n,):
             raise ValueError(
                 f"params are for {tuple(params.jitter.shape)} images, images have N={n}"
             )
+
+    def _check_input(self, c: int) -> None:
+        """Raise unless the pipeline can run on ``c``-channel images (colour operations, mean)."""
         self._check_channels(c)
         if self.mean is not None and len(self.mean) != c:
             raise ValueError(
                 f"mean and std must have one entry per channel ({c}), got {len(self.mean)}"
             )
+
+    def _apply_batch(self, x: Tensor, params: AugmentationParams, *, owned: bool) -> Tensor:
+        """The pipeline on a checked batch: no checks, the callers' path.
+
+        ``x`` is a float ``(N, C, H, W)`` batch (from ``as_batch``) that passed
+        :meth:`_check_input`, ``params`` passed :meth:`_check_params`; ``owned``: ``x`` is a
+        private buffer that may be modified in place. :meth:`forward`, :meth:`apply_params` and
+        :class:`MultiCrop` (on its resampled crops) check once and call this.
+        """
+        n, c = x.shape[:2]
         p = AugmentationParams(*(t.to(x.device) for t in params))
         if self._jitter_on:
             if self.jitter_order == "random" and _subset_rows(x.device):
@@ -353,7 +368,7 @@ class Augmentation(nn.Module):
             x = torch.where(mask, 1.0 - x, x)
         if self.mean is not None and self.std is not None:
             x = _color.normalize_batch(x, self.mean, self.std, inplace=owned)
-        return x.squeeze(0) if unbatched else x
+        return x
 
     def _check_channels(self, c: int) -> None:
         """Raise if the enabled colour operations cannot run on ``c``-channel images."""
@@ -453,7 +468,8 @@ class Augmentation(nn.Module):
         """
         x, unbatched = as_batch("images", images)
         params = self.sample_params(x.shape[0], generator=generator, device=x.device)
-        out = self.apply_params(x, params)
+        self._check_input(x.shape[1])
+        out = self._apply_batch(x, params, owned=False)
         return out.squeeze(0) if unbatched else out
 
     def extra_repr(self) -> str:

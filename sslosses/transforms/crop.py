@@ -20,6 +20,7 @@ from sslosses._validation import (
 )
 from sslosses.transforms import functional as TF
 from sslosses.transforms._checks import as_batch, random_devices
+from sslosses.transforms._geometry import resize_crops
 from sslosses.typing import Size
 
 __all__ = ["CropParams", "RandomResizedCrop"]
@@ -151,10 +152,8 @@ class RandomResizedCrop(nn.Module):
         x, unbatched = as_batch("images", images)
         n, _, h, w = x.shape
         params = self.sample_params(n, h, w, generator=generator, device=x.device)
-        out = TF.resized_crop(
-            x, params.boxes[0], self.size, flip=params.flip[0], antialias=self.antialias
-        )
-        return out.squeeze(0) if unbatched else out
+        out = resize_crops(x, params.boxes, self.size, flip=params.flip, antialias=self.antialias)
+        return out[0, 0] if unbatched else out[0]  # (V = 1, N, C, h, w)
 
     def extra_repr(self) -> str:
         return (

@@ -1,8 +1,12 @@
-"""Multi-crop: several groups of random resized crops, each with its own augmentation pipeline."""
+"""Multi-crop: several groups of random resized crops, each with its own augmentation pipeline.
+
+The model side, running a backbone once per crop resolution, is
+:func:`~sslosses.transforms.forward_multicrop` (defined in ``sslosses/multicrop.py``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -12,23 +16,16 @@ from sslosses._validation import (
     check_generator,
     check_positive_int,
     check_range,
+    check_sequence,
     check_size,
 )
-from sslosses.transforms import functional as TF
 from sslosses.transforms._checks import as_batch
+from sslosses.transforms._geometry import check_crop_params, resize_crops
 from sslosses.transforms.augment import Augmentation, AugmentationParams
 from sslosses.transforms.crop import CropParams, RandomResizedCrop
 from sslosses.typing import Size
 
-__all__ = ["MultiCrop", "forward_multicrop"]
-
-
-def _sequence(name: str, value: object) -> Sequence[object]:
-    if not isinstance(value, (tuple, list)):
-        raise TypeError(f"{name} must be a list or tuple, got {type(value).__name__}")
-    if len(value) == 0:
-        raise ValueError(f"{name} must not be empty")
-    return value
+__all__ = ["MultiCrop"]
 
 
 class MultiCrop(nn.Module):
@@ -41,7 +38,8 @@ class MultiCrop(nn.Module):
     together (:func:`~sslosses.transforms.functional.resized_crop`, batched
     antialiased resize by default, or :func:`torch.nn.functional.grid_sample` calls over chunks
     of images with ``antialias=False``); each group's pixel
-    pipeline runs once on all its crops, in place on the resampled buffer. Called on
+    pipeline runs once on all its crops, in place on the resampled buffer. The images are
+    checked and converted to floating point once per call, not again per group. Called on
     ``(N, C, H, W)`` images it returns a list of :math:`V = \sum_g` ``crop_counts[g]``
     tensors ``(N, C, h_g, w_g)``, in group order (put the global crops first, as the losses
     expect); on ``(C, H, W)`` it returns ``(C, h_g, w_g)`` crops, so it also works as a
@@ -103,9 +101,9 @@ class MultiCrop(nn.Module):
         antialias: bool = True,
     ) -> None:
         super().__init__()
-        sizes = _sequence("crop_sizes", crop_sizes)
-        counts = _sequence("crop_counts", crop_counts)
-        scales = _sequence("crop_scales", crop_scales)
+        sizes = check_sequence("crop_sizes", crop_sizes)
+        counts = check_sequence("crop_counts", crop_counts)
+        scales = check_sequence("crop_scales", crop_scales)
         if not len(sizes) == len(counts) == len(scales):
             raise ValueError(
                 "crop_sizes, crop_counts and crop_scales must have the same length, got "
@@ -118,7 +116,7 @@ class MultiCrop(nn.Module):
         elif isinstance(augmentations, Augmentation):
             augs = [augmentations] * groups
         else:
-            seq = _sequence("augmentations", augmentations)
+            seq = check_sequence("augmentations", augmentations)
             if len(seq) != groups:
                 raise ValueError(
                     f"augmentations must have one entry per crop group ({groups}), got {len(seq)}"
@@ -188,7 +186,6 @@ class MultiCrop(nn.Module):
     ) -> list[Tensor]:
         """Make the crops described by ``params`` (deterministic); see :meth:`forward`."""
         x, unbatched = as_batch("images", images)
-        n, c = x.shape[:2]
         groups = self._groups()
         if not isinstance(params, (list, tuple)):
             raise TypeError(
@@ -200,28 +197,8 @@ class MultiCrop(nn.Module):
                 f"params must hold one (CropParams, AugmentationParams) pair per group "
                 f"({len(groups)}), got {len(params)}"
             )
-        # one resampling (resized_crop) per distinct output size
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for g, (crop, _, _) in enumerate(groups):
-            by_size.setdefault(crop.size, []).append(g)
-        resampled: dict[int, Tensor] = {}
-        for size, members in by_size.items():
-            boxes = torch.cat([params[g][0].boxes for g in members])  # (sum V, N, 4)
-            flip = torch.cat([params[g][0].flip for g in members])  # (sum V, N)
-            out = TF.resized_crop(
-                x, boxes, size, flip=flip, antialias=self.antialias
-            )  # (sum V, N, C, h, w)
-            parts = torch.split(out, [groups[g][2] for g in members])
-            for g, part in zip(members, parts, strict=True):
-                resampled[g] = part
-        result: list[Tensor] = []
-        for g, (crop, aug, count) in enumerate(groups):
-            h, w = crop.size
-            views = resampled[g].reshape(count * n, c, h, w)
-            # the resampled crops are private buffers: augment them in place
-            views = aug._apply_params(views, params[g][1], owned=True).view(count, n, c, h, w)
-            result.extend(v.squeeze(0) if unbatched else v for v in views.unbind(0))
-        return result
+        out = self._crops(x, params, check_params=True)
+        return [o.squeeze(0) for o in out] if unbatched else out
 
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> list[Tensor]:
         """Make all crops of every image.
@@ -236,83 +213,56 @@ class MultiCrop(nn.Module):
         x, unbatched = as_batch("images", images)
         n, _, h, w = x.shape
         params = self.sample_params(n, h, w, generator=generator, device=x.device)
-        out = self.apply_params(x, params)
+        out = self._crops(x, params, check_params=False)
         return [o.squeeze(0) for o in out] if unbatched else out
+
+    def _crops(
+        self,
+        x: Tensor,
+        params: Sequence[tuple[CropParams, AugmentationParams]],
+        *,
+        check_params: bool,
+    ) -> list[Tensor]:
+        """The crops of ``x``, a batch checked once by the caller (``as_batch``).
+
+        The crops and augmentations get the batch through their unchecked paths
+        (``resize_crops``, ``Augmentation._apply_batch``); each augmentation checks the channels
+        once. ``check_params``: ``params`` come from a caller (:meth:`apply_params`) and are
+        checked as :func:`~sslosses.transforms.functional.resized_crop` and
+        :meth:`Augmentation.apply_params` check them; :meth:`forward` drew them itself.
+        """
+        n, c = x.shape[:2]
+        groups = self._groups()
+        # one resampling (resize_crops) per distinct output size
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for g, (crop, _, _) in enumerate(groups):
+            by_size.setdefault(crop.size, []).append(g)
+        resampled: dict[int, Tensor] = {}
+        for size, members in by_size.items():
+            boxes = torch.cat([params[g][0].boxes for g in members])  # (sum V, N, 4)
+            flip = torch.cat([params[g][0].flip for g in members])  # (sum V, N)
+            if check_params:
+                check_crop_params(boxes, flip, n)
+            out = resize_crops(
+                x, boxes, size, flip=flip, antialias=self.antialias
+            )  # (sum V, N, C, h, w)
+            parts = torch.split(out, [groups[g][2] for g in members])
+            for g, part in zip(members, parts, strict=True):
+                resampled[g] = part
+        result: list[Tensor] = []
+        checked: list[Augmentation] = []  # an augmentation shared by the groups is checked once
+        for g, (crop, aug, count) in enumerate(groups):
+            h, w = crop.size
+            if check_params:
+                aug._check_params(params[g][1], count * n)
+            if not any(a is aug for a in checked):
+                aug._check_input(c)
+                checked.append(aug)
+            views = resampled[g].reshape(count * n, c, h, w)
+            # the resampled crops are private buffers: augment them in place
+            views = aug._apply_batch(views, params[g][1], owned=True).view(count, n, c, h, w)
+            result.extend(views.unbind(0))
+        return result
 
     def extra_repr(self) -> str:
         return f"crop_counts={self.crop_counts}, antialias={self.antialias}"
-
-
-def forward_multicrop(
-    backbone: Callable[[Tensor], Tensor], crops: Sequence[Tensor]
-) -> list[Tensor]:
-    r"""Run ``backbone`` once per run of same-resolution crops; outputs in crop order.
-
-    Consecutive crops with the same shape (apart from the batch size), dtype and device are
-    concatenated along the batch and passed through ``backbone`` together, and the output is
-    split back, as DINO's ``MultiCropWrapper`` does: with 2 global and 8 local crops that is two
-    forward passes instead of ten. Layers that use batch statistics (BatchNorm in training
-    mode) see the whole concatenated run, as in DINO.
-
-    Args:
-        backbone: a callable mapping a batch ``(B, ...)`` to a tensor with ``B`` rows.
-        crops: the crops, e.g. from :class:`MultiCrop`.
-
-    Shape:
-        - crops: :math:`V` tensors :math:`(N_v, C, h_v, w_v)`.
-        - output: :math:`V` tensors :math:`(N_v, \dots)`, ``output[v] == backbone(crops[v])``
-          up to batch-dependent layers and floating-point rounding.
-
-    Returns:
-        The list of outputs, one per crop.
-
-    Raises:
-        TypeError: if ``crops`` is not a sequence of tensors or ``backbone`` does not return a
-            tensor.
-        ValueError: if ``crops`` is empty or the output has the wrong batch size.
-
-    Examples:
-        >>> import torch
-        >>> from sslosses.transforms import forward_multicrop
-        >>> backbone = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-        >>> crops = [torch.rand(4, 3, 32, 32)] * 2 + [torch.rand(4, 3, 16, 16)] * 6
-        >>> outputs = forward_multicrop(backbone, crops)
-        >>> len(outputs), tuple(outputs[0].shape)
-        (8, (4, 3))
-
-    References:
-        Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO), ICCV
-        2021, arXiv:2104.14294; facebookresearch/dino ``utils.py`` (``MultiCropWrapper``).
-    """
-    if not callable(backbone):
-        raise TypeError(f"backbone must be callable, got {type(backbone).__name__}")
-    seq = _sequence("crops", crops)
-    for i, crop in enumerate(seq):
-        if not isinstance(crop, Tensor):
-            raise TypeError(f"crops[{i}] must be a torch.Tensor, got {type(crop).__name__}")
-        if crop.dim() < 1:
-            raise ValueError(f"crops[{i}] must have a batch dimension, got a 0-D tensor")
-    tensors: list[Tensor] = list(seq)  # type: ignore[arg-type]
-
-    def key(t: Tensor) -> tuple[object, ...]:
-        return (tuple(t.shape[1:]), t.dtype, t.device)
-
-    outputs: list[Tensor] = []
-    start = 0
-    while start < len(tensors):
-        end = start + 1
-        while end < len(tensors) and key(tensors[end]) == key(tensors[start]):
-            end += 1
-        run = tensors[start:end]
-        batch = run[0] if len(run) == 1 else torch.cat(run)
-        out = backbone(batch)
-        if not isinstance(out, Tensor):
-            raise TypeError(f"backbone must return a torch.Tensor, got {type(out).__name__}")
-        if out.dim() < 1 or out.shape[0] != batch.shape[0]:
-            raise ValueError(
-                f"backbone must return one row per input ({batch.shape[0]}), "
-                f"got shape {tuple(out.shape)}"
-            )
-        outputs.extend(torch.split(out, [t.shape[0] for t in run]))
-        start = end
-    return outputs
