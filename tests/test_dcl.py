@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from helpers import assert_all_close, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS, embeddings, positive_scales
@@ -29,19 +30,6 @@ def _pair(n: int, d: int, *, seed: int = 0, dtype: torch.dtype = F64):
     return (torch.randn(n, d, generator=gen, dtype=F64).to(dtype) for _ in range(2))
 
 
-def _value_and_grads(fn: Any, a: torch.Tensor, b: torch.Tensor):
-    a = a.detach().clone().requires_grad_(True)
-    b = b.detach().clone().requires_grad_(True)
-    loss = fn(a, b)
-    ga, gb = torch.autograd.grad(loss.sum(), [a, b])
-    return loss.detach(), ga, gb
-
-
-def _close(xs: Any, ys: Any, **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
-
-
 def _loss(sigma: float | None) -> Any:
     """``dcl_loss`` (``sigma=None``) or ``dclw_loss`` at ``sigma``, with the same keywords."""
     if sigma is None:
@@ -53,21 +41,21 @@ def _loss(sigma: float | None) -> Any:
 @given(embeddings(min_n=2, max_n=12), TEMPERATURES, CHUNKS)
 def test_dcl_matches_reference(views, temperature: float, chunk_size: int | None) -> None:
     a, b = views
-    ours = _value_and_grads(
+    ours = value_and_grads(
         lambda x, y: dcl_loss(x, y, temperature=temperature, chunk_size=chunk_size), a, b
     )
-    _close(ours, _value_and_grads(lambda x, y: dcl(x, y, temperature), a, b))
+    assert_all_close(ours, value_and_grads(lambda x, y: dcl(x, y, temperature), a, b), **TOL)
 
 
 @given(embeddings(min_n=2, max_n=12), TEMPERATURES, SIGMAS, CHUNKS)
 def test_dclw_matches_reference(views, temperature: float, sigma: float, chunk_size) -> None:
     a, b = views
-    ours = _value_and_grads(
+    ours = value_and_grads(
         lambda x, y: dclw_loss(x, y, temperature=temperature, sigma=sigma, chunk_size=chunk_size),
         a,
         b,
     )
-    _close(ours, _value_and_grads(lambda x, y: dcl(x, y, temperature, sigma), a, b))
+    assert_all_close(ours, value_and_grads(lambda x, y: dcl(x, y, temperature, sigma), a, b), **TOL)
 
 
 @given(embeddings(min_n=2, max_n=12, scale=5.0), TEMPERATURES, st.integers(1, 20), st.booleans())
@@ -81,7 +69,9 @@ def test_blockwise_equals_plain(views, temperature: float, chunk_size: int, norm
                 x, y, temperature=temperature, normalize=normalize, chunk_size=chunk
             )
 
-        _close(_value_and_grads(loss(chunk_size), a, b), _value_and_grads(loss(None), a, b))
+        assert_all_close(
+            value_and_grads(loss(chunk_size), a, b), value_and_grads(loss(None), a, b), **TOL
+        )
 
 
 # DCLW's weights are constants of the loss (not differentiated), so finite differences, which
@@ -105,7 +95,7 @@ def test_double_backward_matches_reference() -> None:
     for fn in (lambda x, y: dclw_loss(x, y, chunk_size=2), lambda x, y: dcl(x, y, 0.1, 0.5)):
         ga, gb = torch.autograd.grad(fn(a, b), [a, b], create_graph=True)
         penalties.append(torch.autograd.grad(ga.square().sum() + gb.square().sum(), [a, b]))
-    _close(penalties[0], penalties[1], rtol=1e-8, atol=1e-8)
+    assert_all_close(penalties[0], penalties[1], rtol=1e-8, atol=1e-8)
 
 
 # ---------------------------------------------------------------- relation to NT-Xent
@@ -146,9 +136,10 @@ def test_dclw_minus_dcl_is_the_weighted_positive(views, sigma: float) -> None:
 def test_dclw_equals_dcl_when_every_pair_is_equally_similar() -> None:
     a, _ = _pair(6, 4)
     for b in (a, 2 * a):  # all cosines 1: every weight is 1
-        _close(
-            _value_and_grads(lambda x, y: dclw_loss(x, y, sigma=0.2), a, b),
-            _value_and_grads(dcl_loss, a, b),
+        assert_all_close(
+            value_and_grads(lambda x, y: dclw_loss(x, y, sigma=0.2), a, b),
+            value_and_grads(dcl_loss, a, b),
+            **TOL,
         )
 
 
@@ -161,7 +152,7 @@ def test_dclw_weights_are_not_differentiated() -> None:
         weighted = dcl_loss(x, y, reduction="none") - (w - 1) * (u * v).sum(1) / 0.1
         return weighted.mean()
 
-    _close(_value_and_grads(dclw_loss, a, b), _value_and_grads(frozen, a, b))
+    assert_all_close(value_and_grads(dclw_loss, a, b), value_and_grads(frozen, a, b), **TOL)
 
 
 # ---------------------------------------------------------------- invariants
@@ -377,7 +368,7 @@ def _dist_case(rank: int, world: int) -> list[Any]:
             value = fn(x, y, gather_distributed=True, **kw)
             return value * _weights(rows) if kw["reduction"] == "none" else value
 
-        out.append(_value_and_grads(loss, a_all[rows], b_all[rows]))
+        out.append(value_and_grads(loss, a_all[rows], b_all[rows]))
     return out
 
 
@@ -390,7 +381,7 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
         fn = _loss(sigma)
         what = f"sigma={sigma}, {reduction}, chunk_size={chunk_size}"
         if reduction == "none":
-            value, ga, gb = _value_and_grads(
+            value, ga, gb = value_and_grads(
                 lambda x, y, f=fn: (
                     f(x, y, temperature=0.3, reduction="none") * _weights(slice(0, sum(sizes)))
                 ),
@@ -400,7 +391,7 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
             torch.testing.assert_close(torch.cat([r[i][0] for r in results]), value, **TOL)
             scale = 1
         else:
-            value, ga, gb = _value_and_grads(
+            value, ga, gb = value_and_grads(
                 lambda x, y, f=fn, red=reduction: f(x, y, temperature=0.3, reduction=red), a, b
             )
             mean = torch.stack([r[i][0] for r in results]).mean()

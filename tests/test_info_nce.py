@@ -1,4 +1,5 @@
-"""InfoNCE (MoCo v1/v2/v3): references, invariants, blockwise path, distributed, errors."""
+"""InfoNCE (MoCo v1/v2/v3): references, invariants, blockwise path, distributed, errors (the
+in-batch check against MoCo v3, shared with NT-Xent: ``test_contrastive_pairs.py``)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from helpers import assert_all_close, assert_reductions, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS, embeddings, positive_scales
 
-from benchmarks.references import moco_v2, moco_v3
+from benchmarks.references import moco_v2
 from sslosses.info_nce import InfoNCELoss, info_nce
 
 F64 = torch.float64
+TOL = {"atol": 1e-10, "rtol": 1e-9}
 TEMPERATURES = st.floats(min_value=0.05, max_value=2.0)
 CHUNKS = st.none() | st.integers(min_value=1, max_value=20)
 MODES = {  # name -> (in_batch_negatives, uses queue negatives)
@@ -41,34 +44,13 @@ def _oracle(q, k, negatives, temperature: float, in_batch: bool) -> torch.Tensor
     return F.cross_entropy(logits, labels, reduction="none")
 
 
-def _value_and_grads(fn, *tensors: torch.Tensor):
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    loss = fn(*leaves)
-    grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
-    return (loss.detach(), *grads)
-
-
-def _assert_close_all(xs, ys, atol: float = 1e-10, rtol: float = 1e-9) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, atol=atol, rtol=rtol)
-
-
 # ---------------------------------------------------------------- references and exactness
-@given(embeddings(min_n=2, max_n=12), TEMPERATURES, CHUNKS)
-def test_in_batch_matches_moco_v3(views, temperature: float, chunk_size: int | None) -> None:
-    q, k = views
-    ours = _value_and_grads(
-        lambda x, y: info_nce(x, y, temperature=temperature, chunk_size=chunk_size), q, k
-    )
-    ref = _value_and_grads(lambda x, y: moco_v3(x, y, temperature), q, k)
-    _assert_close_all(ours, ref)
-
-
+# In-batch negatives against MoCo v3: test_contrastive_pairs.py (shared with NT-Xent)
 @given(embeddings(min_n=1, max_n=12, count=3), TEMPERATURES, CHUNKS)
 def test_queue_only_matches_moco_v2(views, temperature: float, chunk_size: int | None) -> None:
     q, k, queue = views
     queue = F.normalize(queue, dim=1)  # MoCo's queue holds normalized keys
-    ours = _value_and_grads(
+    ours = value_and_grads(
         lambda x, y: info_nce(
             x,
             y,
@@ -80,9 +62,9 @@ def test_queue_only_matches_moco_v2(views, temperature: float, chunk_size: int |
         q,
         k,
     )
-    ref = _value_and_grads(lambda x, y: moco_v2(x, y, queue.T, temperature), q, k)
+    ref = value_and_grads(lambda x, y: moco_v2(x, y, queue.T, temperature), q, k)
     # moco_v2 detaches the key: compare the value and the gradient w.r.t. the query
-    _assert_close_all(ours[:2], ref[:2])
+    assert_all_close(ours[:2], ref[:2], **TOL)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -106,7 +88,7 @@ def test_matches_oracle_in_every_mode(mode: str, views, temperature, chunk_size)
         return _oracle(x, y, z if queue else None, temperature, in_batch).sum()
 
     # gradients w.r.t. query, key (not detached) and negatives
-    _assert_close_all(_value_and_grads(ours, q, k, u), _value_and_grads(oracle, q, k, u))
+    assert_all_close(value_and_grads(ours, q, k, u), value_and_grads(oracle, q, k, u), **TOL)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -126,8 +108,8 @@ def test_blockwise_equals_plain_unnormalized(mode: str, views, chunk_size: int) 
             chunk_size=chunk,
         )
 
-    _assert_close_all(
-        _value_and_grads(loss(chunk_size), q, k, u), _value_and_grads(loss(None), q, k, u)
+    assert_all_close(
+        value_and_grads(loss(chunk_size), q, k, u), value_and_grads(loss(None), q, k, u), **TOL
     )
 
 
@@ -240,13 +222,7 @@ def test_reductions(mode: str) -> None:
     in_batch, queue = MODES[mode]
     q, k, u = _inputs(6, 4)
     kwargs = {"negatives": u if queue else None, "in_batch_negatives": in_batch}
-    none = info_nce(q, k, reduction="none", **kwargs)
-    mean = info_nce(q, k, **kwargs)
-    total = info_nce(q, k, reduction="sum", **kwargs)
-    assert none.shape == (6,)
-    assert mean.shape == () and total.shape == ()
-    torch.testing.assert_close(none.mean(), mean)
-    torch.testing.assert_close(none.sum(), total)
+    none = assert_reductions(lambda r: info_nce(q, k, reduction=r, **kwargs), 6)
     assert bool((none > 0).all())
 
 
@@ -403,7 +379,7 @@ def _single(sizes: list[int], mode: str, reduction: str):
     def fn(q, k, u):
         return info_nce(q, k, negatives=u if queue else None, **_kwargs(mode, reduction, None))
 
-    return _value_and_grads(fn, q, k, u)
+    return value_and_grads(fn, q, k, u)
 
 
 @pytest.mark.parametrize("mode", list(MODES))

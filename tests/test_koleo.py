@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import assert_all_close, assert_ranks_match_single_process, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS, embeddings, positive_scales
@@ -26,32 +27,20 @@ def _rows(n: int, d: int, *, seed: int = 0, dtype: torch.dtype = F64) -> torch.T
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
-def _value_and_grad(fn: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    leaf = x.detach().clone().requires_grad_(True)
-    out = fn(leaf)
-    (grad,) = torch.autograd.grad(out.sum(), [leaf])
-    return out.detach(), grad
-
-
-def _close(xs: tuple[torch.Tensor, ...], ys: tuple[torch.Tensor, ...], **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
-
-
 # ---------------------------------------------------------------- reference and exactness
 @given(embeddings(min_n=2, max_n=12, min_d=2, count=1), CHUNKS)
 def test_matches_dinov2_reference(rows: tuple[torch.Tensor], chunk_size: int | None) -> None:
     (x,) = rows
-    ours = _value_and_grad(lambda t: koleo_loss(t, chunk_size=chunk_size), x)
-    _close(ours, _value_and_grad(koleo, x))
+    ours = value_and_grads(lambda t: koleo_loss(t, chunk_size=chunk_size), x)
+    assert_all_close(ours, value_and_grads(koleo, x), **TOL)
 
 
 @pytest.mark.parametrize("eps", [1e-3, 0.1])
 def test_matches_reference_at_other_eps(eps: float) -> None:
     x = _rows(9, 4)
     x[4] = x[1]  # a duplicate: the distance is eps * sqrt(D), where eps matters most
-    ours = _value_and_grad(lambda t: koleo_loss(t, eps=eps), x)
-    _close(ours, _value_and_grad(lambda t: koleo(t, eps=eps, pairwise_eps=eps), x))
+    ours = value_and_grads(lambda t: koleo_loss(t, eps=eps), x)
+    assert_all_close(ours, value_and_grads(lambda t: koleo(t, eps=eps, pairwise_eps=eps), x), **TOL)
 
 
 def test_gradient_reaches_the_neighbour() -> None:
@@ -69,13 +58,13 @@ def test_gradient_reaches_the_neighbour() -> None:
 def test_chunked_equals_plain(chunk_size: int) -> None:
     x = 2 * _rows(13, 6, seed=2)
     for reduction in ("mean", "sum", "none"):
-        plain = _value_and_grad(
+        plain = value_and_grads(
             lambda t, r=reduction: koleo_loss(t, reduction=r, chunk_size=None), x
         )
-        chunked = _value_and_grad(
+        chunked = value_and_grads(
             lambda t, r=reduction: koleo_loss(t, reduction=r, chunk_size=chunk_size), x
         )
-        _close(chunked, plain, rtol=0.0, atol=0.0)  # the same neighbours: the same bits
+        assert_all_close(chunked, plain, rtol=0.0, atol=0.0)  # the same neighbours: the same bits
 
 
 @given(embeddings(min_n=2, max_n=30, count=1), st.integers(1, 31), SEEDS)
@@ -108,7 +97,7 @@ def test_duplicates_are_finite_and_take_the_lowest_index(chunk_size: int | None)
     z = torch.nn.functional.normalize(x, dim=1)
     assert torch.equal(z[4], z[2]) and torch.equal(z[5], z[2])
     assert _nearest_neighbours(z, z, 0, chunk_size)[[2, 4, 5]].tolist() == [4, 2, 2]
-    loss, grad = _value_and_grad(
+    loss, grad = value_and_grads(
         lambda t: koleo_loss(t, reduction="none", chunk_size=chunk_size), x
     )
     bound = -math.log(eps * math.sqrt(4) + eps)  # distance eps * sqrt(D)
@@ -116,8 +105,8 @@ def test_duplicates_are_finite_and_take_the_lowest_index(chunk_size: int | None)
     assert bool(torch.isfinite(grad).all())
     assert bool((loss <= -math.log(eps)).all())
     # the original takes the same (first) neighbour among the duplicates: same value, gradient
-    ours = _value_and_grad(lambda t: koleo_loss(t, chunk_size=chunk_size), x)
-    _close(ours, _value_and_grad(koleo, x))
+    ours = value_and_grads(lambda t: koleo_loss(t, chunk_size=chunk_size), x)
+    assert_all_close(ours, value_and_grads(koleo, x), **TOL)
 
 
 def test_all_rows_equal_give_minus_log_eps_sqrt_d() -> None:
@@ -285,9 +274,9 @@ def _dist_case(rank: int, world: int) -> list[tuple[torch.Tensor, torch.Tensor]]
         fn = KoLeoLoss(gather_distributed=True, reduction=reduction, chunk_size=chunk_size)
         if reduction == "none":  # weights by global row, so that each row's gradient counts
             weights = torch.linspace(0.5, 1.5, 16, dtype=F64)[_slice(rank, SIZES[world])]
-            out.append(_value_and_grad(lambda t, f=fn, w=weights: f(t) * w, x))
+            out.append(value_and_grads(lambda t, f=fn, w=weights: f(t) * w, x))
         else:
-            out.append(_value_and_grad(fn, x))
+            out.append(value_and_grads(fn, x))
     return out
 
 
@@ -298,21 +287,15 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
     x = _global_rows(world)
     weights = torch.linspace(0.5, 1.5, 16, dtype=F64)[: sum(sizes)]
     for i, (reduction, chunk_size) in enumerate(OPTIONS):
-        if reduction == "none":
-            value, grad = _value_and_grad(
-                lambda t, r=reduction: koleo_loss(t, reduction=r) * weights, x
-            )
-            torch.testing.assert_close(torch.cat([r[i][0] for r in results]), value, **TOL)
-            scale = 1  # per-row values: each rank's gradient is its slice as it is
+        if reduction == "none":  # weighted by global row, as in _dist_case
+            single = value_and_grads(lambda t, r=reduction: koleo_loss(t, reduction=r) * weights, x)
         else:
-            value, grad = _value_and_grad(lambda t, r=reduction: koleo_loss(t, reduction=r), x)
-            mean = torch.stack([r[i][0] for r in results]).mean()
-            torch.testing.assert_close(mean, value, **TOL, msg=f"{reduction} {chunk_size}")
-            scale = world
-        for rank in range(world):
-            torch.testing.assert_close(
-                results[rank][i][1] / scale,
-                grad[_slice(rank, sizes)],
-                **TOL,
-                msg=f"{reduction}, chunk_size={chunk_size}, rank {rank}",
-            )
+            single = value_and_grads(lambda t, r=reduction: koleo_loss(t, reduction=r), x)
+        assert_ranks_match_single_process(
+            [r[i] for r in results],
+            single,
+            sizes,
+            per_row=reduction == "none",
+            msg=f"{reduction}, chunk_size={chunk_size}",
+            **TOL,
+        )

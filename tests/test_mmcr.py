@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_all_close, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS, positive_scales
@@ -23,17 +24,6 @@ def _views(n: int, d: int, v: int, *, seed: int = 0) -> list[torch.Tensor]:
     return [torch.randn(n, d, generator=gen, dtype=F64) for _ in range(v)]
 
 
-def _value_and_grads(fn: Any, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(leaves)
-    return [out.detach(), *torch.autograd.grad(out, leaves)]
-
-
-def _close(xs: list[torch.Tensor], ys: list[torch.Tensor], **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
-
-
 def _sample_major(views: list[torch.Tensor]) -> torch.Tensor:
     """The original's ``(B * n_aug, C)`` layout: sample b's views in rows b*V .. b*V + V - 1."""
     return torch.stack(views, dim=1).reshape(-1, views[0].shape[1])
@@ -49,19 +39,24 @@ def _sample_major(views: list[torch.Tensor]) -> torch.Tensor:
 )
 def test_matches_the_original(n: int, d: int, v: int, lambd: float, seed: int) -> None:
     views = _views(n, d, v, seed=seed)
-    ours = _value_and_grads(lambda t: mmcr_loss(t, lambd=lambd), views)
-    theirs = _value_and_grads(lambda t: mmcr(_sample_major(t), v, lambd), views)
-    _close(ours, theirs)
+    ours = value_and_grads(lambda *t: mmcr_loss(list(t), lambd=lambd), *views)
+    theirs = value_and_grads(lambda *t: mmcr(_sample_major(list(t)), v, lambd), *views)
+    assert_all_close(ours, theirs, **TOL)
 
 
 @given(st.integers(1, 8), st.integers(2, 6), st.sampled_from([0.0, 0.1]), SEEDS)
 def test_matches_the_original_momentum_variant(n: int, d: int, lambd: float, seed: int) -> None:
     views = _views(n, d, 4, seed=seed)
-    ours = _value_and_grads(lambda t: mmcr_loss(t[:2], target_views=t[2:], lambd=lambd), views)
-    theirs = _value_and_grads(
-        lambda t: mmcr(_sample_major(t[:2]), 2, lambd, z_momentum=_sample_major(t[2:])), views
+    ours = value_and_grads(
+        lambda *t: mmcr_loss(list(t[:2]), target_views=list(t[2:]), lambd=lambd), *views
     )
-    _close(ours, theirs)
+    theirs = value_and_grads(
+        lambda *t: mmcr(
+            _sample_major(list(t[:2])), 2, lambd, z_momentum=_sample_major(list(t[2:]))
+        ),
+        *views,
+    )
+    assert_all_close(ours, theirs, **TOL)
 
 
 def test_nuclear_norm_is_the_sum_of_root_eigenvalues() -> None:
@@ -192,10 +187,10 @@ def _loss(views: list[torch.Tensor], lambd: float, targets: bool, gather: bool) 
     return mmcr_loss(views, lambd=lambd, gather_distributed=gather)
 
 
-def _dist_case(rank: int, world: int) -> list[list[torch.Tensor]]:
+def _dist_case(rank: int, world: int) -> list[tuple[torch.Tensor, ...]]:
     views = [v[_slice(rank, SIZES[world])] for v in _views(sum(SIZES[world]), 5, 4, seed=7)]
     return [
-        _value_and_grads(lambda t, lam=lam, tg=tg: _loss(t, lam, tg, True), views)
+        value_and_grads(lambda *t, lam=lam, tg=tg: _loss(list(t), lam, tg, True), *views)
         for lam, tg in OPTIONS
     ]
 
@@ -206,8 +201,8 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
     results = dist_pool_w.run(_dist_case)
     views = _views(sum(sizes), 5, 4, seed=7)
     for i, (lambd, targets) in enumerate(OPTIONS):
-        expected = _value_and_grads(
-            lambda t, lam=lambd, tg=targets: _loss(t, lam, tg, False), views
+        expected = value_and_grads(
+            lambda *t, lam=lambd, tg=targets: _loss(list(t), lam, tg, False), *views
         )
         mean = torch.stack([r[i][0] for r in results]).mean()
         torch.testing.assert_close(mean, expected[0], **TOL, msg=f"lambd={lambd} {targets}")

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from helpers import assert_all_close, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS, embeddings, positive_scales
@@ -22,6 +23,7 @@ from sslosses.functional import nearest_neighbours, nnclr_loss, resolve_chunk_si
 
 F64 = torch.float64
 TOL = {"rtol": 1e-10, "atol": 1e-10}
+P_AB = (2, 3)  # the predictions p_a, p_b among (z_a, z_b, p_a, p_b): the gradients compared
 CHUNKS = st.none() | st.integers(min_value=1, max_value=20)
 
 
@@ -36,19 +38,6 @@ def _views(
     return [_rows(n, d, seed=seed + i, dtype=dtype) for i in range(4)]
 
 
-def _value_and_grads(fn: Any, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The value and the gradients of the predictions ``p_a, p_b`` (inputs 2 and 3)."""
-    leaves = [x.detach().clone().requires_grad_(True) for x in inputs]
-    out = fn(*leaves)
-    grads = torch.autograd.grad(out.sum(), leaves[2:])
-    return [out.detach(), *grads]
-
-
-def _close(xs: list[torch.Tensor], ys: list[torch.Tensor], **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
-
-
 # ---------------------------------------------------------------- reference and exactness
 @given(
     embeddings(min_n=2, max_n=10, min_d=2, max_d=8, count=4),
@@ -61,25 +50,32 @@ def test_matches_paper_reference(
     views: tuple[torch.Tensor, ...], k: int, seed: int, symmetric: bool, chunk_size: int | None
 ) -> None:
     support = _rows(k, views[0].shape[1], seed=seed)
-    ours = _value_and_grads(
-        lambda *v: nnclr_loss(*v, support, symmetric=symmetric, chunk_size=chunk_size), list(views)
+    ours = value_and_grads(
+        lambda *v: nnclr_loss(*v, support, symmetric=symmetric, chunk_size=chunk_size),
+        *views,
+        grad_of=P_AB,
     )
-    theirs = _value_and_grads(lambda *v: nnclr(*v, support, symmetric=symmetric), list(views))
-    _close(ours, theirs)
+    theirs = value_and_grads(
+        lambda *v: nnclr(*v, support, symmetric=symmetric), *views, grad_of=P_AB
+    )
+    assert_all_close(ours, theirs, **TOL)
 
 
 @pytest.mark.parametrize("temperature", [0.05, 0.5, 2.0])
 def test_matches_reference_at_other_temperatures(temperature: float) -> None:
     views, support = _views(), _rows(12, 5, seed=9)
     for symmetric in (True, False):
-        ours = _value_and_grads(
+        ours = value_and_grads(
             lambda *v, s=symmetric: nnclr_loss(*v, support, temperature=temperature, symmetric=s),
-            views,
+            *views,
+            grad_of=P_AB,
         )
-        theirs = _value_and_grads(
-            lambda *v, s=symmetric: nnclr(*v, support, temperature=temperature, symmetric=s), views
+        theirs = value_and_grads(
+            lambda *v, s=symmetric: nnclr(*v, support, temperature=temperature, symmetric=s),
+            *views,
+            grad_of=P_AB,
         )
-        _close(ours, theirs)
+        assert_all_close(ours, theirs, **TOL)
 
 
 def test_symmetric_averages_the_column_term() -> None:
@@ -145,14 +141,17 @@ def test_small_temperature_stays_finite() -> None:
 def test_chunked_loss_equals_plain(chunk_size: int) -> None:
     views, support = _views(7, 5, seed=3), _rows(23, 5, seed=4)
     for reduction in ("mean", "sum", "none"):
-        plain = _value_and_grads(
-            lambda *v, r=reduction: nnclr_loss(*v, support, reduction=r, chunk_size=None), views
+        plain = value_and_grads(
+            lambda *v, r=reduction: nnclr_loss(*v, support, reduction=r, chunk_size=None),
+            *views,
+            grad_of=P_AB,
         )
-        chunked = _value_and_grads(
+        chunked = value_and_grads(
             lambda *v, r=reduction: nnclr_loss(*v, support, reduction=r, chunk_size=chunk_size),
-            views,
+            *views,
+            grad_of=P_AB,
         )
-        _close(chunked, plain, rtol=1e-12, atol=1e-12)
+        assert_all_close(chunked, plain, rtol=1e-12, atol=1e-12)
 
 
 # ---------------------------------------------------------------- the neighbour search
@@ -486,7 +485,7 @@ def _weighted(fn: Any, rows: slice, reduction: str) -> Any:
     return lambda *v: fn(*v) * weights
 
 
-def _dist_case(rank: int, world: int) -> list[list[torch.Tensor]]:
+def _dist_case(rank: int, world: int) -> list[tuple[torch.Tensor, ...]]:
     rows = _slice(rank, SIZES[world])
     views = [x[rows] for x in _global_views(world)]
     out = []
@@ -495,7 +494,11 @@ def _dist_case(rank: int, world: int) -> list[list[torch.Tensor]]:
             gather_distributed=True, reduction=reduction, chunk_size=chunk_size, symmetric=symmetric
         )
         out.append(
-            _value_and_grads(_weighted(lambda *v, f=fn: f(*v, _support()), rows, reduction), views)
+            value_and_grads(
+                _weighted(lambda *v, f=fn: f(*v, _support()), rows, reduction),
+                *views,
+                grad_of=P_AB,
+            )
         )
     return out
 
@@ -511,7 +514,9 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
         def single(*v: torch.Tensor, r: str = reduction, s: bool = symmetric) -> torch.Tensor:
             return nnclr_loss(*v, _support(), reduction=r, symmetric=s)
 
-        value, *grads = _value_and_grads(_weighted(single, slice(0, sum(sizes)), reduction), views)
+        value, *grads = value_and_grads(
+            _weighted(single, slice(0, sum(sizes)), reduction), *views, grad_of=P_AB
+        )
         if reduction == "none":
             got = torch.cat([r[i][0] for r in results])
             scale = 1  # per-row values: each rank's gradient is its slice as it is

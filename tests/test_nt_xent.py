@@ -1,4 +1,5 @@
-"""NT-Xent (SimCLR): reference, invariants, blockwise path, numerics, distributed, errors."""
+"""NT-Xent (SimCLR): invariants, blockwise path, numerics, distributed, errors (the check against
+SimCLR's formula, shared with InfoNCE: ``test_contrastive_pairs.py``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from helpers import gaussian_pair
+from helpers import assert_all_close, assert_reductions, gaussian_pair, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS, embeddings, positive_scales
@@ -17,34 +18,13 @@ from benchmarks.references import simclr_nt_xent
 from sslosses.nt_xent import NTXentLoss, nt_xent
 
 F64 = torch.float64
+TOL = {"atol": 1e-10, "rtol": 1e-9}
 TEMPERATURES = st.floats(min_value=0.05, max_value=2.0)
 CHUNKS = st.none() | st.integers(min_value=1, max_value=20)
 
 
-def _value_and_grads(fn, a: torch.Tensor, b: torch.Tensor):
-    a = a.detach().clone().requires_grad_(True)
-    b = b.detach().clone().requires_grad_(True)
-    loss = fn(a, b)
-    ga, gb = torch.autograd.grad(loss, [a, b])
-    return loss.detach(), ga, gb
-
-
-def _assert_close_all(xs, ys, atol: float = 1e-10, rtol: float = 1e-9) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, atol=atol, rtol=rtol)
-
-
 # ---------------------------------------------------------------- reference and exactness
-@given(embeddings(min_n=2, max_n=12), TEMPERATURES, CHUNKS)
-def test_matches_simclr_reference(views, temperature: float, chunk_size: int | None) -> None:
-    a, b = views
-    ours = _value_and_grads(
-        lambda x, y: nt_xent(x, y, temperature=temperature, chunk_size=chunk_size), a, b
-    )
-    ref = _value_and_grads(lambda x, y: simclr_nt_xent(x, y, temperature), a, b)
-    _assert_close_all(ours, ref)
-
-
+# Against SimCLR's formula: test_contrastive_pairs.py (shared with InfoNCE)
 @given(embeddings(min_n=2, max_n=12, scale=5.0), TEMPERATURES, st.integers(1, 20), st.booleans())
 def test_blockwise_equals_plain(views, temperature: float, chunk_size: int, normalize: bool):
     a, b = views
@@ -54,7 +34,9 @@ def test_blockwise_equals_plain(views, temperature: float, chunk_size: int, norm
             x, y, temperature=temperature, normalize=normalize, chunk_size=chunk
         )
 
-    _assert_close_all(_value_and_grads(loss(chunk_size), a, b), _value_and_grads(loss(None), a, b))
+    assert_all_close(
+        value_and_grads(loss(chunk_size), a, b), value_and_grads(loss(None), a, b), **TOL
+    )
 
 
 def test_blockwise_gradient_only_where_needed() -> None:
@@ -124,13 +106,7 @@ def test_finite_at_small_temperature_with_large_logits(chunk_size, normalize: bo
 # ---------------------------------------------------------------- reductions, module
 def test_reductions() -> None:
     a, b = gaussian_pair(7, 5)
-    none = nt_xent(a, b, reduction="none")
-    mean = nt_xent(a, b)
-    total = nt_xent(a, b, reduction="sum")
-    assert none.shape == (7,)
-    assert mean.shape == () and total.shape == ()
-    torch.testing.assert_close(none.mean(), mean)
-    torch.testing.assert_close(none.sum(), total)
+    none = assert_reductions(lambda r: nt_xent(a, b, reduction=r), 7)
     assert bool((none > 0).all())
 
 
@@ -241,7 +217,7 @@ def _dist_case(
 def test_distributed_mean_matches_single_process(dist_pool, sizes, chunk_size) -> None:
     results = dist_pool.run(_dist_case, sizes, "mean", chunk_size)
     a, b = _global_pair(sizes)
-    loss, ga, gb = _value_and_grads(lambda x, y: nt_xent(x, y, temperature=0.3), a, b)
+    loss, ga, gb = value_and_grads(lambda x, y: nt_xent(x, y, temperature=0.3), a, b)
     world = len(sizes)
     torch.testing.assert_close(sum(r[0] for r in results) / world, loss, atol=1e-8, rtol=0)
     for rank, (_, ga_r, gb_r) in enumerate(results):
@@ -255,7 +231,7 @@ def test_distributed_sum_and_none_match_single_process(dist_pool) -> None:
     a, b = _global_pair(sizes)
     world = len(sizes)
     summed = dist_pool.run(_dist_case, sizes, "sum", None)
-    loss, ga, gb = _value_and_grads(
+    loss, ga, gb = value_and_grads(
         lambda x, y: nt_xent(x, y, temperature=0.3, reduction="sum"), a, b
     )
     torch.testing.assert_close(sum(r[0] for r in summed) / world, loss, atol=1e-8, rtol=0)
@@ -307,7 +283,7 @@ def test_naive_gather_breaks_the_gradient_invariant(dist_pool) -> None:
     world = len(sizes)
     results = dist_pool.run(_naive_case, sizes)
     a, b = _global_pair(sizes)
-    loss, ga, gb = _value_and_grads(lambda x, y: nt_xent(x, y, temperature=0.3), a, b)
+    loss, ga, gb = value_and_grads(lambda x, y: nt_xent(x, y, temperature=0.3), a, b)
     for which, holds in ((0, False), (1, True)):
         # the loss value is right either way (equal batch sizes) ...
         mean = sum(r[which][0] for r in results) / world

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_all_close, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS
@@ -27,21 +28,6 @@ def _directions(d: int, s: int, seed: int = 1) -> torch.Tensor:
     return a / a.norm(dim=0)
 
 
-def _value_and_grads(fn: Any, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(leaves)
-    grads = torch.autograd.grad(out, leaves, allow_unused=True)
-    return [
-        out.detach(),
-        *(torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads, strict=True)),
-    ]
-
-
-def _close(xs: list[torch.Tensor], ys: list[torch.Tensor], **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
-
-
 # ---------------------------------------------------------------- references
 @given(
     st.integers(1, 12),
@@ -58,13 +44,13 @@ def test_sigreg_matches_lightly_and_the_paper(
     x = _rows(n, d, seed=seed) if views is None else _rows(views, n, d, seed=seed)
     a = _directions(d, s, seed=seed + 1)
 
-    def ours(t: list[torch.Tensor]) -> torch.Tensor:
-        return sigreg_loss(t[0], projections=a, knots=knots, t_max=t_max)
+    def ours(t: torch.Tensor) -> torch.Tensor:
+        return sigreg_loss(t, projections=a, knots=knots, t_max=t_max)
 
-    got = _value_and_grads(ours, [x])
-    _close(got, _value_and_grads(lambda t: lightly_sigreg(t[0], a, knots, t_max), [x]))
+    got = value_and_grads(ours, x)
+    assert_all_close(got, value_and_grads(lambda t: lightly_sigreg(t, a, knots, t_max), x), **TOL)
     # The paper's complex form on the symmetric grid: the same integral
-    _close(got, _value_and_grads(lambda t: paper_sigreg(t[0], a, knots, t_max), [x]))
+    assert_all_close(got, value_and_grads(lambda t: paper_sigreg(t, a, knots, t_max), x), **TOL)
 
 
 @given(st.integers(1, 8), st.integers(1, 5), st.integers(0, 3), st.sampled_from([0.0, 0.05, 1.0]))
@@ -79,7 +65,11 @@ def test_lejepa_matches_lightly(n: int, d: int, n_local: int, lambd: float) -> N
         local = torch.stack(t[2:]) if n_local else torch.empty(0, n, d, dtype=F64)
         return lightly_lejepa(local, torch.stack(t[:2]), a, lambd)
 
-    _close(_value_and_grads(ours, views), _value_and_grads(theirs, views))
+    assert_all_close(
+        value_and_grads(lambda *t: ours(list(t)), *views),
+        value_and_grads(lambda *t: theirs(list(t)), *views),
+        **TOL,
+    )
 
 
 def test_gradcheck() -> None:
@@ -196,11 +186,13 @@ def _calls(views: list[torch.Tensor], gather: bool, seed: int | None) -> list[to
     ]
 
 
-def _dist_case(rank: int, world: int) -> list[list[torch.Tensor]]:
+def _dist_case(rank: int, world: int) -> list[tuple[torch.Tensor, ...]]:
     views = [v[_slice(rank, SIZES[world])] for v in _global(world)]
     # each rank's generator differs: the drawn directions are rank 0's, broadcast
     seed = 100 + rank
-    return [_value_and_grads(lambda t, i=i: _calls(t, True, seed)[i], views) for i in range(4)]
+    return [
+        value_and_grads(lambda *t, i=i: _calls(list(t), True, seed)[i], *views) for i in range(4)
+    ]
 
 
 def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
@@ -209,7 +201,7 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
     results = dist_pool_w.run(_dist_case)
     views = _global(world)
     for i in range(4):
-        expected = _value_and_grads(lambda t, i=i: _calls(t, False, 100)[i], views)
+        expected = value_and_grads(lambda *t, i=i: _calls(list(t), False, 100)[i], *views)
         values = torch.stack([results[rank][i][0] for rank in range(world)])
         if i == 2:  # LeJEPA: the prediction term is this rank's share of the global mean
             torch.testing.assert_close(values.mean(), expected[0], **TOL)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from helpers import assert_all_close, assert_ranks_match_single_process, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS
@@ -51,18 +52,6 @@ def batches(
     return 2.0 * _features(n, v, d, seed=seed), labels
 
 
-def _value_and_grad(fn: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    leaf = x.detach().clone().requires_grad_(True)
-    out = fn(leaf)
-    (grad,) = torch.autograd.grad(out.sum(), [leaf])
-    return out.detach(), grad
-
-
-def _close(xs: tuple[torch.Tensor, ...], ys: tuple[torch.Tensor, ...], **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
-
-
 # ---------------------------------------------------------------- reference and exactness
 @given(batches(), TEMPERATURES, TEMPERATURES, MODES, CHUNKS)
 def test_matches_supcontrast_reference(
@@ -70,24 +59,24 @@ def test_matches_supcontrast_reference(
 ) -> None:
     x, labels = batch
     kwargs = {"temperature": temperature, "base_temperature": base, "contrast_mode": mode}
-    ours = _value_and_grad(lambda t: supcon_loss(t, labels, chunk_size=chunk_size, **kwargs), x)
-    ref = _value_and_grad(
+    ours = value_and_grads(lambda t: supcon_loss(t, labels, chunk_size=chunk_size, **kwargs), x)
+    ref = value_and_grads(
         lambda t: supcon(F.normalize(t, dim=2), labels, temperature, mode, base), x
     )
-    _close(ours, ref)
+    assert_all_close(ours, ref, **TOL)
 
 
 @given(batches(), MODES, CHUNKS)
 def test_matches_reference_without_normalization(batch, mode: str, chunk_size) -> None:
     x, labels = batch
     x = x / 3  # raw dot products as logits: keep them moderate at temperature 0.5
-    ours = _value_and_grad(
+    ours = value_and_grads(
         lambda t: supcon_loss(
             t, labels, temperature=0.5, contrast_mode=mode, normalize=False, chunk_size=chunk_size
         ),
         x,
     )
-    _close(ours, _value_and_grad(lambda t: supcon(t, labels, 0.5, mode, 0.07), x))
+    assert_all_close(ours, value_and_grads(lambda t: supcon(t, labels, 0.5, mode, 0.07), x), **TOL)
 
 
 def test_defaults_are_the_originals() -> None:
@@ -137,8 +126,8 @@ def test_without_labels_two_views_is_nt_xent(batch, temperature: float, chunk_si
     ours = supcon_loss(list(x.unbind(dim=1)), base_temperature=temperature, **kw)
     torch.testing.assert_close(ours, nt_xent(x[:, 0], x[:, 1], **kw), **TOL)
     grads = [
-        _value_and_grad(lambda t: supcon_loss(t, temperature=temperature), x)[1],
-        _value_and_grad(lambda t: nt_xent(t[:, 0], t[:, 1], temperature=temperature), x)[1],
+        value_and_grads(lambda t: supcon_loss(t, temperature=temperature), x)[1],
+        value_and_grads(lambda t: nt_xent(t[:, 0], t[:, 1], temperature=temperature), x)[1],
     ]
     torch.testing.assert_close(grads[0] * 0.07 / temperature, grads[1], **TOL)
 
@@ -148,9 +137,10 @@ def test_distinct_labels_equal_no_labels(batch, mode: str, chunk_size: int | Non
     x, _ = batch
     distinct = 10 * torch.arange(x.shape[0]) - 7  # any distinct integers
     kw = {"contrast_mode": mode, "chunk_size": chunk_size, "reduction": "none"}
-    _close(
-        _value_and_grad(lambda t: supcon_loss(t, distinct, **kw), x),
-        _value_and_grad(lambda t: supcon_loss(t, **kw), x),
+    assert_all_close(
+        value_and_grads(lambda t: supcon_loss(t, distinct, **kw), x),
+        value_and_grads(lambda t: supcon_loss(t, **kw), x),
+        **TOL,
     )
 
 
@@ -182,9 +172,10 @@ def test_invariant_to_relabelling(batch, seed: int, mode: str) -> None:
     new_names = torch.randperm(100, generator=gen)[: x.shape[0]] * 37 - 1000  # injective
     relabelled = new_names[labels]
     kw = {"contrast_mode": mode, "reduction": "none"}
-    _close(
-        _value_and_grad(lambda t: supcon_loss(t, relabelled.to(torch.int32), **kw), x),
-        _value_and_grad(lambda t: supcon_loss(t, labels, **kw), x),
+    assert_all_close(
+        value_and_grads(lambda t: supcon_loss(t, relabelled.to(torch.int32), **kw), x),
+        value_and_grads(lambda t: supcon_loss(t, labels, **kw), x),
+        **TOL,
     )
 
 
@@ -212,7 +203,7 @@ def test_one_class_all_views_alike_gives_log_ratio() -> None:
 def test_anchor_without_positive_is_zero_and_finite(chunk_size: int | None) -> None:
     x = _features(5, 1, 4, seed=3)  # one view: a label seen once has no positive
     labels = torch.tensor([0, 1, 0, 2, 2])  # sample 1 alone
-    loss, grad = _value_and_grad(
+    loss, grad = value_and_grads(
         lambda t: supcon_loss(t, labels, reduction="none", chunk_size=chunk_size), x
     )
     assert bool(torch.isfinite(loss).all()) and bool(torch.isfinite(grad).all())
@@ -222,9 +213,10 @@ def test_anchor_without_positive_is_zero_and_finite(chunk_size: int | None) -> N
     (alone,) = torch.autograd.grad(supcon_loss(leaf, labels, reduction="none")[1], [leaf])
     assert alone.abs().max().item() == 0.0
     # it still counts in the mean over anchors, as in the original's current code
-    _close(
-        _value_and_grad(lambda t: supcon_loss(t, labels, chunk_size=chunk_size), x),
-        _value_and_grad(lambda t: supcon(F.normalize(t, dim=2), labels), x),
+    assert_all_close(
+        value_and_grads(lambda t: supcon_loss(t, labels, chunk_size=chunk_size), x),
+        value_and_grads(lambda t: supcon(F.normalize(t, dim=2), labels), x),
+        **TOL,
     )
     torch.testing.assert_close(supcon_loss(x, labels), loss.sum() / 5, **TOL)
 
@@ -262,9 +254,10 @@ def test_blockwise_equals_plain(batch, temperature, mode: str, chunk_size: int, 
         )
 
     for reduction in ("mean", "sum", "none"):
-        _close(
-            _value_and_grad(loss(chunk_size, reduction), x),
-            _value_and_grad(loss(None, reduction), x),
+        assert_all_close(
+            value_and_grads(loss(chunk_size, reduction), x),
+            value_and_grads(loss(None, reduction), x),
+            **TOL,
         )
 
 
@@ -413,9 +406,9 @@ def test_compile_fullgraph_matches_eager(chunk_size: int | str, mode: str) -> No
     x, labels = _features(6, 3, 5, dtype=torch.float32), _labels(6, 3)
     compiled = torch.compile(supcon_loss, fullgraph=True)
     kw = {"temperature": 0.3, "contrast_mode": mode}
-    eager = _value_and_grad(lambda t: supcon_loss(t, labels, chunk_size=None, **kw), x)
-    got = _value_and_grad(lambda t: compiled(t, labels, chunk_size=chunk_size, **kw), x)
-    _close(got, eager, rtol=1e-5, atol=1e-5)
+    eager = value_and_grads(lambda t: supcon_loss(t, labels, chunk_size=None, **kw), x)
+    got = value_and_grads(lambda t: compiled(t, labels, chunk_size=chunk_size, **kw), x)
+    assert_all_close(got, eager, rtol=1e-5, atol=1e-5)
 
 
 def test_double_backward_matches_reference() -> None:
@@ -534,9 +527,9 @@ def _dist_case(rank: int, world: int) -> list[tuple[torch.Tensor, torch.Tensor]]
         )
         lab = labels if labelled else None
         if reduction == "none":
-            out.append(_value_and_grad(lambda t, f=fn, y=lab: f(t, y) * _weights(rows), x))
+            out.append(value_and_grads(lambda t, f=fn, y=lab: f(t, y) * _weights(rows), x))
         else:
-            out.append(_value_and_grad(lambda t, f=fn, y=lab: f(t, y), x))
+            out.append(value_and_grads(lambda t, f=fn, y=lab: f(t, y), x))
     return out
 
 
@@ -551,23 +544,14 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
         kw = {"temperature": 0.3, "contrast_mode": mode, "reduction": reduction}
         what = f"{mode}, labels={labelled}, {reduction}, chunk_size={chunk}"
         if reduction == "none":
-            value, grad = _value_and_grad(
+            single = value_and_grads(
                 lambda t, y=lab, k=kw: supcon_loss(t, y, **k) * _weights(everything), x
             )
-            torch.testing.assert_close(torch.cat([r[i][0] for r in results]), value, **TOL)
-            scale = 1
         else:
-            value, grad = _value_and_grad(lambda t, y=lab, k=kw: supcon_loss(t, y, **k), x)
-            mean = torch.stack([r[i][0] for r in results]).mean()
-            torch.testing.assert_close(mean, value, **TOL, msg=what)
-            scale = world
-        for rank in range(world):
-            torch.testing.assert_close(
-                results[rank][i][1] / scale,
-                grad[_slice(rank, sizes)],
-                **TOL,
-                msg=f"{what}, rank {rank}",
-            )
+            single = value_and_grads(lambda t, y=lab, k=kw: supcon_loss(t, y, **k), x)
+        assert_ranks_match_single_process(
+            [r[i] for r in results], single, sizes, per_row=reduction == "none", msg=what, **TOL
+        )
 
 
 def _local_labels_case(rank: int, world: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_all_close, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS, embeddings, positive_scales
@@ -21,17 +22,6 @@ TOL = {"rtol": 1e-10, "atol": 1e-10}
 
 def _rows(n: int, d: int, *, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed), dtype=F64)
-
-
-def _value_and_grads(fn: Any, *tensors: torch.Tensor) -> list[torch.Tensor]:
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(*leaves)
-    return [out.detach(), *torch.autograd.grad(out.sum(), leaves)]
-
-
-def _close(xs: list[torch.Tensor], ys: list[torch.Tensor], **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
 
 
 # ---------------------------------------------------------------- reference and exactness
@@ -50,11 +40,11 @@ def test_three_steps_match_lightly(
     for step in range(3):
         z_a, z_b = views[2 * step], views[2 * step + 1]
         covariance.update(z_a)
-        ours = _value_and_grads(
+        ours = value_and_grads(
             lambda a, b: tico_loss(a, b, covariance.covariance, rho=rho), z_a, z_b
         )
-        theirs = _value_and_grads(lambda a, b, r=running: tico(a, b, r, beta, rho)[0], z_a, z_b)
-        _close(ours, theirs)
+        theirs = value_and_grads(lambda a, b, r=running: tico(a, b, r, beta, rho)[0], z_a, z_b)
+        assert_all_close(ours, theirs, **TOL)
         running = tico(z_a, z_b, running, beta, rho)[1]
         torch.testing.assert_close(covariance.covariance, running, **TOL)
 
@@ -180,7 +170,7 @@ def _dist_case(rank: int, world: int) -> list[list[torch.Tensor]]:
         out.append(
             [
                 c,
-                *_value_and_grads(
+                *value_and_grads(
                     lambda x, y, r=reduction, c=c: tico_loss(
                         x, y, c, reduction=r, gather_distributed=True
                     ),
@@ -201,7 +191,7 @@ def test_distributed_matches_single_process(dist_pool_w: Any) -> None:
     for i, reduction in enumerate(("mean", "sum")):
         covariance.update(a)
         c = covariance.covariance
-        value, grad_a, grad_b = _value_and_grads(
+        value, grad_a, grad_b = value_and_grads(
             lambda x, y, r=reduction, c=c: tico_loss(x, y, c, reduction=r), a, b
         )
         for rank in range(world):

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import assert_all_close, value_and_grads
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import SEEDS
@@ -22,17 +23,6 @@ def _views(n: int, d: int, v: int, *, seed: int = 0) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     base = torch.randn(n, d, generator=gen, dtype=F64)
     return [base + torch.randn(n, d, generator=gen, dtype=F64) for _ in range(v)]
-
-
-def _value_and_grads(fn: Any, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
-    out = fn(leaves)
-    return [out.detach(), *torch.autograd.grad(out, leaves)]
-
-
-def _close(xs: list[torch.Tensor], ys: list[torch.Tensor], **tol: float) -> None:
-    for x, y in zip(xs, ys, strict=True):
-        torch.testing.assert_close(x, y, **(tol or TOL))
 
 
 def _perms(n: int, w_iter: int, seed: int) -> list[torch.Tensor]:
@@ -67,7 +57,12 @@ def test_matches_the_original(
     def theirs(t: list[torch.Tensor]) -> torch.Tensor:
         return wmse(torch.cat(t), v, w_size, _perms(n, w_iter, seed), eps=eps, norm=normalize)
 
-    _close(_value_and_grads(ours, views), _value_and_grads(theirs, views), rtol=1e-9, atol=1e-10)
+    assert_all_close(
+        value_and_grads(lambda *t: ours(list(t)), *views),
+        value_and_grads(lambda *t: theirs(list(t)), *views),
+        rtol=1e-9,
+        atol=1e-10,
+    )
 
 
 def test_gradcheck_through_the_whitening() -> None:
