@@ -211,8 +211,10 @@ def info_nce(
         else:
             assert u is not None  # checked above
             lse_neg = similarity_logsumexp(q, u, scale=scale, chunk_size=chunk_size)  # (N,)
-            # -log(e^pos / (e^pos + sum e^neg)) = softplus(lse_neg - pos), exact for any gap
-            loss = F.softplus(lse_neg - positive)  # (N,)
+            # -log(e^pos / (e^pos + sum e^neg)) = log(1 + e^(lse_neg - pos)), exact for any gap
+            # as logaddexp (F.softplus returns x itself past x > 20: 2e-9 off there)
+            gap = lse_neg - positive  # (N,)
+            loss = torch.logaddexp(gap, torch.zeros_like(gap))  # (N,)
     return _collectives.reduce_over_ranks(loss, reduction, layout)
 
 

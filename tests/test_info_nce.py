@@ -67,6 +67,27 @@ def test_queue_only_matches_moco_v2(views, temperature: float, chunk_size: int |
     assert_all_close(ours[:2], ref[:2], **TOL)
 
 
+@pytest.mark.parametrize("gap", [19.0, 21.0, 25.0, 40.0])
+def test_queue_only_is_exact_where_the_negatives_dominate(gap: float) -> None:
+    # loss = log(1 + e^gap) with gap = (s_neg - s_pos) / T: F.softplus returns gap itself past
+    # 20, off by log1p(e^-gap) = 7.6e-10 at gap 21 (value) and as much in the gradient
+    temperature = 0.05
+    cos_pos = 1.0 - gap * temperature  # the negative equals the query (cosine 1)
+    q = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    k = torch.tensor([[cos_pos, math.sqrt(1.0 - cos_pos**2)]], dtype=torch.float64)
+    queue = q.clone()
+    ours = value_and_grads(
+        lambda x, y: info_nce(
+            x, y, negatives=queue, temperature=temperature, in_batch_negatives=False
+        ),
+        q,
+        k,
+    )
+    ref = value_and_grads(lambda x, y: moco_v2(x, y, queue.T, temperature), q, k)
+    assert ref[0].item() == pytest.approx(math.log1p(math.exp(gap)), rel=1e-15)
+    assert_all_close(ours[:2], ref[:2], rtol=1e-14, atol=1e-15)
+
+
 @pytest.mark.parametrize("mode", list(MODES))
 @given(views=embeddings(min_n=2, max_n=10, count=3), temperature=TEMPERATURES, chunk_size=CHUNKS)
 def test_matches_oracle_in_every_mode(mode: str, views, temperature, chunk_size) -> None:
