@@ -107,6 +107,16 @@ def nnclr_views(n: int = 6, d: int = 5, k: int = 9) -> Callable[[torch.dtype, in
     return build
 
 
+def supcon_views(n: int = 6, d: int = 5, views: int = 3) -> Callable[[torch.dtype, int], Args]:
+    """Inputs of SupCon: a list of ``views`` tensors ``(n, d)`` and the labels (3 classes)."""
+
+    def build(dtype: torch.dtype, seed: int) -> Args:
+        labels = torch.tensor([0, 1, 0, 2, 1, 0])[:n]
+        return (rows(n, d, dtype=dtype, seed=seed, count=views),), {"labels": labels}
+
+    return build
+
+
 @dataclass(frozen=True)
 class Contract:
     """One loss in the contract table."""
@@ -357,10 +367,31 @@ CONTRACTS += [
     Contract(
         "supcon_loss",
         Fn.supcon_loss,
-        lambda dtype, seed: (
-            (rows(6, 5, dtype=dtype, seed=seed, count=3),),
-            {"labels": torch.tensor([0, 1, 0, 2, 1, 0])},
+        supcon_views(),
+        module=sslosses.SupConLoss,
+        repr=(
+            "SupConLoss(temperature=0.07, base_temperature=0.07, contrast_mode='all', "
+            "normalize=True, gather_distributed=False, reduction='mean', chunk_size='auto')"
         ),
+    ),
+    *(
+        Contract(
+            f"supcon_loss[{mode}, chunk_size={chunk}]",
+            Fn.supcon_loss,
+            supcon_views(),
+            {"contrast_mode": mode, "chunk_size": chunk, "temperature": 0.3, "reduction": "none"},
+            module=sslosses.SupConLoss,
+            plain=None if chunk is None else {"chunk_size": None},
+            plain_tol=1e-6,
+        )
+        for mode in ("all", "one")
+        for chunk in (None, 1, 3)
+    ),
+    Contract(
+        "supcon_loss[sum, base temperature, not normalized]",
+        Fn.supcon_loss,
+        supcon_views(views=2),
+        {"temperature": 0.3, "base_temperature": 0.1, "normalize": False, "reduction": "sum"},
         module=sslosses.SupConLoss,
     ),
     Contract(

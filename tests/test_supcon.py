@@ -89,25 +89,6 @@ def test_defaults_are_the_originals() -> None:
     )
 
 
-@pytest.mark.parametrize("chunk_size", [None, 1, 3])
-@pytest.mark.parametrize("mode", ["all", "one"])
-def test_gradcheck(chunk_size: int | None, mode: str) -> None:
-    x = _features(5, 3, 3, seed=1)
-    views = tuple(v.clone().requires_grad_(True) for v in x.unbind(dim=1))
-    labels = torch.tensor([0, 1, 0, 2, 1])
-    assert torch.autograd.gradcheck(
-        lambda *vs: supcon_loss(
-            list(vs),
-            labels,
-            temperature=0.3,
-            contrast_mode=mode,
-            reduction="none",
-            chunk_size=chunk_size,
-        ),
-        views,
-    )
-
-
 def test_sequence_and_tensor_layouts_agree() -> None:
     x, labels = _features(5, 3, 4), _labels(5, 2)
     views = list(x.unbind(dim=1))
@@ -326,24 +307,6 @@ def test_reductions() -> None:
         torch.testing.assert_close(none.sum(), total, **TOL)
 
 
-def test_module_matches_functional() -> None:
-    x, labels = _features(6, 2, 4), _labels(6, 2)
-    for kwargs in (
-        {},
-        {"temperature": 0.3, "base_temperature": 0.1, "normalize": False, "reduction": "none"},
-        {"contrast_mode": "one", "reduction": "sum", "gather_distributed": True, "chunk_size": 4},
-    ):
-        module = SupConLoss(**kwargs)
-        torch.testing.assert_close(
-            module(x, labels), supcon_loss(x, labels, **kwargs), rtol=0, atol=0
-        )
-    torch.testing.assert_close(SupConLoss()(list(x.unbind(1))), supcon_loss(x), rtol=0, atol=0)
-    assert repr(SupConLoss(temperature=0.1, contrast_mode="one", chunk_size=64)) == (
-        "SupConLoss(temperature=0.1, base_temperature=0.07, contrast_mode='one', "
-        "normalize=True, gather_distributed=False, reduction='mean', chunk_size=64)"
-    )
-
-
 def test_gather_distributed_without_process_group_is_local() -> None:
     x, labels = _features(5, 2, 3), _labels(5, 2)
     assert not dist.is_initialized()
@@ -356,34 +319,13 @@ def test_gather_distributed_without_process_group_is_local() -> None:
         )
 
 
-# ---------------------------------------------------------------- dtypes, autocast, compile
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("chunk_size", [None, 3])
-def test_half_inputs_compute_in_float32(dtype: torch.dtype, chunk_size: int | None) -> None:
-    x, labels = _features(6, 2, 8, dtype=dtype), _labels(6, 3)
-    out = supcon_loss(x, labels, chunk_size=chunk_size)
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, supcon_loss(x.float(), labels), rtol=1e-6, atol=1e-6)
-    x.requires_grad_(True)
-    (grad,) = torch.autograd.grad(supcon_loss(x, labels, chunk_size=chunk_size), [x])
-    assert grad.dtype == dtype and bool(torch.isfinite(grad).all())
-
-
+# ------------------------------------------------ dtypes (half, autocast, compile, gradcheck and
+# module = function: the SupCon rows of tests/contracts.py)
 def test_mixed_precision_views_promote_to_float64() -> None:
     x = _features(4, 2, 3)
     out = supcon_loss([x[:, 0].float(), x[:, 1]])
     assert out.dtype == F64
     torch.testing.assert_close(out, supcon_loss([x[:, 0].float().double(), x[:, 1]]))
-
-
-@pytest.mark.parametrize("chunk_size", [None, 3])
-def test_autocast_bf16_computes_in_float32(chunk_size: int | None) -> None:
-    x, labels = _features(6, 2, 8, dtype=torch.float32), _labels(6, 3)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = supcon_loss(x, labels, chunk_size=chunk_size)
-        assert (x[:, 0] @ x[:, 1].T).dtype == torch.bfloat16  # autocast is really on
-    assert out.dtype == torch.float32
-    torch.testing.assert_close(out, supcon_loss(x, labels), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 2])
@@ -398,17 +340,6 @@ def test_finite_at_small_temperature_with_large_logits(chunk_size: int | None) -
         ref = supcon_loss(x.double(), labels, temperature=0.01, normalize=normalize)
         assert torch.isfinite(ours)
         torch.testing.assert_close(ours.double(), ref, rtol=1e-4, atol=1e-3)
-
-
-@pytest.mark.parametrize("chunk_size", ["auto", 2])
-@pytest.mark.parametrize("mode", ["all", "one"])
-def test_compile_fullgraph_matches_eager(chunk_size: int | str, mode: str) -> None:
-    x, labels = _features(6, 3, 5, dtype=torch.float32), _labels(6, 3)
-    compiled = torch.compile(supcon_loss, fullgraph=True)
-    kw = {"temperature": 0.3, "contrast_mode": mode}
-    eager = value_and_grads(lambda t: supcon_loss(t, labels, chunk_size=None, **kw), x)
-    got = value_and_grads(lambda t: compiled(t, labels, chunk_size=chunk_size, **kw), x)
-    assert_all_close(got, eager, rtol=1e-5, atol=1e-5)
 
 
 def test_double_backward_matches_reference() -> None:
