@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -32,6 +33,37 @@ class VICRegTerms(NamedTuple):
     invariance: Tensor
     variance: Tensor
     covariance: Tensor
+
+
+class _Centred(torch.autograd.Function):
+    r""":math:`X = Z - \bar Z` and the unbiased variance :math:`\sum_n X_{nj}^2 / (N - 1)`.
+
+    The same values as ``z - z.mean(0)`` and ``torch.var(z, dim=0)`` (whose reduction over dim 0
+    is several times slower on CPU), with a backward that builds one ``(N, D)`` tensor where
+    autograd through those ops builds about five: with :math:`P = I - \mathbf{1}\mathbf{1}^\top/N`,
+    :math:`\partial/\partial Z = P\,(G_X + 2 X \operatorname{diag}(g_v) / (N - 1))`. The
+    backward is made of differentiable operations, so a double backward (``"dense"``) works.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, z: Tensor) -> tuple[Tensor, Tensor]:
+        x = z - z.mean(dim=0)  # (N, D)
+        var = torch.linalg.vecdot(x, x, dim=0) / (z.shape[0] - 1)  # (D,)
+        ctx.save_for_backward(x)
+        return x, var
+
+    @staticmethod
+    def backward(ctx: Any, grad_x: Tensor, grad_var: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        grad = torch.addcmul(grad_x, x, grad_var, value=2.0 / (x.shape[0] - 1))  # (N, D)
+        return grad.sub_(grad.mean(dim=0))  # the centring's projection P
+
+
+def _centred(z: Tensor) -> tuple[Tensor, Tensor]:
+    """``(z - z.mean(0), torch.var(z, dim=0))`` of an ``(N, D)`` batch (see :class:`_Centred`)."""
+    untyped: Any = _Centred
+    x, var = untyped.apply(z)
+    return x, var
 
 
 def vicreg_terms(
@@ -86,10 +118,10 @@ def vicreg_terms(
         # mean over ranks is the global mean squared error even for unequal batch sizes.
         share = _collectives.mean_weight(za.shape[0], layout if sharded else None)
         invariance = F.mse_loss(za, zb, reduction="sum") * (share / d)
-        xa = xa - xa.mean(dim=0)  # (N, D): centred
-        xb = xb - xb.mean(dim=0)
-        std_a = (xa.var(dim=0) + eps).sqrt()  # (D,): unbiased variance, as torch.var
-        std_b = (xb.var(dim=0) + eps).sqrt()
+        xa, var_a = _centred(xa)  # (N, D): centred; (D,): unbiased variance, as torch.var
+        xb, var_b = _centred(xb)
+        std_a = (var_a + eps).sqrt()
+        std_b = (var_b + eps).sqrt()
         variance = F.relu(1 - std_a).mean() / 2 + F.relu(1 - std_b).mean() / 2
         chosen = resolve_algorithm(algorithm, n, d, symmetric=True)
 

@@ -29,7 +29,7 @@ from sslosses._validation import (
     check_bool,
     check_non_negative_int,
 )
-from sslosses.kernels.offdiag_torch import dense_loss, gram_frobenius, tiled_loss
+from sslosses.kernels.offdiag_torch import dense_loss, gram_terms, tiled_loss
 from sslosses.typing import Algorithm
 
 __all__ = [
@@ -159,9 +159,8 @@ def _gram_loss(
     if 2 * n > d:
         A = upcast(A, torch.float64)
         B = None if B is None else upcast(B, torch.float64)
-    c = (A * (A if B is None else B)).sum(dim=0) / divisor  # (D,): the diagonal C_ii
     start, stop = _my_shard(n, sharded)
-    frob = gram_frobenius(A, B, divisor, start, stop)
+    frob, c = gram_terms(A, B, divisor, start, stop)  # a share of ||C||_F^2; (D,): all C_ii
     if sharded:
         frob = distributed.all_reduce_sum(frob)
     # a sum of squares: rounding must not make it negative (its gradient vanishes near 0 too)

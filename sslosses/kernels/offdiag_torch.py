@@ -36,15 +36,19 @@ from torch import Tensor
 from sslosses._autograd import apply_function, first_order_only
 
 __all__ = [
+    "GRAM_BLOCK",
     "NO_DOUBLE_BACKWARD",
     "STRIP_ELEMENTS",
     "SYMMETRIC_BLOCK",
     "WHAT",
-    "GramFrobenius",
+    "GramTerms",
     "TiledOffDiagonalLoss",
     "dense_loss",
+    "gram_block",
     "gram_frobenius",
+    "gram_terms",
     "strip_height",
+    "symmetric_product",
     "tiled_loss",
 ]
 
@@ -62,6 +66,9 @@ STRIP_ELEMENTS = 1 << 22
 
 SYMMETRIC_BLOCK = 256
 """Rows per block when the tiled path builds a whole covariance from its upper half."""
+
+GRAM_BLOCK = 32
+"""The fewest rows per block when the Gram path builds a whole Gram matrix from its upper half."""
 
 
 def strip_height(d: int, budget: int = STRIP_ELEMENTS) -> int:
@@ -95,19 +102,33 @@ def _strip(A: Tensor, B: Tensor, divisor: float, start: int, stop: int, out: Ten
     return c.div_(divisor)
 
 
-def _covariance(A: Tensor, divisor: float, out: Tensor, block: int) -> Tensor:
-    """All of the symmetric ``C = A^T A / divisor`` into ``out``, ``(D, D)``, from its upper half.
+def symmetric_product(A: Tensor, out: Tensor, block: int) -> Tensor:
+    """All of the symmetric ``A^T A`` (``A`` of shape ``(N, D)``) into ``out``, from its upper half.
 
     Row blocks of ``block`` rows are multiplied only from their diagonal block rightwards and
     mirrored below it: about half the products of one ``A^T A`` (BLAS has no symmetric
-    rank-k update in PyTorch).
+    rank-k update in PyTorch). ``symmetric_product(X.t(), ...)`` is the Gram matrix
+    ``X X^T``.
     """
     d = A.shape[1]
     for s in range(0, d, block):
         t = min(s + block, d)
         torch.mm(A[:, s:t].t(), A[:, s:], out=out[s:t, s:])  # (S, D - s)
         out[t:, s:t] = out[s:t, t:].t()
-    return out.div_(divisor)
+    return out
+
+
+def gram_block(n: int) -> int:
+    """Rows per block when the Gram path builds a whole ``(N, N)`` Gram matrix from its upper
+    half: ``max(GRAM_BLOCK, N // 16)`` (small blocks lose BLAS efficiency, large ones waste
+    products below the diagonal)."""
+    return max(GRAM_BLOCK, n // 16)
+
+
+def _covariance(A: Tensor, divisor: float, out: Tensor, block: int) -> Tensor:
+    """All of the symmetric ``C = A^T A / divisor`` into ``out``, ``(D, D)``, from its upper half
+    (:func:`symmetric_product`)."""
+    return symmetric_product(A, out, block).div_(divisor)
 
 
 def _strip_value_(c: Tensor, start: int, on_weight: float, off_weight: float) -> Tensor:
@@ -215,46 +236,75 @@ class TiledOffDiagonalLoss(torch.autograd.Function):
         return grad_a, grad_b, None, None, None, None, None, None
 
 
-class GramFrobenius(torch.autograd.Function):
-    r"""``"gram"``: :math:`\sum_{n \in [r, t)} \sum_m (A A^\top)_{nm} (B B^\top)_{nm} / s^2`.
+class GramTerms(torch.autograd.Function):
+    r"""``"gram"``: the diagonal of :math:`C` and rows of its squared Frobenius norm.
 
-    Over all rows this is :math:`\|C\|_F^2 = \sum_{ij} C_{ij}^2`, computed from the ``(N, N)``
-    Gram matrices without forming ``C``; distributed callers split the rows ``n`` over ranks.
-    For ``B=None`` one Gram matrix serves both factors.
+    Returns :math:`\big(\sum_{n \in [r, t)} \sum_m (A A^\top)_{nm} (B B^\top)_{nm} / s^2,\;
+    (C_{ii})_i\big)` with :math:`C_{ii} = \sum_n A_{ni} B_{ni} / s`. Over all rows the first is
+    :math:`\|C\|_F^2 = \sum_{ij} C_{ij}^2`, computed from the ``(N, N)`` Gram matrices without
+    forming ``C``; distributed callers split the rows ``n`` over ranks (the diagonal is always
+    whole). Whole Gram matrices are built from their upper halves (:func:`symmetric_product`);
+    for ``B=None`` one Gram matrix serves both factors. The backward takes both terms' gradients
+    in one pass: one ``(N, N) x (N, D)`` product per factor, into which the diagonal's gradient
+    is added in place.
     """
 
     @staticmethod
     def forward(
         ctx: Any, A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int
-    ) -> Tensor:
-        ga = torch.mm(A[start:stop], A.t())  # (R, N)
-        gb = ga if B is None else torch.mm(B[start:stop], B.t())  # (R, N)
-        value = (ga * gb).sum() / divisor**2
+    ) -> tuple[Tensor, Tensor]:
+        ctx.set_materialize_grads(False)
+        if start == 0 and stop == A.shape[0]:  # whole Gram matrices: from their upper halves
+
+            def gram(x: Tensor) -> Tensor:
+                n = x.shape[0]
+                return symmetric_product(x.t(), x.new_empty(n, n), gram_block(n))  # (N, N)
+
+        else:
+
+            def gram(x: Tensor) -> Tensor:
+                return torch.mm(x[start:stop], x.t())  # (R, N)
+
+        ga = gram(A)
+        gb = ga if B is None else gram(B)
+        frob = torch.dot(ga.view(-1), gb.view(-1)) / divisor**2
+        diag = torch.linalg.vecdot(A, A if B is None else B, dim=0) / divisor  # (D,): C_ii
         ctx.save_for_backward(A, B, ga, None if B is None else gb)
         ctx.args = (divisor, start, stop)
-        return value
+        return frob, diag
 
     @staticmethod
     @first_order_only(WHAT, NO_DOUBLE_BACKWARD)
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(
+        ctx: Any, grad_frob: Tensor | None, grad_diag: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
         A, B, ga, gb = ctx.saved_tensors
         divisor, start, stop = ctx.args
         symmetric = B is None
-        scale = grad / divisor**2
         whole = start == 0 and stop == A.shape[0]
 
-        def one(x: Tensor, g: Tensor, factor: float) -> Tensor:
-            if whole:  # g is symmetric: d/dX sum(X X^T o G) = 2 G X
-                return torch.mm(g, x).mul_(scale * (2 * factor))
-            out = torch.mm(g.t(), x[start:stop])  # (N, D)
-            out[start:stop] += torch.mm(g, x)
-            return out.mul_(scale * factor)
+        def one(x: Tensor, g: Tensor, other: Tensor, factor: float) -> Tensor:
+            """The gradient for factor ``x``: ``g`` the other factor's Gram rows, ``other`` the
+            other factor (``factor`` 2 when both factors are ``x``)."""
+            out = None
+            if grad_frob is not None:
+                k = grad_frob * (factor / divisor**2)
+                if whole:  # g is symmetric: d/dX sum(X X^T o G) = 2 G X
+                    out = torch.mm(g * (2 * k), x)  # (N, D)
+                else:
+                    g = g * k  # (R, N)
+                    out = torch.mm(g.t(), x[start:stop])  # (N, D)
+                    out[start:stop].addmm_(g, x)
+            if grad_diag is not None:  # d/dX sum_i w_i sum_n X_ni Y_ni = Y diag(w)
+                w = grad_diag * (factor / divisor)  # (D,)
+                out = other * w if out is None else out.addcmul_(other, w)
+            return torch.zeros_like(x) if out is None else out
 
-        if symmetric:  # sum(G o G): twice the gradient through one factor
-            grad_a = one(A, ga, 2.0) if ctx.needs_input_grad[0] else None
+        if symmetric:  # both factors are A: twice the gradient through one of them
+            grad_a = one(A, ga, A, 2.0) if ctx.needs_input_grad[0] else None
             return grad_a, None, None, None, None
-        grad_a = one(A, gb, 1.0) if ctx.needs_input_grad[0] else None
-        grad_b = one(B, ga, 1.0) if ctx.needs_input_grad[1] else None
+        grad_a = one(A, gb, B, 1.0) if ctx.needs_input_grad[0] else None
+        grad_b = one(B, ga, A, 1.0) if ctx.needs_input_grad[1] else None
         return grad_a, grad_b, None, None, None
 
 
@@ -274,6 +324,16 @@ def tiled_loss(
     )
 
 
+def gram_terms(
+    A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int
+) -> tuple[Tensor, Tensor]:
+    """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` and the diagonal
+    ``sum(A o B, 0) / divisor`` of ``C`` (``"gram"``)."""
+    untyped: Any = GramTerms
+    frob, diag = untyped.apply(A, B, divisor, start, stop)
+    return frob, diag
+
+
 def gram_frobenius(A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int) -> Tensor:
     """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` (``"gram"``)."""
-    return apply_function(GramFrobenius, A, B, divisor, start, stop)
+    return gram_terms(A, B, divisor, start, stop)[0]
