@@ -61,7 +61,9 @@ def barlow_twins_loss(
       strip when :math:`C` fits in one). Triton kernels on CUDA (when Triton
       is installed), strips of at most :math:`2^{22}` elements of :math:`C` in PyTorch elsewhere.
     - ``"auto"`` runs what :func:`~sslosses.functional.select_algorithm` picks for the
-      (global) batch: ``"gram"`` for :math:`N \le D/2`, else ``"dense"`` up to
+      (global) batch and the inputs' device: ``"gram"`` for :math:`N \le D/2`; else on CPU
+      ``"fused"`` up to :math:`D = 2048` (:math:`C` in one strip), ``"dense"`` up to
+      :math:`D = 8192` and ``"fused"`` beyond; on other devices ``"dense"`` up to
       :math:`D = 8192`, else ``"fused"``.
 
     Args:
@@ -144,7 +146,7 @@ def barlow_twins_loss(
             divisor=n,
             on_weight=1.0,
             off_weight=lambd,
-            algorithm=resolve_algorithm(algorithm, n, d, symmetric=False),
+            algorithm=resolve_algorithm(algorithm, n, d, symmetric=False, device=za.device),
             sharded=sharded,
         )
 

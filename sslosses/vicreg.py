@@ -123,7 +123,7 @@ def vicreg_terms(
         std_a = (var_a + eps).sqrt()
         std_b = (var_b + eps).sqrt()
         variance = F.relu(1 - std_a).mean() / 2 + F.relu(1 - std_b).mean() / 2
-        chosen = resolve_algorithm(algorithm, n, d, symmetric=True)
+        chosen = resolve_algorithm(algorithm, n, d, symmetric=True, device=xa.device)
 
         def off_diagonal_term(x: Tensor) -> Tensor:
             # sum_{i != j} cov_ij^2 / D, cov = X^T X / (N - 1): the off-diagonal primitive with

@@ -29,7 +29,7 @@ from sslosses._validation import (
     check_bool,
     check_non_negative_int,
 )
-from sslosses.kernels.offdiag_torch import dense_loss, gram_terms, tiled_loss
+from sslosses.kernels.offdiag_torch import STRIP_ELEMENTS, dense_loss, gram_terms, tiled_loss
 from sslosses.typing import Algorithm
 
 __all__ = [
@@ -46,18 +46,19 @@ GRAM_MAX_RATIO = 0.5
 """``"auto"`` picks ``"gram"`` when ``N <= GRAM_MAX_RATIO * D`` (the measured crossover)."""
 
 DENSE_MAX_ELEMENTS = 1 << 26
-"""``"auto"`` picks ``"fused"`` over ``"dense"`` when ``D * D`` exceeds this (256 MiB float32)."""
+"""``"auto"`` picks ``"fused"`` over ``"dense"`` when ``D * D`` exceeds this (256 MiB float32);
+on CPU also when ``D * D`` is at most ``STRIP_ELEMENTS`` (one strip)."""
 
 
 def select_algorithm(
-    n: int, d: int, *, symmetric: bool = False
+    n: int, d: int, *, symmetric: bool = False, device: torch.device | str = "cpu"
 ) -> Literal["dense", "gram", "fused"]:
     r"""The algorithm ``algorithm="auto"`` runs for a (global) batch of ``n`` rows, ``d`` features.
 
     :func:`~sslosses.functional.barlow_twins_loss` (a cross-correlation :math:`A^\top B`) and
     :func:`~sslosses.functional.vicreg_loss` (a covariance :math:`X^\top X`,
-    ``symmetric=True``) call this when given ``algorithm="auto"``, their default. The rule,
-    the same on every device:
+    ``symmetric=True``) call this when given ``algorithm="auto"``, their default, with the
+    device of their inputs. The rule:
 
     - ``"gram"`` when :math:`N \le D/2`: the :math:`(N, N)` Gram identity costs
       :math:`O(N^2 D)` instead of :math:`O(N D^2)` and never forms a :math:`(D, D)` tensor;
@@ -67,7 +68,12 @@ def select_algorithm(
       strip (:math:`D \le 2048`: built from its upper half and kept for the backward, on the
       PyTorch path);
     - otherwise, for a cross-correlation, ``"fused"`` when :math:`D^2 > 2^{26}` (each
-      :math:`(D, D)` buffer would pass 256 MiB in float32), else ``"dense"``.
+      :math:`(D, D)` buffer would pass 256 MiB in float32), and on CPU also when
+      :math:`D^2 \le 2^{22}` (:math:`D \le 2048`: :math:`C` is one strip, kept for the
+      backward, so ``"fused"`` does the products of ``"dense"`` without its
+      :math:`(D, D)` temporaries), else ``"dense"`` (between the two, ``"fused"`` would
+      recompute its strips in the backward). On other devices, where the fused kernels are
+      untimed, a cross-correlation keeps ``"dense"`` up to :math:`D^2 = 2^{26}`.
 
     :math:`N` is the global batch when the loss runs distributed. The measurements behind
     the rule are in :ref:`the Barlow Twins page <barlow-twins-measurements>` and
@@ -78,43 +84,52 @@ def select_algorithm(
         d: features.
         symmetric: ``True`` for a covariance (VICReg), ``False`` for a cross-correlation
             (Barlow Twins). Default: ``False``.
+        device: the device the loss runs on (only its type matters). Default: ``"cpu"``.
 
     Returns:
         ``"dense"``, ``"gram"`` or ``"fused"``.
 
     Raises:
-        TypeError: if ``n`` or ``d`` is not an integer, or ``symmetric`` is not a bool.
+        TypeError: if ``n`` or ``d`` is not an integer, ``symmetric`` is not a bool, or
+            ``device`` is neither a :class:`torch.device` nor a string.
         ValueError: if ``n`` or ``d`` is negative.
 
     Examples:
         >>> from sslosses.functional import select_algorithm
         >>> select_algorithm(256, 8192), select_algorithm(8192, 2048)
-        ('gram', 'dense')
+        ('gram', 'fused')
+        >>> select_algorithm(8192, 4096), select_algorithm(8192, 2048, device="cuda")
+        ('dense', 'dense')
         >>> select_algorithm(8192, 2048, symmetric=True)
         'fused'
     """
+    if not isinstance(device, torch.device | str):
+        raise TypeError(f"device must be a torch.device or a string, got {type(device).__name__}")
     return _select(
         check_non_negative_int("n", n),
         check_non_negative_int("d", d),
         symmetric=check_bool("symmetric", symmetric),
+        cpu=torch.device(device).type == "cpu",
     )
 
 
 def resolve_algorithm(
-    algorithm: Algorithm, n: int, d: int, *, symmetric: bool
+    algorithm: Algorithm, n: int, d: int, *, symmetric: bool, device: torch.device
 ) -> Literal["dense", "gram", "fused"]:
     """``algorithm`` as given, or for ``"auto"`` the choice of :func:`select_algorithm`
     (arguments already checked: the losses pass their shapes, which may be symbolic)."""
     if algorithm != "auto":
         return algorithm
-    return _select(n, d, symmetric=symmetric)
+    return _select(n, d, symmetric=symmetric, cpu=device.type == "cpu")
 
 
-def _select(n: int, d: int, *, symmetric: bool) -> Literal["dense", "gram", "fused"]:
+def _select(n: int, d: int, *, symmetric: bool, cpu: bool) -> Literal["dense", "gram", "fused"]:
     """:func:`select_algorithm` on checked arguments."""
     if n <= GRAM_MAX_RATIO * d:
         return "gram"
     if symmetric or d * d > DENSE_MAX_ELEMENTS:
+        return "fused"
+    if cpu and d * d <= STRIP_ELEMENTS:  # C in one strip, kept for the backward
         return "fused"
     return "dense"
 

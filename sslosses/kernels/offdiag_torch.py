@@ -215,6 +215,10 @@ class TiledOffDiagonalLoss(torch.autograd.Function):
             m.diagonal(offset=start).copy_((kept_diag - 1) * (scale * (2 * on_weight)))
             if whole_symmetric:
                 return torch.mm(A, m) if need_b else None, None, None, None, None, None, None, None
+            if not symmetric and start == 0 and stop == A.shape[1]:  # the strip is all of C
+                grad_a = torch.mm(other, m.t()) if need_a else None  # (N, D)
+                grad_b = torch.mm(A, m) if need_b else None  # (N, D)
+                return grad_a, grad_b, None, None, None, None, None, None
         grad_a = torch.zeros_like(A) if need_a else None
         grad_b = (
             (grad_a if grad_a is not None and symmetric else torch.zeros_like(other))
