@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import _collectives
-from sslosses._numerics import no_autocast, upcast
+from sslosses._numerics import column_dots, no_autocast, upcast
 from sslosses._validation import (
     check_algorithm,
     check_embedding_pair,
@@ -48,7 +48,7 @@ class _Centred(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z: Tensor) -> tuple[Tensor, Tensor]:
         x = z - z.mean(dim=0)  # (N, D)
-        var = torch.linalg.vecdot(x, x, dim=0) / (z.shape[0] - 1)  # (D,)
+        var = column_dots(x, x).div_(z.shape[0] - 1)  # (D,)
         ctx.save_for_backward(x)
         return x, var
 
@@ -125,9 +125,10 @@ def vicreg_terms(
         variance = F.relu(1 - std_a).mean() / 2 + F.relu(1 - std_b).mean() / 2
         chosen = resolve_algorithm(algorithm, n, d, symmetric=True, device=xa.device)
 
-        def off_diagonal_term(x: Tensor) -> Tensor:
+        def off_diagonal_term(x: Tensor, var: Tensor) -> Tensor:
             # sum_{i != j} cov_ij^2 / D, cov = X^T X / (N - 1): the off-diagonal primitive with
-            # A = B = X (B=None), no diagonal term, off-diagonal weight 1 / D
+            # A = B = X (B=None), no diagonal term, off-diagonal weight 1 / D; the variances
+            # are the covariance's diagonal
             return offdiag_loss(
                 x,
                 None,
@@ -136,9 +137,10 @@ def vicreg_terms(
                 off_weight=1.0 / d,
                 algorithm=chosen,
                 sharded=sharded,
+                diagonal=var,
             )
 
-        covariance = off_diagonal_term(xa) + off_diagonal_term(xb)
+        covariance = off_diagonal_term(xa, var_a) + off_diagonal_term(xb, var_b)
         loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
         return VICRegTerms(loss, invariance, variance, covariance)
 

@@ -29,7 +29,13 @@ from sslosses._validation import (
     check_bool,
     check_non_negative_int,
 )
-from sslosses.kernels.offdiag_torch import STRIP_ELEMENTS, dense_loss, gram_terms, tiled_loss
+from sslosses.kernels.offdiag_torch import (
+    STRIP_ELEMENTS,
+    dense_loss,
+    gram_frobenius,
+    gram_terms,
+    tiled_loss,
+)
 from sslosses.typing import Algorithm
 
 __all__ = [
@@ -161,21 +167,26 @@ def _gram_loss(
     on_weight: float,
     off_weight: float,
     sharded: bool,
+    diagonal: Tensor | None,
 ) -> Tensor:
     r"""The loss by the Gram identity: :math:`\|C\|_F^2 = \sum (A A^\top) \circ (B B^\top) / s^2`.
 
     The off-diagonal sum is :math:`\|C\|_F^2 - \sum_i C_{ii}^2`, clamped at zero against
     rounding (the exact value is a sum of squares). When :math:`2 N > D` (where
     :math:`C` may be close to diagonal, and the subtraction would cancel in float32) it is
-    computed in float64.
+    computed in float64, with the diagonal computed again from the float64 inputs.
     """
     dtype = A.dtype
     n, d = A.shape
     if 2 * n > d:
         A = upcast(A, torch.float64)
         B = None if B is None else upcast(B, torch.float64)
+        diagonal = None
     start, stop = _my_shard(n, sharded)
-    frob, c = gram_terms(A, B, divisor, start, stop)  # a share of ||C||_F^2; (D,): all C_ii
+    if diagonal is None:
+        frob, c = gram_terms(A, B, divisor, start, stop)  # a share of ||C||_F^2; (D,): all C_ii
+    else:
+        frob, c = gram_frobenius(A, B, divisor, start, stop), diagonal
     if sharded:
         frob = distributed.all_reduce_sum(frob)
     # a sum of squares: rounding must not make it negative (its gradient vanishes near 0 too)
@@ -192,8 +203,13 @@ def offdiag_loss(
     off_weight: float,
     algorithm: Literal["dense", "gram", "fused"],
     sharded: bool = False,
+    diagonal: Tensor | None = None,
 ) -> Tensor:
     r"""The weighted sum of squares of :math:`C - I` (see the module docstring), 0-d.
+
+    ``diagonal``, when given, is :math:`(C_{ii})_i` as the caller computed it, with its
+    gradient (VICReg's variances): ``"gram"`` uses it instead of computing it again wherever
+    it computes in the inputs' dtype; the other algorithms read the diagonal off :math:`C`.
 
     ``A`` and ``B`` hold the global batch on every rank when ``sharded``: each rank then
     computes a share (rows of :math:`C` for ``"dense"``/``"fused"``, rows of the Gram matrices
@@ -201,7 +217,7 @@ def offdiag_loss(
     the whole value and its gradient is the sum over ranks of the shares' gradients.
     """
     if algorithm == "gram":
-        return _gram_loss(A, B, divisor, on_weight, off_weight, sharded)
+        return _gram_loss(A, B, divisor, on_weight, off_weight, sharded, diagonal)
     start, stop = _my_shard(A.shape[1], sharded)
     if algorithm == "dense":
         partial = dense_loss(A, B, divisor, on_weight, off_weight, start, stop)

@@ -28,12 +28,13 @@ approach the identity and that difference cancels catastrophically in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from sslosses._autograd import apply_function, first_order_only
+from sslosses._numerics import column_dots
 
 __all__ = [
     "GRAM_BLOCK",
@@ -255,8 +256,14 @@ class GramTerms(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int
-    ) -> tuple[Tensor, Tensor]:
+        ctx: Any,
+        A: Tensor,
+        B: Tensor | None,
+        divisor: float,
+        start: int,
+        stop: int,
+        diagonal: bool,
+    ) -> tuple[Tensor, Tensor | None]:
         ctx.set_materialize_grads(False)
         if start == 0 and stop == A.shape[0]:  # whole Gram matrices: from their upper halves
 
@@ -272,7 +279,8 @@ class GramTerms(torch.autograd.Function):
         ga = gram(A)
         gb = ga if B is None else gram(B)
         frob = torch.dot(ga.view(-1), gb.view(-1)) / divisor**2
-        diag = torch.linalg.vecdot(A, A if B is None else B, dim=0) / divisor  # (D,): C_ii
+        # (D,): C_ii, unless the caller has it
+        diag = column_dots(A, A if B is None else B).div_(divisor) if diagonal else None
         ctx.save_for_backward(A, B, ga, None if B is None else gb)
         ctx.args = (divisor, start, stop)
         return frob, diag
@@ -306,10 +314,10 @@ class GramTerms(torch.autograd.Function):
 
         if symmetric:  # both factors are A: twice the gradient through one of them
             grad_a = one(A, ga, A, 2.0) if ctx.needs_input_grad[0] else None
-            return grad_a, None, None, None, None
+            return grad_a, None, None, None, None, None
         grad_a = one(A, gb, B, 1.0) if ctx.needs_input_grad[0] else None
         grad_b = one(B, ga, A, 1.0) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b, None, None, None
+        return grad_a, grad_b, None, None, None, None
 
 
 def tiled_loss(
@@ -334,10 +342,12 @@ def gram_terms(
     """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` and the diagonal
     ``sum(A o B, 0) / divisor`` of ``C`` (``"gram"``)."""
     untyped: Any = GramTerms
-    frob, diag = untyped.apply(A, B, divisor, start, stop)
+    frob, diag = untyped.apply(A, B, divisor, start, stop, True)
     return frob, diag
 
 
 def gram_frobenius(A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int) -> Tensor:
-    """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` (``"gram"``)."""
-    return gram_terms(A, B, divisor, start, stop)[0]
+    """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` (``"gram"``) alone."""
+    untyped: Any = GramTerms
+    frob, _ = untyped.apply(A, B, divisor, start, stop, False)
+    return cast(Tensor, frob)
