@@ -234,6 +234,41 @@ def test_gram_terms_match_explicit_formula_for_both_outputs(
     _close(value_and_grads(ours), value_and_grads(explicit))
 
 
+@pytest.mark.parametrize("B_none", [False, True])
+@pytest.mark.parametrize(("start", "stop"), [(0, 9), (2, 6)])
+def test_gram_terms_batch_norm_inside_matches_f_batch_norm_outside(
+    B_none: bool, start: int, stop: int
+) -> None:
+    # Barlow Twins hands raw embeddings and eps: the Function normalizes them itself and takes
+    # the gradient back through the normalization in place
+    gen = torch.Generator().manual_seed(5)
+    z_a = 2.0 * torch.randn(9, 7, generator=gen, dtype=torch.float64) + 1.0
+    z_b = z_a + torch.randn(9, 7, generator=gen, dtype=torch.float64)
+    w_diag = torch.linspace(-1.0, 2.0, 7, dtype=torch.float64)
+    eps = 0.3  # large, so that a misplaced eps shows
+
+    def weighted(frob: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        return 0.7 * frob + (w_diag * diag).sum()
+
+    def inside(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return weighted(*gram_terms(a, None if B_none else b, 9.0, start, stop, eps))
+
+    def outside(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        bn = torch.nn.functional.batch_norm
+        A = bn(a, None, None, training=True, eps=eps)
+        B = None if B_none else bn(b, None, None, training=True, eps=eps)
+        return weighted(*gram_terms(A, B, 9.0, start, stop))
+
+    def value_and_grads(fn: object) -> list[torch.Tensor]:
+        a = z_a.clone().requires_grad_(True)
+        b = z_b.clone().requires_grad_(True)
+        value = fn(a, b)  # type: ignore[operator]
+        grads = torch.autograd.grad(value, (a, b), allow_unused=True, materialize_grads=True)
+        return [value.detach(), *grads]
+
+    _close(value_and_grads(inside), value_and_grads(outside), tol=1e-10)
+
+
 @pytest.mark.parametrize("block", [1, 4, 5, 16])
 def test_symmetric_product_is_the_full_product(block: int) -> None:
     gen = torch.Generator().manual_seed(3)

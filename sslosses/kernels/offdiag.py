@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from sslosses import distributed
@@ -168,6 +169,7 @@ def _gram_loss(
     off_weight: float,
     sharded: bool,
     diagonal: Tensor | None,
+    batch_norm_eps: float | None,
 ) -> Tensor:
     r"""The loss by the Gram identity: :math:`\|C\|_F^2 = \sum (A A^\top) \circ (B B^\top) / s^2`.
 
@@ -183,8 +185,8 @@ def _gram_loss(
         B = None if B is None else upcast(B, torch.float64)
         diagonal = None
     start, stop = _my_shard(n, sharded)
-    if diagonal is None:
-        frob, c = gram_terms(A, B, divisor, start, stop)  # a share of ||C||_F^2; (D,): all C_ii
+    if diagonal is None:  # a share of ||C||_F^2; (D,): all C_ii
+        frob, c = gram_terms(A, B, divisor, start, stop, batch_norm_eps)
     else:
         frob, c = gram_frobenius(A, B, divisor, start, stop), diagonal
     if sharded:
@@ -204,8 +206,15 @@ def offdiag_loss(
     algorithm: Literal["dense", "gram", "fused"],
     sharded: bool = False,
     diagonal: Tensor | None = None,
+    batch_norm_eps: float | None = None,
 ) -> Tensor:
     r"""The weighted sum of squares of :math:`C - I` (see the module docstring), 0-d.
+
+    With ``batch_norm_eps``, ``A`` and ``B`` are raw embeddings, each first normalized per
+    feature as ``BatchNorm1d(affine=False)`` does in training mode (batch mean, biased
+    variance, that ``eps`` inside the square root; Barlow Twins): ``"gram"`` does it inside its
+    Function (its backward takes the gradient back through it in place), the other algorithms
+    with ``F.batch_norm``.
 
     ``diagonal``, when given, is :math:`(C_{ii})_i` as the caller computed it, with its
     gradient (VICReg's variances): ``"gram"`` uses it instead of computing it again wherever
@@ -217,7 +226,10 @@ def offdiag_loss(
     the whole value and its gradient is the sum over ranks of the shares' gradients.
     """
     if algorithm == "gram":
-        return _gram_loss(A, B, divisor, on_weight, off_weight, sharded, diagonal)
+        return _gram_loss(A, B, divisor, on_weight, off_weight, sharded, diagonal, batch_norm_eps)
+    if batch_norm_eps is not None:
+        A = F.batch_norm(A, None, None, training=True, eps=batch_norm_eps)  # (N, D)
+        B = None if B is None else F.batch_norm(B, None, None, training=True, eps=batch_norm_eps)
     start, stop = _my_shard(A.shape[1], sharded)
     if algorithm == "dense":
         partial = dense_loss(A, B, divisor, on_weight, off_weight, start, stop)

@@ -251,7 +251,9 @@ class GramTerms(torch.autograd.Function):
     whole). Whole Gram matrices are built from their upper halves (:func:`symmetric_product`);
     for ``B=None`` one Gram matrix serves both factors. The backward takes both terms' gradients
     in one pass: one ``(N, N) x (N, D)`` product per factor, into which the diagonal's gradient
-    is added in place.
+    is added in place. Given ``eps``, the inputs are raw embeddings that the Function
+    batch-normalizes first (Barlow Twins), and the backward takes the gradient back through
+    the normalization in the same buffer: one ``(N, D)`` tensor per factor in all.
     """
 
     @staticmethod
@@ -263,8 +265,13 @@ class GramTerms(torch.autograd.Function):
         start: int,
         stop: int,
         diagonal: bool,
+        eps: float | None,
     ) -> tuple[Tensor, Tensor | None]:
         ctx.set_materialize_grads(False)
+        ra = rb = None
+        if eps is not None:  # A and B are the raw embeddings: batch-normalize them first
+            A, ra = _batch_norm(A, eps)
+            B, rb = (None, ra) if B is None else _batch_norm(B, eps)
         if start == 0 and stop == A.shape[0]:  # whole Gram matrices: from their upper halves
 
             def gram(x: Tensor) -> Tensor:
@@ -281,7 +288,7 @@ class GramTerms(torch.autograd.Function):
         frob = torch.dot(ga.view(-1), gb.view(-1)) / divisor**2
         # (D,): C_ii, unless the caller has it
         diag = column_dots(A, A if B is None else B).div_(divisor) if diagonal else None
-        ctx.save_for_backward(A, B, ga, None if B is None else gb)
+        ctx.save_for_backward(A, B, ga, None if B is None else gb, ra, rb)
         ctx.args = (divisor, start, stop)
         return frob, diag
 
@@ -290,14 +297,15 @@ class GramTerms(torch.autograd.Function):
     def backward(
         ctx: Any, grad_frob: Tensor | None, grad_diag: Tensor | None
     ) -> tuple[Tensor | None, ...]:
-        A, B, ga, gb = ctx.saved_tensors
+        A, B, ga, gb, ra, rb = ctx.saved_tensors
         divisor, start, stop = ctx.args
         symmetric = B is None
         whole = start == 0 and stop == A.shape[0]
 
-        def one(x: Tensor, g: Tensor, other: Tensor, factor: float) -> Tensor:
+        def one(x: Tensor, g: Tensor, other: Tensor, factor: float, rstd: Tensor | None) -> Tensor:
             """The gradient for factor ``x``: ``g`` the other factor's Gram rows, ``other`` the
-            other factor (``factor`` 2 when both factors are ``x``)."""
+            other factor (``factor`` 2 when both factors are ``x``), taken back through the
+            batch normalization (in place) when ``x`` is normalized with ``1 / std = rstd``."""
             out = None
             if grad_frob is not None:
                 k = grad_frob * (factor / divisor**2)
@@ -310,14 +318,33 @@ class GramTerms(torch.autograd.Function):
             if grad_diag is not None:  # d/dX sum_i w_i sum_n X_ni Y_ni = Y diag(w)
                 w = grad_diag * (factor / divisor)  # (D,)
                 out = other * w if out is None else out.addcmul_(other, w)
-            return torch.zeros_like(x) if out is None else out
+            if out is None:
+                return torch.zeros_like(x)
+            return out if rstd is None else _batch_norm_backward_(out, x, rstd)
 
         if symmetric:  # both factors are A: twice the gradient through one of them
-            grad_a = one(A, ga, A, 2.0) if ctx.needs_input_grad[0] else None
-            return grad_a, None, None, None, None, None
-        grad_a = one(A, gb, B, 1.0) if ctx.needs_input_grad[0] else None
-        grad_b = one(B, ga, A, 1.0) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b, None, None, None, None
+            grad_a = one(A, ga, A, 2.0, ra) if ctx.needs_input_grad[0] else None
+            return grad_a, None, None, None, None, None, None
+        grad_a = one(A, gb, B, 1.0, ra) if ctx.needs_input_grad[0] else None
+        grad_b = one(B, ga, A, 1.0, rb) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None, None, None, None, None
+
+
+def _batch_norm(z: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """``F.batch_norm(z, None, None, training=True, eps=eps)`` (batch mean, biased variance,
+    ``eps`` inside the square root) and the ``(D,)`` reciprocal standard deviations."""
+    x = z - z.mean(dim=0)  # (N, D)
+    rstd = column_dots(x, x).div_(z.shape[0]).add_(eps).rsqrt_()  # (D,)
+    return x.mul_(rstd), rstd
+
+
+def _batch_norm_backward_(grad: Tensor, x: Tensor, rstd: Tensor) -> Tensor:
+    r"""The gradient ``grad`` for the normalized ``x`` taken back to the raw embeddings, in
+    place: :math:`r \circ (g - \bar g - x \circ \overline{g \circ x})` (means over rows)."""
+    n = grad.shape[0]
+    mean_gx = column_dots(grad, x).div_(n)  # (D,)
+    grad.sub_(grad.mean(dim=0)).addcmul_(x, mean_gx, value=-1.0)
+    return grad.mul_(rstd)
 
 
 def tiled_loss(
@@ -337,17 +364,23 @@ def tiled_loss(
 
 
 def gram_terms(
-    A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int
+    A: Tensor,
+    B: Tensor | None,
+    divisor: float,
+    start: int,
+    stop: int,
+    batch_norm_eps: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` and the diagonal
-    ``sum(A o B, 0) / divisor`` of ``C`` (``"gram"``)."""
+    ``sum(A o B, 0) / divisor`` of ``C`` (``"gram"``); with ``batch_norm_eps``, of the
+    batch-normalized ``A`` and ``B`` (``F.batch_norm`` in training mode, that ``eps``)."""
     untyped: Any = GramTerms
-    frob, diag = untyped.apply(A, B, divisor, start, stop, True)
+    frob, diag = untyped.apply(A, B, divisor, start, stop, True, batch_norm_eps)
     return frob, diag
 
 
 def gram_frobenius(A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int) -> Tensor:
     """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` (``"gram"``) alone."""
     untyped: Any = GramTerms
-    frob, _ = untyped.apply(A, B, divisor, start, stop, False)
+    frob, _ = untyped.apply(A, B, divisor, start, stop, False, None)
     return cast(Tensor, frob)
