@@ -2,8 +2,9 @@
 
 A loss computes in float32 for float16/bfloat16/float32 inputs and in float64 when any input
 is float64 (:func:`compute_dtype`, :func:`upcast`), with autocast disabled on the inputs'
-device (:func:`no_autocast`); :func:`reduce` applies a validated ``reduction`` and
-:func:`clamp_value` keeps a bounded loss inside its bound without touching its gradient.
+device (:func:`no_autocast`); :func:`reduce` applies a validated ``reduction``,
+:func:`clamp_value` keeps a bounded loss inside its bound without touching its gradient, and
+:func:`column_dots` sums products over the rows without an ``(N, D)`` temporary.
 Argument checks are in :mod:`sslosses._validation`.
 """
 
@@ -34,6 +35,25 @@ def reduce(loss: Tensor, reduction: Reduction) -> Tensor:
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+COLUMN_DOTS_ELEMENTS = 1 << 18
+"""The most elements of the temporary product :func:`column_dots` holds at once (1 MiB float32)."""
+
+
+def column_dots(a: Tensor, b: Tensor) -> Tensor:
+    """``(a * b).sum(dim=0)`` for ``(N, D)`` tensors, without their ``(N, D)`` product.
+
+    Row blocks of at most :data:`COLUMN_DOTS_ELEMENTS` elements: a full-size temporary would be
+    fresh memory (page faults) on every call of a loss, and costs more than the sum itself.
+    Not differentiable by itself (for the forward of custom autograd Functions).
+    """
+    n, d = a.shape
+    rows = max(1, COLUMN_DOTS_ELEMENTS // max(d, 1))
+    out = a.new_zeros(d)  # (D,)
+    for s in range(0, n, rows):
+        out += (a[s : s + rows] * b[s : s + rows]).sum(dim=0)
+    return out
 
 
 def clamp_value(loss: Tensor, low: float, high: float) -> Tensor:

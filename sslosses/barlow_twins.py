@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sslosses import _collectives, distributed
@@ -61,7 +60,9 @@ def barlow_twins_loss(
       strip when :math:`C` fits in one). Triton kernels on CUDA (when Triton
       is installed), strips of at most :math:`2^{22}` elements of :math:`C` in PyTorch elsewhere.
     - ``"auto"`` runs what :func:`~sslosses.functional.select_algorithm` picks for the
-      (global) batch: ``"gram"`` for :math:`N \le D/2`, else ``"dense"`` up to
+      (global) batch and the inputs' device: ``"gram"`` for :math:`N \le D/2`; else on CPU
+      ``"fused"`` up to :math:`D = 2048` (:math:`C` in one strip), ``"dense"`` up to
+      :math:`D = 8192` and ``"fused"`` beyond; on other devices ``"dense"`` up to
       :math:`D = 8192`, else ``"fused"``.
 
     Args:
@@ -135,17 +136,17 @@ def barlow_twins_loss(
             za, zb = distributed.gather(za), distributed.gather(zb)  # (N_global, D)
         n, d = za.shape
         check_variance_batch(n, sharded=sharded, variance="batch variance")
-        # BatchNorm1d(affine=False) in training mode: batch mean, biased variance
-        A = F.batch_norm(za, None, None, training=True, eps=eps)  # (N, D)
-        B = F.batch_norm(zb, None, None, training=True, eps=eps)  # (N, D)
+        # A, B: BatchNorm1d(affine=False) in training mode (batch mean, biased variance) of
+        # za, zb, applied inside the off-diagonal primitive (the Gram path fuses it)
         return offdiag_loss(
-            A,
-            B,
+            za,
+            zb,
             divisor=n,
             on_weight=1.0,
             off_weight=lambd,
-            algorithm=resolve_algorithm(algorithm, n, d, symmetric=False),
+            algorithm=resolve_algorithm(algorithm, n, d, symmetric=False, device=za.device),
             sharded=sharded,
+            batch_norm_eps=eps,
         )
 
 

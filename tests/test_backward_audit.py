@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sslosses._chunked_ce import similarity_logsumexp
-from sslosses.functional import barlow_twins_loss
+from sslosses.functional import barlow_twins_loss, vicreg_loss
 
 F64 = torch.float64
 
@@ -31,11 +31,20 @@ def _barlow(algorithm: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tens
     return loss
 
 
+def _vicreg(algorithm: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return vicreg_loss(a, b, algorithm=algorithm)  # type: ignore[arg-type]
+
+    return loss
+
+
 FUNCTIONS = {
     "blockwise log-sum-exp": _blockwise_lse,
     "barlow dense": _barlow("dense"),
     "barlow gram": _barlow("gram"),
     "barlow fused": _barlow("fused"),
+    "vicreg dense": _vicreg("dense"),  # the centring and variance Function
+    "vicreg gram": _vicreg("gram"),
 }
 
 

@@ -279,13 +279,27 @@ def test_gram_float32_stays_float32_when_computing_in_float64() -> None:
         (2048, 8192, "gram"),
         (4096, 8192, "gram"),
         (4097, 8192, "dense"),
-        (8192, 2048, "dense"),
+        (8192, 2048, "fused"),  # C in one strip (D * D <= 2**22), kept for the backward
+        (1025, 2048, "fused"),
+        (4096, 2049, "dense"),  # two strips: "fused" would recompute them
+        (4096, 4096, "dense"),
         (16384, 16384, "fused"),  # D * D = 2**28 elements > 2**26
         (8192, 8192, "dense"),
     ],
 )
 def test_auto_rule_on_cpu(n: int, d: int, expected: str) -> None:
     assert select_algorithm(n, d) == expected
+    assert select_algorithm(n, d, device=torch.device("cpu")) == expected
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "expected"),
+    [(256, 8192, "gram"), (8192, 2048, "dense"), (1024, 1024, "dense"), (16384, 16384, "fused")],
+)
+def test_auto_rule_off_cpu_keeps_dense_for_one_strip(n: int, d: int, expected: str) -> None:
+    # the fused kernels are untimed on other devices: there "auto" keeps "dense" up to 2**26
+    assert select_algorithm(n, d, device="cuda") == expected
+    assert select_algorithm(n, d, device=torch.device("cuda", 0)) == expected
 
 
 @pytest.mark.parametrize(
@@ -295,6 +309,7 @@ def test_auto_rule_on_cpu(n: int, d: int, expected: str) -> None:
         ((8, True), {}, TypeError, "d must be an int, got bool"),
         ((-1, 8), {}, ValueError, "n must be an int >= 0, got -1"),
         ((8, 8), {"symmetric": 1}, TypeError, "symmetric must be a bool, got int"),
+        ((8, 8), {"device": 0}, TypeError, "device must be a torch.device or a string, got int"),
     ],
 )
 def test_public_selector_rejects_bad_arguments(
@@ -309,14 +324,14 @@ def test_public_selector_accepts_numpy_integers() -> None:
 
 
 @pytest.mark.parametrize("has_triton", [True, False])
-def test_auto_rule_is_the_measured_rule_on_cuda_too(
+def test_auto_rule_on_cuda_does_not_depend_on_triton(
     monkeypatch: pytest.MonkeyPatch, has_triton: bool
 ) -> None:
-    """The Triton kernels are untimed on a GPU, so "auto" applies the CPU-measured rule there."""
+    """The Triton kernels are untimed on a GPU: "auto" keeps "dense" there, Triton or not."""
     monkeypatch.setattr(offdiag_triton, "HAS_TRITON", has_triton)
-    assert select_algorithm(8192, 2048) == "dense"
-    assert select_algorithm(256, 8192) == "gram"
-    assert select_algorithm(16384, 16384) == "fused"
+    assert select_algorithm(8192, 2048, device="cuda") == "dense"
+    assert select_algorithm(256, 8192, device="cuda") == "gram"
+    assert select_algorithm(16384, 16384, device="cuda") == "fused"
 
 
 @pytest.mark.parametrize(("n", "d"), [(4, 16), (16, 4)])
@@ -337,7 +352,8 @@ def test_everything_works_without_triton() -> None:
         from sslosses.kernels import offdiag_triton
         assert offdiag_triton.HAS_TRITON is False
         assert not offdiag_triton.usable(torch.device("cuda"), torch.float32)
-        assert select_algorithm(8192, 2048) == "dense"
+        assert select_algorithm(8192, 2048) == "fused"
+        assert select_algorithm(8192, 2048, device="cuda") == "dense"
         z_a, z_b = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 5, dtype=torch.float64)
         fused = barlow_twins_loss(z_a, z_b, algorithm="fused")
         dense = barlow_twins_loss(z_a, z_b, algorithm="dense")

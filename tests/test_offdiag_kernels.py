@@ -18,8 +18,11 @@ import torch
 from sslosses.kernels import offdiag_torch, offdiag_triton
 from sslosses.kernels.offdiag_torch import (
     dense_loss,
+    gram_block,
     gram_frobenius,
+    gram_terms,
     strip_height,
+    symmetric_product,
     tiled_loss,
 )
 
@@ -195,6 +198,89 @@ def test_gradcheck_symmetric() -> None:
     a = A.detach().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda x: tiled_loss(x, None, 4, 0.0, 0.5, 1, 6, 12), (a,))
     assert torch.autograd.gradcheck(lambda x: gram_frobenius(x, None, 4, 1, 4), (a,))
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 9, 32])
+@pytest.mark.parametrize("B_none", [False, True])
+@pytest.mark.parametrize(("start", "stop"), [(0, 9), (2, 6)])
+def test_gram_terms_match_explicit_formula_for_both_outputs(
+    monkeypatch: pytest.MonkeyPatch, block: int, B_none: bool, start: int, stop: int
+) -> None:
+    # Both outputs (a share of ||C||_F^2 and the whole diagonal of C) with independent upstream
+    # gradients; whole Gram matrices are built from upper row blocks of 1, 2, 3 (an uneven last
+    # block), 9 (one block) and 32 rows (the default, more than N).
+    monkeypatch.setattr(offdiag_torch, "GRAM_BLOCK", block)
+    A, B = _normalized(9, 7)
+    divisor, w_frob = 8.0, 0.7
+    w_diag = torch.linspace(-1.0, 2.0, 7, dtype=A.dtype)
+
+    def ours(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        frob, diag = gram_terms(a, None if B_none else b, divisor, start, stop)
+        return w_frob * frob + (w_diag * diag).sum()
+
+    def explicit(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        other = a if B_none else b
+        frob = ((a[start:stop] @ a.T) * (other[start:stop] @ other.T)).sum() / divisor**2
+        diag = (a.T @ other).diagonal() / divisor
+        return w_frob * frob + (w_diag * diag).sum()
+
+    def value_and_grads(fn: object) -> list[torch.Tensor]:
+        a = A.detach().clone().requires_grad_(True)
+        b = B.detach().clone().requires_grad_(True)
+        value = fn(a, b)  # type: ignore[operator]
+        grads = torch.autograd.grad(value, (a, b), allow_unused=True, materialize_grads=True)
+        return [value.detach(), *grads]  # B=None: b unused, its gradient zero
+
+    _close(value_and_grads(ours), value_and_grads(explicit))
+
+
+@pytest.mark.parametrize("B_none", [False, True])
+@pytest.mark.parametrize(("start", "stop"), [(0, 9), (2, 6)])
+def test_gram_terms_batch_norm_inside_matches_f_batch_norm_outside(
+    B_none: bool, start: int, stop: int
+) -> None:
+    # Barlow Twins hands raw embeddings and eps: the Function normalizes them itself and takes
+    # the gradient back through the normalization in place
+    gen = torch.Generator().manual_seed(5)
+    z_a = 2.0 * torch.randn(9, 7, generator=gen, dtype=torch.float64) + 1.0
+    z_b = z_a + torch.randn(9, 7, generator=gen, dtype=torch.float64)
+    w_diag = torch.linspace(-1.0, 2.0, 7, dtype=torch.float64)
+    eps = 0.3  # large, so that a misplaced eps shows
+
+    def weighted(frob: torch.Tensor, diag: torch.Tensor) -> torch.Tensor:
+        return 0.7 * frob + (w_diag * diag).sum()
+
+    def inside(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return weighted(*gram_terms(a, None if B_none else b, 9.0, start, stop, eps))
+
+    def outside(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        bn = torch.nn.functional.batch_norm
+        A = bn(a, None, None, training=True, eps=eps)
+        B = None if B_none else bn(b, None, None, training=True, eps=eps)
+        return weighted(*gram_terms(A, B, 9.0, start, stop))
+
+    def value_and_grads(fn: object) -> list[torch.Tensor]:
+        a = z_a.clone().requires_grad_(True)
+        b = z_b.clone().requires_grad_(True)
+        value = fn(a, b)  # type: ignore[operator]
+        grads = torch.autograd.grad(value, (a, b), allow_unused=True, materialize_grads=True)
+        return [value.detach(), *grads]
+
+    _close(value_and_grads(inside), value_and_grads(outside), tol=1e-10)
+
+
+@pytest.mark.parametrize("block", [1, 4, 5, 16])
+def test_symmetric_product_is_the_full_product(block: int) -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(11, 16, generator=gen, dtype=torch.float64)
+    gram = symmetric_product(x.t(), x.new_empty(11, 11), block)  # X X^T from its upper half
+    torch.testing.assert_close(gram, x @ x.T, rtol=1e-12, atol=1e-12)
+
+
+def test_gram_block() -> None:
+    assert gram_block(8) == 32  # at least GRAM_BLOCK rows
+    assert gram_block(256) == 32
+    assert gram_block(2048) == 128  # N // 16 beyond 512 rows
 
 
 def test_strip_height() -> None:

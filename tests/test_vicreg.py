@@ -12,6 +12,7 @@ from strategies import SEEDS, embeddings
 from benchmarks.references import vicreg as vicreg_reference
 from benchmarks.references import vicreg_terms as vicreg_reference_terms
 from sslosses import VICRegLoss, VICRegTerms
+from sslosses import vicreg as vicreg_module
 from sslosses.functional import select_algorithm, vicreg_loss, vicreg_terms
 
 ALGORITHMS = ("dense", "gram", "fused", "auto")
@@ -237,6 +238,34 @@ def test_dense_supports_double_backward_and_fast_paths_raise() -> None:
     for algorithm in ("gram", "fused", "auto"):  # "auto" runs "gram" at N=3, D=8
         with pytest.raises(RuntimeError, match=r"has no double backward.*algorithm='dense'"):
             penalty_grad(lambda a, b, k=algorithm: vicreg_loss(a, b, algorithm=k))
+
+
+def test_centring_and_variance_function_matches_plain_ops_to_second_order() -> None:
+    # vicreg's one Function for X = Z - mean(Z) and torch.var(Z, dim=0): values, gradients with
+    # upstream gradients for both outputs, and the double backward that "dense" relies on
+    z, _ = _pair(7, 5)
+    gen = torch.Generator().manual_seed(1)
+    g_x = torch.randn(7, 5, generator=gen, dtype=torch.float64)
+    g_v = torch.randn(5, generator=gen, dtype=torch.float64)
+
+    def plain(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return a - a.mean(dim=0), a.var(dim=0)
+
+    def first_and_second(fn: object) -> list[torch.Tensor]:
+        a = z.clone().requires_grad_(True)
+        x, var = fn(a)  # type: ignore[operator]
+        out = (g_x * x).sum() + (g_v * var).sum() + (x.square().sum(0) * var).sum()
+        (grad,) = torch.autograd.grad(out, [a], create_graph=True)
+        (second,) = torch.autograd.grad(grad.square().sum(), [a])
+        return [x.detach(), var.detach(), grad.detach(), second]
+
+    for ours, expected in zip(
+        first_and_second(vicreg_module._centred), first_and_second(plain), strict=True
+    ):
+        torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-12)
+    a = z.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(vicreg_module._centred, (a,))
+    assert torch.autograd.gradgradcheck(vicreg_module._centred, (a,))
 
 
 def test_gram_float32_stays_float32_when_computing_in_float64() -> None:

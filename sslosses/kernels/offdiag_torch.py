@@ -28,23 +28,28 @@ approach the identity and that difference cancels catastrophically in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
 
 from sslosses._autograd import apply_function, first_order_only
+from sslosses._numerics import column_dots
 
 __all__ = [
+    "GRAM_BLOCK",
     "NO_DOUBLE_BACKWARD",
     "STRIP_ELEMENTS",
     "SYMMETRIC_BLOCK",
     "WHAT",
-    "GramFrobenius",
+    "GramTerms",
     "TiledOffDiagonalLoss",
     "dense_loss",
+    "gram_block",
     "gram_frobenius",
+    "gram_terms",
     "strip_height",
+    "symmetric_product",
     "tiled_loss",
 ]
 
@@ -62,6 +67,9 @@ STRIP_ELEMENTS = 1 << 22
 
 SYMMETRIC_BLOCK = 256
 """Rows per block when the tiled path builds a whole covariance from its upper half."""
+
+GRAM_BLOCK = 32
+"""The fewest rows per block when the Gram path builds a whole Gram matrix from its upper half."""
 
 
 def strip_height(d: int, budget: int = STRIP_ELEMENTS) -> int:
@@ -95,19 +103,33 @@ def _strip(A: Tensor, B: Tensor, divisor: float, start: int, stop: int, out: Ten
     return c.div_(divisor)
 
 
-def _covariance(A: Tensor, divisor: float, out: Tensor, block: int) -> Tensor:
-    """All of the symmetric ``C = A^T A / divisor`` into ``out``, ``(D, D)``, from its upper half.
+def symmetric_product(A: Tensor, out: Tensor, block: int) -> Tensor:
+    """All of the symmetric ``A^T A`` (``A`` of shape ``(N, D)``) into ``out``, from its upper half.
 
     Row blocks of ``block`` rows are multiplied only from their diagonal block rightwards and
     mirrored below it: about half the products of one ``A^T A`` (BLAS has no symmetric
-    rank-k update in PyTorch).
+    rank-k update in PyTorch). ``symmetric_product(X.t(), ...)`` is the Gram matrix
+    ``X X^T``.
     """
     d = A.shape[1]
     for s in range(0, d, block):
         t = min(s + block, d)
         torch.mm(A[:, s:t].t(), A[:, s:], out=out[s:t, s:])  # (S, D - s)
         out[t:, s:t] = out[s:t, t:].t()
-    return out.div_(divisor)
+    return out
+
+
+def gram_block(n: int) -> int:
+    """Rows per block when the Gram path builds a whole ``(N, N)`` Gram matrix from its upper
+    half: ``max(GRAM_BLOCK, N // 16)`` (small blocks lose BLAS efficiency, large ones waste
+    products below the diagonal)."""
+    return max(GRAM_BLOCK, n // 16)
+
+
+def _covariance(A: Tensor, divisor: float, out: Tensor, block: int) -> Tensor:
+    """All of the symmetric ``C = A^T A / divisor`` into ``out``, ``(D, D)``, from its upper half
+    (:func:`symmetric_product`)."""
+    return symmetric_product(A, out, block).div_(divisor)
 
 
 def _strip_value_(c: Tensor, start: int, on_weight: float, off_weight: float) -> Tensor:
@@ -194,6 +216,10 @@ class TiledOffDiagonalLoss(torch.autograd.Function):
             m.diagonal(offset=start).copy_((kept_diag - 1) * (scale * (2 * on_weight)))
             if whole_symmetric:
                 return torch.mm(A, m) if need_b else None, None, None, None, None, None, None, None
+            if not symmetric and start == 0 and stop == A.shape[1]:  # the strip is all of C
+                grad_a = torch.mm(other, m.t()) if need_a else None  # (N, D)
+                grad_b = torch.mm(A, m) if need_b else None  # (N, D)
+                return grad_a, grad_b, None, None, None, None, None, None
         grad_a = torch.zeros_like(A) if need_a else None
         grad_b = (
             (grad_a if grad_a is not None and symmetric else torch.zeros_like(other))
@@ -215,47 +241,110 @@ class TiledOffDiagonalLoss(torch.autograd.Function):
         return grad_a, grad_b, None, None, None, None, None, None
 
 
-class GramFrobenius(torch.autograd.Function):
-    r"""``"gram"``: :math:`\sum_{n \in [r, t)} \sum_m (A A^\top)_{nm} (B B^\top)_{nm} / s^2`.
+class GramTerms(torch.autograd.Function):
+    r"""``"gram"``: the diagonal of :math:`C` and rows of its squared Frobenius norm.
 
-    Over all rows this is :math:`\|C\|_F^2 = \sum_{ij} C_{ij}^2`, computed from the ``(N, N)``
-    Gram matrices without forming ``C``; distributed callers split the rows ``n`` over ranks.
-    For ``B=None`` one Gram matrix serves both factors.
+    Returns :math:`\big(\sum_{n \in [r, t)} \sum_m (A A^\top)_{nm} (B B^\top)_{nm} / s^2,\;
+    (C_{ii})_i\big)` with :math:`C_{ii} = \sum_n A_{ni} B_{ni} / s`. Over all rows the first is
+    :math:`\|C\|_F^2 = \sum_{ij} C_{ij}^2`, computed from the ``(N, N)`` Gram matrices without
+    forming ``C``; distributed callers split the rows ``n`` over ranks (the diagonal is always
+    whole). Whole Gram matrices are built from their upper halves (:func:`symmetric_product`);
+    for ``B=None`` one Gram matrix serves both factors. The backward takes both terms' gradients
+    in one pass: one ``(N, N) x (N, D)`` product per factor, into which the diagonal's gradient
+    is added in place. Given ``eps``, the inputs are raw embeddings that the Function
+    batch-normalizes first (Barlow Twins), and the backward takes the gradient back through
+    the normalization in the same buffer: one ``(N, D)`` tensor per factor in all.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int
-    ) -> Tensor:
-        ga = torch.mm(A[start:stop], A.t())  # (R, N)
-        gb = ga if B is None else torch.mm(B[start:stop], B.t())  # (R, N)
-        value = (ga * gb).sum() / divisor**2
-        ctx.save_for_backward(A, B, ga, None if B is None else gb)
+        ctx: Any,
+        A: Tensor,
+        B: Tensor | None,
+        divisor: float,
+        start: int,
+        stop: int,
+        diagonal: bool,
+        eps: float | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        ctx.set_materialize_grads(False)
+        ra = rb = None
+        if eps is not None:  # A and B are the raw embeddings: batch-normalize them first
+            A, ra = _batch_norm(A, eps)
+            B, rb = (None, ra) if B is None else _batch_norm(B, eps)
+        if start == 0 and stop == A.shape[0]:  # whole Gram matrices: from their upper halves
+
+            def gram(x: Tensor) -> Tensor:
+                n = x.shape[0]
+                return symmetric_product(x.t(), x.new_empty(n, n), gram_block(n))  # (N, N)
+
+        else:
+
+            def gram(x: Tensor) -> Tensor:
+                return torch.mm(x[start:stop], x.t())  # (R, N)
+
+        ga = gram(A)
+        gb = ga if B is None else gram(B)
+        frob = torch.dot(ga.view(-1), gb.view(-1)) / divisor**2
+        # (D,): C_ii, unless the caller has it
+        diag = column_dots(A, A if B is None else B).div_(divisor) if diagonal else None
+        ctx.save_for_backward(A, B, ga, None if B is None else gb, ra, rb)
         ctx.args = (divisor, start, stop)
-        return value
+        return frob, diag
 
     @staticmethod
     @first_order_only(WHAT, NO_DOUBLE_BACKWARD)
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        A, B, ga, gb = ctx.saved_tensors
+    def backward(
+        ctx: Any, grad_frob: Tensor | None, grad_diag: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        A, B, ga, gb, ra, rb = ctx.saved_tensors
         divisor, start, stop = ctx.args
         symmetric = B is None
-        scale = grad / divisor**2
         whole = start == 0 and stop == A.shape[0]
 
-        def one(x: Tensor, g: Tensor, factor: float) -> Tensor:
-            if whole:  # g is symmetric: d/dX sum(X X^T o G) = 2 G X
-                return torch.mm(g, x).mul_(scale * (2 * factor))
-            out = torch.mm(g.t(), x[start:stop])  # (N, D)
-            out[start:stop] += torch.mm(g, x)
-            return out.mul_(scale * factor)
+        def one(x: Tensor, g: Tensor, other: Tensor, factor: float, rstd: Tensor | None) -> Tensor:
+            """The gradient for factor ``x``: ``g`` the other factor's Gram rows, ``other`` the
+            other factor (``factor`` 2 when both factors are ``x``), taken back through the
+            batch normalization (in place) when ``x`` is normalized with ``1 / std = rstd``."""
+            out = None
+            if grad_frob is not None:
+                k = grad_frob * (factor / divisor**2)
+                if whole:  # g is symmetric: d/dX sum(X X^T o G) = 2 G X
+                    out = torch.mm(g * (2 * k), x)  # (N, D)
+                else:
+                    g = g * k  # (R, N)
+                    out = torch.mm(g.t(), x[start:stop])  # (N, D)
+                    out[start:stop].addmm_(g, x)
+            if grad_diag is not None:  # d/dX sum_i w_i sum_n X_ni Y_ni = Y diag(w)
+                w = grad_diag * (factor / divisor)  # (D,)
+                out = other * w if out is None else out.addcmul_(other, w)
+            if out is None:
+                return torch.zeros_like(x)
+            return out if rstd is None else _batch_norm_backward_(out, x, rstd)
 
-        if symmetric:  # sum(G o G): twice the gradient through one factor
-            grad_a = one(A, ga, 2.0) if ctx.needs_input_grad[0] else None
-            return grad_a, None, None, None, None
-        grad_a = one(A, gb, 1.0) if ctx.needs_input_grad[0] else None
-        grad_b = one(B, ga, 1.0) if ctx.needs_input_grad[1] else None
-        return grad_a, grad_b, None, None, None
+        if symmetric:  # both factors are A: twice the gradient through one of them
+            grad_a = one(A, ga, A, 2.0, ra) if ctx.needs_input_grad[0] else None
+            return grad_a, None, None, None, None, None, None
+        grad_a = one(A, gb, B, 1.0, ra) if ctx.needs_input_grad[0] else None
+        grad_b = one(B, ga, A, 1.0, rb) if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None, None, None, None, None
+
+
+def _batch_norm(z: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """``F.batch_norm(z, None, None, training=True, eps=eps)`` (batch mean, biased variance,
+    ``eps`` inside the square root) and the ``(D,)`` reciprocal standard deviations."""
+    x = z - z.mean(dim=0)  # (N, D)
+    rstd = column_dots(x, x).div_(z.shape[0]).add_(eps).rsqrt_()  # (D,)
+    return x.mul_(rstd), rstd
+
+
+def _batch_norm_backward_(grad: Tensor, x: Tensor, rstd: Tensor) -> Tensor:
+    r"""The gradient ``grad`` for the normalized ``x`` taken back to the raw embeddings, in
+    place: :math:`r \circ (g - \bar g - x \circ \overline{g \circ x})` (means over rows)."""
+    n = grad.shape[0]
+    mean_gx = column_dots(grad, x).div_(n)  # (D,)
+    grad.sub_(grad.mean(dim=0)).addcmul_(x, mean_gx, value=-1.0)
+    return grad.mul_(rstd)
 
 
 def tiled_loss(
@@ -274,6 +363,24 @@ def tiled_loss(
     )
 
 
+def gram_terms(
+    A: Tensor,
+    B: Tensor | None,
+    divisor: float,
+    start: int,
+    stop: int,
+    batch_norm_eps: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` and the diagonal
+    ``sum(A o B, 0) / divisor`` of ``C`` (``"gram"``); with ``batch_norm_eps``, of the
+    batch-normalized ``A`` and ``B`` (``F.batch_norm`` in training mode, that ``eps``)."""
+    untyped: Any = GramTerms
+    frob, diag = untyped.apply(A, B, divisor, start, stop, True, batch_norm_eps)
+    return frob, diag
+
+
 def gram_frobenius(A: Tensor, B: Tensor | None, divisor: float, start: int, stop: int) -> Tensor:
-    """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` (``"gram"``)."""
-    return apply_function(GramFrobenius, A, B, divisor, start, stop)
+    """Rows ``[start, stop)`` of ``sum((A A^T) o (B B^T)) / divisor^2`` (``"gram"``) alone."""
+    untyped: Any = GramTerms
+    frob, _ = untyped.apply(A, B, divisor, start, stop, False, None)
+    return cast(Tensor, frob)
