@@ -451,7 +451,7 @@ def check_transforms(ctx: Context) -> None:
 # --------------------------------------------------------------------------------------------
 def _barlow_rule(inputs: harness.Inputs, device: torch.device) -> str:
     n, d = inputs["z_a"].shape
-    return SF.select_algorithm(n, d)
+    return SF.select_algorithm(n, d, device=device)
 
 
 def _chunk_rule(rows: int, cols: int, device: torch.device) -> str:

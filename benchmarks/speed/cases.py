@@ -157,7 +157,8 @@ def _offdiag_ours(
             prep = _loss_step(lambda: loss(z_a, z_b, algorithm=algorithm), inputs, "z_a", "z_b")
             if algorithm == "auto":
                 n, d = z_a.shape
-                prep.note = f"runs {select_algorithm(n, d, symmetric=symmetric)}"
+                picked = select_algorithm(n, d, symmetric=symmetric, device=z_a.device)
+                prep.note = f"runs {picked}"
             return prep
 
         return prepare
@@ -188,7 +189,9 @@ def _offdiag_case(
     ours = _offdiag_ours(loss, symmetric=symmetric)
     impls = list(baseline_impls)
     impls.append(Impl("auto", "sslosses auto", "sslosses", ours("auto"), estimate=estimate))
-    choice = None if device is None else str(select_algorithm(n, d, symmetric=symmetric))
+    choice = (
+        None if device is None else str(select_algorithm(n, d, symmetric=symmetric, device=device))
+    )
     impls += [
         Impl(alg, f"sslosses {alg}", "sslosses", ours(alg), estimate=estimate)
         for alg in algorithms
