@@ -332,64 +332,202 @@ def _antialias_taps(start: Tensor, length: Tensor, out: int) -> tuple[Tensor, Te
     return (j + start[..., None, None]).to(torch.int64), weight
 
 
+_ROW_BLOCK = 8  # output rows per dense block of the row pass
+_COLUMN_BLOCK = 16  # output columns per dense block of the column pass
+_SIZE_STEP = 16  # box sides are rounded up to a multiple of this to pick a crop's buffer shapes
+_FAR = 1 << 40  # an index past every image side (exact as the float that F.pad takes)
+
+
+def _tap_spans(index: Tensor, weight: Tensor, block: int) -> tuple[Tensor, Tensor]:
+    """First and last input position that the outputs of each block of ``block`` outputs read.
+
+    ``index``, ``weight``: ``(Q, out, K)`` taps (as from :func:`_antialias_taps`); taps of
+    weight 0 are not counted. Returns ``low`` and ``high``, both ``(Q, nb)`` int64, with
+    ``nb = ceil(out / block)`` (the last block may be partial).
+    """
+    q, out, k = index.shape
+    nb = -(-out // block)
+    live = weight > 0  # (Q, out, K)
+    low = torch.where(live, index, _FAR)
+    high = torch.where(live, index, -1)
+    pad = nb * block - out
+    if pad:
+        low = F.pad(low, (0, 0, 0, pad), value=_FAR)
+        high = F.pad(high, (0, 0, 0, pad), value=-1)
+    return low.view(q, nb, block * k).amin(-1), high.view(q, nb, block * k).amax(-1)
+
+
+def _span_bound(side: Tensor, out: int, block: int) -> Tensor:
+    r"""Inputs that a block of ``block`` outputs can read, for every box side up to ``side``.
+
+    With ``s = side / out`` and support :math:`S = \max(s, 1)`, the outputs of a block are
+    centred ``s (block - 1)`` apart and each reads the pixels whose centres lie within ``S`` of
+    its own, so a block reads at most :math:`\lfloor s (block - 1) + 2 S \rfloor + 1` pixels
+    (at most ``side``). It grows with ``side``, so it bounds every smaller box too.
+    """
+    s = side / out
+    bound = torch.floor(s * (block - 1) + 2.0 * torch.clamp(s, min=1.0) + 1e-9) + 1.0
+    return torch.minimum(bound, side).to(torch.int64)
+
+
+def _tap_blocks(
+    index: Tensor, weight: Tensor, offset: Tensor, block: int, span: int, dtype: torch.dtype
+) -> Tensor:
+    """The banded tap matrix of each crop as dense ``(block, span)`` blocks.
+
+    Block ``b`` of crop ``q`` holds the weights of outputs ``b * block ...`` over the ``span``
+    inputs ``offset[q, b] ...``: ``blocks[q, b, i, t] = sum_k weight[q, b * block + i, k]
+    [index[q, b * block + i, k] == offset[q, b] + t]`` (zero rows past the last output, zero
+    columns past a crop's own window). Every tap of nonzero weight lies in its block's window
+    (checked: ``scatter_add_`` rejects an index past ``span``).
+
+    Shape:
+        - index, weight: :math:`(Q, out, K)`; offset: :math:`(Q, nb)`.
+        - output: :math:`(Q, nb, block, span)` in ``dtype``.
+    """
+    q, out, k = index.shape
+    nb = offset.shape[1]
+    pad = nb * block - out
+    live = weight > 0
+    rel = index - offset.repeat_interleave(block, dim=1)[:, :out, None]  # (Q, out, K)
+    rel = torch.where(live, rel, 0)  # dead taps (weight 0) may lie outside the window
+    w = weight.to(dtype)
+    if pad:
+        rel = F.pad(rel, (0, 0, 0, pad))
+        w = F.pad(w, (0, 0, 0, pad))
+    blocks = torch.zeros(q, nb, block, span, dtype=dtype, device=index.device)
+    # scatter_add_: a dead tap can share a position with a live one (it adds 0)
+    return blocks.scatter_add_(3, rel.view(q, nb, block, k), w.view(q, nb, block, k))
+
+
 def _resized_crop_antialias(
     x: Tensor, boxes: Tensor, size: tuple[int, int], flip: Tensor | None
 ) -> Tensor:
     """Antialiased :func:`resized_crop` of ``(N, C, H, W)`` float images, ``(V, N, C, h, w)`` out.
 
-    Rows first, as a banded sum: for each of the ``K`` vertical taps, the needed image rows of
-    every crop are gathered (``index_select``, whole rows) into a reused buffer and accumulated
-    with their weights, giving ``(C, h, W)`` per crop; then columns, by one batched matrix
-    product with each crop's dense ``(W, w)`` column weights (flips folded in). A few images
-    per step, so that the buffers stay small and are reused.
+    Only the pixels near each box are read, so the cost follows the crops, not the images.
+    Both passes are banded matrix products written as dense blocks: the outputs of one axis are
+    cut into blocks of a few, each of which reads a short run of consecutive inputs (its taps),
+    so a block is a small dense ``(block, span)`` matrix (:func:`_tap_blocks`).
+
+    Rows first: for each crop, channel and block of output rows, the ``span`` image rows the
+    block reads are gathered, restricted to a window of columns that holds the box
+    (``index_select`` on a sliding-window view of the images), and one batched product with the
+    block's weights gives ``(C, h, window)`` per crop. Then columns: for each block of output
+    columns, the ``span`` columns it reads are gathered from that result and one batched product
+    gives the block's columns (flips folded into the column taps). A crop's spans and window
+    depend only on its own box (its sides rounded up to a multiple of ``_SIZE_STEP``), so on CPU
+    the crops are taken a few at a time in groups of equal shapes (buffers that stay small and
+    are reused, windows about as wide as the boxes) and each crop's values do not depend on the
+    chunking; elsewhere all crops go at once, with the largest box's shapes.
     """
     n, c, H, W = x.shape
     h_out, w_out = size
     v = boxes.shape[0]
+    q_all = v * n
     geometry = _geometry_dtype(x.device)
-    b = boxes.to(device=x.device, dtype=geometry)
-    top, left, ch, cw = b.unbind(dim=-1)  # (V, N) each
-    iy, wy = _antialias_taps(top, ch, h_out)  # (V, N, h, Ky)
-    ix, wx = _antialias_taps(left, cw, w_out)  # (V, N, w, Kx)
+    b = boxes.to(device=x.device, dtype=geometry).reshape(q_all, 4)  # crop q = a * N + image
+    top, left, ch, cw = b.unbind(dim=-1)  # (Q,) each
+    iy, wy = _antialias_taps(top, ch, h_out)  # (Q, h, Ky)
+    ix, wx = _antialias_taps(left, cw, w_out)  # (Q, w, Kx)
     if flip is not None:
-        f = flip.reshape(v, n, 1, 1).to(x.device)
-        ix = torch.where(f, ix.flip(2), ix)
-        wx = torch.where(f, wx.flip(2), wx)
-    ky, kx = iy.shape[-1], ix.shape[-1]
-    wy = wy.to(x.dtype)
-    wx = wx.to(x.dtype)
-    # row index into x viewed as (N * C * H, W): (n * C + c) * H + row
-    image = torch.arange(n, device=x.device).view(1, n, 1, 1) * c
-    channel = torch.arange(c, device=x.device).view(1, 1, c, 1)
-    rows = x.contiguous().view(n * c * H, W)
-    out = torch.empty(v, n, c, h_out, w_out, dtype=x.dtype, device=x.device)
-    step = _kernels.chunk_rows(n, v * c * h_out * (2 * W + w_out) * x.element_size(), x.device)
-    gathered = torch.empty(v * step * c * h_out, W, dtype=x.dtype, device=x.device)
-    acc = torch.empty(v * step * c * h_out, W, dtype=x.dtype, device=x.device)
-    columns = torch.empty(v * step, W, w_out, dtype=x.dtype, device=x.device)
-    result = torch.empty(v * step, c * h_out, w_out, dtype=x.dtype, device=x.device)
-    for start in range(0, n, step):
-        stop = min(n, start + step)
+        f = flip.reshape(q_all, 1, 1).to(x.device)
+        ix = torch.where(f, ix.flip(1), ix)
+        wx = torch.where(f, wx.flip(1), wx)
+    by, bx = _ROW_BLOCK, _COLUMN_BLOCK
+    nby, nbx = -(-h_out // by), -(-w_out // bx)
+    image = torch.arange(n, device=x.device).repeat(v)  # (Q,)
+    tiled = _kernels.cache_tuned(x.device)
+    if tiled:
+        # each crop's shapes from its own box, sides rounded up: few distinct shapes
+        step = float(_SIZE_STEP)
+        tall = torch.clamp(torch.ceil(ch / step) * step, max=float(H))  # (Q,)
+        wide = torch.clamp(torch.ceil(cw / step) * step, max=float(W))  # (Q,)
+        order = torch.argsort(tall * (W + 1) + wide, stable=True)
+    else:
+        tall = ch.max().expand(q_all)
+        wide = cw.max().expand(q_all)
+        order = torch.arange(q_all, device=x.device)
+    # row span (ly), column span (lx) and window width of each crop, in crop order
+    ly = _span_bound(tall, h_out, by)  # (Q,) each, int64
+    lx = _span_bound(wide, w_out, bx)
+    wwin = wide.to(torch.int64)  # >= lx and >= the box width
+    # the crops in `order` from here on; a chunk is a run of equal shapes
+    iy, wy, ix, wx = iy[order], wy[order], ix[order], wx[order]
+    top, left, image = top[order], left[order].to(torch.int64), image[order]
+    ly, lx, wwin = ly[order], lx[order], wwin[order]
+    y_low, _ = _tap_spans(iy, wy, by)  # (Q, nby)
+    x_low, _ = _tap_spans(ix, wx, bx)  # (Q, nbx)
+    # windows: rows [y_off, y_off + ly) of each row block, columns [sx, sx + wwin) of each
+    # crop, and columns [x_off, x_off + lx) of that window for each column block
+    y_off = torch.minimum(y_low, (H - ly)[:, None])  # (Q, nby)
+    sx = torch.minimum(left, W - wwin)  # (Q,)
+    x_off = torch.minimum(x_low - sx[:, None], (wwin - lx)[:, None])  # (Q, nbx)
+    shapes = torch.stack([ly, lx, wwin], dim=1).tolist()  # reads the boxes
+    ly_max = max(s[0] for s in shapes)
+    lx_max = max(s[1] for s in shapes)
+    my = _tap_blocks(iy, wy, y_off, by, ly_max, x.dtype)  # (Q, nby, by, LY)
+    mx = _tap_blocks(ix - sx[:, None, None], wx, x_off, bx, lx_max, x.dtype)  # (Q, nbx, bx, LX)
+    channel = torch.arange(c, device=x.device)
+    row_base = ((image[:, None] * c + channel) * H)[:, :, None] + y_off[:, None, :]  # (Q, C, nby)
+    item = x.element_size()
+
+    def crop_bytes(row_span: int, column_span: int, width: int) -> int:
+        """Bytes of one crop's temporaries: the row pass's gathered rows and result, and the
+        column pass's windows and result."""
+        rows = nby * (row_span + by) * width
+        columns = h_out * nbx * (column_span + bx)
+        return item * c * (rows + columns)
+
+    chunks: list[tuple[int, int, int, int, int]] = []
+    start = 0
+    while start < q_all:
+        shape = shapes[start]
+        stop = start + 1
+        while stop < q_all and shapes[stop] == shape:
+            stop += 1
+        step_rows = _kernels.chunk_rows(stop - start, crop_bytes(*shape), x.device)
+        for first in range(start, stop, step_rows):
+            chunks.append((first, min(stop, first + step_rows), *shape))
+        start = stop
+    flat = x.contiguous().view(-1)
+    rows_size = max((e - s) * nby * ly_ * ww for s, e, ly_, _, ww in chunks) * c
+    a_size = max((e - s) * nby * by * ww for s, e, _, _, ww in chunks) * c
+    cols_size = max((e - s) * lx_ for s, e, _, lx_, _ in chunks) * nbx * c * h_out
+    p_size = max(e - s for s, e, _, _, _ in chunks) * nbx * c * h_out * bx
+    gathered_buf = torch.empty(rows_size, dtype=x.dtype, device=x.device)
+    a_buf = torch.empty(a_size, dtype=x.dtype, device=x.device)
+    windows_buf = torch.empty(cols_size, dtype=x.dtype, device=x.device)
+    p_buf = torch.empty(p_size, dtype=x.dtype, device=x.device)
+    out = torch.empty(q_all, c, h_out, w_out, dtype=x.dtype, device=x.device)
+    direct = nbx * bx == w_out  # the column blocks tile the output rows exactly
+    targets = order.tolist() if tiled else None
+    r = (channel[:, None] * (nby * by) + torch.arange(h_out, device=x.device)).view(-1)  # (C*h,)
+    for start, stop, ly_, lx_, ww in chunks:
         m = stop - start
-        g, a = gathered[: v * m * c * h_out], acc[: v * m * c * h_out]
-        # rows: a[v, n, c, i, :] = sum_k wy[v, n, i, k] * x[n, c, iy[v, n, i, k], :]
-        base = (image[:, start:stop] + channel) * H  # (1, m, C, 1)
-        for k in range(ky):
-            index = base + iy[:, start:stop, :, k].unsqueeze(2)  # (V, m, C, h)
-            torch.index_select(rows, 0, index.reshape(-1), out=g)
-            weight = wy[:, start:stop, :, k].reshape(v, m, 1, h_out, 1)
-            g5, a5 = g.view(v, m, c, h_out, W), a.view(v, m, c, h_out, W)
-            if k == 0:
-                torch.mul(g5, weight, out=a5)
-            else:
-                a5.addcmul_(g5, weight)
-        # columns: one (W, w) weight matrix per crop, taps scattered into it
-        cols = columns[: v * m].zero_()
-        cols.scatter_add_(
-            1,
-            ix[:, start:stop].reshape(v * m, w_out, kx).transpose(1, 2),
-            wx[:, start:stop].reshape(v * m, w_out, kx).transpose(1, 2),
-        )  # (V*m, W, w)
-        res = torch.bmm(a.view(v * m, c * h_out, W), cols, out=result[: v * m])
-        out[:, start:stop].copy_(res.view(v, m, c, h_out, w_out))
-    return out
+        # rows: a[q, c, i, u] = sum_t my[q, i // by, i % by, t] x[img, c, y_off + t, sx + u]
+        rows = row_base[start:stop, :, :, None] + torch.arange(ly_, device=x.device)
+        starts = rows * W + sx[start:stop, None, None, None]  # (m, C, nby, ly)
+        gathered = gathered_buf[: m * c * nby * ly_ * ww].view(m * c * nby * ly_, ww)
+        torch.index_select(flat.unfold(0, ww, 1), 0, starts.view(-1), out=gathered)
+        weights = my[start:stop, :, :, :ly_].unsqueeze(1).expand(m, c, nby, by, ly_)
+        a = a_buf[: m * c * nby * by * ww].view(m * c * nby, by, ww)
+        torch.bmm(weights.reshape(m * c * nby, by, ly_), gathered.view(-1, ly_, ww), out=a)
+        # columns: p[q, b, r, j] = sum_t mx[q, b, j, t] a[q, r, x_off[q, b] + t], r = (c, i)
+        crop = torch.arange(m, device=x.device)[:, None, None] * (c * nby * by)
+        starts = (crop + r) * ww + x_off[start:stop, :, None]  # (m, nbx, C*h)
+        windows = windows_buf[: m * nbx * c * h_out * lx_].view(m * nbx * c * h_out, lx_)
+        torch.index_select(a.view(-1).unfold(0, lx_, 1), 0, starts.view(-1), out=windows)
+        p = p_buf[: m * nbx * c * h_out * bx].view(m * nbx, c * h_out, bx)
+        column_weights = mx[start:stop, :, :, :lx_].reshape(m * nbx, bx, lx_).transpose(1, 2)
+        torch.bmm(windows.view(m * nbx, c * h_out, lx_), column_weights, out=p)
+        blocks = p.view(m, nbx, c, h_out, bx).permute(0, 2, 3, 1, 4)  # (m, C, h, nbx, bx)
+        dest = out.view(q_all, c, h_out, nbx, bx) if direct else out
+        if not direct:  # the last column block runs past the output: drop its extra columns
+            blocks = blocks.reshape(m, c, h_out, nbx * bx)[..., :w_out]
+        if targets is None:
+            dest.index_copy_(0, order[start:stop], blocks)
+        else:  # one copy per crop (CPU: cheaper than index_copy_ from the permuted blocks)
+            for i, q in enumerate(targets[start:stop]):
+                dest[q].copy_(blocks[i])
+    return out.view(v, n, c, h_out, w_out)
