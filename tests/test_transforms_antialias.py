@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import sslosses.transforms._geometry as _geometry
 import sslosses.transforms._kernels as _kernels
 from sslosses.transforms import (
     MultiCrop,
@@ -334,3 +335,173 @@ def test_default_path_does_not_alias_a_downscaled_checkerboard(cell: int) -> Non
     aliased_mean = abs(float(plain.mean()) - true_mean) > 0.1
     aliased_energy = bool((alias_energy(plain) > 100 * ref_energy).all())
     assert aliased_mean or aliased_energy
+
+
+# The banded block products against the full-width formulation --------------------------------
+def filter_matrix(start: int, length: int, out: int, full: int, flip: bool = False) -> Tensor:
+    """``(out, full)`` float64 weights of the antialiased bilinear resize of the box
+    ``[start, start + length)`` of a side of ``full`` pixels to ``out`` samples, written out
+    plainly over the whole side: PIL's triangle filter of support ``max(length / out, 1)``,
+    centred at ``(i + 1/2) length / out`` in the box, over the box's pixels, normalized."""
+    scale = length / out
+    support = max(scale, 1.0)
+    centre = scale * (torch.arange(out, dtype=torch.float64) + 0.5)  # (out,)
+    pixel = torch.arange(full, dtype=torch.float64) - start + 0.5  # (full,), in the box
+    weight = (1.0 - (pixel - centre[:, None]).abs() / support).clamp(min=0.0)
+    weight = weight * ((pixel > 0) & (pixel < length))  # only the box's pixels
+    weight = weight / weight.sum(dim=1, keepdim=True)
+    return weight.flip(0) if flip else weight
+
+
+def full_width_ref(
+    images: Tensor, boxes: Tensor, size: tuple[int, int], flip: Tensor | None
+) -> Tensor:
+    """``(V, N, C, h, w)`` float64 crops as ``R_y X R_x^T`` with dense full-height and full-width
+    filter matrices per crop (the formulation the banded path replaced)."""
+    v, n = boxes.shape[:2]
+    H, W = images.shape[-2:]
+    x = images.double()
+    out = torch.empty(v, n, images.shape[1], *size, dtype=torch.float64)
+    for a in range(v):
+        for i in range(n):
+            top, left, h, w = boxes[a, i].tolist()
+            f = flip is not None and bool(flip[a, i])
+            ry = filter_matrix(top, h, size[0], H)  # (h_out, H)
+            rx = filter_matrix(left, w, size[1], W, flip=f)  # (w_out, W)
+            out[a, i] = ry @ x[i] @ rx.T
+    return out
+
+
+EDGE_BOXES = torch.tensor(
+    [
+        [[0, 0, 64, 80], [0, 0, 64, 80]],  # the full image
+        [[63, 79, 1, 1], [0, 79, 64, 1]],  # the last pixel; the last column
+        [[63, 0, 1, 80], [0, 0, 1, 1]],  # the last row; the first pixel
+        [[10, 60, 54, 20], [0, 70, 30, 10]],  # touching the bottom right; the top right
+        [[32, 40, 32, 40], [60, 0, 4, 80]],  # the bottom right quarter; a thin bottom strip
+        [[0, 0, 3, 77], [5, 2, 59, 3]],  # wide and short; tall and narrow
+    ]
+)  # (V, N=2, 4) in 64x80 images
+
+
+def banded(images: Tensor, boxes: Tensor, size: tuple[int, int], flip: Tensor | None) -> Tensor:
+    """The banded path itself (``resized_crop`` sends batches that only upscale to
+    ``grid_sample``): ``(V, N, C, h, w)`` from float images."""
+    return _geometry._resized_crop_antialias(images, boxes, size, flip)
+
+
+@pytest.mark.parametrize(
+    "size",
+    [
+        (16, 16),  # downscaling up to 5x, tiny boxes upscaling
+        (40, 100),  # the full box: rows down, columns up; the others mostly up
+        (64, 80),  # the full image at its own size (identity), the others upscale
+        (100, 120),  # upscaling everything
+        (3, 200),  # strong downscaling on one axis, upscaling on the other
+        (17, 5),
+        (1, 1),  # one pixel: the mean under the filter
+    ],
+)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_banded_blocks_equal_the_full_width_formulation_at_edges(
+    size: tuple[int, int], channels: int
+) -> None:
+    """Boxes at every image edge, tiny, thin and full-image boxes, upscaling and downscaling:
+    float32 within 1e-6 of the dense full-width float64 formulation, float64 within 1e-12,
+    with and without flips (``resized_crop`` where it takes this path, else the path itself)."""
+    g = torch.Generator().manual_seed(21)
+    x = torch.rand(2, channels, 64, 80, generator=g, dtype=torch.float64)
+    for flip in (None, torch.rand(6, 2, generator=g) < 0.5):
+        ref = full_width_ref(x, EDGE_BOXES, size, flip)
+        torch.testing.assert_close(banded(x, EDGE_BOXES, size, flip), ref, rtol=0, atol=1e-12)
+        out32 = banded(x.float(), EDGE_BOXES, size, flip)
+        assert out32.dtype == torch.float32
+        torch.testing.assert_close(out32.double(), ref, rtol=0, atol=1e-6)
+        if size[0] < 64 or size[1] < 80:  # some box downscales: resized_crop bands too
+            out = resized_crop(x.float(), EDGE_BOXES, size, flip=flip, antialias=True)
+            assert torch.equal(out, out32)
+
+
+@pytest.mark.parametrize(
+    ("side", "size", "scale", "ratio"),
+    [
+        (256, 224, (0.14, 1.0), (3 / 4, 4 / 3)),  # SwAV's global crops
+        (256, 96, (0.05, 0.14), (3 / 4, 4 / 3)),  # and local crops
+        (512, 96, (0.05, 0.4), (3 / 4, 4 / 3)),  # downscaling up to ~5x
+        (200, 24, (0.001, 1.0), (0.1, 10.0)),  # from tiny to whole, extreme aspect ratios
+    ],
+)
+def test_banded_blocks_equal_the_full_width_formulation_on_random_boxes(
+    side: int, size: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> None:
+    g = torch.Generator().manual_seed(side + size)
+    x = torch.rand(3, 3, side, side, generator=g)
+    boxes = sample_crop_boxes(12, side, side, scale=scale, ratio=ratio, generator=g).view(4, 3, 4)
+    flip = torch.rand(4, 3, generator=g) < 0.5
+    out = banded(x, boxes, (size, size), flip)
+    ref = full_width_ref(x, boxes, (size, size), flip)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6)
+    assert bool((boxes[..., 2:] > size).any())  # so resized_crop takes the banded path too
+    assert torch.equal(resized_crop(x, boxes, size, flip=flip, antialias=True), out)
+
+
+def test_uint8_edge_boxes_equal_the_full_width_formulation() -> None:
+    g = torch.Generator().manual_seed(22)
+    x = torch.randint(0, 256, (2, 3, 64, 80), generator=g, dtype=torch.uint8)
+    out = resized_crop(x, EDGE_BOXES, (12, 20), antialias=True)
+    ref = full_width_ref(x.double() / 255.0, EDGE_BOXES, (12, 20), None)
+    torch.testing.assert_close(out.double(), ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 200_000])
+def test_crop_values_do_not_depend_on_the_chunking(
+    monkeypatch: pytest.MonkeyPatch, chunk_bytes: int
+) -> None:
+    """A crop's block shapes come from its own box, so how the crops are chunked (and which
+    other crops share a chunk or a call) leaves every value bit for bit the same."""
+    g = torch.Generator().manual_seed(23)
+    x = torch.rand(7, 3, 90, 70, generator=g)
+    boxes = sample_crop_boxes(28, 90, 70, scale=(0.02, 1.0), generator=g).view(4, 7, 4)
+    flip = torch.rand(4, 7, generator=g) < 0.5
+    whole = banded(x, boxes, (20, 24), flip)
+    alone = [
+        banded(x[i : i + 1], boxes[a : a + 1, i : i + 1], (20, 24), flip[a : a + 1, i : i + 1])
+        for a in range(4)
+        for i in range(7)
+    ]  # one crop per call
+    assert torch.equal(torch.cat(alone).view(4, 7, 3, 20, 24), whole)
+    monkeypatch.setattr(_kernels, "CHUNK_BYTES", chunk_bytes)
+    assert torch.equal(banded(x, boxes, (20, 24), flip), whole)
+
+
+def test_one_chunk_path_equals_the_chunked_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The accelerator layout (all crops at once, shapes of the largest box), run on CPU."""
+    g = torch.Generator().manual_seed(24)
+    x = torch.rand(5, 2, 120, 100, generator=g, dtype=torch.float64)
+    boxes = sample_crop_boxes(15, 120, 100, scale=(0.01, 1.0), generator=g).view(3, 5, 4)
+    flip = torch.rand(3, 5, generator=g) < 0.5
+    chunked = banded(x, boxes, (30, 36), flip)
+    monkeypatch.setattr(_kernels, "cache_tuned", lambda device: False)
+    whole = banded(x, boxes, (30, 36), flip)
+    torch.testing.assert_close(whole, chunked, rtol=0, atol=1e-13)
+    torch.testing.assert_close(whole, full_width_ref(x, boxes, (30, 36), flip), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("out", "block"), [(7, 8), (96, 8), (224, 16), (5, 16)])
+def test_span_bound_holds_for_every_box_side(out: int, block: int) -> None:
+    """The block span that shapes the buffers bounds the taps every box side up to it reads."""
+    sides = torch.arange(1, 400, dtype=torch.float64)
+    start = torch.zeros_like(sides)
+    for flip in (None, torch.ones(len(sides), dtype=torch.bool)):
+        index, _, live = _geometry._antialias_taps(start, sides, out, flip)
+        low = index.masked_fill(~live, 1 << 40).amin(-1)  # (sides, out)
+        high = index.masked_fill(~live, -1).amax(-1)
+        pad = -out % block
+        low = F.pad(low, (0, pad), value=1 << 40).view(len(sides), -1, block)
+        high = F.pad(high, (0, pad), value=-1).view(len(sides), -1, block)
+        span = (high.amax(-1) - low.amin(-1) + 1).amax(-1)  # (sides,)
+        bound = _geometry._span_bound(sides, out, block)
+        assert bool((span <= bound).all())
+        assert bool((bound <= sides).all())
+        # the bound of a larger side bounds every smaller one: it never decreases
+        assert bool((bound[1:] >= bound[:-1]).all())

@@ -142,10 +142,11 @@ def resized_crop(
     restricted to the box and normalized per output pixel. This is how the PyTorch originals
     resize (torchvision's ``RandomResizedCrop`` on PIL images, whose filters widen their support
     with the downscale factor since Pillow 2.7.0; torchvision's v2 transforms default to
-    ``antialias=True`` on tensors). It is applied as a banded weighted sum of the box's rows (a
-    few gathered rows per output row) followed by a batched matrix product with the per-crop
-    column weights (on CPU a few images at a time). It reads the boxes (a few device
-    synchronizations: the boxes are checked to lie inside the images, and the filter length is
+    ``antialias=True`` on tensors). It is applied as two banded matrix products, rows then
+    columns, each cut into small dense blocks of a few outputs and the few inputs they read,
+    and computed only over the pixels near each box, so its cost follows the crops, not the
+    images (on CPU a few crops at a time). It reads the boxes (a few device synchronizations:
+    the boxes are checked to lie inside the images, and the filter lengths and block shapes are
     taken from them). Where every crop upscales (box no larger than ``size`` on both axes) the
     filter is the bilinear one and the ``grid_sample`` path below is used.
 
@@ -304,57 +305,58 @@ def _check_boxes_inside(boxes: Tensor, H: int, W: int) -> None:
         )
 
 
-def _antialias_taps(start: Tensor, length: Tensor, out: int) -> tuple[Tensor, Tensor]:
+def _antialias_taps(
+    start: Tensor, length: Tensor, out: int, flip: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Taps of the antialiased bilinear resize of ``[start, start+length)`` to ``out`` samples.
 
     PyTorch's ``_upsample_bilinear2d_aa`` / PIL's convention: with ``scale = length / out`` and
     ``support = max(scale, 1)``, output ``i`` is centred at ``c = scale (i + 1/2)`` in the box and
     weighs pixel ``j`` (centre ``j + 1/2``) by ``max(0, 1 - |j + 1/2 - c| / support)``, over the
     pixels of the box, normalized to sum 1. Each output has ``K = max ceil(2 support) + 1``
-    consecutive taps (those outside the box or the support have weight 0).
+    consecutive taps (those outside the box or the support have weight 0). Where ``flip`` is
+    true, output ``i`` takes the taps of output ``out - 1 - i`` (the flipped crop).
 
-    Returns the absolute pixel indices and the weights, both ``(V, N, out, K)`` (int64 and
-    ``start``'s dtype).
+    Returns the absolute pixel indices, the weights and whether each weight is nonzero, all
+    ``(Q, out, K)`` (int64, ``start``'s dtype and bool); the index of a tap of weight 0 may lie
+    outside the box.
     """
-    scale = length / out  # (V, N)
-    support = torch.clamp(scale, min=1.0)  # (V, N)
+    scale = length / out  # (Q,)
+    support = torch.clamp(scale, min=1.0)  # (Q,)
     k = int(torch.ceil(2.0 * support).max()) + 1  # reads the boxes (a device synchronization)
     i = torch.arange(out, dtype=start.dtype, device=start.device) + 0.5  # (out,)
-    centre = scale.unsqueeze(-1) * i  # (V, N, out), in the box
-    first = torch.floor(centre - support.unsqueeze(-1) + 0.5)  # (V, N, out)
-    j = first.unsqueeze(-1) + torch.arange(k, dtype=start.dtype, device=start.device)  # (V,N,out,K)
-    dist = (j + 0.5 - centre.unsqueeze(-1)).abs_().div_(support[..., None, None])
-    weight = dist.neg_().add_(1.0).clamp_(min=0.0)  # triangle filter
-    inside = (j >= 0) & (j < length[..., None, None])
-    weight = torch.where(inside, weight, 0.0)
-    weight = weight / weight.sum(dim=-1, keepdim=True)  # (V, N, out, K)
-    j = torch.minimum(j.clamp_(min=0.0), (length - 1.0)[..., None, None])
-    return (j + start[..., None, None]).to(torch.int64), weight
+    if flip is not None:
+        i = torch.where(flip.unsqueeze(-1), out - i, i)  # (Q, out)
+    centre = scale.unsqueeze(-1) * i  # (Q, out), in the box
+    first = torch.floor(centre - support.unsqueeze(-1) + 0.5)  # (Q, out)
+    j = first.unsqueeze(-1) + torch.arange(k, dtype=start.dtype, device=start.device)  # (Q,out,K)
+    # in place from here: fresh (Q, out, K) temporaries cost more than the arithmetic
+    weight = (j + 0.5).sub_(centre.unsqueeze(-1)).abs_().div_(support[:, None, None])
+    weight.neg_().add_(1.0).clamp_(min=0.0)  # triangle filter
+    weight.mul_((j >= 0) & (j < length[:, None, None]))  # only the box's pixels
+    weight.div_(weight.sum(dim=-1, keepdim=True))  # (Q, out, K)
+    return j.add_(start[:, None, None]).to(torch.int64), weight, weight > 0
 
 
 _ROW_BLOCK = 8  # output rows per dense block of the row pass
 _COLUMN_BLOCK = 16  # output columns per dense block of the column pass
-_SIZE_STEP = 16  # box sides are rounded up to a multiple of this to pick a crop's buffer shapes
+_SIZE_STEP = 16  # box sides are rounded up to a multiple of this to pick a crop's shapes
 _FAR = 1 << 40  # an index past every image side (exact as the float that F.pad takes)
 
 
-def _tap_spans(index: Tensor, weight: Tensor, block: int) -> tuple[Tensor, Tensor]:
-    """First and last input position that the outputs of each block of ``block`` outputs read.
+def _block_starts(index: Tensor, live: Tensor, block: int) -> Tensor:
+    """First input that the outputs of each block of ``block`` outputs read.
 
-    ``index``, ``weight``: ``(Q, out, K)`` taps (as from :func:`_antialias_taps`); taps of
-    weight 0 are not counted. Returns ``low`` and ``high``, both ``(Q, nb)`` int64, with
-    ``nb = ceil(out / block)`` (the last block may be partial).
+    ``index``, ``live``: ``(Q, out, K)`` taps and whether their weights are nonzero (as from
+    :func:`_antialias_taps`). Returns ``(Q, nb)`` int64, ``nb = ceil(out / block)`` (the last
+    block may be partial).
     """
     q, out, k = index.shape
     nb = -(-out // block)
-    live = weight > 0  # (Q, out, K)
-    low = torch.where(live, index, _FAR)
-    high = torch.where(live, index, -1)
-    pad = nb * block - out
-    if pad:
-        low = F.pad(low, (0, 0, 0, pad), value=_FAR)
-        high = F.pad(high, (0, 0, 0, pad), value=-1)
-    return low.view(q, nb, block * k).amin(-1), high.view(q, nb, block * k).amax(-1)
+    low = index.masked_fill(~live, _FAR)  # (Q, out, K)
+    if nb * block > out:
+        low = F.pad(low, (0, 0, 0, nb * block - out), value=_FAR)
+    return low.view(q, nb, block * k).amin(-1)
 
 
 def _span_bound(side: Tensor, out: int, block: int) -> Tensor:
@@ -363,7 +365,7 @@ def _span_bound(side: Tensor, out: int, block: int) -> Tensor:
     With ``s = side / out`` and support :math:`S = \max(s, 1)`, the outputs of a block are
     centred ``s (block - 1)`` apart and each reads the pixels whose centres lie within ``S`` of
     its own, so a block reads at most :math:`\lfloor s (block - 1) + 2 S \rfloor + 1` pixels
-    (at most ``side``). It grows with ``side``, so it bounds every smaller box too.
+    (and at most ``side``). It grows with ``side``, so it bounds every smaller box too.
     """
     s = side / out
     bound = torch.floor(s * (block - 1) + 2.0 * torch.clamp(s, min=1.0) + 1e-9) + 1.0
@@ -371,31 +373,36 @@ def _span_bound(side: Tensor, out: int, block: int) -> Tensor:
 
 
 def _tap_blocks(
-    index: Tensor, weight: Tensor, offset: Tensor, block: int, span: int, dtype: torch.dtype
+    index: Tensor,
+    weight: Tensor,
+    live: Tensor,
+    offset: Tensor,
+    block: int,
+    span: Tensor,
+    dtype: torch.dtype,
 ) -> Tensor:
     """The banded tap matrix of each crop as dense ``(block, span)`` blocks.
 
-    Block ``b`` of crop ``q`` holds the weights of outputs ``b * block ...`` over the ``span``
-    inputs ``offset[q, b] ...``: ``blocks[q, b, i, t] = sum_k weight[q, b * block + i, k]
-    [index[q, b * block + i, k] == offset[q, b] + t]`` (zero rows past the last output, zero
-    columns past a crop's own window). Every tap of nonzero weight lies in its block's window
-    (checked: ``scatter_add_`` rejects an index past ``span``).
+    Block ``b`` of crop ``q`` holds the weights of outputs ``b * block ...`` over the
+    ``span[q]`` inputs ``offset[q, b] ...``: ``blocks[q, b, i, t] = sum_k weight[q, b * block +
+    i, k] [index[q, b * block + i, k] == offset[q, b] + t]``, zero past the last output and past
+    ``span[q]`` (up to the largest span).
 
     Shape:
-        - index, weight: :math:`(Q, out, K)`; offset: :math:`(Q, nb)`.
-        - output: :math:`(Q, nb, block, span)` in ``dtype``.
+        - index, weight, live: :math:`(Q, out, K)`; offset: :math:`(Q, nb)`; span: :math:`(Q,)`.
+        - output: :math:`(Q, nb, block, max(span))` in ``dtype``.
     """
     q, out, k = index.shape
     nb = offset.shape[1]
-    pad = nb * block - out
-    live = weight > 0
     rel = index - offset.repeat_interleave(block, dim=1)[:, :out, None]  # (Q, out, K)
-    rel = torch.where(live, rel, 0)  # dead taps (weight 0) may lie outside the window
+    rel.mul_(live)  # dead taps (weight 0) may lie outside the window: put them at 0
+    # every tap of nonzero weight lies in its block's window (_span_bound, offsets <= taps)
+    assert not bool((rel.lt(0) | rel.ge(span[:, None, None])).any()), "tap outside its window"
     w = weight.to(dtype)
-    if pad:
-        rel = F.pad(rel, (0, 0, 0, pad))
-        w = F.pad(w, (0, 0, 0, pad))
-    blocks = torch.zeros(q, nb, block, span, dtype=dtype, device=index.device)
+    if nb * block > out:
+        rel = F.pad(rel, (0, 0, 0, nb * block - out))
+        w = F.pad(w, (0, 0, 0, nb * block - out))
+    blocks = torch.zeros(q, nb, block, int(span.max()), dtype=dtype, device=index.device)
     # scatter_add_: a dead tap can share a position with a live one (it adds 0)
     return blocks.scatter_add_(3, rel.view(q, nb, block, k), w.view(q, nb, block, k))
 
@@ -417,59 +424,52 @@ def _resized_crop_antialias(
     columns, the ``span`` columns it reads are gathered from that result and one batched product
     gives the block's columns (flips folded into the column taps). A crop's spans and window
     depend only on its own box (its sides rounded up to a multiple of ``_SIZE_STEP``), so on CPU
-    the crops are taken a few at a time in groups of equal shapes (buffers that stay small and
-    are reused, windows about as wide as the boxes) and each crop's values do not depend on the
-    chunking; elsewhere all crops go at once, with the largest box's shapes.
+    the crops go a few at a time in runs of equal shapes (buffers that stay small and are
+    reused, windows about as wide as the boxes), and a crop's values do not depend on how the
+    crops are chunked; elsewhere all crops go at once, with the largest box's shapes.
     """
     n, c, H, W = x.shape
     h_out, w_out = size
     v = boxes.shape[0]
     q_all = v * n
-    geometry = _geometry_dtype(x.device)
-    b = boxes.to(device=x.device, dtype=geometry).reshape(q_all, 4)  # crop q = a * N + image
-    top, left, ch, cw = b.unbind(dim=-1)  # (Q,) each
-    iy, wy = _antialias_taps(top, ch, h_out)  # (Q, h, Ky)
-    ix, wx = _antialias_taps(left, cw, w_out)  # (Q, w, Kx)
-    if flip is not None:
-        f = flip.reshape(q_all, 1, 1).to(x.device)
-        ix = torch.where(f, ix.flip(1), ix)
-        wx = torch.where(f, wx.flip(1), wx)
+    device = x.device
+    b = boxes.to(device=device, dtype=_geometry_dtype(device)).reshape(q_all, 4)  # q = a*N + i
+    tiled = _kernels.cache_tuned(device)
+    if tiled:
+        # each crop's shapes from its own box, sides rounded up: few distinct shapes, taken in
+        # runs (the crops sorted by shape)
+        step = float(_SIZE_STEP)
+        tall = torch.clamp(torch.ceil(b[:, 2] / step) * step, max=float(H))  # (Q,)
+        wide = torch.clamp(torch.ceil(b[:, 3] / step) * step, max=float(W))  # (Q,)
+        order = torch.argsort(tall * (W + 1) + wide, stable=True)
+        tall, wide = tall[order], wide[order]
+    else:
+        order = torch.arange(q_all, device=device)
+        tall = b[:, 2].max().expand(q_all)
+        wide = b[:, 3].max().expand(q_all)
+    # from here on, the crops in `order`
+    top, left, ch, cw = b[order].unbind(dim=-1)  # (Q,) each
+    flips = None if flip is None else flip.reshape(q_all).to(device)[order]
+    image = torch.arange(n, device=device).repeat(v)[order]  # (Q,)
+    iy, wy, live_y = _antialias_taps(top, ch, h_out)  # (Q, h, Ky)
+    ix, wx, live_x = _antialias_taps(left, cw, w_out, flips)  # (Q, w, Kx)
     by, bx = _ROW_BLOCK, _COLUMN_BLOCK
     nby, nbx = -(-h_out // by), -(-w_out // bx)
-    image = torch.arange(n, device=x.device).repeat(v)  # (Q,)
-    tiled = _kernels.cache_tuned(x.device)
-    if tiled:
-        # each crop's shapes from its own box, sides rounded up: few distinct shapes
-        step = float(_SIZE_STEP)
-        tall = torch.clamp(torch.ceil(ch / step) * step, max=float(H))  # (Q,)
-        wide = torch.clamp(torch.ceil(cw / step) * step, max=float(W))  # (Q,)
-        order = torch.argsort(tall * (W + 1) + wide, stable=True)
-    else:
-        tall = ch.max().expand(q_all)
-        wide = cw.max().expand(q_all)
-        order = torch.arange(q_all, device=x.device)
-    # row span (ly), column span (lx) and window width of each crop, in crop order
-    ly = _span_bound(tall, h_out, by)  # (Q,) each, int64
+    # each crop's row span, column span and window width (>= its column span and box width)
+    ly = _span_bound(tall, h_out, by)  # (Q,) int64
     lx = _span_bound(wide, w_out, bx)
-    wwin = wide.to(torch.int64)  # >= lx and >= the box width
-    # the crops in `order` from here on; a chunk is a run of equal shapes
-    iy, wy, ix, wx = iy[order], wy[order], ix[order], wx[order]
-    top, left, image = top[order], left[order].to(torch.int64), image[order]
-    ly, lx, wwin = ly[order], lx[order], wwin[order]
-    y_low, _ = _tap_spans(iy, wy, by)  # (Q, nby)
-    x_low, _ = _tap_spans(ix, wx, bx)  # (Q, nbx)
-    # windows: rows [y_off, y_off + ly) of each row block, columns [sx, sx + wwin) of each
-    # crop, and columns [x_off, x_off + lx) of that window for each column block
-    y_off = torch.minimum(y_low, (H - ly)[:, None])  # (Q, nby)
-    sx = torch.minimum(left, W - wwin)  # (Q,)
-    x_off = torch.minimum(x_low - sx[:, None], (wwin - lx)[:, None])  # (Q, nbx)
+    wwin = wide.to(torch.int64)
+    # windows: image rows [y_off, y_off + ly) for each row block; image columns [sx, sx + wwin)
+    # for each crop; columns [x_off, x_off + lx) of that window for each column block
+    y_off = torch.minimum(_block_starts(iy, live_y, by), (H - ly)[:, None])  # (Q, nby)
+    sx = torch.minimum(left.to(torch.int64), W - wwin)  # (Q,)
+    ix.sub_(sx[:, None, None])  # column taps relative to the window
+    x_off = torch.minimum(_block_starts(ix, live_x, bx), (wwin - lx)[:, None])  # (Q, nbx)
     shapes = torch.stack([ly, lx, wwin], dim=1).tolist()  # reads the boxes
-    ly_max = max(s[0] for s in shapes)
-    lx_max = max(s[1] for s in shapes)
-    my = _tap_blocks(iy, wy, y_off, by, ly_max, x.dtype)  # (Q, nby, by, LY)
-    mx = _tap_blocks(ix - sx[:, None, None], wx, x_off, bx, lx_max, x.dtype)  # (Q, nbx, bx, LX)
-    channel = torch.arange(c, device=x.device)
-    row_base = ((image[:, None] * c + channel) * H)[:, :, None] + y_off[:, None, :]  # (Q, C, nby)
+    my = _tap_blocks(iy, wy, live_y, y_off, by, ly, x.dtype)  # (Q, nby, by, max ly)
+    mx = _tap_blocks(ix, wx, live_x, x_off, bx, lx, x.dtype)  # (Q, nbx, bx, max lx)
+    channel = torch.arange(c, device=device)
+    row_base = ((image[:, None] * c + channel) * H)[:, :, None] + y_off[:, None, :]  # (Q,C,nby)
     item = x.element_size()
 
     def crop_bytes(row_span: int, column_span: int, width: int) -> int:
@@ -479,55 +479,60 @@ def _resized_crop_antialias(
         columns = h_out * nbx * (column_span + bx)
         return item * c * (rows + columns)
 
-    chunks: list[tuple[int, int, int, int, int]] = []
+    chunks: list[tuple[int, int, int, int, int]] = []  # (start, stop, ly, lx, wwin)
     start = 0
     while start < q_all:
         shape = shapes[start]
         stop = start + 1
         while stop < q_all and shapes[stop] == shape:
             stop += 1
-        step_rows = _kernels.chunk_rows(stop - start, crop_bytes(*shape), x.device)
-        for first in range(start, stop, step_rows):
-            chunks.append((first, min(stop, first + step_rows), *shape))
+        step_rows = _kernels.chunk_rows(stop - start, crop_bytes(*shape), device)
+        chunks.extend(
+            (first, min(stop, first + step_rows), *shape) for first in range(start, stop, step_rows)
+        )
         start = stop
+    # two buffers for the largest chunk, reused by every chunk (views of their first elements):
+    # one holds the gathered rows, then the gathered column windows; the other the row pass's
+    # result, then the column pass's
+    gather_buf = x.new_empty(
+        max(
+            max((e - s) * c * nby * ly_ * ww, (e - s) * nbx * c * h_out * lx_)
+            for s, e, ly_, lx_, ww in chunks
+        )
+    )
+    result_buf = x.new_empty(
+        max((e - s) * c * max(nby * by * ww, nbx * h_out * bx) for s, e, _, _, ww in chunks)
+    )
     flat = x.contiguous().view(-1)
-    rows_size = max((e - s) * nby * ly_ * ww for s, e, ly_, _, ww in chunks) * c
-    a_size = max((e - s) * nby * by * ww for s, e, _, _, ww in chunks) * c
-    cols_size = max((e - s) * lx_ for s, e, _, lx_, _ in chunks) * nbx * c * h_out
-    p_size = max(e - s for s, e, _, _, _ in chunks) * nbx * c * h_out * bx
-    gathered_buf = torch.empty(rows_size, dtype=x.dtype, device=x.device)
-    a_buf = torch.empty(a_size, dtype=x.dtype, device=x.device)
-    windows_buf = torch.empty(cols_size, dtype=x.dtype, device=x.device)
-    p_buf = torch.empty(p_size, dtype=x.dtype, device=x.device)
-    out = torch.empty(q_all, c, h_out, w_out, dtype=x.dtype, device=x.device)
+    out = x.new_empty(q_all, c, h_out, w_out)
     direct = nbx * bx == w_out  # the column blocks tile the output rows exactly
+    dest = out.view(q_all, c, h_out, nbx, bx) if direct else out
     targets = order.tolist() if tiled else None
-    r = (channel[:, None] * (nby * by) + torch.arange(h_out, device=x.device)).view(-1)  # (C*h,)
+    r = (channel[:, None] * (nby * by) + torch.arange(h_out, device=device)).view(-1)  # (C*h,)
     for start, stop, ly_, lx_, ww in chunks:
         m = stop - start
         # rows: a[q, c, i, u] = sum_t my[q, i // by, i % by, t] x[img, c, y_off + t, sx + u]
-        rows = row_base[start:stop, :, :, None] + torch.arange(ly_, device=x.device)
-        starts = rows * W + sx[start:stop, None, None, None]  # (m, C, nby, ly)
-        gathered = gathered_buf[: m * c * nby * ly_ * ww].view(m * c * nby * ly_, ww)
+        rows = row_base[start:stop, :, :, None] + torch.arange(ly_, device=device)
+        starts = rows.mul_(W).add_(sx[start:stop, None, None, None])  # (m, C, nby, ly)
+        gathered = gather_buf[: m * c * nby * ly_ * ww].view(-1, ww)  # (m*C*nby*ly, ww)
         torch.index_select(flat.unfold(0, ww, 1), 0, starts.view(-1), out=gathered)
         weights = my[start:stop, :, :, :ly_].unsqueeze(1).expand(m, c, nby, by, ly_)
-        a = a_buf[: m * c * nby * by * ww].view(m * c * nby, by, ww)
+        a = result_buf[: m * c * nby * by * ww].view(m * c * nby, by, ww)
         torch.bmm(weights.reshape(m * c * nby, by, ly_), gathered.view(-1, ly_, ww), out=a)
         # columns: p[q, b, r, j] = sum_t mx[q, b, j, t] a[q, r, x_off[q, b] + t], r = (c, i)
-        crop = torch.arange(m, device=x.device)[:, None, None] * (c * nby * by)
-        starts = (crop + r) * ww + x_off[start:stop, :, None]  # (m, nbx, C*h)
-        windows = windows_buf[: m * nbx * c * h_out * lx_].view(m * nbx * c * h_out, lx_)
+        crop = torch.arange(m, device=device)[:, None, None] * (c * nby * by)
+        starts = x_off[start:stop, :, None] + (crop + r).mul_(ww)  # (m, nbx, C*h)
+        windows = gather_buf[: m * nbx * c * h_out * lx_].view(-1, lx_)  # (m*nbx*C*h, lx)
         torch.index_select(a.view(-1).unfold(0, lx_, 1), 0, starts.view(-1), out=windows)
-        p = p_buf[: m * nbx * c * h_out * bx].view(m * nbx, c * h_out, bx)
+        p = result_buf[: m * nbx * c * h_out * bx].view(m * nbx, c * h_out, bx)
         column_weights = mx[start:stop, :, :, :lx_].reshape(m * nbx, bx, lx_).transpose(1, 2)
         torch.bmm(windows.view(m * nbx, c * h_out, lx_), column_weights, out=p)
         blocks = p.view(m, nbx, c, h_out, bx).permute(0, 2, 3, 1, 4)  # (m, C, h, nbx, bx)
-        dest = out.view(q_all, c, h_out, nbx, bx) if direct else out
         if not direct:  # the last column block runs past the output: drop its extra columns
             blocks = blocks.reshape(m, c, h_out, nbx * bx)[..., :w_out]
         if targets is None:
             dest.index_copy_(0, order[start:stop], blocks)
-        else:  # one copy per crop (CPU: cheaper than index_copy_ from the permuted blocks)
+        else:  # one copy per crop (on CPU cheaper than index_copy_ from the permuted blocks)
             for i, q in enumerate(targets[start:stop]):
                 dest[q].copy_(blocks[i])
     return out.view(v, n, c, h_out, w_out)
