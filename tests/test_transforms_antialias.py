@@ -487,10 +487,11 @@ def test_one_chunk_path_equals_the_chunked_path(monkeypatch: pytest.MonkeyPatch)
     torch.testing.assert_close(whole, full_width_ref(x, boxes, (30, 36), flip), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32: MPS's geometry
 @pytest.mark.parametrize(("out", "block"), [(7, 8), (96, 8), (224, 16), (5, 16)])
-def test_span_bound_holds_for_every_box_side(out: int, block: int) -> None:
+def test_span_bound_holds_for_every_box_side(out: int, block: int, dtype: torch.dtype) -> None:
     """The block span that shapes the buffers bounds the taps every box side up to it reads."""
-    sides = torch.arange(1, 400, dtype=torch.float64)
+    sides = torch.arange(1, 600, dtype=dtype)
     start = torch.zeros_like(sides)
     for flip in (None, torch.ones(len(sides), dtype=torch.bool)):
         index, _, live = _geometry._antialias_taps(start, sides, out, flip)
@@ -505,3 +506,22 @@ def test_span_bound_holds_for_every_box_side(out: int, block: int) -> None:
         assert bool((bound <= sides).all())
         # the bound of a larger side bounds every smaller one: it never decreases
         assert bool((bound[1:] >= bound[:-1]).all())
+
+
+def test_float32_geometry_as_on_mps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MPS has no float64: boxes, taps and block shapes in float32 still hold every tap (the
+    span bound's slack) and give the filter to float32 rounding."""
+    monkeypatch.setattr(_geometry, "_geometry_dtype", lambda device: torch.float32)
+    g = torch.Generator().manual_seed(25)
+    x = torch.rand(4, 3, 300, 260, generator=g)
+    boxes = sample_crop_boxes(16, 300, 260, scale=(0.001, 1.0), ratio=(0.2, 5.0), generator=g)
+    boxes = boxes.view(4, 4, 4)
+    flip = torch.rand(4, 4, generator=g) < 0.5
+    for size in ((224, 224), (96, 96), (7, 33)):
+        out = banded(x, boxes, size, flip)
+        torch.testing.assert_close(
+            out.double(), full_width_ref(x, boxes, size, flip), rtol=0, atol=2e-5
+        )
+    edge = banded(x[:2, :, :64, :80].contiguous(), EDGE_BOXES, (16, 16), None)
+    ref = full_width_ref(x[:2, :, :64, :80], EDGE_BOXES, (16, 16), None)
+    torch.testing.assert_close(edge.double(), ref, rtol=0, atol=2e-5)

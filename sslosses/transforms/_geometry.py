@@ -368,7 +368,8 @@ def _span_bound(side: Tensor, out: int, block: int) -> Tensor:
     (and at most ``side``). It grows with ``side``, so it bounds every smaller box too.
     """
     s = side / out
-    bound = torch.floor(s * (block - 1) + 2.0 * torch.clamp(s, min=1.0) + 1e-9) + 1.0
+    slack = 1e-9 if side.dtype == torch.float64 else 1e-3  # rounding of the float32 geometry
+    bound = torch.floor(s * (block - 1) + 2.0 * torch.clamp(s, min=1.0) + slack) + 1.0
     return torch.minimum(bound, side).to(torch.int64)
 
 
