@@ -354,6 +354,33 @@ def test_blur_matmul_and_conv_paths_match_2d_reference(
         torch.testing.assert_close(out[i], blur_ref(x[i], float(sigma[i]), 9), rtol=0, atol=1e-13)
 
 
+@pytest.mark.parametrize(("h", "w", "kernel"), [(150, 97, 23), (70, 160, 9), (112, 120, 23)])
+def test_banded_blur_blocks_match_2d_reference(h: int, w: int, kernel: int) -> None:
+    # sides past 2 (_BAND + kernel) run in blocks of _BAND outputs that read only their band
+    # of inputs; the reflected edges and the block boundaries must give the 2-D reference
+    r = kernel // 2
+    assert max(h, w) >= 2 * (_blur._BAND + 2 * r)  # the blocked path really runs
+    assert len(_blur._bands(max(h, w), r, torch.device("cpu"))) > 1
+    x = rand_images(2, h, w, seed=3)
+    sigma = torch.tensor([0.8, 3.5], dtype=F64)
+    out = TF.gaussian_blur(x, sigma, kernel)
+    for i in range(2):
+        ref = blur_ref(x[i], float(sigma[i]), kernel)
+        torch.testing.assert_close(out[i], ref, rtol=0, atol=1e-13)
+
+
+def test_banded_blocks_cover_every_output_with_its_inputs() -> None:
+    for side, r in [(224, 11), (100, 3), (97, 4), (64, 0), (300, 40)]:
+        blocks = _blur._bands(side, r, torch.device("cpu"))
+        assert [s for s, *_ in blocks] == list(range(0, side, blocks[0][1]))  # contiguous
+        assert blocks[-1][1] == side
+        for s, e, lo, hi in blocks:  # every tap of every output falls inside [lo, hi)
+            src = (torch.arange(s, e)[:, None] + torch.arange(-r, r + 1)).abs()
+            src = torch.where(src > side - 1, 2 * (side - 1) - src, src)
+            assert int(src.min()) >= lo and int(src.max()) < hi
+    assert _blur._bands(224, 11, torch.device("meta")) == [(0, 224, 0, 224)]  # one launch
+
+
 def test_blur_kernel_longer_than_image() -> None:
     x = rand_images(1, 3, 4)
     out = TF.gaussian_blur(x, 1.0, 23)  # radius capped to 2 (height) and 3 (width)
