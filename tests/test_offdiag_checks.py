@@ -1,8 +1,10 @@
 """Barlow Twins and VICReg: the checks they share (``check_embedding_pair``, ``check_algorithm``,
 ``check_variance_batch`` in ``sslosses/_validation.py``), through every entry point.
 
-The checks of each loss's own hyperparameters stay in ``test_barlow_twins.py`` and
-``test_vicreg.py``; the distributed global-batch checks too (they need the process pools).
+Also what both losses do alike around them: ``"auto"`` runs the algorithm
+``select_algorithm`` names, ``gather_distributed`` without a process group is local, and a
+global batch of one raises on every rank. The checks of each loss's own hyperparameters stay
+in ``test_barlow_twins.py`` and ``test_vicreg.py``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from sslosses import BarlowTwinsLoss, VICRegLoss
-from sslosses.functional import barlow_twins_loss, vicreg_loss, vicreg_terms
+from sslosses.functional import barlow_twins_loss, select_algorithm, vicreg_loss, vicreg_terms
 
 FUNCTIONS = [
     pytest.param(barlow_twins_loss, id="barlow_twins_loss"),
@@ -115,3 +117,49 @@ def test_modules_keep_the_checked_options(module: Callable[..., torch.nn.Module]
     criterion = module(gather_distributed=True, algorithm="gram")
     assert criterion.gather_distributed is True
     assert criterion.algorithm == "gram"
+
+
+# ------------------------------------------------------------------------------------------
+# what both losses do alike
+# ------------------------------------------------------------------------------------------
+LOSSES = {"barlow_twins_loss": barlow_twins_loss, "vicreg_loss": vicreg_loss}
+SYMMETRIC = {"barlow_twins_loss": False, "vicreg_loss": True}  # VICReg's covariance: one view
+
+
+def _pair(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    z_a = 2 * torch.randn(n, d, generator=gen, dtype=torch.float64) + 1
+    return z_a, z_a + torch.randn(n, d, generator=gen, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize(("n", "d"), [(4, 16), (16, 4)])
+def test_auto_equals_the_selected_algorithm(name: str, n: int, d: int) -> None:
+    loss, (z_a, z_b) = LOSSES[name], _pair(n, d)
+    chosen = select_algorithm(n, d, symmetric=SYMMETRIC[name])
+    assert torch.equal(loss(z_a, z_b), loss(z_a, z_b, algorithm=chosen))
+
+
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_gather_distributed_without_process_group_is_local(function: Callable[..., object]) -> None:
+    z_a, z_b = _pair(5, 4)
+    torch.testing.assert_close(function(z_a, z_b, gather_distributed=True), function(z_a, z_b))
+
+
+def _dist_too_small_case(rank: int, world: int, name: str) -> str:
+    z = torch.randn(1 if rank == 0 else 0, 3, dtype=torch.float64)  # global batch of 1
+    try:
+        LOSSES[name](z, z, gather_distributed=True)
+    except ValueError as error:
+        return str(error)
+    return "no error"
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_distributed_global_batch_of_one_raises_on_every_rank(
+    dist_pool_w: object, name: str
+) -> None:
+    messages = dist_pool_w.run(_dist_too_small_case, name)  # type: ignore[attr-defined]
+    for message in messages:
+        assert "global batch of at least 2 samples" in message
+        assert "got 1" in message

@@ -12,7 +12,7 @@ HIGHLIGHTS: tuple[tuple[str, str, str, str, str | None], ...] = (
     ("Barlow Twins N=256, D=8192 (`auto` runs the Gram identity)", "barlow:256x8192", "auto",
      "official", "lightly"),
     ("Barlow Twins N=2048, D=8192", "barlow:2048x8192", "auto", "official", "lightly"),
-    ("Barlow Twins N=8192, D=2048 (`auto` runs the dense math)", "barlow:8192x2048", "auto",
+    ("Barlow Twins N=8192, D=2048 (`auto` runs the fused path)", "barlow:8192x2048", "auto",
      "official", "lightly"),
     ("VICReg N=256, D=8192 (`auto` runs the Gram identity)", "vicreg:256x8192", "auto",
      "official", "lightly"),
