@@ -101,3 +101,14 @@ def assert_ranks_match_single_process(
             torch.testing.assert_close(
                 got / scale, want[rows], rtol=rtol, atol=atol, msg=f"{msg}, rank {rank}"
             )
+
+
+def penalty_gradient(
+    fn: Callable[..., torch.Tensor], a: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """The gradient w.r.t. ``a`` of a gradient penalty ``|d fn(a, b) / d a|^2``: a double
+    backward through ``fn`` (``b`` held fixed)."""
+    leaf = a.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(fn(leaf, b), [leaf], create_graph=True)
+    (second,) = torch.autograd.grad(grad.square().sum(), [leaf])
+    return second

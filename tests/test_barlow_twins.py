@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import value_and_grads
+from helpers import penalty_gradient, value_and_grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import SEEDS, embeddings
@@ -225,14 +225,10 @@ def test_dense_is_plain_autograd_with_a_double_backward() -> None:
     # The gradient of a gradient penalty through "dense" equals the reference's (plain ops too).
     z_a, z_b = _pair(5, 4)
 
-    def penalty_grad(fn: object) -> torch.Tensor:
-        a = z_a.detach().clone().requires_grad_(True)
-        (grad,) = torch.autograd.grad(fn(a, z_b), [a], create_graph=True)  # type: ignore[operator]
-        (second,) = torch.autograd.grad(grad.square().sum(), [a])
-        return second
-
-    ours = penalty_grad(lambda a, b: barlow_twins_loss(a, b, lambd=0.3, algorithm="dense"))
-    ref = penalty_grad(lambda a, b: barlow_twins_reference(a, b, 0.3, 1e-5))
+    ours = penalty_gradient(
+        lambda a, b: barlow_twins_loss(a, b, lambd=0.3, algorithm="dense"), z_a, z_b
+    )
+    ref = penalty_gradient(lambda a, b: barlow_twins_reference(a, b, 0.3, 1e-5), z_a, z_b)
     assert ours.abs().sum() > 0
     torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
 
@@ -425,38 +421,4 @@ def test_distributed_off_is_local(dist_pool: object) -> None:
         torch.testing.assert_close(g_b, grad_b, rtol=1e-10, atol=1e-12)
 
 
-# ------------------------------------------------------------------------------------------
-# errors (those of the views, gather_distributed and algorithm, shared with VICReg, are in
-# test_offdiag_checks.py)
-# ------------------------------------------------------------------------------------------
-_OK = (torch.randn(4, 3), torch.randn(4, 3))
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs", "error", "match"),
-    [
-        (_OK, {"lambd": -0.1}, ValueError, r"lambd must be a finite number >= 0, got -0.1"),
-        (_OK, {"lambd": "0.1"}, TypeError, r"lambd must be a float, got str"),
-        (_OK, {"eps": 0.0}, ValueError, r"eps must be a finite number > 0, got 0.0"),
-        (_OK, {"eps": -1e-5}, ValueError, r"eps must be a finite number > 0, got -1e-05"),
-    ],
-)
-def test_bad_inputs(
-    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
-) -> None:
-    with pytest.raises(error, match=match):
-        barlow_twins_loss(*args, **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "match"),
-    [
-        ({"lambd": -1.0}, ValueError, r"lambd must be a finite number >= 0, got -1.0"),
-        ({"eps": 0}, ValueError, r"eps must be a finite number > 0, got 0"),
-    ],
-)
-def test_module_validates_at_construction(
-    kwargs: dict[str, object], error: type[Exception], match: str
-) -> None:
-    with pytest.raises(error, match=match):
-        BarlowTwinsLoss(**kwargs)  # type: ignore[arg-type]
+# Errors, the shared ones and this loss's own hyperparameters: test_offdiag_checks.py

@@ -3,8 +3,7 @@
 
 Also what both losses do alike around them: ``"auto"`` runs the algorithm
 ``select_algorithm`` names, ``gather_distributed`` without a process group is local, and a
-global batch of one raises on every rank. The checks of each loss's own hyperparameters stay
-in ``test_barlow_twins.py`` and ``test_vicreg.py``.
+global batch of one raises on every rank. And each loss's own hyperparameter errors, as one table.
 """
 
 from __future__ import annotations
@@ -163,3 +162,91 @@ def test_distributed_global_batch_of_one_raises_on_every_rank(
     for message in messages:
         assert "global batch of at least 2 samples" in message
         assert "got 1" in message
+
+
+# ------------------------------------------------------------------------------------------
+# each loss's own hyperparameters (one table for both)
+# ------------------------------------------------------------------------------------------
+_OK = (torch.randn(4, 3), torch.randn(4, 3))
+_BARLOW = (barlow_twins_loss,)
+_VICREG = (vicreg_loss, vicreg_terms)
+
+
+@pytest.mark.parametrize(
+    ("functions", "args", "kwargs", "error", "match"),
+    [
+        (
+            _BARLOW,
+            _OK,
+            {"lambd": -0.1},
+            ValueError,
+            r"lambd must be a finite number >= 0, got -0.1",
+        ),
+        (_BARLOW, _OK, {"lambd": "0.1"}, TypeError, r"lambd must be a float, got str"),
+        (_BARLOW, _OK, {"eps": 0.0}, ValueError, r"eps must be a finite number > 0, got 0.0"),
+        (_BARLOW, _OK, {"eps": -1e-5}, ValueError, r"eps must be a finite number > 0, got -1e-05"),
+        (
+            _VICREG,
+            _OK,
+            {"sim_coeff": -1.0},
+            ValueError,
+            r"sim_coeff must be a finite number >= 0, got -1.0",
+        ),
+        (
+            _VICREG,
+            _OK,
+            {"std_coeff": -0.5},
+            ValueError,
+            r"std_coeff must be a finite number >= 0, got -0.5",
+        ),
+        (
+            _VICREG,
+            _OK,
+            {"cov_coeff": -2},
+            ValueError,
+            r"cov_coeff must be a finite number >= 0, got -2",
+        ),
+        (_VICREG, _OK, {"cov_coeff": "1"}, TypeError, r"cov_coeff must be a float, got str"),
+        (_VICREG, _OK, {"eps": 0.0}, ValueError, r"eps must be a finite number > 0, got 0.0"),
+        (_VICREG, _OK, {"eps": -1e-4}, ValueError, r"eps must be a finite number > 0, got -0.0001"),
+    ],
+)
+def test_own_hyperparameters_rejected(
+    functions: tuple[Callable[..., object], ...],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    for function in functions:
+        with pytest.raises(error, match=match):
+            function(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("module", "kwargs", "error", "match"),
+    [
+        (
+            BarlowTwinsLoss,
+            {"lambd": -1.0},
+            ValueError,
+            r"lambd must be a finite number >= 0, got -1.0",
+        ),
+        (BarlowTwinsLoss, {"eps": 0}, ValueError, r"eps must be a finite number > 0, got 0"),
+        (
+            VICRegLoss,
+            {"sim_coeff": -1.0},
+            ValueError,
+            r"sim_coeff must be a finite number >= 0, got -1.0",
+        ),
+        (VICRegLoss, {"eps": 0}, ValueError, r"eps must be a finite number > 0, got 0"),
+    ],
+)
+def test_own_hyperparameters_rejected_at_construction(
+    module: Callable[..., torch.nn.Module],
+    kwargs: dict[str, object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        module(**kwargs)
