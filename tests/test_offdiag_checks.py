@@ -126,9 +126,11 @@ SYMMETRIC = {"barlow_twins_loss": False, "vicreg_loss": True}  # VICReg's covari
 
 
 def _pair(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two views whose features have stds on both sides of 1 (both branches of VICReg's hinge)."""
     gen = torch.Generator().manual_seed(0)
-    z_a = 2 * torch.randn(n, d, generator=gen, dtype=torch.float64) + 1
-    return z_a, z_a + torch.randn(n, d, generator=gen, dtype=torch.float64)
+    scale = torch.linspace(0.2, 2.5, d, dtype=torch.float64)
+    z_a = scale * torch.randn(n, d, generator=gen, dtype=torch.float64) + 1
+    return z_a, z_a + 0.5 * scale * torch.randn(n, d, generator=gen, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -143,6 +145,25 @@ def test_auto_equals_the_selected_algorithm(name: str, n: int, d: int) -> None:
 def test_gather_distributed_without_process_group_is_local(function: Callable[..., object]) -> None:
     z_a, z_b = _pair(5, 4)
     torch.testing.assert_close(function(z_a, z_b, gather_distributed=True), function(z_a, z_b))
+
+
+# beyond tests/contracts.py (whose rows use the default coefficients): N below and above D
+# with heavy coefficients, every algorithm
+HEAVY = {
+    "barlow_twins_loss": {"lambd": 0.4},
+    "vicreg_loss": {"sim_coeff": 2.0, "std_coeff": 3.0, "cov_coeff": 0.7},
+}
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+@pytest.mark.parametrize("algorithm", ["dense", "gram", "fused"])
+@pytest.mark.parametrize(("n", "d"), [(4, 6), (6, 3)])
+def test_gradcheck_for_n_below_and_above_d(name: str, algorithm: str, n: int, d: int) -> None:
+    z_a, z_b = (z.requires_grad_(True) for z in _pair(n, d))
+    loss, options = LOSSES[name], HEAVY[name]
+    assert torch.autograd.gradcheck(
+        lambda a, b: loss(a, b, algorithm=algorithm, **options), (z_a, z_b)
+    )
 
 
 def _dist_too_small_case(rank: int, world: int, name: str) -> str:

@@ -87,3 +87,90 @@ def test_range_holds_in_float32_with_the_formulas_gradient(loss: PairLoss) -> No
     (g,) = torch.autograd.grad((out * weights).sum(), p)
     (g_plain,) = torch.autograd.grad((plain * weights).sum(), p_plain)
     assert torch.equal(g, g_plain)
+
+
+# each loss's bad inputs, one table (the empty ones above)
+@pytest.mark.parametrize(
+    ("function", "args", "kwargs", "error", "match"),
+    [
+        (
+            byol_loss,
+            (torch.randn(4), torch.randn(4)),
+            {},
+            ValueError,
+            r"prediction must be a 2-D tensor, got 1-D",
+        ),
+        (
+            byol_loss,
+            (torch.randn(4, 3), torch.randn(4, 2)),
+            {},
+            ValueError,
+            r"must have the same shape, got \(4, 3\) and \(4, 2\)",
+        ),
+        (
+            byol_loss,
+            (torch.ones(4, 3, dtype=torch.long), torch.randn(4, 3)),
+            {},
+            TypeError,
+            r"prediction must have a floating-point dtype, got torch.int64",
+        ),
+        (
+            byol_loss,
+            ([[1.0]], torch.randn(1, 1)),
+            {},
+            TypeError,
+            r"prediction must be a torch.Tensor, got list",
+        ),
+        (
+            byol_loss,
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"reduction": "avg"},
+            ValueError,
+            r"reduction must be one of 'none', 'mean', 'sum', got 'avg'",
+        ),
+        (
+            negative_cosine_similarity,
+            (torch.randn(2, 3, 4), torch.randn(2, 3, 4)),
+            {},
+            ValueError,
+            r"prediction must be a 2-D tensor, got 3-D",
+        ),
+        (
+            negative_cosine_similarity,
+            (torch.randn(4, 3), torch.randn(5, 3)),
+            {},
+            ValueError,
+            r"prediction and target must have the same shape",
+        ),
+        (
+            negative_cosine_similarity,
+            (torch.randn(4, 3), torch.ones(4, 3, dtype=torch.int32)),
+            {},
+            TypeError,
+            r"target must have a floating-point dtype, got torch.int32",
+        ),
+        (
+            negative_cosine_similarity,
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"stop_gradient": 1},
+            TypeError,
+            r"stop_gradient must be a bool, got int",
+        ),
+        (
+            negative_cosine_similarity,
+            (torch.randn(4, 3), torch.randn(4, 3)),
+            {"reduction": None},
+            ValueError,
+            r"reduction must be one of .* got None",
+        ),
+    ],
+)
+def test_bad_input(
+    function: Callable[..., torch.Tensor],
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    error: type[Exception],
+    match: str,
+) -> None:
+    with pytest.raises(error, match=match):
+        function(*args, **kwargs)

@@ -74,48 +74,6 @@ def test_zero_vector_is_finite() -> None:
     assert out[0] == 0
 
 
-@pytest.mark.parametrize(
-    ("args", "kwargs", "error", "match"),
-    [
-        (
-            (torch.randn(2, 3, 4), torch.randn(2, 3, 4)),
-            {},
-            ValueError,
-            r"prediction must be a 2-D tensor, got 3-D",
-        ),
-        (
-            (torch.randn(4, 3), torch.randn(5, 3)),
-            {},
-            ValueError,
-            r"prediction and target must have the same shape",
-        ),
-        (
-            (torch.randn(4, 3), torch.ones(4, 3, dtype=torch.int32)),
-            {},
-            TypeError,
-            r"target must have a floating-point dtype, got torch.int32",
-        ),
-        (
-            (torch.randn(4, 3), torch.randn(4, 3)),
-            {"stop_gradient": 1},
-            TypeError,
-            r"stop_gradient must be a bool, got int",
-        ),
-        (
-            (torch.randn(4, 3), torch.randn(4, 3)),
-            {"reduction": None},
-            ValueError,
-            r"reduction must be one of .* got None",
-        ),
-    ],
-)
-def test_bad_input(
-    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], match: str
-) -> None:
-    with pytest.raises(error, match=match):
-        negative_cosine_similarity(*args, **kwargs)  # type: ignore[arg-type]
-
-
 def test_acos_defined_and_anti_parallel_in_range_in_float32() -> None:
     """Issue 10.12 (the range and gradient at 3z: ``test_pair_losses.py``): acos(-loss) is
     defined where -cos(3z, z) rounded past -1, and -cos(-3z, z) stays in [-1, 1]."""
