@@ -554,16 +554,12 @@ def device_limits(ctx: Context, timing_args: dict[str, Any]) -> None:
     detail: dict[str, Any] = {}
     notes = []
     for dtype in (torch.float32, torch.bfloat16):
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        a = torch.randn(side, side, generator=gen).to(ctx.device, dtype)
-        b = torch.randn(side, side, generator=gen).to(ctx.device, dtype)
-        prep = harness.Prepared(lambda a=a, b=b: a @ b.T)
-        (timing,) = harness.time_impls({"mm": prep}, backward=False, **timing_args).values()
-        tflops = 2.0 * side**3 / (timing.total_ms / 1e3) / 1e12
-        name = str(dtype).removeprefix("torch.")
-        detail[f"matmul_{name}_tflops"] = tflops
-        notes.append(f"matmul {name} {tflops:.2f} TFLOP/s")
-        del a, b, prep
+        matmul = harness.matmul_limit(side, side, side, dtype)
+        ms = _limit_ms(ctx, matmul, timing_args)
+        if ms is not None:
+            name = str(dtype).removeprefix("torch.")
+            detail[f"matmul_{name}_tflops"] = matmul.amount / (ms / 1e3) / 1e12
+            notes.append(f"matmul {name} {detail[f'matmul_{name}_tflops']:.2f} TFLOP/s")
     bandwidth = harness.lerp_limit(numel)
     ms = _limit_ms(ctx, bandwidth, timing_args)
     if ms is not None:

@@ -345,9 +345,7 @@ class SIGRegLoss(nn.Module):
         gather_distributed: bool = False,
     ) -> None:
         super().__init__()
-        self.num_slices = check_positive_int("num_slices", num_slices)
-        self.knots = check_int("knots", knots, low=2)
-        self.t_max = check_positive("t_max", t_max)
+        self.num_slices, self.knots, self.t_max, _ = _check_options(num_slices, knots, t_max, None)
         self.gather_distributed = check_gather_distributed(gather_distributed)
 
     def forward(
@@ -405,9 +403,7 @@ class LeJEPALoss(nn.Module):
     ) -> None:
         super().__init__()
         self.lambd = check_probability("lambd", lambd)
-        self.num_slices = check_positive_int("num_slices", num_slices)
-        self.knots = check_int("knots", knots, low=2)
-        self.t_max = check_positive("t_max", t_max)
+        self.num_slices, self.knots, self.t_max, _ = _check_options(num_slices, knots, t_max, None)
         self.gather_distributed = check_gather_distributed(gather_distributed)
 
     def forward(

@@ -111,16 +111,17 @@ class Limit:
         return f"{per_s / 1e9:.1f} G{self.unit}/s"
 
 
-def matmul_limit(m: int, k: int, n: int) -> Limit:
-    """One float32 ``A @ B.T`` with ``A`` (m, k) and ``B`` (n, k): 2 m k n FLOPs."""
+def matmul_limit(m: int, k: int, n: int, dtype: torch.dtype = torch.float32) -> Limit:
+    """One ``A @ B.T`` in ``dtype`` with ``A`` (m, k) and ``B`` (n, k): 2 m k n FLOPs."""
 
     def prepare(device: torch.device) -> Callable[[], Any]:
         gen = torch.Generator(device="cpu").manual_seed(0)
-        a = torch.randn(m, k, generator=gen).to(device)
-        b = torch.randn(n, k, generator=gen).to(device)
+        a = torch.randn(m, k, generator=gen).to(device, dtype)
+        b = torch.randn(n, k, generator=gen).to(device, dtype)
         return lambda: a @ b.T
 
-    return Limit(f"one ({m}x{k}) @ ({k}x{n}) matmul", "FLOP", 2.0 * m * k * n, prepare)
+    name = "" if dtype == torch.float32 else f" {str(dtype).removeprefix('torch.')}"
+    return Limit(f"one ({m}x{k}) @ ({k}x{n}){name} matmul", "FLOP", 2.0 * m * k * n, prepare)
 
 
 def lerp_limit(numel: int) -> Limit:
