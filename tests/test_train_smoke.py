@@ -19,12 +19,14 @@ import numpy as np
 import pytest
 import torch
 
+import sslosses.functional as SF
 from benchmarks.train import config, loop, report
 from benchmarks.train import data as train_data
+from benchmarks.train import methods as train_methods
 from benchmarks.train import probes as train_probes
 from benchmarks.train import state as train_state
 from benchmarks.train import views as train_views
-from sslosses.transforms import Augmentation, MultiCrop
+from sslosses.transforms import Augmentation, MultiCrop, forward_multicrop
 
 # A small, fast setting: width-8 ResNet, 128-image batches (10 steps per epoch on digits).
 TINY = ["--width", "8", "--batch-size", "128", "--eval-every", "10", "--quiet"]
@@ -33,7 +35,7 @@ TINY = ["--width", "8", "--batch-size", "128", "--eval-every", "10", "--quiet"]
 # --- training learns --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["simclr", "byol", "vicreg"])
+@pytest.mark.parametrize("method", ["simclr", "byol", "vicreg", "supcon"])
 def test_short_run_beats_untrained_encoder(method: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
     steps = 40
@@ -82,6 +84,8 @@ def _same(a: object, b: object) -> bool:
         ("swav", 7, ["--swav-queue", "256"]),  # interrupted mid-epoch, with SwAV's queue
         ("dino", 13, []),  # DINO's center, teacher step (temperature schedule), frozen layer
         ("dino-sinkhorn", 13, []),  # Sinkhorn-Knopp targets, BatchNorm in the head
+        ("nnclr", 7, []),  # the support queue
+        ("tico", 13, []),  # the running covariance
     ],
 )
 def test_resume_reproduces_an_uninterrupted_run(
@@ -103,6 +107,13 @@ def test_resume_reproduces_an_uninterrupted_run(
     if method == "moco":
         assert straight["target._extra_state"] == {"step": 20}  # the EMA's update counter
         assert straight["queue._extra_state"]["count"] == 1347 // 2  # full queue, restored
+    if method == "nnclr":
+        assert straight["queue._extra_state"]["count"] == 1347 // 2  # full queue, restored
+    if method == "tico":
+        covariance = straight["covariance.covariance"]
+        assert isinstance(covariance, torch.Tensor) and covariance.shape == (256, 256)
+        # 20 EMA steps (beta 0.9, from zero) of the unit rows' second moment, trace 1 each
+        assert float(torch.trace(covariance)) == pytest.approx(1 - 0.9**20, abs=1e-5)
     if method == "dino":
         assert straight["target._extra_state"] == {"step": 20}  # drives the temperature
         center = straight["centering.center"]
@@ -417,6 +428,53 @@ def test_grayscale_views_keep_one_channel_and_equal_the_three_channel_route() ->
         )
 
 
+@pytest.mark.parametrize("method", config.ALL_RUNS)
+def test_each_method_gets_its_views(method: config.MethodName) -> None:
+    """The multi-crop methods train on the 2 large crops and the preset's small ones; the
+    others on 2 large crops."""
+    data = train_data.load_digits()
+    r = config.resolve(config.parse_args(["--method", method]), method, len(data.train_x))
+    mean, std = torch.tensor([0.3]), torch.tensor([0.2])
+    views = train_views.build_augment(r, data, mean, std)(
+        data.train_x[:8], torch.Generator().manual_seed(0)
+    )
+    small = r.small_crops if method in config.MULTICROP_METHODS else 0
+    assert [v.shape[-1] for v in views] == [r.image_size] * 2 + [r.small_crop_size] * small
+
+
+def test_fashion_preset_gives_the_dearer_methods_fewer_steps() -> None:
+    steps = {
+        m: config.resolve(config.parse_args(["--data", "fashion-mnist"]), m, 60_000).steps
+        for m in config.ALL_RUNS
+    }
+    assert steps["simclr"] == steps["supervised"] == config.PRESETS["fashion-mnist"].steps
+    assert steps["moco"] < steps["simclr"] and steps["dino"] < steps["moco"]
+    assert {m for m, n in steps.items() if n != steps["simclr"]} == set(
+        config.PRESETS["fashion-mnist"].method_steps
+    )
+    overridden = config.parse_args(["--data", "fashion-mnist", "--steps", "7"])
+    assert config.resolve(overridden, "dino", 60_000).steps == 7  # --steps wins
+
+
+def test_dinov2_adds_koleo_of_the_backbone_features_to_dino_sinkhorn() -> None:
+    """``--method dinov2`` is ``dino-sinkhorn``'s loss plus 0.1 x KoLeo (DINOv2's weight) of
+    the student's backbone features of each large crop, on the same weights and views."""
+    data = train_data.load_digits()
+    views = [torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(v)) for v in (0, 1)]
+    views += [torch.randn(32, 1, 4, 4, generator=torch.Generator().manual_seed(2))]
+    losses = {}
+    for method in ("dino-sinkhorn", "dinov2"):
+        cfg = config.parse_args(["--method", method, "--width", "8"])
+        r = config.resolve(cfg, method, len(data.train_x))
+        torch.manual_seed(0)
+        model = train_methods.build_method(cfg, r, data, distributed=False)
+        losses[method] = model(views, torch.zeros(32, dtype=torch.long))
+    features = forward_multicrop(model.backbone, views)[:2]  # the large crops in one pass
+    koleo = sum(SF.koleo_loss(f) for f in features)
+    assert float(koleo) != 0.0
+    torch.testing.assert_close(losses["dinov2"], losses["dino-sinkhorn"] + 0.1 * koleo)
+
+
 # --- probes, baselines, report ------------------------------------------------------------------
 
 
@@ -470,7 +528,8 @@ def test_help_shows_the_defaults_each_dataset_and_method_resolves_to(
     assert "(default: None)" not in text
     steps = "; ".join(f"{name}: {preset.steps}" for name, preset in config.PRESETS.items())
     assert f"optimizer steps per method (default: {steps})" in text
-    assert "(default: simclr, moco, dino-sinkhorn: 0.2; swav, dino: 0.1)" in text  # per method
+    temperatures = "simclr, moco, dino-sinkhorn, dcl, dinov2: 0.2; swav, dino, nnclr, supcon: 0.1"
+    assert f"(default: {temperatures})" in text  # per method
     assert "--stop-after" in text and "(default: none)" in text
 
 

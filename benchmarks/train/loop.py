@@ -25,6 +25,7 @@ from benchmarks.train import probes, reference
 from benchmarks.train.config import (
     ALL_RUNS,
     KNN_KS,
+    LABEL_METHODS,
     PRESETS,
     RUNTIME_ONLY,
     Config,
@@ -201,7 +202,7 @@ def train_method(
     method: MethodName, cfg: Config, data: Data, rt: Runtime, evaluator: Evaluator
 ) -> MethodResult:
     """Train one method (resuming if a checkpoint exists) and return its results."""
-    supervised = method == "supervised"
+    supervised = method in LABEL_METHODS
     images = data.train_x if supervised else data.ssl_x
     r = resolve(cfg, method, len(images))
     if r.batch_size % rt.world:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -237,12 +237,22 @@ class DINO(Method):
     linearly from 0.04 to 0.07 over the first 30% of steps (the paper's ViT-S setting), and
     the center is updated explicitly after each loss. K is small for small data. With
     ``sinkhorn`` (``--method dino-sinkhorn``) the teacher's targets come from Sinkhorn-Knopp
-    instead of the center (no state) and the head has BatchNorm."""
+    instead of the center (no state) and the head has BatchNorm. ``koleo`` (``--method
+    dinov2``, with ``sinkhorn``) adds DINOv2's KoLeo regularizer, weight 0.1, on the student's
+    backbone features of each large crop (DINOv2 applies it to the class token)."""
 
     def __init__(
-        self, backbone: ResNet, r: Resolved, distributed: bool, *, sinkhorn: bool = False
+        self,
+        backbone: ResNet,
+        r: Resolved,
+        distributed: bool,
+        *,
+        sinkhorn: bool = False,
+        koleo: float = 0.0,
     ) -> None:
         super().__init__()
+        self.koleo = koleo
+        self.gather = distributed
         f = backbone.out_dim
         k = DINO_SMALL_OUTPUTS if r.image_size < 32 else 65_536  # small images: small K
         head = sslosses.DINOHead(
@@ -276,7 +286,9 @@ class DINO(Method):
         return sslosses.linear_warmup_schedule(self.target.step, self.warmup_steps, start, end)
 
     def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
-        student = forward_multicrop(self.online, views)  # one pass per crop size
+        # one backbone pass per crop size, then the head on every crop's features
+        features = forward_multicrop(self.online.backbone, views)
+        student = [self.online.projector(f) for f in features]
         with torch.no_grad():
             teacher = forward_multicrop(self.target.module, views[:2])
         loss: Tensor = self.criterion(
@@ -287,6 +299,9 @@ class DINO(Method):
         )
         if self.centering is not None:
             self.centering.update(teacher)
+        if self.koleo:
+            koleo = sum(SF.koleo_loss(f, gather_distributed=self.gather) for f in features[:2])
+            loss = loss + self.koleo * koleo
         return loss
 
     def before_optimizer_step(self, step: int) -> None:
@@ -305,6 +320,7 @@ class DINO(Method):
 DINO_SMALL_OUTPUTS = 1024  # K of the DINO head on digits / Fashion-MNIST (paper: 65536)
 DINO_BOTTLENECK = 256
 DINO_TEACHER_TEMPERATURES = (0.04, 0.07)
+DINOV2_KOLEO_WEIGHT = 0.1  # dinov2's ssl_default_config.yaml (dino.koleo_loss_weight)
 
 
 class VICReg(Method):
@@ -325,6 +341,154 @@ class VICReg(Method):
         return SF.vicreg_loss(z_a, z_b, gather_distributed=self.gather)  # 25 / 25 / 1
 
 
+class NNCLR(Method):
+    """NNCLR (Dwibedi et al. 2021): each view's nearest neighbour among past projections (a
+    queue, the support set) is the positive of the other view's prediction."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.predictor = MLPHead([128, 4 * f, 128], hidden_bias=False)
+        self.queue = sslosses.MoCoQueue(r.queue_size, 128, gather_distributed=distributed)
+        self.temperature = r.temperature
+        self.gather = distributed
+        self._pushed: Tensor | None = None
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = forward_multicrop(self.online, views[:2])
+        p_a, p_b = per_view(self.predictor, [z_a, z_b])
+        z_a_unit = F.normalize(z_a.detach().float(), dim=1)
+        # until the first push the batch is its own support set (each row its own neighbour)
+        support = self.queue.features() if len(self.queue) else z_a_unit
+        self._pushed = z_a_unit
+        return SF.nnclr_loss(
+            z_a, z_b, p_a, p_b, support, temperature=self.temperature,
+            gather_distributed=self.gather,
+        )  # fmt: skip
+
+    def after_step(self, step: int) -> None:
+        if self._pushed is not None:
+            self.queue.push(self._pushed)
+            self._pushed = None
+
+
+class DCL(Method):
+    """Decoupled contrastive learning (Yeh et al. 2022): NT-Xent without the positive in the
+    denominator. SimCLR's head and augmentations."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.temperature = r.temperature
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = forward_multicrop(self.online, views[:2])
+        return SF.dcl_loss(z_a, z_b, temperature=self.temperature, gather_distributed=self.gather)
+
+
+class AlignUniform(Method):
+    """Alignment + uniformity (Wang & Isola 2020): the two views' distance (alpha = 2) plus
+    the uniformity of each view on the sphere (t = 2), weights 1 and 1 (the paper's
+    ``align_unif_loss`` on CIFAR-10)."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = forward_multicrop(self.online, views[:2])
+        uniformity = [SF.uniformity_loss(z, gather_distributed=self.gather) for z in (z_a, z_b)]
+        align = SF.alignment_loss(z_a, z_b, gather_distributed=self.gather)
+        return align + 0.5 * (uniformity[0] + uniformity[1])
+
+
+class MMCR(Method):
+    """MMCR (Yerxa et al. 2023): minus the nuclear norm of the per-sample centroids of every
+    crop's projection (the large and the small ones)."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z = forward_multicrop(self.online, views)
+        return SF.mmcr_loss(z, gather_distributed=self.gather)
+
+
+class TiCo(Method):
+    """TiCo (Zhu et al. 2022): invariance of the two views plus a covariance contrast against
+    a running covariance of past embeddings (updated with the batch before the loss)."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 256], hidden_bias=False))
+        self.covariance = sslosses.TiCoCovariance(256, beta=0.9, gather_distributed=distributed)
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z_a, z_b = per_view(self.online, views[:2])
+        self.covariance.update(z_a.detach())
+        return SF.tico_loss(z_a, z_b, self.covariance.covariance, gather_distributed=self.gather)
+
+
+class WMSE(Method):
+    """W-MSE (Ermolov et al. 2021): the views whitened in sub-batches of 128, then their
+    normalized MSE. The paper's CIFAR head: one hidden layer, a 64-d output (at most half the
+    batch, so that a sub-batch's covariance can be full rank: the paper's w >= 2 D)."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, min(64, r.batch_size // 2)]))
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z = per_view(self.online, views[:2])
+        w_size = min(128, len(z[0]))  # the last sub-batch of a small local batch
+        return SF.wmse_loss(z, w_size=w_size)
+
+
+class LeJEPA(Method):
+    """LeJEPA (Balestriero & LeCun 2025): every crop's embedding predicts the mean of the large
+    crops', plus SIGReg (weight 0.05) pulling the embeddings toward an isotropic Gaussian."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z = forward_multicrop(self.online, views)
+        return SF.lejepa_loss(z[:2], z[2:], gather_distributed=self.gather)
+
+
+class SupCon(Method):
+    """Supervised contrastive learning (Khosla et al. 2020): the two views of every image of
+    a class are its positives. Reads the labels; SimCLR's head and augmentations."""
+
+    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
+        super().__init__()
+        f = backbone.out_dim
+        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.temperature = r.temperature
+        self.gather = distributed
+
+    def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
+        z = forward_multicrop(self.online, views[:2])
+        return SF.supcon_loss(
+            z, labels, temperature=self.temperature, base_temperature=self.temperature,
+            gather_distributed=self.gather,
+        )  # fmt: skip
+
+
 class Supervised(Method):
     """The ceiling: the same backbone trained with cross-entropy on the labels, on one
     augmented view per image (the first of the pair the other methods get), same budget."""
@@ -340,20 +504,32 @@ class Supervised(Method):
 def build_method(cfg: Config, r: Resolved, data: Data, distributed: bool) -> Method:
     """Backbone first (so every method starts from the same weights for a seed), then heads."""
     backbone = ResNet(data.train_x.shape[1], r.width, BLOCKS[r.backbone], stem_stride=r.stem_stride)
-    if r.method == "simclr":
-        return SimCLR(backbone, r, distributed)
-    if r.method == "moco":
-        return MoCo(backbone, r, distributed)
-    if r.method == "byol":
-        return BYOL(backbone, r, distributed)
-    if r.method == "simsiam":
-        return SimSiam(backbone, r, distributed)
     if r.method == "swav":
         return SwAV(backbone, r, distributed, cfg.swav_queue)
-    if r.method in ("dino", "dino-sinkhorn"):
-        return DINO(backbone, r, distributed, sinkhorn=r.method == "dino-sinkhorn")
-    if r.method == "vicreg":
-        return VICReg(backbone, r, distributed)
+    if r.method in ("dino", "dino-sinkhorn", "dinov2"):
+        sinkhorn = r.method != "dino"
+        koleo = DINOV2_KOLEO_WEIGHT if r.method == "dinov2" else 0.0
+        return DINO(backbone, r, distributed, sinkhorn=sinkhorn, koleo=koleo)
+    if r.method == "barlow-twins":
+        return BarlowTwins(backbone, r, distributed, cfg.barlow_lambda)
     if r.method == "supervised":
         return Supervised(backbone, data.n_classes)
-    return BarlowTwins(backbone, r, distributed, cfg.barlow_lambda)
+    return SIMPLE_METHODS[r.method](backbone, r, distributed)
+
+
+# the methods built from (backbone, resolved config, distributed) alone
+SIMPLE_METHODS: dict[str, Callable[[ResNet, Resolved, bool], Method]] = {
+    "simclr": SimCLR,
+    "moco": MoCo,
+    "byol": BYOL,
+    "simsiam": SimSiam,
+    "vicreg": VICReg,
+    "nnclr": NNCLR,
+    "dcl": DCL,
+    "align-uniform": AlignUniform,
+    "mmcr": MMCR,
+    "tico": TiCo,
+    "wmse": WMSE,
+    "lejepa": LeJEPA,
+    "supcon": SupCon,
+}

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from benchmarks.train.config import Resolved
+from benchmarks.train.config import MULTICROP_METHODS, Resolved
 from benchmarks.train.data import Data
 from sslosses.transforms import (
     Augmentation,
@@ -45,20 +45,20 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
         # Grayscale images go through the pipeline with their one channel (brightness and
         # contrast jitter work on it; contrast's luma is the channel itself).
         sizes, counts, scales = [size], [2], [scale]
-        if method in ("swav", "dino", "dino-sinkhorn") and r.small_crops:
+        if method in MULTICROP_METHODS and r.small_crops:
             sizes, counts = [size, small], [2, r.small_crops]
             scales = [scale, preset.small_crop_scale]
         jitter = Augmentation(jitter=(0.4, 0.4, 0.0, 0.0), jitter_prob=0.8, mean=m, std=s)
         multicrop = MultiCrop(
             sizes, counts, scales, augmentations=jitter, flip_prob=0.5 if preset.flip else 0.0
         )
-    elif method in ("simclr", "supervised"):
+    elif method in ("simclr", "supervised", "supcon", "nnclr", "dcl", "align-uniform"):
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.0, mean=m, std=s)
     elif method in ("moco", "simsiam"):
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.5, mean=m, std=s)
-    elif method in ("byol", "barlow-twins", "vicreg"):  # VICReg uses BYOL's augmentations
+    elif method in ("byol", "barlow-twins", "vicreg", "tico", "wmse"):  # as VICReg: BYOL's
         multicrop = byol_transform(size, scale=scale, mean=m, std=s)
-    elif method in ("dino", "dino-sinkhorn"):
+    elif method in ("dino", "dino-sinkhorn", "dinov2"):
         multicrop = dino_transform(
             size,
             small,
