@@ -58,13 +58,19 @@ def per_view(net: nn.Module, views: Sequence[Tensor]) -> list[Tensor]:
     return [net(v) for v in views]
 
 
+def contrastive_encoder(backbone: ResNet) -> Encoder:
+    """SimCLR's projection head (one hidden layer of 4F with BatchNorm, 128-d output), which
+    the contrastive methods here share."""
+    f = backbone.out_dim
+    return Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+
+
 class SimCLR(Method):
     """SimCLR (Chen et al. 2020): NT-Xent between the two views' projections."""
 
     def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
         super().__init__()
-        f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.online = contrastive_encoder(backbone)
         self.temperature = r.temperature
         self.gather = distributed
 
@@ -170,8 +176,7 @@ class SwAV(Method):
 
     def __init__(self, backbone: ResNet, r: Resolved, distributed: bool, queue: int) -> None:
         super().__init__()
-        f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.online = contrastive_encoder(backbone)
         # frozen for the first ~2% of training (the paper: the first epoch)
         self.prototypes = sslosses.SwAVPrototypes(
             128, r.prototypes, freeze_steps=max(1, r.steps // 50)
@@ -348,7 +353,7 @@ class NNCLR(Method):
     def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
         super().__init__()
         f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.online = contrastive_encoder(backbone)
         self.predictor = MLPHead([128, 4 * f, 128], hidden_bias=False)
         self.queue = sslosses.MoCoQueue(r.queue_size, 128, gather_distributed=distributed)
         self.temperature = r.temperature
@@ -373,16 +378,9 @@ class NNCLR(Method):
             self._pushed = None
 
 
-class DCL(Method):
+class DCL(SimCLR):
     """Decoupled contrastive learning (Yeh et al. 2022): NT-Xent without the positive in the
     denominator. SimCLR's head and augmentations."""
-
-    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
-        super().__init__()
-        f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
-        self.temperature = r.temperature
-        self.gather = distributed
 
     def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z_a, z_b = forward_multicrop(self.online, views[:2])
@@ -396,8 +394,7 @@ class AlignUniform(Method):
 
     def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
         super().__init__()
-        f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.online = contrastive_encoder(backbone)
         self.gather = distributed
 
     def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
@@ -413,8 +410,7 @@ class MMCR(Method):
 
     def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
         super().__init__()
-        f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.online = contrastive_encoder(backbone)
         self.gather = distributed
 
     def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
@@ -461,8 +457,7 @@ class LeJEPA(Method):
 
     def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
         super().__init__()
-        f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
+        self.online = contrastive_encoder(backbone)
         self.gather = distributed
 
     def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
@@ -470,16 +465,9 @@ class LeJEPA(Method):
         return SF.lejepa_loss(z[:2], z[2:], gather_distributed=self.gather)
 
 
-class SupCon(Method):
+class SupCon(SimCLR):
     """Supervised contrastive learning (Khosla et al. 2020): the two views of every image of
     a class are its positives. Reads the labels; SimCLR's head and augmentations."""
-
-    def __init__(self, backbone: ResNet, r: Resolved, distributed: bool) -> None:
-        super().__init__()
-        f = backbone.out_dim
-        self.online = Encoder(backbone, MLPHead([f, 4 * f, 128], hidden_bias=False))
-        self.temperature = r.temperature
-        self.gather = distributed
 
     def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z = forward_multicrop(self.online, views[:2])
