@@ -202,8 +202,8 @@ def train_method(
     method: MethodName, cfg: Config, data: Data, rt: Runtime, evaluator: Evaluator
 ) -> MethodResult:
     """Train one method (resuming if a checkpoint exists) and return its results."""
-    supervised = method in LABEL_METHODS
-    images = data.train_x if supervised else data.ssl_x
+    reads_labels = method in LABEL_METHODS  # SupCon and the supervised ceiling
+    images = data.train_x if reads_labels else data.ssl_x
     r = resolve(cfg, method, len(images))
     if r.batch_size % rt.world:
         raise ValueError(f"--batch-size {r.batch_size} must be divisible by {rt.world} ranks")
@@ -254,7 +254,7 @@ def train_method(
 
     train_model = wrap_model(model, cfg, rt)
     images = images.to(rt.device)
-    labels = (data.train_y if supervised else torch.full((len(images),), -1)).to(rt.device)
+    labels = (data.train_y if reads_labels else torch.full((len(images),), -1)).to(rt.device)
     curve_every = max(1, r.steps // 100)
     clock = (time.perf_counter(), time.process_time())
     steps_this_run = 0

@@ -447,7 +447,7 @@ class WMSE(Method):
 
     def forward(self, views: list[Tensor], labels: Tensor) -> Tensor:
         z = per_view(self.online, views[:2])
-        w_size = min(128, len(z[0]))  # the last sub-batch of a small local batch
+        w_size = min(128, len(z[0]))  # one sub-batch when the local batch has under 128 rows
         return SF.wmse_loss(z, w_size=w_size)
 
 
