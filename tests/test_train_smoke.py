@@ -85,7 +85,7 @@ def _same(a: object, b: object) -> bool:
         ("dino", 13, []),  # DINO's center, teacher step (temperature schedule), frozen layer
         ("dino-sinkhorn", 13, []),  # Sinkhorn-Knopp targets, BatchNorm in the head
         ("nnclr", 7, []),  # the support queue
-        ("tico", 13, []),  # the running covariance
+        ("tico", 13, []),  # the running covariance, the momentum encoder
     ],
 )
 def test_resume_reproduces_an_uninterrupted_run(
@@ -114,6 +114,7 @@ def test_resume_reproduces_an_uninterrupted_run(
         assert isinstance(covariance, torch.Tensor) and covariance.shape == (256, 256)
         # 20 EMA steps (beta 0.9, from zero) of the unit rows' second moment, trace 1 each
         assert float(torch.trace(covariance)) == pytest.approx(1 - 0.9**20, abs=1e-5)
+        assert straight["target._extra_state"] == {"step": 20}  # the momentum encoder's
     if method == "dino":
         assert straight["target._extra_state"] == {"step": 20}  # drives the temperature
         center = straight["centering.center"]
@@ -438,8 +439,10 @@ def test_each_method_gets_its_views(method: config.MethodName) -> None:
     views = train_views.build_augment(r, data, mean, std)(
         data.train_x[:8], torch.Generator().manual_seed(0)
     )
-    small = r.small_crops if method in config.MULTICROP_METHODS else 0
+    multicrop = {"swav", "dino", "dino-sinkhorn", "dinov2", "mmcr", "lejepa"}
+    small = r.small_crops if method in multicrop else 0
     assert [v.shape[-1] for v in views] == [r.image_size] * 2 + [r.small_crop_size] * small
+    assert config.MULTICROP_METHODS == multicrop  # derived from each spec's augmentation
 
 
 def test_fashion_preset_gives_the_dearer_methods_fewer_steps() -> None:
@@ -471,7 +474,7 @@ def test_dinov2_adds_koleo_of_the_backbone_features_to_dino_sinkhorn() -> None:
         losses[method] = model(views, torch.zeros(32, dtype=torch.long))
     features = forward_multicrop(model.backbone, views)[:2]  # the large crops in one pass
     koleo = sum(SF.koleo_loss(f) for f in features)
-    assert float(koleo) != 0.0
+    assert float(koleo.detach()) != 0.0
     torch.testing.assert_close(losses["dinov2"], losses["dino-sinkhorn"] + 0.1 * koleo)
 
 

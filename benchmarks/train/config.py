@@ -25,10 +25,10 @@ LABEL_METHODS: tuple[LabelMethodName, ...] = get_args(LabelMethodName)
 # supervised contrastive learning and the supervised ceiling (the same encoder, augmentations
 # and budget, trained with cross-entropy)
 ALL_RUNS: tuple[MethodName, ...] = (*METHODS, *LABEL_METHODS)
-# methods that train on small (multi-crop) views besides the two large ones
-MULTICROP_METHODS: frozenset[MethodName] = frozenset(
-    {"swav", "dino", "dino-sinkhorn", "dinov2", "mmcr", "lejepa"}
-)
+# the augmentation recipe of a method (benchmarks/train/views.py): each paper's on RGB data;
+# "dino" and "swav" add small (multi-crop) views to the two large ones, on every data
+Recipe = Literal["simclr", "mocov2", "byol", "dino", "swav"]
+MULTICROP_RECIPES: frozenset[Recipe] = frozenset({"dino", "swav"})
 DataName = Literal["digits", "fashion-mnist", "cifar10", "stl10"]
 BackboneName = Literal["resnet-tiny", "resnet10", "resnet18"]
 KNN_KS = (200, 20)  # neighbours of the two kNN probes (DINO's eval_knn.py reports both)
@@ -92,7 +92,7 @@ class Config:
     ema_momentum: float | None = field(
         default=None,
         metadata={
-            "help": "start of the EMA momentum schedule (MoCo, BYOL, DINO)",
+            "help": "start of the EMA momentum schedule (MoCo, BYOL, DINO, TiCo)",
             "default": "method",
         },
     )
@@ -265,6 +265,7 @@ class MethodSpec:
     temperature: float | None
     ema_momentum: float | None
     sync_bn: bool  # SyncBatchNorm under DDP, as the paper does
+    augmentation: Recipe  # the views it trains on (views.py)
     fixed_predictor_lr: bool = False  # the predictor's learning rate is not decayed
 
 
@@ -278,41 +279,57 @@ class MethodSpec:
 # learning rate is fixed (not decayed), as the paper's section 4.4 and its main_simsiam.py
 # (--fix-pred-lr) do.
 METHOD_SPECS: dict[MethodName, MethodSpec] = {
-    "simclr": MethodSpec("SimCLR", 2e-3, 1e-6, 0.2, None, True),
-    "moco": MethodSpec("MoCo v2", 2e-3, 1e-6, 0.2, 0.99, False),
-    "byol": MethodSpec("BYOL", 2e-3, 1e-6, None, 0.99, True),
-    "simsiam": MethodSpec("SimSiam", 2e-3, 1e-6, None, None, False, fixed_predictor_lr=True),
-    "swav": MethodSpec("SwAV", 2e-3, 1e-6, 0.1, None, True),
-    "barlow-twins": MethodSpec("Barlow Twins", 2e-3, 1e-6, None, None, True),
-    "dino": MethodSpec("DINO", 2e-3, 1e-6, 0.1, 0.996, False),
+    "simclr": MethodSpec("SimCLR", 2e-3, 1e-6, 0.2, None, True, augmentation="simclr"),
+    "moco": MethodSpec("MoCo v2", 2e-3, 1e-6, 0.2, 0.99, False, augmentation="mocov2"),
+    "byol": MethodSpec("BYOL", 2e-3, 1e-6, None, 0.99, True, augmentation="byol"),
+    "simsiam": MethodSpec(
+        "SimSiam", 2e-3, 1e-6, None, None, False, augmentation="mocov2", fixed_predictor_lr=True
+    ),
+    "swav": MethodSpec("SwAV", 2e-3, 1e-6, 0.1, None, True, augmentation="swav"),
+    "barlow-twins": MethodSpec("Barlow Twins", 2e-3, 1e-6, None, None, True, augmentation="byol"),
+    "dino": MethodSpec("DINO", 2e-3, 1e-6, 0.1, 0.996, False, augmentation="dino"),
     # DINO for short runs: Sinkhorn-Knopp teacher targets (dinov2's train.centering option),
     # BatchNorm in the head (main_dino.py's --use_bn_in_head, its ResNet-50 setting), the
     # student at 0.2 and the teacher's EMA from 0.99 (the short-run value of BYOL and MoCo
     # here). Measured on digits: the only setting of those tried that leaves the uniform head
     # (issue 23; benchmarks/results/train_digits.md lists the others).
-    "dino-sinkhorn": MethodSpec("DINO + Sinkhorn", 2e-3, 1e-6, 0.2, 0.99, False),
-    "vicreg": MethodSpec("VICReg", 2e-3, 1e-6, None, None, True),
+    "dino-sinkhorn": MethodSpec(
+        "DINO + Sinkhorn", 2e-3, 1e-6, 0.2, 0.99, False, augmentation="dino"
+    ),
+    "vicreg": MethodSpec("VICReg", 2e-3, 1e-6, None, None, True, augmentation="byol"),
     # NNCLR: the paper's temperature 0.1; the support set is a queue of past projections, as
     # long as MoCo's here (the paper: 98,304 on ImageNet).
-    "nnclr": MethodSpec("NNCLR", 2e-3, 1e-6, 0.1, None, True),
+    "nnclr": MethodSpec("NNCLR", 2e-3, 1e-6, 0.1, None, True, augmentation="simclr"),
     # DCL and alignment + uniformity: SimCLR's head, augmentations and temperature here.
-    "dcl": MethodSpec("DCL", 2e-3, 1e-6, 0.2, None, True),
-    "align-uniform": MethodSpec("alignment + uniformity", 2e-3, 1e-6, None, None, True),
-    # MMCR and LeJEPA train on every crop (2 large + the preset's small ones), as their papers
-    # train on many views; TiCo (rho 8, beta 0.9: the paper) without its momentum encoder;
-    # W-MSE whitens sub-batches of 128 (w >= 2 D for its 64-d output, the paper's CIFAR setting).
-    "mmcr": MethodSpec("MMCR", 2e-3, 1e-6, None, None, True),
-    "tico": MethodSpec("TiCo", 2e-3, 1e-6, None, None, True),
-    "wmse": MethodSpec("W-MSE", 2e-3, 1e-6, None, None, True),
-    "lejepa": MethodSpec("LeJEPA", 2e-3, 1e-6, None, None, True),
+    "dcl": MethodSpec("DCL", 2e-3, 1e-6, 0.2, None, True, augmentation="simclr"),
+    "align-uniform": MethodSpec(
+        "alignment + uniformity", 2e-3, 1e-6, None, None, True, augmentation="simclr"
+    ),
+    # MMCR and LeJEPA train on every crop (2 large + the preset's small ones, SwAV's recipe),
+    # as their papers train on many views; TiCo (rho 8, beta 0.9: the paper) with a momentum
+    # encoder from 0.99 (the short-run value of BYOL and MoCo here); W-MSE whitens sub-batches
+    # of 128 (w >= 2 D for its 64-d output, the paper's CIFAR setting).
+    "mmcr": MethodSpec("MMCR", 2e-3, 1e-6, None, None, True, augmentation="swav"),
+    "tico": MethodSpec("TiCo", 2e-3, 1e-6, None, 0.99, True, augmentation="byol"),
+    "wmse": MethodSpec("W-MSE", 2e-3, 1e-6, None, None, True, augmentation="byol"),
+    "lejepa": MethodSpec("LeJEPA", 2e-3, 1e-6, None, None, True, augmentation="swav"),
     # DINOv2's recipe on a CNN: DINO + Sinkhorn's settings plus the KoLeo regularizer (weight
     # 0.1, dinov2's ssl_default_config) on the student's backbone features of the large crops.
-    "dinov2": MethodSpec("DINOv2-style (Sinkhorn + KoLeo)", 2e-3, 1e-6, 0.2, 0.99, False),
+    "dinov2": MethodSpec(
+        "DINOv2-style (Sinkhorn + KoLeo)", 2e-3, 1e-6, 0.2, 0.99, False, augmentation="dino"
+    ),
     # SupCon (Khosla et al. 2020) on the labels: its temperature 0.1 (the paper's best)
-    "supcon": MethodSpec("SupCon (labels)", 2e-3, 1e-6, 0.1, None, True),
+    "supcon": MethodSpec("SupCon (labels)", 2e-3, 1e-6, 0.1, None, True, augmentation="simclr"),
     # the ceiling: the same encoder, augmentations (one view) and budget, trained on the labels
-    "supervised": MethodSpec("supervised (ceiling)", 2e-3, 1e-6, None, None, True),
+    "supervised": MethodSpec(
+        "supervised (ceiling)", 2e-3, 1e-6, None, None, True, augmentation="simclr"
+    ),
 }
+
+# methods that train on small (multi-crop) views besides the two large ones
+MULTICROP_METHODS: frozenset[MethodName] = frozenset(
+    method for method, spec in METHOD_SPECS.items() if spec.augmentation in MULTICROP_RECIPES
+)
 
 
 @dataclass(frozen=True)

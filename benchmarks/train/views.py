@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from benchmarks.train.config import MULTICROP_METHODS, Resolved
+from benchmarks.train.config import MULTICROP_RECIPES, Resolved
 from benchmarks.train.data import Data
 from sslosses.transforms import (
     Augmentation,
@@ -29,15 +29,16 @@ Augment = Callable[[Tensor, torch.Generator], list[Tensor]]
 def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment:
     """The views each method trains on, normalized with the data's channel statistics.
 
-    RGB data gets each paper's recipe at the data's crop size: SimCLR's (colour strength 0.5
-    and no blur, its CIFAR-10 setting), MoCo v2's for MoCo and SimSiam (SimCLR's with strength
-    0.5 and blur), BYOL's asymmetric pair for BYOL and Barlow Twins (which copies it), SwAV's
-    multi-crop. Grayscale data (digits, Fashion-MNIST) gets random resized crops, brightness
+    The method's ``MethodSpec.augmentation`` names the recipe. RGB data gets it at the data's
+    crop size: SimCLR's (colour strength 0.5 and no blur, its CIFAR-10 setting), MoCo v2's
+    (SimCLR's with strength 0.5 and blur; MoCo and SimSiam), BYOL's asymmetric pair (BYOL and
+    the methods that copy it: Barlow Twins, VICReg, TiCo, W-MSE), DINO's and SwAV's multi-crop.
+    Grayscale data (digits, Fashion-MNIST) gets random resized crops, brightness
     and contrast jitter, and flips where they make sense (not for digits); no hue, saturation
     or grayscale (meaningless) and no blur (it erases 8x8 digits).
     """
     m, s = tuple(mean.flatten().tolist()), tuple(std.flatten().tolist())
-    method, preset = r.method, r.preset
+    recipe, preset = r.spec.augmentation, r.preset
     size, small, scale = r.image_size, r.small_crop_size, preset.crop_scale
     gray = data.train_x.shape[1] == 1
     multicrop: MultiCrop
@@ -45,20 +46,20 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
         # Grayscale images go through the pipeline with their one channel (brightness and
         # contrast jitter work on it; contrast's luma is the channel itself).
         sizes, counts, scales = [size], [2], [scale]
-        if method in MULTICROP_METHODS and r.small_crops:
+        if recipe in MULTICROP_RECIPES and r.small_crops:
             sizes, counts = [size, small], [2, r.small_crops]
             scales = [scale, preset.small_crop_scale]
         jitter = Augmentation(jitter=(0.4, 0.4, 0.0, 0.0), jitter_prob=0.8, mean=m, std=s)
         multicrop = MultiCrop(
             sizes, counts, scales, augmentations=jitter, flip_prob=0.5 if preset.flip else 0.0
         )
-    elif method in ("simclr", "supervised", "supcon", "nnclr", "dcl", "align-uniform"):
+    elif recipe == "simclr":
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.0, mean=m, std=s)
-    elif method in ("moco", "simsiam"):
+    elif recipe == "mocov2":
         multicrop = simclr_transform(size, scale=scale, strength=0.5, blur_prob=0.5, mean=m, std=s)
-    elif method in ("byol", "barlow-twins", "vicreg", "tico", "wmse"):  # as VICReg: BYOL's
+    elif recipe == "byol":
         multicrop = byol_transform(size, scale=scale, mean=m, std=s)
-    elif method in ("dino", "dino-sinkhorn", "dinov2"):
+    elif recipe == "dino":
         multicrop = dino_transform(
             size,
             small,
@@ -68,7 +69,7 @@ def build_augment(r: Resolved, data: Data, mean: Tensor, std: Tensor) -> Augment
             mean=m,
             std=s,
         )
-    else:
+    else:  # "swav"
         multicrop = swav_transform(
             size,
             small,
