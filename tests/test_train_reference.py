@@ -61,6 +61,45 @@ def test_readme_digits_table_is_the_committed_table_of_the_torch_it_names() -> N
     assert _readme_rows() == expected
 
 
+FASHION = README[README.index("**Fashion-MNIST**") : README.index("**Digits**")]
+FASHION_JSON = ROOT / "benchmarks" / "results" / "train_fashion_mnist.json"
+
+
+def test_readme_fashion_table_is_seed_0_of_the_committed_results() -> None:
+    """Every seed-0 run of ``train_fashion_mnist.json`` is a row of README's table with its
+    probes, steps and CPU minutes, in bold exactly where it beats raw pixels; and README's
+    count of the self-supervised methods above the pixels is the JSON's."""
+    results = json.loads(FASHION_JSON.read_text())
+    raw = results["raw_pixels"]
+    keys = ("knn200", "knn20", "linear")
+    expected: dict[str, tuple[str, ...]] = {
+        "raw pixels": (*(f"{raw[k]:.2f}" for k in keys), "-", "-"),
+    }
+    above = 0
+    self_supervised = 0
+    for run in results["runs"]:
+        if run["seed"] != 0:
+            continue
+        cells = [
+            f"**{run['final'][k]:.2f}**"
+            if round(run["final"][k], 2) > round(raw[k], 2)
+            else f"{run['final'][k]:.2f}"
+            for k in keys
+        ]
+        expected[run["title"]] = (*cells, str(run["steps"]), f"{run['cpu_seconds'] / 60:.1f}")
+        if run["method"] not in ("supcon", "supervised"):
+            self_supervised += 1
+            above += round(run["final"]["linear"], 2) > round(raw["linear"], 2)
+    rows = {}
+    for line in FASHION.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[0] in expected:
+            rows[cells[0]] = tuple(cells[1:])
+    assert rows == expected
+    sentence = f"{above} of the {self_supervised} self-supervised methods beat raw pixels in seed 0"
+    assert sentence in " ".join(FASHION.split())
+
+
 def test_readme_states_how_far_the_committed_tables_lie_apart() -> None:
     tables = train_reference.committed_tables()
     assert len(tables) >= 2, "commit the digits table of at least two torch builds"

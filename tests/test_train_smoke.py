@@ -442,7 +442,7 @@ def test_each_method_gets_its_views(method: config.MethodName) -> None:
     multicrop = {"swav", "dino", "dino-sinkhorn", "dinov2", "mmcr", "lejepa"}
     small = r.small_crops if method in multicrop else 0
     assert [v.shape[-1] for v in views] == [r.image_size] * 2 + [r.small_crop_size] * small
-    assert config.MULTICROP_METHODS == multicrop  # derived from each spec's augmentation
+    assert multicrop == config.MULTICROP_METHODS  # derived from each spec's augmentation
 
 
 def test_fashion_preset_gives_the_dearer_methods_fewer_steps() -> None:
@@ -451,7 +451,8 @@ def test_fashion_preset_gives_the_dearer_methods_fewer_steps() -> None:
         for m in config.ALL_RUNS
     }
     assert steps["simclr"] == steps["supervised"] == config.PRESETS["fashion-mnist"].steps
-    assert steps["moco"] < steps["simclr"] and steps["dino"] < steps["moco"]
+    assert steps["moco"] < steps["simclr"] and steps["lejepa"] < steps["moco"]
+    assert steps["dino"] == steps["dino-sinkhorn"] == steps["dinov2"]  # one family, one budget
     assert {m for m, n in steps.items() if n != steps["simclr"]} == set(
         config.PRESETS["fashion-mnist"].method_steps
     )
