@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import sslosses
 import sslosses.functional as SF
 from benchmarks.train import config, loop, report
 from benchmarks.train import data as train_data
@@ -460,9 +461,10 @@ def test_fashion_preset_gives_the_dearer_methods_fewer_steps() -> None:
     assert config.resolve(overridden, "dino", 60_000).steps == 7  # --steps wins
 
 
-def test_dinov2_adds_koleo_of_the_backbone_features_to_dino_sinkhorn() -> None:
-    """``--method dinov2`` is ``dino-sinkhorn``'s loss plus 0.1 x KoLeo (DINOv2's weight) of
-    the student's backbone features of each large crop, on the same weights and views."""
+def test_dinov2_adds_koleo_of_the_head_bottleneck_to_dino_sinkhorn() -> None:
+    """``--method dinov2`` is ``dino-sinkhorn``'s loss plus 0.01 x KoLeo of the student head's
+    bottleneck (its MLP's output, before the L2-normalization) of each large crop, on the same
+    weights and views."""
     data = train_data.load_digits()
     views = [torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(v)) for v in (0, 1)]
     views += [torch.randn(32, 1, 4, 4, generator=torch.Generator().manual_seed(2))]
@@ -474,9 +476,11 @@ def test_dinov2_adds_koleo_of_the_backbone_features_to_dino_sinkhorn() -> None:
         model = train_methods.build_method(cfg, r, data, distributed=False)
         losses[method] = model(views, torch.zeros(32, dtype=torch.long))
     features = forward_multicrop(model.backbone, views)[:2]  # the large crops in one pass
-    koleo = sum(SF.koleo_loss(f) for f in features)
+    head = model.online.projector
+    assert isinstance(head, sslosses.DINOHead)
+    koleo = sum(SF.koleo_loss(head.mlp(f)) for f in features)
     assert float(koleo.detach()) != 0.0
-    torch.testing.assert_close(losses["dinov2"], losses["dino-sinkhorn"] + 0.1 * koleo)
+    torch.testing.assert_close(losses["dinov2"], losses["dino-sinkhorn"] + 0.01 * koleo)
 
 
 # --- probes, baselines, report ------------------------------------------------------------------

@@ -317,8 +317,8 @@ METHOD_SPECS: dict[MethodName, MethodSpec] = {
     "tico": MethodSpec("TiCo", 2e-3, 1e-6, None, 0.99, True, augmentation="byol"),
     "wmse": MethodSpec("W-MSE", 2e-3, 1e-6, None, None, True, augmentation="byol"),
     "lejepa": MethodSpec("LeJEPA", 2e-3, 1e-6, None, None, True, augmentation="swav"),
-    # DINOv2's recipe on a CNN: DINO + Sinkhorn's settings plus the KoLeo regularizer (weight
-    # 0.1, dinov2's ssl_default_config) on the student's backbone features of the large crops.
+    # DINOv2's recipe on a CNN: DINO + Sinkhorn's settings plus the KoLeo regularizer on the
+    # student head's bottleneck of the large crops (weight and place: methods.DINO).
     "dinov2": MethodSpec(
         "DINOv2-style (Sinkhorn + KoLeo)", 2e-3, 1e-6, 0.2, 0.99, False, augmentation="dino"
     ),
