@@ -72,7 +72,7 @@ def test_readme_digits_table_is_the_committed_table_of_the_torch_it_names() -> N
 
 
 FASHION = README[README.index("**Fashion-MNIST**") : README.index("**Digits**")]
-FASHION_JSON = ROOT / "benchmarks" / "results" / "train_fashion_mnist.json"
+FASHION_JSON = train_reference.RESULTS / "train_fashion_mnist.json"
 
 
 def test_readme_fashion_table_is_seed_0_of_the_committed_results() -> None:

@@ -464,7 +464,7 @@ def test_fashion_preset_gives_the_dearer_methods_fewer_steps() -> None:
 def test_dinov2_adds_koleo_of_the_head_bottleneck_to_dino_sinkhorn() -> None:
     """``--method dinov2`` is ``dino-sinkhorn``'s loss plus 0.01 x KoLeo of the student head's
     bottleneck (its MLP's output, before the L2-normalization) of each large crop, on the same
-    weights and views."""
+    weights and views; the student's scores, split at the bottleneck, are still ``head(f)``."""
     data = train_data.load_digits()
     views = [torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(v)) for v in (0, 1)]
     views += [torch.randn(32, 1, 4, 4, generator=torch.Generator().manual_seed(2))]
@@ -475,9 +475,19 @@ def test_dinov2_adds_koleo_of_the_head_bottleneck_to_dino_sinkhorn() -> None:
         torch.manual_seed(0)
         model = train_methods.build_method(cfg, r, data, distributed=False)
         losses[method] = model(views, torch.zeros(32, dtype=torch.long))
-    features = forward_multicrop(model.backbone, views)[:2]  # the large crops in one pass
+    assert isinstance(model, train_methods.DINO)
     head = model.online.projector
     assert isinstance(head, sslosses.DINOHead)
+    every_crop = forward_multicrop(model.backbone, views)
+    with torch.no_grad():
+        teacher = forward_multicrop(model.target.module, views[:2])
+    dino = model.criterion(
+        [head(f) for f in every_crop],
+        teacher,
+        teacher_temperature=model.teacher_temperature(),
+    )
+    torch.testing.assert_close(losses["dino-sinkhorn"], dino)
+    features = every_crop[:2]  # the large crops
     koleo = sum(SF.koleo_loss(head.mlp(f)) for f in features)
     assert float(koleo.detach()) != 0.0
     torch.testing.assert_close(losses["dinov2"], losses["dino-sinkhorn"] + 0.01 * koleo)
