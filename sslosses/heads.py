@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import get_args, overload
+from typing import Literal, get_args, overload
 
 import torch
 import torch.nn.functional as F
@@ -679,11 +679,13 @@ class DINOHead(FrozenAtFirst, nn.Module):
 
     Shape:
         - input: :math:`(N, \text{in\_dim})`.
-        - output: :math:`(N, K)`.
+        - output: :math:`(N, K)`; with ``forward(x, return_bottleneck=True)`` also the
+          bottleneck :math:`u`, :math:`(N, \text{bottleneck\_dim})`.
 
     Raises:
         TypeError: if a dimension, ``n_layers`` or ``freeze_steps`` is not an ``int``, or
-            ``use_bn`` / ``norm_last_layer`` is not a ``bool``.
+            ``use_bn`` / ``norm_last_layer`` (or ``forward``'s ``return_bottleneck``) is not a
+            ``bool``.
         ValueError: if a dimension or ``n_layers`` is not positive or ``freeze_steps < 0``.
 
     Examples:
@@ -695,6 +697,9 @@ class DINOHead(FrozenAtFirst, nn.Module):
         >>> head(torch.randn(4, 16)).sum().backward()
         >>> head.cancel_gradients_(0), head.last_layer.parametrizations.weight.original1.grad
         (True, None)
+        >>> scores, bottleneck = head(torch.randn(4, 16), return_bottleneck=True)
+        >>> scores.shape, bottleneck.shape  # KoLeo on the bottleneck: DINOv2-style, small CNNs
+        (torch.Size([4, 100]), torch.Size([4, 8]))
 
     References:
         Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021,
@@ -752,11 +757,22 @@ class DINOHead(FrozenAtFirst, nn.Module):
         if self.norm_last_layer:
             weight.original0.requires_grad_(False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.mlp(x)  # (N, bottleneck_dim)
-        x = F.normalize(x, dim=-1, p=2)
-        out: Tensor = self.last_layer(x)  # (N, K)
-        return out
+    @overload
+    def forward(self, x: Tensor, *, return_bottleneck: Literal[False] = ...) -> Tensor: ...
+
+    @overload
+    def forward(self, x: Tensor, *, return_bottleneck: Literal[True]) -> tuple[Tensor, Tensor]: ...
+
+    def forward(
+        self, x: Tensor, *, return_bottleneck: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """The scores :math:`h(x)`; with ``return_bottleneck=True`` the pair ``(h(x), u)``,
+        :math:`u` the MLP's output before the L2-normalization (where a regularizer such as
+        :func:`~sslosses.functional.koleo_loss` can read it without a second MLP pass)."""
+        check_bool("return_bottleneck", return_bottleneck)
+        u = self.mlp(x)  # (N, bottleneck_dim)
+        out: Tensor = self.last_layer(F.normalize(u, dim=-1, p=2))  # (N, K)
+        return (out, u) if return_bottleneck else out
 
     def _frozen_at_first(self) -> Iterable[Tensor]:
         last: nn.Module = self.last_layer  # its gain g and direction V

@@ -464,6 +464,25 @@ def test_dino_head_forward_is_the_normalized_bottleneck_times_the_unit_rows() ->
     torch.testing.assert_close(head(x), u @ F.normalize(v, dim=1).T)
 
 
+def test_dino_head_returns_its_bottleneck_before_the_normalization() -> None:
+    # DINOv2-style KoLeo reads the MLP's output u; the pair must be (h(x), u) of one pass
+    torch.manual_seed(0)
+    head = DINOHead(6, 9, hidden_dim=8, bottleneck_dim=5).double()
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    scores, u = head(x, return_bottleneck=True)
+    torch.testing.assert_close(scores, head(x), rtol=0, atol=0)
+    torch.testing.assert_close(u, head.mlp(x), rtol=0, atol=0)
+    assert u.shape == (4, 5) and not torch.allclose(u.norm(dim=1), torch.ones(4, dtype=u.dtype))
+    # both outputs carry the gradient to the input (the MLP is shared, not recomputed)
+    (gs,) = torch.autograd.grad(scores.sum(), x, retain_graph=True)
+    (gu,) = torch.autograd.grad(u.sum(), x)
+    (want,) = torch.autograd.grad(head.mlp(x).sum(), x)
+    torch.testing.assert_close(gu, want)
+    assert gs.abs().sum() > 0
+    with pytest.raises(TypeError, match=r"return_bottleneck must be a bool, got int"):
+        head(x, return_bottleneck=1)  # type: ignore[call-overload]
+
+
 def test_dino_head_cancel_gradients() -> None:
     head = DINOHead(6, 9, hidden_dim=8, bottleneck_dim=5, norm_last_layer=False, freeze_steps=2)
     for step, dropped in [(0, True), (1, True), (2, False), (5, False)]:

@@ -298,8 +298,7 @@ class DINO(Method):
         # one backbone pass per crop size, then the head on every crop's features
         features = forward_multicrop(self.online.backbone, views)
         head = typing.cast(sslosses.DINOHead, self.online.projector)
-        bottleneck = [head.mlp(f) for f in features]  # head(f), split where KoLeo reads it
-        student = [head.last_layer(F.normalize(b, dim=-1)) for b in bottleneck]
+        student, bottleneck = zip(*(head(f, return_bottleneck=True) for f in features), strict=True)
         with torch.no_grad():
             teacher = forward_multicrop(self.target.module, views[:2])
         loss: Tensor = self.criterion(
