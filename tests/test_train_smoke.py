@@ -461,6 +461,26 @@ def test_fashion_preset_gives_the_dearer_methods_fewer_steps() -> None:
     assert config.resolve(overridden, "dino", 60_000).steps == 7  # --steps wins
 
 
+def test_fashion_preset_trains_swav_on_its_two_large_crops_only() -> None:
+    """SwAV on Fashion-MNIST learns better without the 12-pixel small crops (issue 26): the
+    preset gives it none, the other multi-crop methods the preset's 2; --small-crops wins."""
+    cfg = config.parse_args(["--data", "fashion-mnist"])
+    crops = {m: config.resolve(cfg, m, 60_000).small_crops for m in config.MULTICROP_METHODS}
+    assert crops.pop("swav") == 0
+    assert set(crops.values()) == {2} == {config.PRESETS["fashion-mnist"].small_crops}
+    assert config.resolve(config.parse_args(["--data", "digits"]), "swav", 1_000).small_crops == 4
+    overridden = config.parse_args(["--data", "fashion-mnist", "--small-crops", "3"])
+    assert config.resolve(overridden, "swav", 60_000).small_crops == 3
+    r = config.resolve(cfg, "swav", 60_000)
+    images = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    labels = torch.zeros(4, dtype=torch.long)
+    data = train_data.Data("fashion-mnist", images, labels, images, labels, 10, 255.0)
+    views = train_views.build_augment(r, data, torch.tensor([0.3]), torch.tensor([0.2]))(
+        images, torch.Generator().manual_seed(0)
+    )
+    assert [tuple(v.shape) for v in views] == [(4, 1, 28, 28)] * 2
+
+
 def test_dinov2_adds_koleo_of_the_head_bottleneck_to_dino_sinkhorn() -> None:
     """``--method dinov2`` is ``dino-sinkhorn``'s loss plus 0.01 x KoLeo of the student head's
     bottleneck (its MLP's output, before the L2-normalization) of each large crop, on the same
@@ -544,8 +564,11 @@ def test_help_shows_the_defaults_each_dataset_and_method_resolves_to(
         config.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text
-    steps = "; ".join(f"{name}: {preset.steps}" for name, preset in config.PRESETS.items())
-    assert f"optimizer steps per method (default: {steps})" in text
+    fashion = config.PRESETS["fashion-mnist"]
+    per_method = ", ".join(f"{m}: {n}" for m, n in fashion.method_steps.items())
+    steps = f"digits: 200; fashion-mnist: {fashion.steps} ({per_method}); cifar10: 78000"
+    assert f"optimizer steps per method (default: {steps}; stl10: 80000)" in text
+    assert "(default: digits: 4; fashion-mnist: 2 (swav: 0); cifar10, stl10: 6)" in text
     temperatures = "simclr, moco, dino-sinkhorn, dcl, dinov2: 0.2; swav, dino, nnclr, supcon: 0.1"
     assert f"(default: {temperatures})" in text  # per method
     assert "--stop-after" in text and "(default: none)" in text
