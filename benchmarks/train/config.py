@@ -194,8 +194,8 @@ PRESETS: dict[DataName, DataPreset] = {
         flip=False,
     ),
     # Native 28x28 images; ResNet-10 at width 32 with a stride-2 stem (256-d features; the
-    # stages run at 14-7-4-2 pixels), 2 small crops for the multi-crop methods but SwAV. Steps per
-    # method equalize the training's CPU time (measured per step on one core, SimCLR 0.68 s):
+    # stages run at 14-7-4-2 pixels), 2 small crops for the multi-crop methods but SwAV. Steps
+    # per method equalize the training's CPU time (measured per step on one core, SimCLR 0.68 s):
     # 450 for the methods at 0.6-0.75 s/step, fewer for the dearer ones, more for the DINO
     # family than equal time would give (each run stays under 20 CPU-minutes with its
     # evaluations).
@@ -218,7 +218,7 @@ PRESETS: dict[DataName, DataPreset] = {
             "moco": 350,  # 0.88-0.92 s/step: the momentum encoder's pass
             "byol": 350,
             # SwAV on its 2 large crops only (method_small_crops), cheaper per step: 600 steps
-            # in 9.6 CPU-minutes with the evaluations (issue 26)
+            # in 9.6-10.8 CPU-minutes with the evaluations (issue 26)
             "swav": 600,
             "lejepa": 300,  # 1.19 s/step: every crop through the head, 1024 SIGReg slices
             # 1.43-1.47 s/step (DINO's 2048-wide head on every crop): 250 steps would match
@@ -229,7 +229,7 @@ PRESETS: dict[DataName, DataPreset] = {
             "dinov2": 350,
         },
         # SwAV's linear probe: 83.28 at 500 steps with the 12-pixel crops, 85.04 at 450 without
-        # them (train_fashion_mnist.md's retries); the DINO family and MMCR keep theirs
+        # them (train_fashion_mnist.md's retries); the other multi-crop methods keep theirs
         method_small_crops={"swav": 0},
     ),
     "cifar10": DataPreset(
@@ -427,12 +427,13 @@ def _default_text(f: dataclasses.Field[Any]) -> str:
     source = f.metadata.get("default")
     values: dict[str, Any]
     if source == "preset":
-        values = {name: getattr(preset, f.name) for name, preset in PRESETS.items()}
-        for data, preset in PRESETS.items():  # the preset's per-method values, in brackets
+        values = {}
+        for data, preset in PRESETS.items():  # with the preset's per-method values in brackets
             per_method: Mapping[str, Any] = getattr(preset, f"method_{f.name}", {})
-            if per_method:
-                shown = ", ".join(f"{m}: {v}" for m, v in per_method.items())
-                values[data] = f"{values[data]} ({shown})"
+            shown = ", ".join(f"{m}: {v}" for m, v in per_method.items())
+            values[data] = (
+                f"{getattr(preset, f.name)} ({shown})" if shown else getattr(preset, f.name)
+            )
     elif source == "method":
         values = {name: getattr(spec, f.name) for name, spec in METHOD_SPECS.items()}
         values = {name: value for name, value in values.items() if value is not None}
